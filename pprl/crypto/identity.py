@@ -1,0 +1,104 @@
+"""Party identities: an Ed25519 signing key and an X25519 agreement key.
+
+Each party holds one of each. The public halves go on the party's card; the
+fingerprint is a short digest of both so people can compare cards out of band
+(over the phone, in a contract annex) before trusting them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from Crypto.Protocol import DH
+from Crypto.PublicKey import ECC
+from Crypto.Signature import eddsa
+
+from pprl.errors import KeyFormatError, SignatureError
+
+__all__ = ["IdentityKey", "PublicIdentity", "fingerprint", "verify_signature"]
+
+KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+
+
+def fingerprint(sign_pub: bytes, agree_pub: bytes) -> str:
+    """Short, human-comparable digest of a party's two public keys."""
+    digest = hashlib.sha256(b"pprl-card-v1" + sign_pub + agree_pub).hexdigest()
+    return ":".join(digest[i : i + 4] for i in range(0, 32, 4))
+
+
+@dataclass(frozen=True)
+class PublicIdentity:
+    """The public half of an identity: what a card carries."""
+
+    sign_pub: bytes
+    agree_pub: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.sign_pub) != KEY_BYTES or len(self.agree_pub) != KEY_BYTES:
+            raise KeyFormatError("public keys must be 32 bytes each")
+        try:
+            eddsa.import_public_key(self.sign_pub)
+            DH.import_x25519_public_key(self.agree_pub)
+        except ValueError as exc:
+            raise KeyFormatError(f"not a valid Ed25519/X25519 public key: {exc}") from None
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.sign_pub, self.agree_pub)
+
+    def verify(self, message: bytes, signature: bytes) -> None:
+        """Raise SignatureError unless ``signature`` is this party's over ``message``."""
+        verify_signature(self.sign_pub, message, signature)
+
+
+def verify_signature(sign_pub: bytes, message: bytes, signature: bytes) -> None:
+    """Verify an Ed25519 (RFC 8032, pure) signature; raise SignatureError if it fails."""
+    try:
+        key = eddsa.import_public_key(sign_pub)
+        eddsa.new(key, "rfc8032").verify(message, signature)
+    except (ValueError, TypeError):
+        raise SignatureError("signature does not verify") from None
+
+
+@dataclass(frozen=True)
+class IdentityKey:
+    """A party's private identity. Never printed: repr hides the seeds."""
+
+    sign_seed: bytes = field(repr=False)
+    agree_seed: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.sign_seed) != KEY_BYTES or len(self.agree_seed) != KEY_BYTES:
+            raise KeyFormatError("private key seeds must be 32 bytes each")
+
+    @classmethod
+    def generate(cls) -> "IdentityKey":
+        """Fresh keys from the library's CSPRNG."""
+        sign = ECC.generate(curve="Ed25519")
+        agree = ECC.generate(curve="Curve25519")
+        return cls(sign_seed=sign.seed, agree_seed=agree.seed)
+
+    def _sign_key(self) -> ECC.EccKey:
+        return eddsa.import_private_key(self.sign_seed)
+
+    def _agree_key(self) -> ECC.EccKey:
+        return DH.import_x25519_private_key(self.agree_seed)
+
+    def public(self) -> PublicIdentity:
+        sign_pub = self._sign_key().public_key().export_key(format="raw")
+        agree_pub = self._agree_key().public_key().export_key(format="raw")
+        return PublicIdentity(sign_pub=sign_pub, agree_pub=agree_pub)
+
+    def sign(self, message: bytes) -> bytes:
+        """Ed25519 signature (RFC 8032, pure) over ``message``."""
+        return eddsa.new(self._sign_key(), "rfc8032").sign(message)
+
+    def agree(self, peer_agree_pub: bytes) -> bytes:
+        """Raw X25519 shared secret with a peer; feed it to a KDF, never use it directly."""
+        try:
+            peer = DH.import_x25519_public_key(peer_agree_pub)
+            return DH.key_agreement(static_priv=self._agree_key(), static_pub=peer, kdf=lambda z: bytes(z))
+        except ValueError:
+            raise KeyFormatError("peer agreement key is not a valid X25519 public key") from None
