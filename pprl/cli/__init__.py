@@ -1,0 +1,70 @@
+"""The ``pprl`` command: one click group, commands split by party into sub-modules.
+
+The CLI only parses options, calls ``pprl.parties`` and prints. Every
+``PPRLError`` becomes a one-line message and exit code 1 here, in one place;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pprl import __version__
+from pprl.errors import PPRLError
+
+__all__ = ["cli", "main"]
+
+
+class _Group(click.Group):
+    """A group that turns pprl's own errors into one-line messages."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except PPRLError as exc:
+            if (ctx.find_root().obj or {}).get("debug"):
+                raise
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise click.ClickException(message) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pprl")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Privacy-preserving linkage and encrypted score sharing between
+    platforms, a credit bureau and a key-holding authority.
+
+    \b
+    A typical run, one command per party:
+      pprl init platform_1 --role platform --dir keys
+      pprl secret share --me keys/platform_1.key --peers keys/platform_2.card.json --out p1.share.json
+      pprl paillier keygen --me keys/authority.key --bits 2048 --dir authority
+      pprl submit --me keys/platform_1.key --schema examples/schema-cn.json ...
+      pprl link --me keys/bureau.key --cards ... --submissions ... --out linkage.json
+      pprl aggregate --me keys/bureau.key --linkage linkage.json ... --out release.json
+      pprl decrypt --me keys/authority.key --paillier-key authority/paillier.key ...
+    Or see it all at once: pprl demo --workdir demo-run
+    """
+    ctx.obj = {"debug": debug}
+
+
+def progress_wanted() -> bool:
+    """Progress bars only where a person is watching."""
+    return sys.stderr.isatty()
+
+
+def say(message: str) -> None:
+    """Status lines go to stderr so stdout stays machine-readable."""
+    click.echo(message, err=True)
+
+
+from pprl.cli import admin, authority, bureau, platform, tools  # noqa: E402,F401  (registers commands)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="pprl")

@@ -1,0 +1,99 @@
+"""Platform commands: submit, encode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pprl.cli import cli, progress_wanted, say
+from pprl.documents import write_atomic
+from pprl.errors import DataValidationError
+from pprl.linkage.encode import encode_records, to_clkhash_json
+from pprl.linkage.schema import load_schema
+from pprl.parties.identity import load_card, load_key
+from pprl.parties.platform import submit
+from pprl.parties.secret import load_secret
+from pprl.parties.tables import read_table
+
+FILE = click.Path(dir_okay=False)
+
+
+def split_columns(values: tuple[str, ...]) -> list[str]:
+    """Accept ``--scores a,b`` and ``--scores a --scores b`` alike."""
+    return [c.strip() for v in values for c in v.split(",") if c.strip()]
+
+
+@cli.command("submit")
+@click.option("--me", required=True, type=FILE, help="Your identity key (platform).")
+@click.option("--schema", required=True, type=FILE, help="Linkage schema (clkhash v3 JSON).")
+@click.option("--secret", required=True, type=FILE, help="Combined linkage secret file.")
+@click.option("--paillier", type=FILE, help="The authority's paillier.pub.json (needed with --scores).")
+@click.option("--authority", type=FILE, help="The authority's card: pin who must have signed --paillier.")
+@click.option("--data", required=True, type=FILE, help="Your users, a UTF-8 CSV with a header row.")
+@click.option("--id-column", required=True, help="Your own user id column (kept only in the .map.csv).")
+@click.option("--scores", multiple=True, help="Score column(s) to encrypt: COL[,COL...]; omit for linkage only.")
+@click.option("--out", required=True, type=FILE, help="Submission file to write.")
+def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores, out) -> None:
+    """Encode identifiers into CLKs, encrypt scores, and sign one submission for the bureau.
+
+    Also writes OUT.map.csv (token,<id-column>; mode 0600): your private way
+    back from the bureau's tokens to your own users. Never send it.
+
+    \b
+    Example:
+      pprl submit --me keys/platform_1.key --schema examples/schema-cn.json \\
+          --secret platform_1.secret --paillier authority/paillier.pub.json \\
+          --data platform_1.csv --id-column user_id --scores repay_score,spend_score \\
+          --out platform_1.submission.json
+    """
+    key = load_key(me)
+    result = submit(
+        key,
+        schema,
+        secret,
+        data,
+        id_column,
+        out,
+        paillier=paillier,
+        scores=split_columns(scores),
+        authority=load_card(authority) if authority else None,
+        progress=progress_wanted(),
+    )
+    say(f"wrote {result.path} ({result.records} records, scores: {', '.join(result.score_columns) or 'none'})")
+    say(f"wrote {result.map_path} (private, mode 0600: keep it)")
+
+
+@cli.command("encode")
+@click.option("--schema", required=True, type=FILE, help="Linkage schema (clkhash v3 JSON).")
+@click.option("--secret", type=FILE, help="pprl linkage secret file (from `pprl secret combine`).")
+@click.option("--clkhash-secret", type=FILE,
+              help="File whose bytes are the secret as given to clkhash (one trailing newline is ignored).")
+@click.option("--data", required=True, type=FILE, help="CSV with a header row naming the schema's features.")
+@click.option("--out", required=True, type=FILE, help="Output in clkhash's format: {\"clks\": [base64, ...]}.")
+def encode_cmd(schema, secret, clkhash_secret, data, out) -> None:
+    """Encode records into CLKs only, in clkhash's output format (feeds anonlink's tools).
+
+    \b
+    Example:
+      pprl encode --schema examples/schema-cn.json --secret platform_1.secret \\
+          --data platform_1.csv --out platform_1.clks.json
+    """
+    if bool(secret) == bool(clkhash_secret):
+        raise click.UsageError("give exactly one of --secret and --clkhash-secret")
+    if secret:
+        secret_bytes = load_secret(secret).secret
+    else:
+        secret_bytes = Path(clkhash_secret).read_bytes()
+        if secret_bytes.endswith(b"\n"):
+            secret_bytes = secret_bytes[:-1]
+        if not secret_bytes:
+            raise DataValidationError(f"{clkhash_secret}: the secret file is empty")
+    frame = read_table(data)
+    try:
+        clks = encode_records(frame, load_schema(schema), secret_bytes, progress=progress_wanted())
+    except DataValidationError as exc:
+        raise DataValidationError(f"{data}: {exc}") from None
+    write_atomic(out, json.dumps(to_clkhash_json(clks)).encode("utf-8"))
+    say(f"wrote {out} ({len(clks)} CLKs)")

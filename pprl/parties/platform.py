@@ -1,0 +1,155 @@
+"""A platform's step: turn its own users into one signed submission for the bureau.
+
+Identifiers become CLKs under the linkage secret; each score column becomes
+Paillier ciphertexts under the authority's key; each record gets a random
+opaque token. The submission carries no raw identifier, no plaintext score
+and no platform user id. The platform keeps ``SUBMISSION.map.csv`` (0600),
+its private way back from token to its own user id.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pprl.crypto.paillier import PaillierPublicKey, encode_fixed, encrypt_vector
+from pprl.documents import Card, b64e, read_document, sign_document, verify_document, write_atomic, write_document
+from pprl.errors import DataValidationError, KeyMismatchError
+from pprl.linkage.encode import encode_records
+from pprl.linkage.schema import Schema, load_schema
+from pprl.parties.identity import PartyKey
+from pprl.parties.secret import LinkageSecret, load_secret
+from pprl.parties.tables import read_table, require_columns
+
+__all__ = ["Submission", "SCORE_DECIMALS", "load_paillier_public", "submit", "map_path_for"]
+
+SCORE_DECIMALS = 2
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What ``submit`` wrote."""
+
+    path: Path
+    map_path: Path
+    records: int
+    score_columns: tuple[str, ...]
+
+
+def map_path_for(out: str | os.PathLike[str]) -> Path:
+    return Path(f"{os.fspath(out)}.map.csv")
+
+
+def load_paillier_public(path: str | os.PathLike[str], authority: Card | None = None) -> PaillierPublicKey:
+    """Read the authority's signed Paillier public key, verifying signature and fingerprint."""
+    doc = read_document(path, "paillier-pub")
+    verify_document(doc, None if authority is None else [authority], source=str(path), role="authority")
+    key = PaillierPublicKey.from_dict(doc["key"])
+    if key.fingerprint != doc.get("fingerprint"):
+        raise KeyMismatchError(f"{path}: key does not match its fingerprint")
+    return key
+
+
+def _fixed_point_scores(frame: pd.DataFrame, columns: Sequence[str], source: str) -> dict[str, list[int]]:
+    out = {}
+    for column in columns:
+        try:
+            out[column] = encode_fixed(list(frame[column]), SCORE_DECIMALS)
+        except DataValidationError as exc:
+            raise DataValidationError(f"{source}: column '{column}': {exc}; scores must be numbers") from None
+    return out
+
+
+def submit(
+    me: PartyKey,
+    schema: Schema | str | os.PathLike[str],
+    secret: LinkageSecret | str | os.PathLike[str],
+    data: pd.DataFrame | str | os.PathLike[str],
+    id_column: str,
+    out: str | os.PathLike[str],
+    *,
+    paillier: PaillierPublicKey | str | os.PathLike[str] | None = None,
+    scores: Sequence[str] = (),
+    authority: Card | None = None,
+    progress: bool = False,
+) -> Submission:
+    """Encode, encrypt and sign this platform's records; write the submission and its token map."""
+    schema = schema if isinstance(schema, Schema) else load_schema(schema)
+    secret = secret if isinstance(secret, LinkageSecret) else load_secret(secret)
+    if secret.owner != me.name:
+        raise KeyMismatchError(f"the linkage secret belongs to '{secret.owner}', not '{me.name}'")
+    source = "data" if isinstance(data, pd.DataFrame) else str(data)
+    frame = data.fillna("").astype(str) if isinstance(data, pd.DataFrame) else read_table(data)
+    if len(frame) == 0:
+        raise DataValidationError(f"{source}: no records")
+    scores = tuple(scores)
+    require_columns(frame, [id_column, *scores], source)
+    duplicated = frame[id_column].duplicated()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated.to_numpy())[0]) + 1
+        raise DataValidationError(f"{source}: row {row}: id column '{id_column}' repeats an earlier id; ids must be unique")
+    if scores and paillier is None:
+        raise DataValidationError("score columns were named but no Paillier public key was given")
+    key = None
+    if paillier is not None:
+        key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(paillier, authority)
+
+    fixed = _fixed_point_scores(frame, scores, source)
+    try:
+        clks = encode_records(frame, schema, secret.secret, progress=progress)
+    except DataValidationError as exc:
+        raise DataValidationError(f"{source}: {exc}") from None
+    # Records leave in a random order so the file says nothing about the CSV's order.
+    order = np.arange(len(frame))
+    secrets.SystemRandom().shuffle(order)
+    clks = clks[order]
+    ids = frame[id_column].to_numpy()[order]
+    ciphertexts = {
+        column: encrypt_vector(key, [values[i] for i in order], progress=progress).to_bytes()
+        for column, values in fixed.items()
+    }
+    tokens = [secrets.token_hex(12) for _ in range(len(frame))]
+
+    doc = {
+        "kind": "submission",
+        "version": 1,
+        "header": {
+            "platform": me.name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "records": len(frame),
+            "schema_hash": schema.canonical_hash(),
+            "linkage_key_id": secret.key_id,
+            "clk_bytes": int(clks.shape[1]),
+            "paillier_fingerprint": key.fingerprint if key is not None else None,
+            "paillier_key": key.to_dict() if key is not None else None,
+            "score_columns": list(scores),
+            "score_decimals": SCORE_DECIMALS,
+        },
+        "payload": {
+            "tokens": tokens,
+            "clks": b64e(np.ascontiguousarray(clks).tobytes()),
+            "scores": {c: b64e(v) for c, v in ciphertexts.items()},
+        },
+    }
+    signed = sign_document(doc, me.identity, me.card)
+    map_path = map_path_for(out)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["token", id_column])
+    writer.writerows(zip(tokens, ids))
+    write_atomic(map_path, buffer.getvalue().encode("utf-8"), private=True)
+    try:
+        path = write_document(out, signed)
+    except BaseException:
+        map_path.unlink(missing_ok=True)
+        raise
+    return Submission(path=path, map_path=map_path, records=len(frame), score_columns=scores)

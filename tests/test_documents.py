@@ -1,0 +1,68 @@
+"""Signed, versioned documents: what is refused and what is written how."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from pprl.documents import read_document, sign_document, verify_document, write_document
+from pprl.errors import DocumentError, SignatureError, UnsupportedVersionError
+from pprl.parties.identity import init_party, load_card, load_key
+
+
+def test_sign_verify_and_trusted_cards(parties):
+    keys, cards = parties
+    doc = sign_document({"kind": "x", "version": 1, "header": {"n": 1}}, keys["bureau"].identity, cards["bureau"])
+    assert verify_document(doc, [cards["bureau"]]).name == "bureau"
+    with pytest.raises(SignatureError, match="not among the given cards"):
+        verify_document(doc, [cards["platform_1"]])
+    with pytest.raises(SignatureError, match="expected a platform"):
+        verify_document(doc, role="platform")
+    doc["header"]["n"] = 2
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_document(doc)
+
+
+def test_impostor_with_same_name_is_refused(parties, tmp_path):
+    keys, cards = parties
+    key_path, _ = init_party("bureau", "bureau", tmp_path / "impostor")
+    impostor = load_key(key_path)
+    doc = sign_document({"kind": "x", "version": 1}, impostor.identity, impostor.card)
+    with pytest.raises(SignatureError, match="not among the given cards"):
+        verify_document(doc, [cards["bureau"]])
+
+
+def test_read_checks_kind_version_and_content(tmp_path):
+    path = tmp_path / "doc.json"
+    write_document(path, {"kind": "release", "version": 1})
+    assert read_document(path, "release")["kind"] == "release"
+    with pytest.raises(DocumentError, match="expected submission"):
+        read_document(path, "submission")
+    write_document(path, {"kind": "release", "version": 99})
+    with pytest.raises(UnsupportedVersionError):
+        read_document(path, "release")
+    path.write_text("")
+    with pytest.raises(DocumentError, match="empty"):
+        read_document(path, "release")
+    path.write_text("{not json")
+    with pytest.raises(DocumentError, match="not valid JSON"):
+        read_document(path, "release")
+    with pytest.raises(DocumentError, match="no such file"):
+        read_document(tmp_path / "absent.json", "release")
+
+
+def test_private_files_are_0600_and_no_temp_left(parties, tmp_path):
+    keys, _ = parties
+    key_file = tmp_path / "keys" / "bureau.key"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    card = json.loads((tmp_path / "keys" / "bureau.card.json").read_text())
+    assert "sign_seed" not in card and "agree_seed" not in card
+    assert not [p for p in os.listdir(tmp_path / "keys") if p.endswith(".tmp")]
+    assert repr(keys["bureau"].identity).find(keys["bureau"].identity.sign_seed.hex()) == -1
+
+
+def test_init_refuses_to_overwrite(tmp_path):
+    init_party("a", "platform", tmp_path)
+    with pytest.raises(DocumentError, match="refusing to overwrite"):
+        init_party("a", "platform", tmp_path)
