@@ -1,0 +1,133 @@
+"""Bloom-filter bit positions for tokens, exactly as clkhash computes them.
+
+Why: a CLK is the OR of the bits set by every token of every hashed feature.
+clkhash offers two ways to pick a token's bits:
+
+* ``blakeHash``: keyed BLAKE2b of the token with salt ``str(i)`` for the
+  i-th block of 32 positions; each little-endian 16-bit word of the 64-byte
+  digest, modulo the filter length, is one position.
+* ``doubleHash`` (Schnell et al.): ``(h_sha1 + i * h_md5) mod l`` for
+  ``i < k``, with HMAC-SHA1 and HMAC-MD5 read as big-endian integers; with
+  ``prevent_singularity`` a zero ``h_md5`` is re-drawn from HMAC-MD5 of the
+  token followed by ``chr(j).encode()`` for j = 0, 1, ...
+
+Filters are held as Python ints with bit ``length - 1 - p`` standing for
+position ``p``, so ``int.to_bytes(..., "big")`` gives exactly bitarray's
+(big-endian) ``tobytes()`` and OR/XOR of whole filters are single int
+operations. Each token's mask is memoised per feature, which is where most
+of the speed over clkhash comes from.
+
+Note on byte order: clkhash unpacks the BLAKE2b digest in the machine's native
+order; we fix little-endian, which is what clkhash does on every x86/ARM host.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from hashlib import blake2b, md5, sha1
+
+__all__ = [
+    "blake_positions",
+    "double_hash_positions",
+    "TokenHasher",
+    "fold_masks",
+    "masks_to_bytes",
+]
+
+_SHORTS = struct.Struct("<32H")
+TOKEN_CACHE_SIZE = 1 << 17
+
+
+def blake_positions(token: bytes, k: int, key: bytes, length: int) -> list[int]:
+    """The ``k`` positions clkhash's ``blake_hash_token`` gives ``token``."""
+    shorts: list[int] = []
+    for i in range((k + 31) // 32):
+        shorts.extend(_SHORTS.unpack(blake2b(token, key=key, salt=str(i).encode()).digest()))
+    return [s % length for s in shorts[:k]]
+
+
+def double_hash_positions(token: bytes, k: int, key_sha1: bytes, key_md5: bytes,
+                          length: int, prevent_singularity: bool = False) -> list[int]:
+    """The ``k`` positions clkhash's double hashing gives ``token``."""
+    h1 = int.from_bytes(hmac.digest(key_sha1, token, sha1), "big") % length
+    h2 = int.from_bytes(hmac.digest(key_md5, token, md5), "big") % length
+    if prevent_singularity:
+        j = 0
+        while h2 == 0:
+            h2 = int.from_bytes(hmac.digest(key_md5, token + chr(j).encode(), md5), "big") % length
+            j += 1
+    return [(h1 + i * h2) % length for i in range(k)]
+
+
+class _MaskCache(dict):
+    """token -> filter mask for one ``k``; computes on a miss."""
+
+    __slots__ = ("_hasher", "_k")
+
+    def __init__(self, hasher: TokenHasher, k: int) -> None:
+        super().__init__()
+        self._hasher = hasher
+        self._k = k
+
+    def __missing__(self, token: str) -> int:
+        top = self._hasher.length - 1
+        mask = 0
+        for p in self._hasher.positions(token, self._k):
+            mask |= 1 << (top - p)
+        if len(self) >= TOKEN_CACHE_SIZE:
+            self.clear()
+        self[token] = mask
+        return mask
+
+
+class TokenHasher:
+    """Turns one feature's tokens into filter masks (ints), memoised per (token, k)."""
+
+    def __init__(self, hash_type: str, keys: tuple[bytes, bytes], encoding: str, length: int,
+                 prevent_singularity: bool = False) -> None:
+        if hash_type not in ("blakeHash", "doubleHash"):
+            raise ValueError(f"unsupported hash type {hash_type!r}")
+        self.hash_type = hash_type
+        self.keys = keys
+        self.encoding = encoding
+        self.length = length
+        self.prevent_singularity = prevent_singularity
+        self._caches: dict[int, _MaskCache] = {}
+
+    def positions(self, token: str, k: int) -> list[int]:
+        """Bit positions (before folding) that ``token`` sets when inserted ``k`` times."""
+        data = token.encode(self.encoding)
+        if self.hash_type == "blakeHash":
+            return blake_positions(data, k, self.keys[0], self.length)
+        return double_hash_positions(data, k, self.keys[0], self.keys[1], self.length,
+                                     self.prevent_singularity)
+
+    def cache(self, k: int) -> _MaskCache:
+        """The memo ``token -> mask`` for ``k`` insertions; index it with a token."""
+        c = self._caches.get(k)
+        if c is None:
+            c = self._caches[k] = _MaskCache(self, k)
+        return c
+
+    def mask(self, token: str, k: int) -> int:
+        """Filter mask of ``token`` inserted ``k`` times."""
+        return self.cache(k)[token]
+
+
+def fold_masks(masks: list[int], length: int, folds: int) -> list[int]:
+    """XOR-fold each filter ``folds`` times: first half XOR second half (as clkhash)."""
+    for _ in range(folds):
+        length >>= 1
+        low = (1 << length) - 1
+        masks = [(m >> length) ^ (m & low) for m in masks]
+    return masks
+
+
+def masks_to_bytes(masks: list[int], l: int) -> bytes:
+    """Concatenated ``bitarray.tobytes()`` of ``l``-bit filters (zero-padded to bytes)."""
+    pad = -l % 8
+    size = (l + 7) // 8
+    if pad:
+        return b"".join([(m << pad).to_bytes(size, "big") for m in masks])
+    return b"".join([m.to_bytes(size, "big") for m in masks])

@@ -1,0 +1,462 @@
+"""Load and validate clkhash linkage schemas (v3; v2 is converted on load).
+
+Why: every party that encodes records for linkage must use the same schema,
+and our encoder must reproduce clkhash's CLKs bit for bit from it. clkhash
+reports the first jsonschema violation it meets (and crashes on a few schemas
+jsonschema lets through); here every problem in the schema is collected and
+raised together in one ``SchemaError`` that names the offending feature, so a
+schema author can fix everything in one pass. The loader is deliberately a
+little stricter than clkhash (unknown keys inside features, duplicate
+identifiers, ``xorFolds`` that clkhash would silently ignore), but any schema
+it accepts is accepted by clkhash and encodes identically there.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+from pprl.errors import SchemaError
+from pprl.linkage.field_formats import FieldFormat, parse_format
+from pprl.linkage.keys import HASH_ALGORITHMS, KEYS_PER_FEATURE, max_hkdf_length
+from pprl.linkage.tokens import Comparison, parse_comparison
+
+__all__ = [
+    "MissingValue",
+    "Hashing",
+    "Feature",
+    "Schema",
+    "SchemaSource",
+    "load_schema",
+    "MAX_HASH_LENGTH",
+]
+
+SUPPORTED_VERSIONS = (2, 3)
+HASH_TYPES = ("blakeHash", "doubleHash")
+STRATEGIES = ("bitsPerToken", "bitsPerFeature")
+MAX_BLAKE_KEY_SIZE = 64  # hashlib.blake2b refuses longer keys
+MAX_HASH_LENGTH = 1 << 16  # bits before folding; blakeHash cannot address more anyway
+DEFAULT_KEY_SIZE = 64
+
+SchemaSource = Union[Mapping[str, Any], str, bytes, "os.PathLike[str]"]
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class MissingValue:
+    """``missingValue``: a value equal to ``sentinel`` skips format checks and is
+    hashed as ``replace_with`` (``replaceWith`` defaults to the sentinel)."""
+
+    sentinel: str
+    replace_with: str
+
+
+@dataclass(frozen=True)
+class Hashing:
+    """A feature's ``hashing`` block."""
+
+    comparison: Comparison
+    strategy: str  # "bitsPerToken" or "bitsPerFeature"
+    bits: int
+    hash_type: str = "blakeHash"
+    prevent_singularity: bool = False
+    missing_value: MissingValue | None = None
+
+    def bits_per_token(self, num_tokens: int) -> tuple[int, ...]:
+        """How many bits each of ``num_tokens`` tokens sets (clkhash's StrategySpec)."""
+        if self.strategy == "bitsPerToken":
+            return (self.bits,) * num_tokens
+        k, residue = divmod(self.bits, num_tokens)
+        return (k + 1,) * residue + (k,) * (num_tokens - residue)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One schema feature (one input column)."""
+
+    identifier: str
+    ignored: bool = False
+    description: str | None = None
+    format: FieldFormat | None = None
+    hashing: Hashing | None = None
+
+    @property
+    def encoding(self) -> str:
+        """Text encoding used to turn tokens into bytes (only strings can change it)."""
+        return self.format.encoding if self.format is not None else "utf-8"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A validated linkage schema. ``raw`` is the JSON as given (before any v2 conversion)."""
+
+    raw: dict
+    version: int
+    features: tuple[Feature, ...]
+    l: int
+    xor_folds: int = 0
+    kdf_type: str = "HKDF"
+    kdf_hash: str = "SHA256"
+    kdf_salt: bytes | None = None
+    kdf_info: bytes | None = None
+    kdf_key_size: int = DEFAULT_KEY_SIZE
+
+    @property
+    def identifiers(self) -> list[str]:
+        """Every feature identifier in schema order, ignored ones included."""
+        return [f.identifier for f in self.features]
+
+    @property
+    def hashed_identifiers(self) -> list[str]:
+        """Identifiers of the features that are hashed (not ignored), in order."""
+        return [f.identifier for f in self.features if not f.ignored]
+
+    @property
+    def hash_length(self) -> int:
+        """Bloom filter length before XOR folding."""
+        return self.l << self.xor_folds
+
+    def canonical_hash(self) -> str:
+        """Hex SHA-256 of the canonical JSON of ``raw``: equal schemas, equal hashes."""
+        text = json.dumps(self.raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def __hash__(self) -> int:
+        return hash(self.canonical_hash())
+
+
+# --------------------------------------------------------------------- reading
+
+
+def _pairs_hook(duplicates: list[str]):
+    def hook(pairs: list[tuple[str, Any]]) -> dict:
+        out: dict = {}
+        for key, value in pairs:
+            if key in out:
+                duplicates.append(f"key {key!r} appears more than once in one JSON object")
+            out[key] = value
+        return out
+    return hook
+
+
+def _parse_json(text: str, origin: str, duplicates: list[str]) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_pairs_hook(duplicates))
+    except json.JSONDecodeError as e:
+        raise SchemaError(f"schema: {origin} is not valid JSON (line {e.lineno}, "
+                          f"column {e.colno}: {e.msg})") from None
+
+
+def _read(source: Any, duplicates: list[str]) -> Any:
+    if isinstance(source, Mapping):
+        try:
+            return json.loads(json.dumps(source, allow_nan=False))
+        except (TypeError, ValueError) as e:
+            raise SchemaError(f"schema: the given dict is not plain JSON data ({e})") from None
+    if isinstance(source, (bytes, bytearray)):
+        try:
+            return _parse_json(bytes(source).decode("utf-8-sig"), "the given bytes", duplicates)
+        except UnicodeDecodeError:
+            raise SchemaError("schema: the given bytes are not UTF-8 text") from None
+    if isinstance(source, str) and source.lstrip().startswith(("{", "[")):
+        return _parse_json(source, "the given text", duplicates)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except OSError as e:
+            raise SchemaError(f"schema: cannot read {str(path)!r}: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise SchemaError(f"schema: {str(path)!r} is not UTF-8 text") from None
+        return _parse_json(text, repr(str(path)), duplicates)
+    raise SchemaError(f"schema: expected a dict, JSON text or a file path, not {type(source).__name__}")
+
+
+def _v2_to_v3(dct: dict) -> dict:
+    """clkhash's v2 -> v3 conversion: k/numBits -> bitsPerToken/bitsPerFeature, ngram -> comparison."""
+    dct = copy.deepcopy(dct)
+    dct["version"] = 3
+    for feature in dct.get("features") or []:
+        if not isinstance(feature, dict) or feature.get("ignored") is True:
+            continue
+        hashing = feature.get("hashing")
+        if not isinstance(hashing, dict):
+            continue
+        strategy = hashing.get("strategy")
+        if isinstance(strategy, dict):
+            for old, new in (("k", "bitsPerToken"), ("numBits", "bitsPerFeature")):
+                if old in strategy:
+                    value = strategy.pop(old)
+                    if isinstance(value, float) and value.is_integer():
+                        value = int(value)
+                    strategy[new] = value
+                    break
+        if "ngram" in hashing:
+            hashing["comparison"] = {"type": "ngram", "n": hashing.pop("ngram"),
+                                     "positional": hashing.pop("positional", False)}
+    return dct
+
+
+# --------------------------------------------------------------------- parsing
+
+
+def _decode_b64(kdf: dict, key: str, problems: list[str]) -> bytes | None:
+    if key not in kdf:
+        return None
+    value = kdf[key]
+    if not isinstance(value, str):
+        problems.append(f"clkConfig.kdf.{key} must be a base64 string")
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        problems.append(f"clkConfig.kdf.{key} is not valid base64")
+        return None
+
+
+def _parse_clk_config(cfg: Any, problems: list[str]) -> dict:
+    out: dict = {"l": None, "xor_folds": 0, "kdf_type": "HKDF", "kdf_hash": "SHA256",
+                 "kdf_salt": None, "kdf_info": None, "kdf_key_size": DEFAULT_KEY_SIZE}
+    if not isinstance(cfg, dict):
+        problems.append("clkConfig is missing" if cfg is None else "clkConfig must be an object")
+        return out
+    for key in sorted(set(cfg) - {"l", "kdf", "xor_folds", "xorFolds"}):
+        problems.append(f"clkConfig has unknown key {key!r}")
+    l = cfg.get("l")
+    if l is None:
+        problems.append("clkConfig.l is missing")
+    elif not _is_int(l) or l < 1:
+        problems.append("clkConfig.l must be an integer >= 1")
+    else:
+        out["l"] = l
+    folds = cfg.get("xor_folds", 0)
+    if not _is_int(folds) or folds < 0:
+        problems.append("clkConfig.xor_folds must be an integer >= 0")
+    else:
+        out["xor_folds"] = folds
+    if "xorFolds" in cfg and cfg["xorFolds"] != folds:
+        problems.append("clkConfig.xorFolds is ignored by clkhash 0.18, which reads "
+                        "clkConfig.xor_folds; use xor_folds")
+    kdf = cfg.get("kdf")
+    if not isinstance(kdf, dict):
+        problems.append("clkConfig.kdf is missing" if kdf is None else "clkConfig.kdf must be an object")
+        return out
+    for key in sorted(set(kdf) - {"type", "hash", "salt", "info", "keySize"}):
+        problems.append(f"clkConfig.kdf has unknown key {key!r}")
+    if kdf.get("type") != "HKDF":
+        problems.append("clkConfig.kdf.type must be 'HKDF'")
+    kdf_hash = kdf.get("hash", "SHA256")
+    if kdf_hash not in HASH_ALGORITHMS:
+        problems.append(f"clkConfig.kdf.hash {kdf_hash!r} is not one of {', '.join(HASH_ALGORITHMS)}")
+    else:
+        out["kdf_hash"] = kdf_hash
+    out["kdf_salt"] = _decode_b64(kdf, "salt", problems)
+    out["kdf_info"] = _decode_b64(kdf, "info", problems)
+    key_size = kdf.get("keySize", DEFAULT_KEY_SIZE)
+    if not _is_int(key_size) or key_size < 1:
+        problems.append("clkConfig.kdf.keySize must be an integer >= 1")
+    else:
+        out["kdf_key_size"] = key_size
+    return out
+
+
+def _parse_hashing(obj: Any, problems: list[str]) -> Hashing | None:
+    if not isinstance(obj, dict):
+        problems.append("hashing must be an object")
+        return None
+    before = len(problems)
+    for key in sorted(set(obj) - {"comparison", "strategy", "hash", "missingValue"}):
+        problems.append(f"hashing has unknown key {key!r}")
+    comparison = None
+    if "comparison" not in obj:
+        problems.append("hashing.comparison is missing")
+    else:
+        comparison = parse_comparison(obj["comparison"], problems)
+
+    strategy, bits = "", 0
+    raw_strategy = obj.get("strategy")
+    if not isinstance(raw_strategy, dict):
+        problems.append("hashing.strategy is missing" if raw_strategy is None
+                        else "hashing.strategy must be an object")
+    elif len(raw_strategy) != 1 or next(iter(raw_strategy)) not in STRATEGIES:
+        problems.append("hashing.strategy must have exactly one key, bitsPerToken or bitsPerFeature")
+    else:
+        strategy, bits = next(iter(raw_strategy.items()))
+        if not _is_int(bits) or bits < 1:
+            problems.append(f"hashing.strategy.{strategy} must be an integer >= 1")
+
+    hash_type, singular = "blakeHash", False
+    raw_hash = obj.get("hash", {"type": "blakeHash"})
+    if not isinstance(raw_hash, dict):
+        problems.append("hashing.hash must be an object")
+    else:
+        for key in sorted(set(raw_hash) - {"type", "prevent_singularity"}):
+            problems.append(f"hashing.hash has unknown key {key!r}")
+        hash_type = raw_hash.get("type")
+        if hash_type not in HASH_TYPES:
+            problems.append(f"hashing.hash.type {hash_type!r} is not one of {', '.join(HASH_TYPES)}")
+        if "prevent_singularity" in raw_hash:
+            singular = raw_hash["prevent_singularity"]
+            if hash_type != "doubleHash":
+                problems.append("hashing.hash.prevent_singularity is only allowed with doubleHash")
+            elif not isinstance(singular, bool):
+                problems.append("hashing.hash.prevent_singularity must be true or false")
+
+    missing = None
+    if "missingValue" in obj:
+        raw_missing = obj["missingValue"]
+        if not isinstance(raw_missing, dict):
+            problems.append("hashing.missingValue must be an object")
+        else:
+            for key in sorted(set(raw_missing) - {"sentinel", "replaceWith"}):
+                problems.append(f"hashing.missingValue has unknown key {key!r}")
+            sentinel = raw_missing.get("sentinel")
+            replace = raw_missing.get("replaceWith", sentinel)
+            if not isinstance(sentinel, str):
+                problems.append("hashing.missingValue.sentinel must be a string")
+            elif not isinstance(replace, str):
+                problems.append("hashing.missingValue.replaceWith must be a string")
+            else:
+                missing = MissingValue(sentinel, replace)
+
+    if len(problems) > before or comparison is None:
+        return None
+    return Hashing(comparison, strategy, bits, hash_type, bool(singular), missing)
+
+
+_FEATURE_KEYS = {"identifier", "ignored", "description", "format", "hashing"}
+_IGNORE_KEYS = {"identifier", "ignored", "description"}
+
+
+def _parse_feature(obj: Any, index: int, problems: list[str]) -> Feature | None:
+    if not isinstance(obj, dict):
+        problems.append(f"feature #{index}: must be an object")
+        return None
+    ident = obj.get("identifier")
+    label = f"feature {ident!r}" if isinstance(ident, str) else f"feature #{index}"
+    local: list[str] = []
+    if ident is None:
+        local.append("identifier is missing")
+    elif not isinstance(ident, str):
+        local.append("identifier must be a string")
+    ignored = obj.get("ignored", False)
+    if not isinstance(ignored, bool):
+        local.append("ignored must be true or false")
+    description = obj.get("description")
+    if description is not None and not isinstance(description, str):
+        local.append("description must be a string")
+    for key in sorted(set(obj) - _FEATURE_KEYS):
+        local.append(f"unknown key {key!r}")
+
+    fmt = hashing = None
+    if not (ignored is not False and set(obj) <= _IGNORE_KEYS):
+        # A full feature; clkhash validates format and hashing even when it is ignored.
+        if "format" not in obj:
+            local.append("format is missing (or mark the feature \"ignored\": true)")
+        else:
+            fmt = parse_format(obj["format"], local)
+        if "hashing" not in obj:
+            local.append("hashing is missing (or mark the feature \"ignored\": true)")
+        else:
+            hashing = _parse_hashing(obj["hashing"], local)
+
+    problems.extend(f"{label}: {p}" for p in local)
+    if local:
+        return None
+    if ignored:
+        return Feature(ident, True, description)
+    return Feature(ident, False, description, fmt, hashing)
+
+
+def _cross_checks(features: list[Feature], total: int, cfg: dict, problems: list[str]) -> None:
+    """Checks across features and clkConfig; ``features`` are those that parsed."""
+    seen: set[str] = set()
+    reported: set[str] = set()
+    for f in features:
+        if f.identifier in seen and f.identifier not in reported:
+            problems.append(f"feature {f.identifier!r}: identifier is used by more than one feature")
+            reported.add(f.identifier)
+        seen.add(f.identifier)
+    hashed = [f for f in features if f.hashing is not None]
+    if not hashed and len(features) == total:
+        problems.append("features: no feature is hashed (all are ignored)")
+    key_size = cfg["kdf_key_size"]
+    need = KEYS_PER_FEATURE * total * key_size
+    if need > max_hkdf_length(cfg["kdf_hash"]):
+        problems.append(f"clkConfig.kdf: {total} features x {KEYS_PER_FEATURE} keys x "
+                        f"keySize {key_size} = {need} bytes is more than HKDF-{cfg['kdf_hash']} "
+                        f"can derive ({max_hkdf_length(cfg['kdf_hash'])})")
+    blake = [f.identifier for f in hashed if f.hashing.hash_type == "blakeHash"]
+    if blake and key_size > MAX_BLAKE_KEY_SIZE:
+        problems.append(f"clkConfig.kdf.keySize {key_size} is larger than blakeHash allows "
+                        f"({MAX_BLAKE_KEY_SIZE}), used by feature {blake[0]!r}")
+    if cfg["l"] is None:
+        return
+    length = cfg["l"] << cfg["xor_folds"]
+    if length > MAX_HASH_LENGTH:
+        problems.append(f"clkConfig: l x 2**xor_folds = {length} bits is more than the "
+                        f"supported {MAX_HASH_LENGTH}")
+    elif blake and length & (length - 1):
+        problems.append(f"clkConfig: l x 2**xor_folds = {length} must be a power of two for "
+                        f"blakeHash (used by feature {blake[0]!r})")
+
+
+def load_schema(source: SchemaSource) -> Schema:
+    """Load and validate a clkhash linkage schema.
+
+    ``source`` is a dict, JSON text (str or bytes), or a path to a JSON file.
+    Raises ``SchemaError`` listing every problem found; the list is also on the
+    exception's ``problems`` attribute.
+    """
+    problems: list[str] = []
+    raw = _read(source, problems)
+    if not isinstance(raw, dict):
+        raise SchemaError("schema: the top level must be a JSON object")
+    version = raw.get("version")
+    dct = raw
+    if version is None:
+        problems.append("version is missing (expected 3)")
+    elif isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+        problems.append(f"version {version!r} is not supported (expected 3, or 2 which is "
+                        f"converted; convert older schemas with clkhash first)")
+    elif version == 2:
+        dct = _v2_to_v3(raw)
+
+    cfg = _parse_clk_config(dct.get("clkConfig"), problems)
+    raw_features = dct.get("features")
+    features: list[Feature] = []
+    if not isinstance(raw_features, list):
+        problems.append("features is missing" if raw_features is None else "features must be a list")
+    elif not raw_features:
+        problems.append("features must not be empty")
+    else:
+        parsed = [_parse_feature(obj, i, problems) for i, obj in enumerate(raw_features, start=1)]
+        features = [f for f in parsed if f is not None]
+        _cross_checks(features, len(raw_features), cfg, problems)
+
+    if problems:
+        err = SchemaError("schema: " + "; ".join(problems))
+        err.problems = list(problems)  # type: ignore[attr-defined]
+        raise err
+    return Schema(
+        raw=raw,
+        version=int(version),
+        features=tuple(features),
+        l=cfg["l"],
+        xor_folds=cfg["xor_folds"],
+        kdf_type=cfg["kdf_type"],
+        kdf_hash=cfg["kdf_hash"],
+        kdf_salt=cfg["kdf_salt"],
+        kdf_info=cfg["kdf_info"],
+        kdf_key_size=cfg["kdf_key_size"],
+    )

@@ -1,0 +1,229 @@
+"""Drive the CLI through every command on a small synthetic population.
+
+The world is built once per module (identities, secret, Paillier key,
+submissions); the error tests reuse it and check that each refusal is one
+line naming the file, exits non-zero and leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import stat
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pprl.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "examples" / "schema-cn.json"
+PLATFORMS = ["platform_1", "platform_2", "platform_3"]
+
+
+def run(*args: str, ok: bool = True):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = tmp_path_factory.mktemp("world")
+    run("synth", "--people", 80, "--platforms", 3, "--out", w / "data", "--seed", 7)
+    for name in PLATFORMS:
+        run("init", name, "--role", "platform", "--dir", w / "keys")
+    run("init", "bureau", "--role", "bureau", "--dir", w / "keys")
+    run("init", "authority", "--role", "authority", "--dir", w / "keys")
+    card = {n: w / "keys" / f"{n}.card.json" for n in [*PLATFORMS, "bureau", "authority"]}
+    key = {n: w / "keys" / f"{n}.key" for n in card}
+    for name in PLATFORMS:
+        peers = [a for p in PLATFORMS if p != name for a in ("--peers", card[p])]
+        run("secret", "share", "--me", key[name], *peers, "--out", w / f"{name}.share.json")
+    shares = [a for p in PLATFORMS for a in ("--shares", w / f"{p}.share.json")]
+    fingerprints = set()
+    for name in PLATFORMS:
+        out = run("secret", "combine", "--me", key[name], *shares, "--out", w / f"{name}.secret").stdout
+        fingerprints.add(out.strip().split()[-1])
+    assert len(fingerprints) == 1
+    run("paillier", "keygen", "--me", key["authority"], "--bits", 2048, "--dir", w / "authority")
+    for name in PLATFORMS:
+        run("submit", "--me", key[name], "--schema", SCHEMA, "--secret", w / f"{name}.secret",
+            "--paillier", w / "authority" / "paillier.pub.json", "--authority", card["authority"],
+            "--data", w / "data" / f"{name}.csv", "--id-column", "user_id",
+            "--scores", "repay_score,spend_score", "--out", w / f"{name}.sub.json")
+    return {"dir": w, "card": card, "key": key}
+
+
+def _cards(world, names=PLATFORMS):
+    return [a for n in names for a in ("--cards", world["card"][n])]
+
+
+def _subs(world, names=PLATFORMS):
+    return [a for n in names for a in ("--submissions", world["dir"] / f"{n}.sub.json")]
+
+
+def test_full_flow_decrypts_exact_sums(world):
+    w = world["dir"]
+    run("link", "--me", world["key"]["bureau"], *_cards(world), *_subs(world), "--threshold", 0.8, "--out", w / "linkage.json")
+    run("aggregate", "--me", world["key"]["bureau"], "--linkage", w / "linkage.json", *_subs(world),
+        "--min-contributors", 2, "--out", w / "release.json")
+    run("decrypt", "--me", world["key"]["authority"], "--paillier-key", w / "authority" / "paillier.key",
+        "--release", w / "release.json", "--cards", world["card"]["bureau"],
+        "--audit-log", w / "audit.log", "--out", w / "aggregates.csv")
+    run("audit", "verify", w / "audit.log", "--cards", world["card"]["authority"])
+
+    # Plaintext truth: entity members -> platform user ids -> their scores.
+    entities = list(csv.DictReader(run("inspect", w / "linkage.json", "--entities").stdout.splitlines()))
+    to_user = {}
+    for name in PLATFORMS:
+        for row in csv.DictReader((w / f"{name}.sub.json.map.csv").read_text(encoding="utf-8").splitlines()):
+            to_user[row["token"]] = (name, row["user_id"])
+    scores = {}
+    for name in PLATFORMS:
+        for row in csv.DictReader((w / "data" / f"{name}.csv").read_text(encoding="utf-8").splitlines()):
+            scores[(name, row["user_id"])] = row
+    members: dict[str, list] = {}
+    for row in entities:
+        members.setdefault(row["entity_id"], []).append(to_user[row["token"]])
+    released = list(csv.DictReader((w / "aggregates.csv").read_text(encoding="utf-8").splitlines()))
+    assert released, "no entity released"
+    assert len(released) == sum(1 for m in members.values() if len(m) >= 2)
+    for row in released:
+        group = members[row["entity_id"]]
+        assert int(row["contributors"]) == len(group)
+        for column in ("repay_score", "spend_score"):
+            assert Decimal(row[f"{column}_sum"]) == sum(Decimal(scores[m][column]) for m in group)
+
+    header = json.loads(run("inspect", w / "release.json").stdout)
+    assert header["kind"] == "release" and header["signer"]["name"] == "bureau"
+    assert "payload" not in header
+
+
+def test_submission_holds_no_identifier_or_score(world):
+    w = world["dir"]
+    text = (w / "platform_1.sub.json").read_text(encoding="utf-8")
+    rows = list(csv.DictReader((w / "data" / "platform_1.csv").read_text(encoding="utf-8").splitlines()))
+    for row in rows[:40]:
+        for column in ("user_id", "name", "mobile", "resident_id", "address"):
+            if len(row[column]) >= 4:
+                assert row[column] not in text, column
+    assert stat.S_IMODE(os.stat(w / "platform_1.sub.json.map.csv").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(w / "authority" / "paillier.key").st_mode) == 0o600
+
+
+def test_audit_verify_names_the_tampered_entry(world):
+    w = world["dir"]
+    log = w / "audit.log"
+    if not log.exists():
+        pytest.skip("runs after the full flow")
+    bad = w / "bad.log"
+    bad.write_text(log.read_text().replace('"entities": ', '"entities": 1'))
+    result = run("audit", "verify", bad, "--cards", world["card"]["authority"], ok=False)
+    assert result.exit_code != 0 and "entry 1" in result.stderr
+
+
+def _refused(result, out: Path, *names: str):
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for n in names:
+        assert n in lines[0], (n, lines[0])
+    assert not out.exists()
+
+
+def test_tampered_submission_is_refused(world, tmp_path):
+    w = world["dir"]
+    text = (w / "platform_2.sub.json").read_text(encoding="utf-8")
+    at = text.index('"clks": "') + 40
+    flipped = text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1 :]
+    bad = tmp_path / "tampered.json"
+    bad.write_text(flipped, encoding="utf-8")
+    subs = ["--submissions", w / "platform_1.sub.json", "--submissions", bad]
+    out = tmp_path / "linkage.json"
+    _refused(run("link", "--me", world["key"]["bureau"], *_cards(world), *subs, "--out", out, ok=False), out, "tampered.json")
+
+
+def test_submission_from_unknown_party_is_refused(world, tmp_path):
+    out = tmp_path / "linkage.json"
+    result = run("link", "--me", world["key"]["bureau"], *_cards(world, PLATFORMS[:2]), *_subs(world), "--out", out, ok=False)
+    _refused(result, out, "platform_3.sub.json", "not among the given cards")
+
+
+def test_schema_mismatch_is_refused(world, tmp_path):
+    w = world["dir"]
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    schema.setdefault("clkConfig", {})["l"] = 512
+    other = tmp_path / "schema.json"
+    other.write_text(json.dumps(schema), encoding="utf-8")
+    sub = tmp_path / "p3.json"
+    run("submit", "--me", world["key"]["platform_3"], "--schema", other, "--secret", w / "platform_3.secret",
+        "--data", w / "data" / "platform_3.csv", "--id-column", "user_id", "--out", sub)
+    out = tmp_path / "linkage.json"
+    subs = [*_subs(world, PLATFORMS[:2]), "--submissions", sub]
+    _refused(run("link", "--me", world["key"]["bureau"], *_cards(world), *subs, "--out", out, ok=False), out, "p3.json", "schema")
+
+
+def test_paillier_key_mismatch_is_refused(world, tmp_path):
+    w = world["dir"]
+    run("paillier", "keygen", "--me", world["key"]["authority"], "--dir", tmp_path / "other")
+    sub = tmp_path / "p3.json"
+    run("submit", "--me", world["key"]["platform_3"], "--schema", SCHEMA, "--secret", w / "platform_3.secret",
+        "--paillier", tmp_path / "other" / "paillier.pub.json", "--data", w / "data" / "platform_3.csv",
+        "--id-column", "user_id", "--scores", "repay_score", "--out", sub)
+    out = tmp_path / "linkage.json"
+    subs = [*_subs(world, PLATFORMS[:2]), "--submissions", sub]
+    _refused(run("link", "--me", world["key"]["bureau"], *_cards(world), *subs, "--out", out, ok=False), out, "p3.json", "Paillier")
+
+
+def _submit_bad_data(world, tmp_path, csv_text: str, *extra: str):
+    w = world["dir"]
+    data = tmp_path / "bad.csv"
+    data.write_text(csv_text, encoding="utf-8")
+    out = tmp_path / "sub.json"
+    result = run("submit", "--me", world["key"]["platform_1"], "--schema", SCHEMA, "--secret", w / "platform_1.secret",
+                 "--paillier", w / "authority" / "paillier.pub.json", "--data", data, "--id-column", "user_id",
+                 "--out", out, *extra, ok=False)
+    assert not Path(f"{out}.map.csv").exists()
+    return result, out
+
+
+def test_missing_column_is_refused(world, tmp_path):
+    result, out = _submit_bad_data(world, tmp_path, "user_id,name\nu1,张三\n", "--scores", "repay_score")
+    _refused(result, out, "bad.csv", "repay_score")
+
+
+def test_non_numeric_score_is_refused(world, tmp_path):
+    w = world["dir"]
+    lines = (w / "data" / "platform_1.csv").read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    row = lines[3].split(",")
+    row[header.index("repay_score")] = "high"
+    text = "\n".join([lines[0], lines[1], lines[2], ",".join(row)]) + "\n"
+    result, out = _submit_bad_data(world, tmp_path, text, "--scores", "repay_score")
+    _refused(result, out, "bad.csv", "repay_score", "3")
+    assert "high" not in result.stderr
+
+
+def test_empty_file_is_refused(world, tmp_path):
+    result, out = _submit_bad_data(world, tmp_path, "", "--scores", "repay_score")
+    _refused(result, out, "bad.csv", "empty")
+
+
+def test_wrong_key_for_share_is_refused(world, tmp_path):
+    w = world["dir"]
+    out = tmp_path / "bureau.secret"
+    shares = [a for p in PLATFORMS for a in ("--shares", w / f"{p}.share.json")]
+    result = run("secret", "combine", "--me", world["key"]["bureau"], *shares, "--out", out, ok=False)
+    _refused(result, out, "platform_1.share.json", "bureau")
+
+
+def test_python_cli_shim_runs():
+    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--help"], capture_output=True, text=True, check=True)
+    assert "Usage:" in result.stdout and "submit" in result.stdout
