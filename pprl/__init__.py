@@ -7,7 +7,8 @@ The names below are what a pipeline needs; each party's steps live in
 from pprl.audit import verify_log
 from pprl.errors import PPRLError
 from pprl.parties.authority import decrypt_release, paillier_keygen
-from pprl.parties.bureau import aggregate, link
+from pprl.parties.bureau import link
+from pprl.parties.release import aggregate
 from pprl.parties.identity import init_party, load_card, load_key
 from pprl.parties.platform import submit
 from pprl.parties.secret import combine_secrets, share_secret

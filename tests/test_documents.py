@@ -8,7 +8,7 @@ import pytest
 
 from pprl.documents import read_document, sign_document, verify_document, write_document
 from pprl.errors import DocumentError, SignatureError, UnsupportedVersionError
-from pprl.parties.identity import init_party, load_card, load_key
+from pprl.parties.identity import init_party, load_key
 
 
 def test_sign_verify_and_trusted_cards(parties):

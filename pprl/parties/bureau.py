@@ -1,4 +1,4 @@
-"""The bureau's steps: link platforms' encodings into entities, then sum ciphertexts per entity.
+"""The bureau's first step: verify submissions and link platforms' encodings into entities.
 
 The bureau sees CLKs, opaque tokens and ciphertexts; it never holds the
 linkage secret or the Paillier private key. Every submission is verified
@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from pprl.crypto.paillier import EncryptedVector, PaillierPublicKey
+from pprl.crypto.paillier import PaillierPublicKey
 from pprl.documents import (
     Card,
     b64d,
-    b64e,
     document_hash,
     read_document,
     sign_document,
@@ -36,11 +35,11 @@ from pprl.parties.identity import PartyKey
 __all__ = [
     "LoadedSubmission",
     "LinkResult",
-    "ReleaseResult",
     "load_submission",
     "load_linkage",
     "link",
-    "aggregate",
+    "check_consistent",
+    "paillier_key_of",
 ]
 
 
@@ -78,7 +77,7 @@ def load_submission(path: str | os.PathLike[str], cards: Sequence[Card] | None =
     return LoadedSubmission(str(path), signer.name, header, tokens, clks, scores, document_hash(doc))
 
 
-def _check_consistent(subs: Sequence[LoadedSubmission]) -> None:
+def check_consistent(subs: Sequence[LoadedSubmission]) -> None:
     if not subs:
         raise DocumentError("no submissions given")
     first = subs[0]
@@ -99,7 +98,7 @@ def _check_consistent(subs: Sequence[LoadedSubmission]) -> None:
         raise KeyMismatchError(f"{subs[-1].path}: submissions are encrypted under different Paillier keys")
 
 
-def _paillier_key(sub: LoadedSubmission) -> PaillierPublicKey:
+def paillier_key_of(sub: LoadedSubmission) -> PaillierPublicKey:
     key = PaillierPublicKey.from_dict(sub.header["paillier_key"])
     if key.fingerprint != sub.header["paillier_fingerprint"]:
         raise KeyMismatchError(f"{sub.path}: Paillier key does not match its fingerprint")
@@ -127,7 +126,7 @@ def link(
     if not 0.0 < threshold <= 1.0:
         raise PolicyError(f"threshold {threshold} must be in (0, 1]")
     subs = [load_submission(p, cards) for p in submissions]
-    _check_consistent(subs)
+    check_consistent(subs)
     if len(subs) < 2:
         raise PolicyError("linkage needs submissions from at least two platforms")
     candidates = find_candidates([s.clks for s in subs], threshold, progress=progress)
@@ -166,89 +165,3 @@ def load_linkage(path: str | os.PathLike[str], trusted: Sequence[Card] | None = 
     doc = read_document(path, "linkage")
     verify_document(doc, trusted, source=str(path), role="bureau")
     return doc
-
-
-@dataclass(frozen=True)
-class ReleaseResult:
-    path: Path
-    released: int
-    suppressed: int
-
-
-def aggregate(
-    me: PartyKey,
-    linkage: str | os.PathLike[str],
-    submissions: Sequence[str | os.PathLike[str]],
-    min_contributors: int,
-    out: str | os.PathLike[str],
-    *,
-    cards: Sequence[Card] | None = None,
-) -> ReleaseResult:
-    """Sum each score column per entity under encryption; release only well-supported entities."""
-    if min_contributors < 1:
-        raise PolicyError("--min-contributors must be at least 1")
-    link_doc = load_linkage(linkage, [me.card])
-    subs = {s.platform: s for s in (load_submission(p, cards) for p in submissions)}
-    expected = {e["platform"]: e["hash"] for e in link_doc["header"]["submissions"]}
-    for platform, digest in expected.items():
-        if platform not in subs:
-            raise DocumentError(f"{linkage}: links a submission from '{platform}' that was not given")
-        if subs[platform].hash != digest:
-            raise DocumentError(f"{subs[platform].path}: is not the submission the linkage was built from")
-    for platform, sub in subs.items():
-        if platform not in expected:
-            raise DocumentError(f"{sub.path}: not part of linkage {linkage}")
-    ordered = [subs[p] for p in expected]
-    _check_consistent(ordered)
-    columns = ordered[0].header["score_columns"]
-    for s in ordered:
-        if s.header["score_columns"] != columns:
-            raise DocumentError(f"{s.path}: score columns {s.header['score_columns']} differ from {ordered[0].path}'s {columns}")
-        if s.header["score_decimals"] != ordered[0].header["score_decimals"]:
-            raise DocumentError(f"{s.path}: score precision differs from {ordered[0].path}'s")
-    if not columns:
-        raise PolicyError("the submissions carry no score columns (linkage-only); nothing to aggregate")
-    fingerprint = ordered[0].header["paillier_fingerprint"]
-
-    offsets, position = {}, 0
-    for s in ordered:
-        offsets[s.platform] = position
-        position += len(s.tokens)
-    token_index = {s.platform: {t: i for i, t in enumerate(s.tokens)} for s in ordered}
-    released_ids, contributors, groups = [], [], []
-    suppressed = 0
-    for entity in link_doc["payload"]["entities"]:
-        members = entity["members"]
-        if len({m[0] for m in members}) < min_contributors:
-            suppressed += 1
-            continue
-        try:
-            groups.append([offsets[p] + token_index[p][t] for p, t, _ in members])
-        except KeyError:
-            raise DocumentError(f"{linkage}: entity {entity['entity_id']} names a token no submission has") from None
-        released_ids.append(entity["entity_id"])
-        contributors.append(len(members))
-
-    key = _paillier_key(ordered[0])
-    sums = {}
-    for column in columns:
-        vectors = [EncryptedVector.from_bytes(key, s.scores[column]) for s in ordered]
-        sums[column] = b64e(EncryptedVector.concat(vectors).sum_groups(groups).to_bytes())
-    doc = {
-        "kind": "release",
-        "version": 1,
-        "header": {
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "linkage_hash": document_hash(link_doc),
-            "paillier_fingerprint": fingerprint,
-            "paillier_key": key.to_dict(),
-            "score_columns": columns,
-            "score_decimals": ordered[0].header["score_decimals"],
-            "min_contributors": min_contributors,
-            "entities": len(released_ids),
-            "suppressed": suppressed,
-        },
-        "payload": {"entity_ids": released_ids, "contributors": contributors, "sums": sums},
-    }
-    path = write_document(out, sign_document(doc, me.identity, me.card))
-    return ReleaseResult(path=path, released=len(released_ids), suppressed=suppressed)

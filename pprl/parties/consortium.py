@@ -23,7 +23,8 @@ from pprl.audit import verify_log
 from pprl.errors import DocumentError
 from pprl.linkage.evaluate import LinkageQuality, evaluate_groups
 from pprl.parties.authority import decrypt_release, paillier_keygen
-from pprl.parties.bureau import aggregate, link, load_linkage
+from pprl.parties.bureau import link, load_linkage
+from pprl.parties.release import aggregate
 from pprl.parties.identity import init_party, load_card, load_key
 from pprl.parties.platform import submit
 from pprl.parties.secret import combine_secrets, share_secret
