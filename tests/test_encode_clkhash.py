@@ -20,11 +20,12 @@ import pytest
 
 clkhash_schema = pytest.importorskip("clkhash.schema")
 clkhash_clk = pytest.importorskip("clkhash.clk")
-from clkhash.serialization import serialize_bitarray  # noqa: E402
+from clkhash.serialization import serialize_bitarray
 
-from pprl.errors import DataValidationError, DocumentError, PPRLError  # noqa: E402
-from pprl.linkage.encode import encode_records, from_clkhash_json, to_clkhash_json  # noqa: E402
-from pprl.linkage.schema import load_schema  # noqa: E402
+from pprl.errors import DataValidationError, DocumentError, PPRLError
+from pprl.linkage import bloom
+from pprl.linkage.encode import encode_records, from_clkhash_json, to_clkhash_json
+from pprl.linkage.schema import load_schema
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SECRET = b"correct horse battery staple"
@@ -312,6 +313,26 @@ def test_multiprocess_matches_serial():
     rows[2345][1] = "not a number"
     with pytest.raises(DataValidationError, match=r"row 2346, column 'income'"):
         encode_records(rows, schema, SECRET, workers=2)
+
+
+@pytest.mark.parametrize("name", ["double_l1000", "xor1_sha512_nosalt_key32", "blake_mixed_formats"])
+def test_scalar_fallback_matches_batch_path(name, monkeypatch):
+    """Tokens are normally hashed in numpy batches; the one-at-a-time path (few new
+    tokens, error scans) and the no-bit-table path must give the same bits."""
+    schema = load_schema(CUSTOM[name])
+    rows = make_rows(CUSTOM[name], seed=21, n=120)
+    batch = encode_records(rows, schema, SECRET)
+    monkeypatch.setattr(bloom, "BATCH_MIN", 10**9)
+    monkeypatch.setattr(bloom, "BIT_TABLE_MAX", 0)
+    assert np.array_equal(encode_records(rows, schema, SECRET), batch)
+
+
+def test_numpy_rows_are_accepted():
+    schema = CUSTOM["blake_mixed_formats"]
+    rows = make_rows(schema, seed=2, n=30)
+    ref = clkhash_bytes(schema, rows, SECRET)
+    assert np.array_equal(encode_records(np.array(rows, dtype=object), load_schema(schema), SECRET), ref)
+    assert np.array_equal(encode_records(np.array(rows), load_schema(schema), SECRET), ref)
 
 
 def test_progress_bar_goes_to_stderr(capsys):

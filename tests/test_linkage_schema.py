@@ -14,20 +14,20 @@ from pathlib import Path
 import pytest
 
 clkhash_schema = pytest.importorskip("clkhash.schema")
-from clkhash import comparators as ck_comparators  # noqa: E402
-from clkhash import field_formats as ck_formats  # noqa: E402
-from clkhash.key_derivation import generate_key_lists  # noqa: E402
+from clkhash import comparators as ck_comparators
+from clkhash import field_formats as ck_formats
+from clkhash.key_derivation import generate_key_lists
 
-from pprl.errors import SchemaError  # noqa: E402
-from pprl.linkage.field_formats import parse_format  # noqa: E402
-from pprl.linkage.keys import derive_feature_keys, hkdf  # noqa: E402
-from pprl.linkage.schema import Schema, load_schema  # noqa: E402
-from pprl.linkage.tokens import ExactComparison, NgramComparison, NumericComparison  # noqa: E402
+from pprl.errors import SchemaError
+from pprl.linkage.field_formats import parse_format
+from pprl.linkage.keys import derive_feature_keys, hkdf
+from pprl.linkage.schema import Schema, load_schema
+from pprl.linkage.tokens import ExactComparison, NgramComparison, NumericComparison
 
 HERE = Path(__file__).resolve().parent
 SCHEMA_CN_PATH = HERE.parent / "examples" / "schema-cn.json"
 SCHEMA_CN = json.loads(SCHEMA_CN_PATH.read_text(encoding="utf-8"))
-CN_COLUMNS = "user_id,name,gender,dob,mobile,resident_id,address,repay_score,spend_score".split(",")
+CN_COLUMNS = ["user_id", "name", "gender", "dob", "mobile", "resident_id", "address", "repay_score", "spend_score"]
 
 
 def base_schema() -> dict:
@@ -181,7 +181,7 @@ def _mutate(path: str, value):
     ("clkConfig.kdf.keySize", 0, "clkConfig.kdf.keySize must be an integer >= 1"),
     ("clkConfig.l", 1000, "must be a power of two for blakeHash"),
     ("clkConfig.l", 1024.0, "clkConfig.l must be an integer"),
-    ("clkConfig.xor_folds", -1, "clkConfig.xor_folds must be an integer >= 0"),
+    ("clkConfig.xor_folds", -1, "clkConfig.xor_folds must be an integer from 0 to 16"),
     ("clkConfig.xorFolds", 1, "clkConfig.xorFolds is ignored by clkhash"),
     ("clkConfig.k", 20, "clkConfig has unknown key 'k'"),
     ("features", [], "features must not be empty"),
@@ -239,6 +239,40 @@ def test_unreadable_sources(tmp_path):
                     ' "features": [{"identifier": "a", "ignored": true}]}')
 
 
+def _paths(node, prefix=()):
+    """Every (container path, key) in a JSON tree."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        yield prefix, key
+        if isinstance(value, (dict, list)):
+            yield from _paths(value, (*prefix, key))
+
+
+def test_junk_anywhere_gives_schema_error_or_a_clkhash_compatible_schema():
+    """Fuzz: any value replaced by junk either loads (and then clkhash loads it too)
+    or fails with SchemaError -- never another exception."""
+    rng = random.Random(1234)
+    junk = [None, [], {}, "", "x", -1, 0, 1.5, True, ["a"], {"type": "x"}, 10**30]
+    paths = list(_paths(SCHEMA_CN))
+    for _ in range(400):
+        raw = base_schema()
+        for _ in range(rng.randint(1, 3)):
+            prefix, key = rng.choice(paths)
+            node = raw
+            try:
+                for p in prefix:
+                    node = node[p]
+                node[key] = copy.deepcopy(rng.choice(junk))
+            except (KeyError, IndexError, TypeError):
+                pass
+        try:
+            load_schema(raw)
+        except SchemaError as e:
+            assert str(e).startswith("schema: ")
+        else:
+            clkhash_schema.from_json_dict(copy.deepcopy(raw))
+
+
 def test_ignored_feature_with_full_config_is_validated_and_ignored():
     raw = base_schema()
     raw["features"][1]["ignored"] = True
@@ -262,9 +296,9 @@ def test_all_ignored_is_refused():
 FORMAT_CASES = [
     ({"type": "string", "encoding": "ascii", "case": "upper", "minLength": 2, "maxLength": 5},
      ["AB", "ABCDE", "A", "ABCDEF", "Ab", "ÄB", "", "12"]),
-    ({"type": "string", "case": "lower"}, ["abc", "aBc", "", "日本"]),
+    ({"type": "string", "case": "lower"}, ["abc", "aBc", "", "日本", "\ud800"]),
     ({"type": "string", "pattern": "[0-9]{3}"}, ["123", "1234", "12a", " 123", ""]),
-    ({"type": "integer", "minimum": -5, "maximum": 100}, ["0", "+7", " 42", "-5", "-6", "101", "1_0", "4.0", "x", ""]),
+    ({"type": "integer", "minimum": -5, "maximum": 100}, ["0", "+7", " 42", "-5", "-6", "101", "1_0", "4.0", "x", "", "٣"]),
     ({"type": "date", "format": "%Y-%m-%d"}, ["1990-03-07", "1990-3-7", "1990/03/07", "1990-02-30", ""]),
     ({"type": "enum", "values": ["M", "F"]}, ["M", "F", "m", "", "MF"]),
 ]

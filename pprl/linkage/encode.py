@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import json
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager, nullcontext
+from functools import reduce
 from operator import or_
+from types import SimpleNamespace
 from typing import Any, cast
 
 import numpy as np
@@ -31,11 +36,11 @@ from tqdm import tqdm
 
 from pprl.errors import DataValidationError, DocumentError, PPRLError
 from pprl.linkage.bloom import TokenHasher, fold_masks, masks_to_bytes
-from pprl.linkage.keys import derive_feature_keys, secret_bytes
 from pprl.linkage.field_formats import FieldFormat
+from pprl.linkage.keys import derive_feature_keys, secret_bytes
 from pprl.linkage.schema import Feature, Hashing, Schema
 
-__all__ = ["encode_records", "to_clkhash_json", "from_clkhash_json"]
+__all__ = ["encode_records", "from_clkhash_json", "to_clkhash_json"]
 
 VALUE_CACHE_SIZE = 1 << 16
 PARALLEL_THRESHOLD = 20_000  # rows; below this, process start-up costs more than it saves
@@ -50,7 +55,7 @@ class _Invalid(Exception):
 class _FeatureEncoder(dict):
     """value -> filter mask for one hashed feature; validates on a cache miss."""
 
-    __slots__ = ("identifier", "format", "hashing", "hasher", "_fixed")
+    __slots__ = ("format", "hasher", "hashing", "identifier")
 
     def __init__(self, feature: Feature, keys: tuple[bytes, bytes], length: int) -> None:
         super().__init__()
@@ -60,7 +65,6 @@ class _FeatureEncoder(dict):
         self.hashing = hashing
         self.hasher = TokenHasher(hashing.hash_type, keys, feature.encoding, length,
                                   hashing.prevent_singularity)
-        self._fixed = self.hasher.cache(hashing.bits) if hashing.strategy == "bitsPerToken" else None
 
     def __missing__(self, value: str) -> int:
         mask = self.compute(value)
@@ -69,12 +73,12 @@ class _FeatureEncoder(dict):
         self[value] = mask
         return mask
 
-    def compute(self, value: str) -> int:
-        """Check, normalise, tokenise and hash one value (no memo)."""
+    def groups(self, value: str) -> list[tuple[int, list[str]]]:
+        """Check, normalise and tokenise ``value``: ``[(k, tokens inserted k times), ...]``."""
         hashing = self.hashing
         missing = hashing.missing_value
         if missing is not None and value == missing.sentinel:
-            text = missing.replace_with
+            text = missing.replace_with  # clkhash neither checks nor normalises these
         else:
             problem = self.format.check(value)
             if problem:
@@ -84,16 +88,64 @@ class _FeatureEncoder(dict):
             tokens = hashing.comparison.tokenize(text)
         except (ValueError, OverflowError):
             raise _Invalid("value is not a finite number (the feature uses numeric comparison)") from None
+        if not tokens:
+            return []
+        if hashing.strategy == "bitsPerToken":
+            return [(hashing.bits, tokens)]
+        # bitsPerFeature: the first `extra` tokens get k + 1 bits, the rest k.
+        k, extra = divmod(hashing.bits, len(tokens))
+        out = [(k + 1, tokens[:extra])] if extra else []
+        if k:
+            out.append((k, tokens[extra:]))
+        return out
+
+    def _or(self, groups: list[tuple[int, list[str]]]) -> int:
         mask = 0
-        if self._fixed is not None:
-            cache = self._fixed
-            for t in tokens:
-                mask |= cache[t]
-        elif tokens:
-            hasher = self.hasher
-            for t, k in zip(tokens, hashing.bits_per_token(len(tokens))):
-                mask |= hasher.mask(t, k)
+        for k, tokens in groups:
+            mask = reduce(or_, map(self.hasher.cache(k).__getitem__, tokens), mask)
         return mask
+
+    def compute(self, value: str) -> int:
+        """Mask of one value, hashing any new tokens one at a time (no value memo)."""
+        return self._or(self.groups(value))
+
+    def prefetch(self, values: list[str]) -> None:
+        """Memoise the masks of all new valid values, hashing their new tokens in batches.
+
+        Invalid values are skipped here; they raise when looked up.
+        """
+        pending = []
+        need: dict[int, set[str]] = {}
+        for value in set(values).difference(self):
+            try:
+                groups = self.groups(value)
+            except _Invalid:
+                continue
+            pending.append((value, groups))
+            for k, tokens in groups:
+                need.setdefault(k, set()).update(tokens)
+        if not pending:
+            return
+        for k, tokens in need.items():
+            self.hasher.fill(k, tokens.difference(self.hasher.cache(k)))
+        if len(self) + len(pending) > VALUE_CACHE_SIZE:
+            self.clear()
+        for value, groups in pending:
+            self[value] = self._or(groups)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC: encoding allocates millions of acyclic objects (lists,
+    ints, strings) and generational scans over the caller's data would otherwise
+    cost more than the hashing itself."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _build_encoders(schema: Schema, keys: tuple[tuple[bytes, bytes], ...]) -> list[_FeatureEncoder]:
@@ -104,6 +156,8 @@ def _build_encoders(schema: Schema, keys: tuple[tuple[bytes, bytes], ...]) -> li
 def _encode_chunk(columns: list[list[str]], encoders: list[_FeatureEncoder], schema: Schema,
                   row_offset: int) -> bytes:
     """CLK bytes of rows ``row_offset+1 ..`` given as one value list per hashed feature."""
+    for enc, col in zip(encoders, columns):
+        enc.prefetch(col)
     try:
         masks = list(map(encoders[0].__getitem__, columns[0]))
         for enc, col in zip(encoders[1:], columns[1:]):
@@ -122,6 +176,18 @@ def _encode_chunk(columns: list[list[str]], encoders: list[_FeatureEncoder], sch
     return masks_to_bytes(masks, schema.l)
 
 
+class _Bar(tqdm):
+    """tqdm without its monitor thread: a live thread would make ``fork`` unsafe later."""
+
+    monitor_interval = 0
+
+
+def _progress(n: int, show: bool) -> Any:
+    if not show:
+        return nullcontext(SimpleNamespace(update=lambda _n: None))
+    return _Bar(total=n, unit="rec", desc="encoding", file=sys.stderr)
+
+
 # ------------------------------------------------------------- worker processes
 
 _WORKER: dict[str, Any] = {}
@@ -133,14 +199,48 @@ def _init_worker(schema: Schema, keys: tuple[tuple[bytes, bytes], ...]) -> None:
 
 
 def _work(columns: list[list[str]], row_offset: int) -> bytes:
-    return _encode_chunk(columns, _WORKER["encoders"], _WORKER["schema"], row_offset)
+    with _gc_paused():
+        return _encode_chunk(columns, _WORKER["encoders"], _WORKER["schema"], row_offset)
 
 
-def _mp_context():
+def _mp_context() -> Any:
+    """``fork`` where it is safe (Linux, no other threads): nothing is re-imported, so
+    unguarded scripts and notebooks work. Otherwise forkserver/spawn, which need the
+    caller's script to guard its entry point with ``if __name__ == "__main__"``."""
     import multiprocessing
+    import threading
 
     methods = multiprocessing.get_all_start_methods()
+    if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _encode_parallel(columns: list[list[str]], n: int, schema: Schema,
+                     keys: tuple[tuple[bytes, bytes], ...], workers: int, out: bytearray,
+                     progress: bool) -> None:
+    width = (schema.l + 7) // 8
+    size = min(10_000, max(500, math.ceil(n / (workers * 4))))
+    starts = range(0, n, size)
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(starts)), mp_context=_mp_context(),
+                                 initializer=_init_worker, initargs=(schema, keys)) as pool:
+            # With fork, all workers start at the first submit, before any bar exists.
+            futures = [pool.submit(_work, [col[s:s + size] for col in columns], s) for s in starts]
+            try:
+                with _progress(n, progress) as bar:
+                    for s, fut in zip(starts, futures):
+                        blob = fut.result()  # in order: the first bad row is the one reported
+                        out[s * width:s * width + len(blob)] = blob
+                        bar.update(len(blob) // width)
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    except BrokenProcessPool as e:
+        raise PPRLError("encoding worker processes failed to start or died; if this runs from a "
+                        "script, guard its entry point with `if __name__ == \"__main__\":`, "
+                        "or encode with workers=1") from e
 
 
 # --------------------------------------------------------------------- input
@@ -197,7 +297,7 @@ def _columns(data: Any, schema: Schema) -> tuple[list[list[str]], int]:
     rows = data if isinstance(data, Sequence) else list(data)
     width = len(schema.features)
     for r, row in enumerate(rows, start=1):
-        if isinstance(row, (str, bytes)) or not isinstance(row, Sequence):
+        if isinstance(row, (str, bytes, Mapping)) or not hasattr(row, "__len__"):
             raise DataValidationError(f"row {r}: expected a sequence of values, got {type(row).__name__}")
         if len(row) != width:
             raise DataValidationError(
@@ -226,8 +326,8 @@ def encode_records(data: Any, schema: Schema, secret: bytes | str, *, progress: 
     key = secret_bytes(secret)
     if not key:
         raise PPRLError("the linkage secret must not be empty")
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
-        raise ValueError("workers must be a positive integer or None")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise PPRLError("workers must be a positive integer (or None for automatic)")
     columns, n = _columns(data, schema)
     width = (schema.l + 7) // 8
     if n == 0:
@@ -237,31 +337,19 @@ def encode_records(data: Any, schema: Schema, secret: bytes | str, *, progress: 
                                key_size=schema.kdf_key_size)
     if workers is None:
         workers = (os.cpu_count() or 1) if n > PARALLEL_THRESHOLD else 1
+    show = progress and n >= PROGRESS_THRESHOLD
     out = bytearray(n * width)
-    with tqdm(total=n, unit="rec", desc="encoding", file=sys.stderr,
-              disable=not (progress and n >= PROGRESS_THRESHOLD)) as bar:
-        if workers == 1:
-            encoders = _build_encoders(schema, keys)
+    if workers > 1:
+        _encode_parallel(columns, n, schema, keys, workers, out, show)
+    else:
+        encoders = _build_encoders(schema, keys)
+        with _progress(n, show) as bar:
             for start in range(0, n, SERIAL_CHUNK):
                 part = [col[start:start + SERIAL_CHUNK] for col in columns]
-                blob = _encode_chunk(part, encoders, schema, start)
+                with _gc_paused():
+                    blob = _encode_chunk(part, encoders, schema, start)
                 out[start * width:start * width + len(blob)] = blob
                 bar.update(len(part[0]))
-        else:
-            size = min(10_000, max(500, math.ceil(n / (workers * 4))))
-            starts = range(0, n, size)
-            with ProcessPoolExecutor(max_workers=min(workers, len(starts)), mp_context=_mp_context(),
-                                     initializer=_init_worker, initargs=(schema, keys)) as pool:
-                futures = [pool.submit(_work, [col[s:s + size] for col in columns], s) for s in starts]
-                try:
-                    for s, fut in zip(starts, futures):
-                        blob = fut.result()
-                        out[s * width:s * width + len(blob)] = blob
-                        bar.update(len(blob) // width)
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()
-                    raise
     return np.frombuffer(out, dtype=np.uint8).reshape(n, width)
 
 

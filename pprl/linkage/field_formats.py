@@ -14,16 +14,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 __all__ = [
-    "FORMAT_TYPES",
     "ENCODINGS",
-    "StringFormat",
-    "IntegerFormat",
+    "FORMAT_TYPES",
     "DateFormat",
     "EnumFormat",
     "FieldFormat",
+    "IntegerFormat",
+    "StringFormat",
     "parse_format",
 ]
 
@@ -172,7 +172,7 @@ class EnumFormat:
         return value
 
 
-FieldFormat = Union[StringFormat, IntegerFormat, DateFormat, EnumFormat]
+FieldFormat = StringFormat | IntegerFormat | DateFormat | EnumFormat
 
 _ALLOWED_KEYS = {
     "string": {"type", "encoding", "case", "minLength", "maxLength", "pattern", "description"},
@@ -214,7 +214,7 @@ def parse_format(obj: Any, problems: list[str]) -> FieldFormat | None:
         problems.append("format must be an object")
         return None
     ftype = obj.get("type")
-    if ftype not in _ALLOWED_KEYS:
+    if not isinstance(ftype, str) or ftype not in _ALLOWED_KEYS:
         if "type" not in obj:
             problems.append("format.type is missing")
         else:
@@ -225,7 +225,7 @@ def parse_format(obj: Any, problems: list[str]) -> FieldFormat | None:
     for key in unknown:
         problems.append(f"format has unknown key {key!r} for type {ftype!r}")
     description = obj.get("description")
-    if description is not None and not isinstance(description, str):
+    if "description" in obj and not isinstance(description, str):
         problems.append("format.description must be a string")
         description = None
 

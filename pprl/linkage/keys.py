@@ -17,10 +17,10 @@ import hmac
 __all__ = [
     "HASH_ALGORITHMS",
     "KEYS_PER_FEATURE",
+    "derive_feature_keys",
     "hkdf",
     "max_hkdf_length",
     "secret_bytes",
-    "derive_feature_keys",
 ]
 
 HASH_ALGORITHMS = {"SHA256": hashlib.sha256, "SHA512": hashlib.sha512}

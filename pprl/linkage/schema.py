@@ -19,30 +19,30 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 from pprl.errors import SchemaError
 from pprl.linkage.field_formats import FieldFormat, parse_format
+from pprl.linkage.hashing import Hashing, MissingValue, parse_hashing
 from pprl.linkage.keys import HASH_ALGORITHMS, KEYS_PER_FEATURE, max_hkdf_length
-from pprl.linkage.tokens import Comparison, parse_comparison
 
 __all__ = [
-    "MissingValue",
-    "Hashing",
+    "MAX_HASH_LENGTH",
     "Feature",
+    "Hashing",
+    "MissingValue",
     "Schema",
     "SchemaSource",
     "load_schema",
-    "MAX_HASH_LENGTH",
 ]
 
 SUPPORTED_VERSIONS = (2, 3)
-HASH_TYPES = ("blakeHash", "doubleHash")
-STRATEGIES = ("bitsPerToken", "bitsPerFeature")
 MAX_BLAKE_KEY_SIZE = 64  # hashlib.blake2b refuses longer keys
 MAX_HASH_LENGTH = 1 << 16  # bits before folding; blakeHash cannot address more anyway
+MAX_XOR_FOLDS = 16
 DEFAULT_KEY_SIZE = 64
 
 SchemaSource = Union[Mapping[str, Any], str, bytes, "os.PathLike[str]"]
@@ -50,34 +50,6 @@ SchemaSource = Union[Mapping[str, Any], str, bytes, "os.PathLike[str]"]
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
-
-
-@dataclass(frozen=True)
-class MissingValue:
-    """``missingValue``: a value equal to ``sentinel`` skips format checks and is
-    hashed as ``replace_with`` (``replaceWith`` defaults to the sentinel)."""
-
-    sentinel: str
-    replace_with: str
-
-
-@dataclass(frozen=True)
-class Hashing:
-    """A feature's ``hashing`` block."""
-
-    comparison: Comparison
-    strategy: str  # "bitsPerToken" or "bitsPerFeature"
-    bits: int
-    hash_type: str = "blakeHash"
-    prevent_singularity: bool = False
-    missing_value: MissingValue | None = None
-
-    def bits_per_token(self, num_tokens: int) -> tuple[int, ...]:
-        """How many bits each of ``num_tokens`` tokens sets (clkhash's StrategySpec)."""
-        if self.strategy == "bitsPerToken":
-            return (self.bits,) * num_tokens
-        k, residue = divmod(self.bits, num_tokens)
-        return (k + 1,) * residue + (k,) * (num_tokens - residue)
 
 
 @dataclass(frozen=True)
@@ -138,7 +110,7 @@ class Schema:
 # --------------------------------------------------------------------- reading
 
 
-def _pairs_hook(duplicates: list[str]):
+def _pairs_hook(duplicates: list[str]) -> Callable[[list[tuple[str, Any]]], dict]:
     def hook(pairs: list[tuple[str, Any]]) -> dict:
         out: dict = {}
         for key, value in pairs:
@@ -149,12 +121,19 @@ def _pairs_hook(duplicates: list[str]):
     return hook
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
 def _parse_json(text: str, origin: str, duplicates: list[str]) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_pairs_hook(duplicates))
+        return json.loads(text, object_pairs_hook=_pairs_hook(duplicates),
+                          parse_constant=_no_constants)
     except json.JSONDecodeError as e:
         raise SchemaError(f"schema: {origin} is not valid JSON (line {e.lineno}, "
                           f"column {e.colno}: {e.msg})") from None
+    except ValueError as e:  # NaN / Infinity
+        raise SchemaError(f"schema: {origin} is not valid JSON ({e})") from None
 
 
 def _read(source: Any, duplicates: list[str]) -> Any:
@@ -182,16 +161,22 @@ def _read(source: Any, duplicates: list[str]) -> Any:
     raise SchemaError(f"schema: expected a dict, JSON text or a file path, not {type(source).__name__}")
 
 
-def _v2_to_v3(dct: dict) -> dict:
-    """clkhash's v2 -> v3 conversion: k/numBits -> bitsPerToken/bitsPerFeature, ngram -> comparison."""
+def _v2_to_v3(dct: dict, problems: list[str]) -> dict:
+    """clkhash's v2 -> v3 conversion: k/numBits -> bitsPerToken/bitsPerFeature, ngram -> comparison.
+
+    v3-only keys in a v2 schema are reported, as clkhash's v2 validation would.
+    """
     dct = copy.deepcopy(dct)
     dct["version"] = 3
-    for feature in dct.get("features") or []:
+    features = dct.get("features")
+    for i, feature in enumerate(features if isinstance(features, list) else [], start=1):
         if not isinstance(feature, dict) or feature.get("ignored") is True:
             continue
         hashing = feature.get("hashing")
         if not isinstance(hashing, dict):
             continue
+        ident = feature.get("identifier")
+        label = f"feature {ident!r}" if isinstance(ident, str) else f"feature #{i}"
         strategy = hashing.get("strategy")
         if isinstance(strategy, dict):
             for old, new in (("k", "bitsPerToken"), ("numBits", "bitsPerFeature")):
@@ -201,7 +186,13 @@ def _v2_to_v3(dct: dict) -> dict:
                         value = int(value)
                     strategy[new] = value
                     break
-        if "ngram" in hashing:
+            else:
+                problems.append(f"{label}: hashing.strategy needs k or numBits in a version 2 schema")
+        if "comparison" in hashing:
+            problems.append(f"{label}: hashing.comparison is a version 3 key (this schema says version 2)")
+        elif "ngram" not in hashing:
+            problems.append(f"{label}: hashing.ngram is missing (version 2 schema)")
+        else:
             hashing["comparison"] = {"type": "ngram", "n": hashing.pop("ngram"),
                                      "positional": hashing.pop("positional", False)}
     return dct
@@ -240,8 +231,8 @@ def _parse_clk_config(cfg: Any, problems: list[str]) -> dict:
     else:
         out["l"] = l
     folds = cfg.get("xor_folds", 0)
-    if not _is_int(folds) or folds < 0:
-        problems.append("clkConfig.xor_folds must be an integer >= 0")
+    if not _is_int(folds) or not 0 <= folds <= MAX_XOR_FOLDS:
+        problems.append(f"clkConfig.xor_folds must be an integer from 0 to {MAX_XOR_FOLDS}")
     else:
         out["xor_folds"] = folds
     if "xorFolds" in cfg and cfg["xorFolds"] != folds:
@@ -256,7 +247,7 @@ def _parse_clk_config(cfg: Any, problems: list[str]) -> dict:
     if kdf.get("type") != "HKDF":
         problems.append("clkConfig.kdf.type must be 'HKDF'")
     kdf_hash = kdf.get("hash", "SHA256")
-    if kdf_hash not in HASH_ALGORITHMS:
+    if not isinstance(kdf_hash, str) or kdf_hash not in HASH_ALGORITHMS:
         problems.append(f"clkConfig.kdf.hash {kdf_hash!r} is not one of {', '.join(HASH_ALGORITHMS)}")
     else:
         out["kdf_hash"] = kdf_hash
@@ -268,70 +259,6 @@ def _parse_clk_config(cfg: Any, problems: list[str]) -> dict:
     else:
         out["kdf_key_size"] = key_size
     return out
-
-
-def _parse_hashing(obj: Any, problems: list[str]) -> Hashing | None:
-    if not isinstance(obj, dict):
-        problems.append("hashing must be an object")
-        return None
-    before = len(problems)
-    for key in sorted(set(obj) - {"comparison", "strategy", "hash", "missingValue"}):
-        problems.append(f"hashing has unknown key {key!r}")
-    comparison = None
-    if "comparison" not in obj:
-        problems.append("hashing.comparison is missing")
-    else:
-        comparison = parse_comparison(obj["comparison"], problems)
-
-    strategy, bits = "", 0
-    raw_strategy = obj.get("strategy")
-    if not isinstance(raw_strategy, dict):
-        problems.append("hashing.strategy is missing" if raw_strategy is None
-                        else "hashing.strategy must be an object")
-    elif len(raw_strategy) != 1 or next(iter(raw_strategy)) not in STRATEGIES:
-        problems.append("hashing.strategy must have exactly one key, bitsPerToken or bitsPerFeature")
-    else:
-        strategy, bits = next(iter(raw_strategy.items()))
-        if not _is_int(bits) or bits < 1:
-            problems.append(f"hashing.strategy.{strategy} must be an integer >= 1")
-
-    hash_type, singular = "blakeHash", False
-    raw_hash = obj.get("hash", {"type": "blakeHash"})
-    if not isinstance(raw_hash, dict):
-        problems.append("hashing.hash must be an object")
-    else:
-        for key in sorted(set(raw_hash) - {"type", "prevent_singularity"}):
-            problems.append(f"hashing.hash has unknown key {key!r}")
-        hash_type = raw_hash.get("type")
-        if hash_type not in HASH_TYPES:
-            problems.append(f"hashing.hash.type {hash_type!r} is not one of {', '.join(HASH_TYPES)}")
-        if "prevent_singularity" in raw_hash:
-            singular = raw_hash["prevent_singularity"]
-            if hash_type != "doubleHash":
-                problems.append("hashing.hash.prevent_singularity is only allowed with doubleHash")
-            elif not isinstance(singular, bool):
-                problems.append("hashing.hash.prevent_singularity must be true or false")
-
-    missing = None
-    if "missingValue" in obj:
-        raw_missing = obj["missingValue"]
-        if not isinstance(raw_missing, dict):
-            problems.append("hashing.missingValue must be an object")
-        else:
-            for key in sorted(set(raw_missing) - {"sentinel", "replaceWith"}):
-                problems.append(f"hashing.missingValue has unknown key {key!r}")
-            sentinel = raw_missing.get("sentinel")
-            replace = raw_missing.get("replaceWith", sentinel)
-            if not isinstance(sentinel, str):
-                problems.append("hashing.missingValue.sentinel must be a string")
-            elif not isinstance(replace, str):
-                problems.append("hashing.missingValue.replaceWith must be a string")
-            else:
-                missing = MissingValue(sentinel, replace)
-
-    if len(problems) > before or comparison is None:
-        return None
-    return Hashing(comparison, strategy, bits, hash_type, bool(singular), missing)
 
 
 _FEATURE_KEYS = {"identifier", "ignored", "description", "format", "hashing"}
@@ -353,7 +280,7 @@ def _parse_feature(obj: Any, index: int, problems: list[str]) -> Feature | None:
     if not isinstance(ignored, bool):
         local.append("ignored must be true or false")
     description = obj.get("description")
-    if description is not None and not isinstance(description, str):
+    if "description" in obj and not isinstance(description, str):
         local.append("description must be a string")
     for key in sorted(set(obj) - _FEATURE_KEYS):
         local.append(f"unknown key {key!r}")
@@ -368,7 +295,7 @@ def _parse_feature(obj: Any, index: int, problems: list[str]) -> Feature | None:
         if "hashing" not in obj:
             local.append("hashing is missing (or mark the feature \"ignored\": true)")
         else:
-            hashing = _parse_hashing(obj["hashing"], local)
+            hashing = parse_hashing(obj["hashing"], local)
 
     problems.extend(f"{label}: {p}" for p in local)
     if local:
@@ -430,7 +357,7 @@ def load_schema(source: SchemaSource) -> Schema:
         problems.append(f"version {version!r} is not supported (expected 3, or 2 which is "
                         f"converted; convert older schemas with clkhash first)")
     elif version == 2:
-        dct = _v2_to_v3(raw)
+        dct = _v2_to_v3(raw, problems)
 
     cfg = _parse_clk_config(dct.get("clkConfig"), problems)
     raw_features = dct.get("features")

@@ -11,14 +11,14 @@ neighbourhoods. Duplicated n-grams are kept, in order, because the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 __all__ = [
     "COMPARISON_TYPES",
-    "NgramComparison",
-    "ExactComparison",
-    "NumericComparison",
     "Comparison",
+    "ExactComparison",
+    "NgramComparison",
+    "NumericComparison",
     "parse_comparison",
 ]
 
@@ -79,7 +79,7 @@ class NumericComparison:
     distance_interval: int = field(default=0, init=False, compare=False)
 
     def __post_init__(self) -> None:
-        interval = int(round(self.threshold_distance * pow(10, self.fractional_precision)))
+        interval = round(self.threshold_distance * pow(10, self.fractional_precision))
         object.__setattr__(self, "distance_interval", interval)
 
     def tokenize(self, word: str) -> list[str]:
@@ -94,7 +94,7 @@ class NumericComparison:
         except ValueError:
             v_float = float(word)
             if precision > 0:
-                v = int(round(v_float * pow(10, precision)))
+                v = round(v_float * pow(10, precision))
             else:
                 v = int(v_float)
         v = v * 2 * self.resolution
@@ -109,7 +109,7 @@ class NumericComparison:
         return [str(v + i * interval) for i in range(-self.resolution, self.resolution + 1)]
 
 
-Comparison = Union[NgramComparison, ExactComparison, NumericComparison]
+Comparison = NgramComparison | ExactComparison | NumericComparison
 
 _ALLOWED_KEYS = {
     "ngram": {"type", "n", "positional"},
@@ -125,7 +125,7 @@ def parse_comparison(obj: Any, problems: list[str]) -> Comparison | None:
         problems.append(f"{where} must be an object")
         return None
     ctype = obj.get("type")
-    if ctype not in _ALLOWED_KEYS:
+    if not isinstance(ctype, str) or ctype not in _ALLOWED_KEYS:
         if "type" not in obj:
             problems.append(f"{where}.type is missing")
         else:
