@@ -6,7 +6,8 @@ import click
 
 from pprl.audit import verify_log
 from pprl.cli import cli, progress_wanted, say
-from pprl.parties.authority import decrypt_release, paillier_keygen
+from pprl.parties.authority import combine_release_parts, decrypt_release, paillier_keygen
+from pprl.parties.threshold import partial_decrypt_release, threshold_keygen
 from pprl.parties.identity import load_cards, load_key
 
 FILE = click.Path(dir_okay=False)
@@ -21,39 +22,90 @@ def paillier_group() -> None:
 @click.option("--me", required=True, type=FILE, help="Your identity key (authority).")
 @click.option("--bits", type=click.IntRange(2048), default=2048, show_default=True, help="Modulus size.")
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
-              help="Writes paillier.pub.json (signed, public) and paillier.key (0600) here.")
-def keygen_cmd(me, bits, directory) -> None:
+              help="Writes paillier.pub.json (signed, public) and paillier.key (0600) or the holders' shares here.")
+@click.option("--threshold", type=click.IntRange(1), help="T of a T-of-n threshold key (with --holders).")
+@click.option("--holders", multiple=True, type=FILE,
+              help="A key holder's card; repeat once per holder. Each gets DIR/<holder>.share.json.")
+def keygen_cmd(me, bits, directory, threshold, holders) -> None:
     """Generate the Paillier keypair that platforms encrypt scores under.
 
+    With --threshold T --holders CARD..., the key is split T-of-n among the
+    holders (safe primes, Shoup-style shares with verification keys); the full
+    private key exists nowhere after keygen, and any T holders together
+    decrypt a release (`pprl decrypt --partial` / `--combine`).
+
     \b
-    Example:
+    Examples:
       pprl paillier keygen --me keys/authority.key --bits 2048 --dir authority
+      pprl paillier keygen --me keys/authority.key --dir authority --threshold 2 \\
+          --holders keys/holder_a.card.json --holders keys/holder_b.card.json --holders keys/holder_c.card.json
     """
+    key = load_key(me)
+    if bool(threshold) != bool(holders):
+        raise click.UsageError("--threshold and --holders go together")
+    if threshold:
+        say(f"dealing a {bits}-bit {threshold}-of-{len(holders)} threshold Paillier key (safe primes; can take a while)...")
+        result = threshold_keygen(key, bits, threshold, load_cards(holders), directory)
+        say(f"wrote {result.public_path} (send to platforms)")
+        for name, path in result.share_paths.items():
+            say(f"wrote {path} (for {name} only)")
+        click.echo(f"paillier key fingerprint {result.fingerprint} ({threshold}-of-{len(holders)})")
+        return
     say(f"generating a {bits}-bit Paillier key (a few seconds)...")
-    result = paillier_keygen(load_key(me), bits, directory)
+    result = paillier_keygen(key, bits, directory)
     say(f"wrote {result.public_path} (send to platforms) and {result.private_path} (private, mode 0600)")
     click.echo(f"paillier key fingerprint {result.fingerprint}")
 
 
 @cli.command("decrypt")
-@click.option("--me", required=True, type=FILE, help="Your identity key (authority).")
-@click.option("--paillier-key", required=True, type=FILE, help="paillier.key from `pprl paillier keygen`.")
+@click.option("--me", required=True, type=FILE, help="Your identity key (authority, or a key holder with --partial).")
+@click.option("--paillier-key", type=FILE, help="paillier.key from `pprl paillier keygen` (single-key mode).")
 @click.option("--release", required=True, type=FILE, help="Release file from `pprl aggregate`.")
 @click.option("--cards", multiple=True, type=FILE, help="The bureau's card: pin who must have signed the release.")
-@click.option("--audit-log", required=True, type=FILE, help="Audit log to append this release to (created if absent).")
-@click.option("--out", required=True, type=FILE, help="CSV to write: entity_id,contributors,<score>_sum...")
-def decrypt_cmd(me, paillier_key, release, cards, audit_log, out) -> None:
+@click.option("--audit-log", type=FILE, help="Audit log to append this release to (created if absent).")
+@click.option("--out", required=True, type=FILE,
+              help="CSV to write: entity_id,contributors,<score>_sum... (with --partial: the part file).")
+@click.option("--partial", is_flag=True, help="Threshold key: write this holder's decryption part.")
+@click.option("--share", type=FILE, help="With --partial: your <holder>.share.json.")
+@click.option("--combine", is_flag=True, help="Threshold key: combine T holders' parts into the CSV.")
+@click.option("--parts", multiple=True, type=FILE, help="With --combine: a holder's part; repeat once per holder.")
+@click.option("--paillier", type=FILE, help="With --combine: the threshold key's paillier.pub.json.")
+def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share, combine, parts, paillier) -> None:
     """Decrypt a release's per-entity sums and record the release in the audit log.
 
     \b
-    Example:
+    Single key:
       pprl decrypt --me keys/authority.key --paillier-key authority/paillier.key \\
           --release release.json --audit-log audit.log --out aggregates.csv
+    Threshold key (each of T holders, then the authority):
+      pprl decrypt --partial --me keys/holder_a.key --share authority/holder_a.share.json \\
+          --release release.json --out holder_a.part.json
+      pprl decrypt --combine --me keys/authority.key --paillier authority/paillier.pub.json \\
+          --parts holder_a.part.json --parts holder_b.part.json \\
+          --release release.json --audit-log audit.log --out aggregates.csv
     """
-    result = decrypt_release(
-        load_key(me), paillier_key, release, audit_log, out,
-        cards=load_cards(cards) if cards else None, progress=progress_wanted(),
-    )
+    key = load_key(me)
+    trusted = load_cards(cards) if cards else None
+    if partial and combine:
+        raise click.UsageError("--partial and --combine are alternatives")
+    if partial:
+        if not share:
+            raise click.UsageError("--partial needs --share")
+        path = partial_decrypt_release(key, share, release, out, cards=trusted, progress=progress_wanted())
+        say(f"wrote {path}: {key.name}'s decryption part; send it to the authority")
+        return
+    if not audit_log:
+        raise click.UsageError("--audit-log is required to decrypt")
+    if combine:
+        if not parts or not paillier:
+            raise click.UsageError("--combine needs --parts (repeated) and --paillier")
+        result = combine_release_parts(key, parts, release, paillier, audit_log, out, cards=trusted,
+                                       progress=progress_wanted())
+    else:
+        if not paillier_key:
+            raise click.UsageError("give --paillier-key (or --partial / --combine for a threshold key)")
+        result = decrypt_release(key, paillier_key, release, audit_log, out, cards=trusted,
+                                 progress=progress_wanted())
     say(f"wrote {result.path}: {result.entities} entities; audit log entry {result.audit_entry}")
 
 

@@ -11,7 +11,8 @@ import click
 from pprl.cli import cli, progress_wanted, say
 from pprl.documents import header_of, read_document
 
-DOCUMENT_KINDS = ("key", "card", "share", "secret", "paillier-pub", "paillier-key", "submission", "linkage", "release")
+DOCUMENT_KINDS = ("key", "card", "share", "secret", "paillier-pub", "paillier-key", "submission", "linkage", "release",
+                  "paillier-share", "decryption-part")
 
 
 @cli.command("inspect")

@@ -11,7 +11,8 @@ import csv
 import hashlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,16 @@ from pprl.crypto.paillier import (
 from pprl.documents import Card, b64d, document_hash, read_document, sign_document, verify_document, write_atomic, write_document
 from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError
 from pprl.parties.identity import PartyKey
+from pprl.parties.threshold import combine_release, load_threshold_public
 
-__all__ = ["KeygenResult", "DecryptResult", "paillier_keygen", "load_paillier_private", "decrypt_release"]
+__all__ = [
+    "KeygenResult",
+    "DecryptResult",
+    "paillier_keygen",
+    "load_paillier_private",
+    "decrypt_release",
+    "combine_release_parts",
+]
 
 
 @dataclass(frozen=True)
@@ -98,14 +107,50 @@ def decrypt_release(
     public = PaillierPublicKey.from_dict(header["paillier_key"])
     if public != private.public_key:
         raise KeyMismatchError(f"{release}: carries a different Paillier key than this one")
+    sums = {}
+    for column in header["score_columns"]:
+        enc = EncryptedVector.from_bytes(public, b64d(payload["sums"][column], f"{release}: sums.{column}"))
+        if len(enc) != len(payload["entity_ids"]):
+            raise DocumentError(f"{release}: column '{column}' has {len(enc)} sums for {len(payload['entity_ids'])} entities")
+        sums[column] = decrypt_vector(private, enc, progress=progress)
+    return _publish(me, doc, sums, audit_log, out, {})
+
+
+def combine_release_parts(
+    me: PartyKey,
+    parts: Sequence[str | os.PathLike[str]],
+    release: str | os.PathLike[str],
+    paillier_public: str | os.PathLike[str],
+    audit_log: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    cards: Sequence[Card] | None = None,
+    progress: bool = False,
+) -> DecryptResult:
+    """Combine T holders' verified partial decryptions of a release; log it and write the CSV."""
+    if me.role != "authority":
+        raise KeyFormatError(f"only an authority combines decryption parts; '{me.name}' is a {me.role}")
+    combined = combine_release(parts, release, paillier_public, me=me, cards=cards, progress=progress)
+    setup = load_threshold_public(paillier_public)
+    extra = {"threshold": setup.public.threshold, "threshold_holders": list(combined.holders)}
+    return _publish(me, combined.release, combined.sums, audit_log, out, extra, release_hash=combined.release_hash)
+
+
+def _publish(
+    me: PartyKey,
+    doc: Mapping[str, Any],
+    sums: Mapping[str, list[int]],
+    audit_log: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    extra: Mapping[str, Any],
+    *,
+    release_hash: str | None = None,
+) -> DecryptResult:
+    """Log a decrypted release in the audit log, then write its CSV: the one way plaintext leaves."""
+    header, payload = doc["header"], doc["payload"]
     ids, counts, columns = payload["entity_ids"], payload["contributors"], header["score_columns"]
     decimals = int(header["score_decimals"])
-    plain = {}
-    for column in columns:
-        enc = EncryptedVector.from_bytes(public, b64d(payload["sums"][column], f"{release}: sums.{column}"))
-        if len(enc) != len(ids):
-            raise DocumentError(f"{release}: column '{column}' has {len(enc)} sums for {len(ids)} entities")
-        plain[column] = decode_fixed(decrypt_vector(private, enc, progress=progress), decimals)
+    plain = {column: decode_fixed(sums[column], decimals) for column in columns}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["entity_id", "contributors", *[f"{c}_sum" for c in columns]])
@@ -118,7 +163,7 @@ def decrypt_release(
         me.card,
         "release",
         {
-            "release_hash": document_hash(doc),
+            "release_hash": release_hash or document_hash(doc),
             "linkage_hash": header.get("linkage_hash"),
             "bureau": doc["signer"]["name"],
             "paillier_fingerprint": header["paillier_fingerprint"],
@@ -126,6 +171,7 @@ def decrypt_release(
             "score_columns": columns,
             "min_contributors": header.get("min_contributors"),
             "output_sha256": hashlib.sha256(data).hexdigest(),
+            **extra,
         },
     )
     path = write_atomic(out, data)
