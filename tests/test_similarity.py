@@ -51,6 +51,25 @@ def anonlink():
     return load_anonlink()
 
 
+def kernel_names() -> list[str]:
+    """Every kernel this build can run: numpy, then each native variant the CPU has."""
+    names = ["numpy"]
+    if similarity._native is not None:
+        names += [f"native-{isa}" for isa in similarity._native.isas()]
+    return names
+
+
+@pytest.fixture(params=kernel_names())
+def kernel(request, monkeypatch):
+    """Run the test once per kernel; results must not depend on the kernel."""
+    name = request.param
+    if name == "numpy":
+        monkeypatch.setattr(similarity, "_native", None)
+    else:
+        monkeypatch.setattr(similarity, "_ISA", name.removeprefix("native-"))
+    return name
+
+
 def brute_force(a: np.ndarray, b: np.ndarray, t: float) -> list[tuple[int, int, float]]:
     """Dice on Python ints: 2|A&B| / (|A|+|B|), 0.0 for two empty filters."""
     ints_a = [int.from_bytes(row.tobytes(), "big") for row in a]
@@ -121,7 +140,7 @@ def to_bitarrays(x: np.ndarray) -> list:
 
 
 @pytest.mark.parametrize("nbytes", [1, 5, 8, 13, 16, 128])
-def test_dice_pairs_equals_brute_force(nbytes):
+def test_dice_pairs_equals_brute_force(nbytes, kernel):
     rng = np.random.default_rng(nbytes)
     a, b = correlated(rng, 37, nbytes)
     b = b[:29]
@@ -136,7 +155,7 @@ def test_dice_pairs_equals_brute_force(nbytes):
             assert got == expected, (t, chunk_rows)
 
 
-def test_dice_pairs_tiles_smaller_than_inputs(monkeypatch):
+def test_dice_pairs_tiles_smaller_than_inputs(monkeypatch, kernel):
     # Force many small tiles in both directions.
     monkeypatch.setattr(similarity, "_TILE_PAIRS", 12)
     rng = np.random.default_rng(7)
@@ -145,7 +164,7 @@ def test_dice_pairs_tiles_smaller_than_inputs(monkeypatch):
         assert as_triples(*dice_pairs(a, b, t, chunk_rows=5)) == brute_force(a, b, t)
 
 
-def test_dice_pairs_lookup_table_fallback(monkeypatch):
+def test_dice_pairs_lookup_table_fallback(monkeypatch, kernel):
     rng = np.random.default_rng(3)
     a, b = correlated(rng, 30, 13)
     a[0] = 0
@@ -156,14 +175,14 @@ def test_dice_pairs_lookup_table_fallback(monkeypatch):
         assert got == want == brute_force(a, b, t)
 
 
-def test_all_zero_rows_have_dice_zero():
+def test_all_zero_rows_have_dice_zero(kernel):
     z = np.zeros((2, 8), np.uint8)
     i, j, s = dice_pairs(z, z, 0.0)
     assert as_triples(i, j, s) == [(0, 0, 0.0), (0, 1, 0.0), (1, 0, 0.0), (1, 1, 0.0)]
     assert len(dice_pairs(z, z, 1e-9)[0]) == 0
 
 
-def test_results_sorted_and_typed():
+def test_results_sorted_and_typed(kernel):
     rng = np.random.default_rng(11)
     a, b = correlated(rng, 60, 32)
     i, j, s = dice_pairs(a, b, 0.5, chunk_rows=7)
@@ -177,7 +196,7 @@ def test_popcounts():
     assert popcounts(x).tolist() == [9, 0, 4]
 
 
-def test_anonlink_window_drops_boundary_subset_pair():
+def test_anonlink_window_drops_boundary_subset_pair(kernel):
     # Dice(30 bits, superset of 50 bits) = 60/80 = 0.75 exactly, but
     # anonlink's window floor(2 * 30 * (1/0.75 - 1)) = 19 < 20 skips it.
     left = ones(30, 16)[None, :]
@@ -188,7 +207,7 @@ def test_anonlink_window_drops_boundary_subset_pair():
     assert as_triples(*dice_pairs(right, left, 0.75, window="anonlink")) == [(0, 0, 0.75)]
 
 
-def test_anonlink_window_matches_anonlink_on_boundary(anonlink):
+def test_anonlink_window_matches_anonlink_on_boundary(anonlink, kernel):
     dice = anonlink.similarities.dice_coefficient_accelerated
     left = np.stack([ones(30, 16), ones(3, 16), ones(50, 16)])
     right = np.stack([ones(50, 16), ones(5, 16), ones(30, 16)])
@@ -229,7 +248,7 @@ def test_bad_arguments():
         find_candidates([a, [[0] * 8]], 0.5)  # type: ignore[list-item]
 
 
-def test_empty_inputs():
+def test_empty_inputs(kernel):
     a = np.zeros((0, 8), np.uint8)
     b = np.ones((3, 8), np.uint8)
     for x, y in ((a, b), (b, a), (a, a)):
@@ -254,7 +273,7 @@ def anonlink_candidates(anonlink, datasets, t):
 
 
 @pytest.mark.parametrize("nbytes", [128, 13])
-def test_find_candidates_equals_anonlink(anonlink, nbytes):
+def test_find_candidates_equals_anonlink(anonlink, nbytes, kernel):
     datasets = make_datasets(1, (120, 150, 100), nbytes)
     for t in (0.0, 0.5, 0.7, 0.75, 0.8, 0.9, 1.0):
         ours = find_candidates(datasets, t)
@@ -267,7 +286,7 @@ def test_find_candidates_equals_anonlink(anonlink, nbytes):
         assert np.all(ours.dataset[:, 0] < ours.dataset[:, 1])
 
 
-def test_find_candidates_windows_differ_only_on_boundary():
+def test_find_candidates_windows_differ_only_on_boundary(kernel):
     datasets = make_datasets(2, (60, 60, 60), 16)
     compat = find_candidates(datasets, 0.75)
     exact = find_candidates(datasets, 0.75, window="exact")
@@ -283,7 +302,7 @@ def test_find_candidates_windows_differ_only_on_boundary():
     assert all(k_exact[e] == 0.75 for e in extra)
 
 
-def test_find_candidates_matches_pairwise_dice_pairs():
+def test_find_candidates_matches_pairwise_dice_pairs(kernel):
     datasets = make_datasets(3, (40, 30, 50), 32)
     c = find_candidates(datasets, 0.6, window="exact")
     got = {
@@ -298,7 +317,7 @@ def test_find_candidates_matches_pairwise_dice_pairs():
     assert order == sorted(order)
 
 
-def test_find_candidates_progress_on_stderr(capsys):
+def test_find_candidates_progress_on_stderr(capsys, kernel):
     datasets = make_datasets(4, (20, 20), 16)
     quiet = find_candidates(datasets, 0.8)
     assert capsys.readouterr().err == ""

@@ -1,0 +1,37 @@
+"""Build glue for pprl's one C extension, the Dice kernel.
+
+Everything else (metadata, dependencies, packages) lives in setup.cfg; this
+file only declares ``pprl.linkage._dice`` because setup.cfg cannot.
+
+Flags: -O3 for the kernel loops, and -ffp-contract=off so the compiler never
+fuses a multiply and an add into an FMA -- similarities must stay
+bit-identical to anonlink's and to the numpy fallback.  No -march/-mpopcnt:
+the kernel picks POPCNT or AVX-512 at run time, so one build runs on any
+x86-64 (and on aarch64, where the portable code is used).
+"""
+
+from __future__ import annotations
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+__all__: list[str] = []
+
+_GCC_LIKE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-std=gnu99"]
+_MSVC_FLAGS = ["/O2", "/fp:precise"]
+
+
+class _BuildExt(build_ext):
+    """Add compiler-specific optimisation flags to the Dice kernel."""
+
+    def build_extensions(self) -> None:
+        flags = _MSVC_FLAGS if self.compiler.compiler_type == "msvc" else _GCC_LIKE_FLAGS
+        for ext in self.extensions:
+            ext.extra_compile_args = [*flags, *ext.extra_compile_args]
+        super().build_extensions()
+
+
+setup(
+    ext_modules=[Extension("pprl.linkage._dice", sources=["pprl/linkage/_dice.c"])],
+    cmdclass={"build_ext": _BuildExt},
+)
