@@ -4,15 +4,21 @@ The names below are what a pipeline needs; each party's steps live in
 ``pprl.parties`` and the primitives in ``pprl.crypto`` and ``pprl.linkage``.
 """
 
-from pprl.audit import verify_log
-from pprl.errors import PPRLError
-from pprl.parties.authority import decrypt_release, paillier_keygen
-from pprl.parties.bureau import link
-from pprl.parties.release import aggregate
-from pprl.parties.identity import init_party, load_card, load_key
-from pprl.parties.platform import submit
-from pprl.parties.secret import combine_secrets, share_secret
-from pprl.synth import generate_population
+from tqdm import tqdm as _tqdm
+
+# tqdm's monitor thread would outlive every progress bar; a live thread stops
+# the encoder from forking workers safely, so pprl runs without it.
+_tqdm.monitor_interval = 0
+
+from pprl.audit import verify_log  # noqa: E402
+from pprl.errors import PPRLError  # noqa: E402
+from pprl.parties.authority import decrypt_release, paillier_keygen  # noqa: E402
+from pprl.parties.bureau import link  # noqa: E402
+from pprl.parties.release import aggregate  # noqa: E402
+from pprl.parties.identity import init_party, load_card, load_key  # noqa: E402
+from pprl.parties.platform import submit  # noqa: E402
+from pprl.parties.secret import combine_secrets, share_secret  # noqa: E402
+from pprl.synth import generate_population  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from pprl.cli import cli
 from pprl.synth import generate_population
 
-SCHEMA = Path(__file__).resolve().parents[1] / "examples" / "schema-cn.json"
+SCHEMA = Path(__file__).resolve().parents[1] / "examples" / "schema-cn-clkhash.json"
 
 
 def test_clkhash_secret_gives_clkhash_output(tmp_path):

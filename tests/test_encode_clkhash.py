@@ -69,7 +69,7 @@ def digits(rng: random.Random, n: int) -> str:
 
 
 def cn_rows(seed: int, n: int = N) -> list[list[str]]:
-    """Rows for examples/schema-cn.json: Han names/addresses, mixed date styles, gaps."""
+    """Rows for examples/schema-cn-clkhash.json: Han names/addresses, mixed date styles, gaps."""
     rng = random.Random(seed)
 
     def maybe(value: str, p: float = 0.1) -> str:
@@ -270,7 +270,7 @@ def test_v2_schema_is_converted_like_clkhash():
 
 
 def test_schema_cn_with_chinese_rows_matches_clkhash():
-    schema = json.loads((EXAMPLES / "schema-cn.json").read_text(encoding="utf-8"))
+    schema = json.loads((EXAMPLES / "schema-cn-clkhash.json").read_text(encoding="utf-8"))
     rows = cn_rows(seed=2024)
     ours = assert_same(schema, rows)
     # Filters land in a useful fill range for linkage (roughly 30-65 % of bits set).
@@ -291,7 +291,7 @@ def test_str_and_bytes_secret_agree_with_clkhash(secret):
 
 
 def test_dataframe_input_by_column_name():
-    schema_dict = json.loads((EXAMPLES / "schema-cn.json").read_text(encoding="utf-8"))
+    schema_dict = json.loads((EXAMPLES / "schema-cn-clkhash.json").read_text(encoding="utf-8"))
     schema = load_schema(schema_dict)
     rows = cn_rows(seed=99, n=200)
     ref = clkhash_bytes(schema_dict, rows, SECRET)
@@ -346,7 +346,7 @@ def test_progress_bar_goes_to_stderr(capsys):
 # ------------------------------------------------------------------ errors
 
 
-SCHEMA_CN = load_schema(EXAMPLES / "schema-cn.json")
+SCHEMA_CN = load_schema(EXAMPLES / "schema-cn-clkhash.json")
 
 
 @pytest.mark.parametrize("schema_name, column, bad, expected", [
@@ -423,7 +423,7 @@ def test_sentinel_values_skip_validation_like_clkhash():
 
 
 def test_clkhash_json_round_trip():
-    schema_dict = json.loads((EXAMPLES / "schema-cn.json").read_text(encoding="utf-8"))
+    schema_dict = json.loads((EXAMPLES / "schema-cn-clkhash.json").read_text(encoding="utf-8"))
     rows = cn_rows(seed=5, n=25)
     clks = encode_records(rows, load_schema(schema_dict), SECRET)
     doc = to_clkhash_json(clks)

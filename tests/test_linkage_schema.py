@@ -25,7 +25,7 @@ from pprl.linkage.schema import Schema, load_schema
 from pprl.linkage.tokens import ExactComparison, NgramComparison, NumericComparison
 
 HERE = Path(__file__).resolve().parent
-SCHEMA_CN_PATH = HERE.parent / "examples" / "schema-cn.json"
+SCHEMA_CN_PATH = HERE.parent / "examples" / "schema-cn-clkhash.json"
 SCHEMA_CN = json.loads(SCHEMA_CN_PATH.read_text(encoding="utf-8"))
 CN_COLUMNS = ["user_id", "name", "gender", "dob", "mobile", "resident_id", "address", "repay_score", "spend_score"]
 

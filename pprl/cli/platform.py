@@ -63,6 +63,8 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
     )
     say(f"wrote {result.path} ({result.records} records, scores: {', '.join(result.score_columns) or 'none'})")
     say(f"wrote {result.map_path} (private, mode 0600: keep it)")
+    for note in result.notes:
+        say(f"note: {note}")
 
 
 @cli.command("encode")
@@ -75,10 +77,16 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
 def encode_cmd(schema, secret, clkhash_secret, data, out) -> None:
     """Encode records into CLKs only, in clkhash's output format (feeds anonlink's tools).
 
+    With a plain clkhash v3 schema and --clkhash-secret the CLKs are identical
+    to clkhash's; pprl-extended schemas ("version": "3+pprl", normalisers)
+    are pprl-only.
+
     \b
-    Example:
+    Examples:
       pprl encode --schema examples/schema-cn.json --secret platform_1.secret \\
           --data platform_1.csv --out platform_1.clks.json
+      pprl encode --schema examples/schema-cn-clkhash.json --clkhash-secret secret.txt \\
+          --data people.csv --out clks.json
     """
     if bool(secret) == bool(clkhash_secret):
         raise click.UsageError("give exactly one of --secret and --clkhash-secret")

@@ -11,6 +11,14 @@ The work is column-major: each feature maps its values to filter masks
 through a memo (value -> mask, and inside it token -> mask), the masks of a
 row are OR-ed as Python ints, folded, and written out. Large inputs are
 split over processes.
+
+Schemas with pprl extensions (``"version": "3+pprl"``) add two steps: a
+feature's ``normalise`` runs on each distinct raw value before the format
+check (a value it refuses counts as missing: no bits), and a derived feature
+(``source``) reads another feature's column. ``encode_with_report`` also
+returns how many values of each feature were missing or refused, so a
+caller can say "resident_id: 12 invalid values treated as missing" without
+ever showing a value.
 """
 
 from __future__ import annotations
@@ -22,10 +30,12 @@ import json
 import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from functools import reduce
 from operator import or_
 from types import SimpleNamespace
@@ -38,9 +48,18 @@ from pprl.errors import DataValidationError, DocumentError, PPRLError
 from pprl.linkage.bloom import TokenHasher, fold_masks, masks_to_bytes
 from pprl.linkage.field_formats import FieldFormat
 from pprl.linkage.keys import derive_feature_keys, secret_bytes
+from pprl.linkage.normalise import Normaliser
 from pprl.linkage.schema import Feature, Hashing, Schema
 
-__all__ = ["encode_records", "from_clkhash_json", "to_clkhash_json"]
+__all__ = [
+    "EncodeReport",
+    "EncodeResult",
+    "FeatureReport",
+    "encode_records",
+    "encode_with_report",
+    "from_clkhash_json",
+    "to_clkhash_json",
+]
 
 VALUE_CACHE_SIZE = 1 << 16
 PARALLEL_THRESHOLD = 20_000  # rows; below this, process start-up costs more than it saves
@@ -52,10 +71,57 @@ class _Invalid(Exception):
     """Internal: a value breaks its feature's format. Carries no value."""
 
 
-class _FeatureEncoder(dict):
-    """value -> filter mask for one hashed feature; validates on a cache miss."""
+@dataclass(frozen=True)
+class FeatureReport:
+    """What happened to one hashed feature's values during encoding (counts only).
 
-    __slots__ = ("format", "hasher", "hashing", "identifier")
+    ``missing``: values that were empty (or the ``missingValue`` sentinel) or
+    that the normaliser found empty; ``invalid``: non-empty values the
+    feature's normaliser refused, which were encoded as missing (no bits).
+    Values that break the feature's format are not counted: they stop the
+    encoding with a ``DataValidationError``.
+    """
+
+    identifier: str
+    column: str
+    normaliser: str | None
+    missing: int
+    invalid: int
+
+
+@dataclass(frozen=True)
+class EncodeReport:
+    """Per-feature counts from one ``encode_with_report`` call, in schema order."""
+
+    records: int
+    features: tuple[FeatureReport, ...]
+
+    def feature(self, identifier: str) -> FeatureReport:
+        """The report of one hashed feature (``DataValidationError`` if there is none)."""
+        for f in self.features:
+            if f.identifier == identifier:
+                return f
+        raise DataValidationError(f"no hashed feature {identifier!r} in this report "
+                                  f"(features: {', '.join(f.identifier for f in self.features)})")
+
+    def messages(self) -> list[str]:
+        """One line per feature with invalid values, e.g. for ``pprl submit`` to print."""
+        return [f"{f.identifier}: {f.invalid} invalid value{'s' if f.invalid != 1 else ''} "
+                f"treated as missing" for f in self.features if f.invalid]
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """CLKs (as ``encode_records`` returns them) and the ``EncodeReport`` of the run."""
+
+    clks: np.ndarray
+    report: EncodeReport
+
+
+class _FeatureEncoder(dict):
+    """value -> filter mask for one hashed feature; normalises and validates on a cache miss."""
+
+    __slots__ = ("format", "hasher", "hashing", "identifier", "normaliser", "refused")
 
     def __init__(self, feature: Feature, keys: tuple[bytes, bytes], length: int) -> None:
         super().__init__()
@@ -63,8 +129,45 @@ class _FeatureEncoder(dict):
         self.identifier = feature.identifier
         self.format = cast(FieldFormat, feature.format)
         self.hashing = hashing
+        self.normaliser: Normaliser | None = feature.normalise
+        # Every value the normaliser mapped to None since this was last emptied ->
+        # True if it had content (a letter or digit): refused rather than empty.
+        # Only emptied between chunks, together with the memo (see start_chunk), so
+        # every value of a chunk that hits the memo has its verdict here.
+        self.refused: dict[str, bool] = {}
         self.hasher = TokenHasher(hashing.hash_type, keys, feature.encoding, length,
                                   hashing.prevent_singularity)
+
+    def start_chunk(self) -> None:
+        """Bound the memory of ``refused``: empty it (and the memo) when it has grown large."""
+        if len(self.refused) >= VALUE_CACHE_SIZE:
+            self.clear()
+            self.refused.clear()
+
+    def counts(self, values: list[str]) -> tuple[int, int]:
+        """``(missing, invalid)`` among ``values`` (see ``FeatureReport``).
+
+        Call after every value of the chunk has been looked up: the lookups
+        record which values the normaliser refused.
+        """
+        sentinel = self.hashing.missing_value.sentinel if self.hashing.missing_value else None
+        if self.normaliser is None:
+            missing = values.count("")
+            if sentinel:
+                missing += values.count(sentinel)
+            return missing, 0
+        if not self.refused and sentinel is None:
+            return 0, 0
+        missing = invalid = 0
+        tally = Counter(values)
+        if sentinel is not None:
+            missing += tally.get(sentinel, 0)
+        for value in self.refused.keys() & tally.keys():
+            if self.refused[value]:
+                invalid += tally[value]
+            else:
+                missing += tally[value]
+        return missing, invalid
 
     def __missing__(self, value: str) -> int:
         mask = self.compute(value)
@@ -79,6 +182,15 @@ class _FeatureEncoder(dict):
         missing = hashing.missing_value
         if missing is not None and value == missing.sentinel:
             text = missing.replace_with  # clkhash neither checks nor normalises these
+        elif self.normaliser is not None:
+            canonical = self.normaliser(value)
+            if canonical is None:  # missing or refused by the normaliser: no bits
+                self.refused[value] = any(ch.isalnum() for ch in value)
+                return []
+            problem = self.format.check(canonical)
+            if problem:
+                raise _Invalid(f"after normalise: {problem}")
+            text = self.format.normalise(canonical)
         else:
             problem = self.format.check(value)
             if problem:
@@ -153,10 +265,15 @@ def _build_encoders(schema: Schema, keys: tuple[tuple[bytes, bytes], ...]) -> li
     return [_FeatureEncoder(f, k, length) for f, k in zip(schema.features, keys) if not f.ignored]
 
 
+Counts = list[tuple[int, int]]  # (missing, invalid) per hashed feature
+
+
 def _encode_chunk(columns: list[list[str]], encoders: list[_FeatureEncoder], schema: Schema,
-                  row_offset: int) -> bytes:
-    """CLK bytes of rows ``row_offset+1 ..`` given as one value list per hashed feature."""
+                  row_offset: int) -> tuple[bytes, Counts]:
+    """CLK bytes of rows ``row_offset+1 ..`` given as one value list per hashed feature,
+    and the (missing, invalid) counts of each feature over these rows."""
     for enc, col in zip(encoders, columns):
+        enc.start_chunk()
         enc.prefetch(col)
     try:
         masks = list(map(encoders[0].__getitem__, columns[0]))
@@ -173,7 +290,8 @@ def _encode_chunk(columns: list[list[str]], encoders: list[_FeatureEncoder], sch
                         f"row {row_offset + r + 1}, column {enc.identifier!r}: {e}") from None
         raise  # pragma: no cover - unreachable: the scan above re-finds the error
     masks = fold_masks(masks, schema.hash_length, schema.xor_folds)
-    return masks_to_bytes(masks, schema.l)
+    counts = [enc.counts(col) for enc, col in zip(encoders, columns)]
+    return masks_to_bytes(masks, schema.l), counts
 
 
 class _Bar(tqdm):
@@ -198,7 +316,7 @@ def _init_worker(schema: Schema, keys: tuple[tuple[bytes, bytes], ...]) -> None:
     _WORKER["encoders"] = _build_encoders(schema, keys)
 
 
-def _work(columns: list[list[str]], row_offset: int) -> bytes:
+def _work(columns: list[list[str]], row_offset: int) -> tuple[bytes, Counts]:
     with _gc_paused():
         return _encode_chunk(columns, _WORKER["encoders"], _WORKER["schema"], row_offset)
 
@@ -216,9 +334,14 @@ def _mp_context() -> Any:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+def _add_counts(total: Counts, part: Counts) -> None:
+    for i, (missing, invalid) in enumerate(part):
+        total[i] = (total[i][0] + missing, total[i][1] + invalid)
+
+
 def _encode_parallel(columns: list[list[str]], n: int, schema: Schema,
                      keys: tuple[tuple[bytes, bytes], ...], workers: int, out: bytearray,
-                     progress: bool) -> None:
+                     progress: bool, counts: Counts) -> None:
     width = (schema.l + 7) // 8
     size = min(10_000, max(500, math.ceil(n / (workers * 4))))
     starts = range(0, n, size)
@@ -230,8 +353,9 @@ def _encode_parallel(columns: list[list[str]], n: int, schema: Schema,
             try:
                 with _progress(n, progress) as bar:
                     for s, fut in zip(starts, futures):
-                        blob = fut.result()  # in order: the first bad row is the one reported
+                        blob, part = fut.result()  # in order: the first bad row is reported
                         out[s * width:s * width + len(blob)] = blob
+                        _add_counts(counts, part)
                         bar.update(len(blob) // width)
             except BaseException:
                 for fut in futures:
@@ -279,30 +403,40 @@ def _is_dataframe(data: Any) -> bool:
 
 
 def _columns(data: Any, schema: Schema) -> tuple[list[list[str]], int]:
-    """One list of strings per hashed feature, and the number of rows."""
-    hashed = [(j, f.identifier) for j, f in enumerate(schema.features) if not f.ignored]
+    """One list of strings per hashed feature, and the number of rows.
+
+    A derived feature gets its source column (the same list object: each
+    column is read and converted once).
+    """
+    needed = list(dict.fromkeys(f.column for f in schema.features if not f.ignored))
     if _is_dataframe(data):
         names = list(data.columns)
-        missing = [ident for _, ident in hashed if ident not in names]
+        missing = [ident for ident in needed if ident not in names]
         if missing:
             raise DataValidationError("missing column(s) required by the schema: "
                                       + ", ".join(repr(m) for m in missing))
-        doubled = [ident for _, ident in hashed if names.count(ident) > 1]
+        doubled = [ident for ident in needed if names.count(ident) > 1]
         if doubled:
             raise DataValidationError("column(s) appear more than once: "
                                       + ", ".join(repr(d) for d in doubled))
-        return [_texts(data[ident].tolist(), ident) for _, ident in hashed], len(data)
-    if isinstance(data, (str, bytes, Mapping)) or not hasattr(data, "__iter__"):
-        raise DataValidationError("data must be a pandas DataFrame or a sequence of rows")
-    rows = data if isinstance(data, Sequence) else list(data)
-    width = len(schema.features)
-    for r, row in enumerate(rows, start=1):
-        if isinstance(row, (str, bytes, Mapping)) or not hasattr(row, "__len__"):
-            raise DataValidationError(f"row {r}: expected a sequence of values, got {type(row).__name__}")
-        if len(row) != width:
-            raise DataValidationError(
-                f"row {r}: has {len(row)} values, the schema has {width} features")
-    return [_texts([row[j] for row in rows], ident) for j, ident in hashed], len(rows)
+        texts = {ident: _texts(data[ident].tolist(), ident) for ident in needed}
+        n = len(data)
+    else:
+        if isinstance(data, (str, bytes, Mapping)) or not hasattr(data, "__iter__"):
+            raise DataValidationError("data must be a pandas DataFrame or a sequence of rows")
+        rows = data if isinstance(data, Sequence) else list(data)
+        positions = {ident: j for j, ident in enumerate(schema.columns)}
+        width = len(positions)
+        what = (f"{width} features" if width == len(schema.features) else
+                f"{width} input columns (derived features take none)")
+        for r, row in enumerate(rows, start=1):
+            if isinstance(row, (str, bytes, Mapping)) or not hasattr(row, "__len__"):
+                raise DataValidationError(f"row {r}: expected a sequence of values, got {type(row).__name__}")
+            if len(row) != width:
+                raise DataValidationError(f"row {r}: has {len(row)} values, the schema has {what}")
+        texts = {ident: _texts([row[positions[ident]] for row in rows], ident) for ident in needed}
+        n = len(rows)
+    return [texts[f.column] for f in schema.features if not f.ignored], n
 
 
 # --------------------------------------------------------------------- public
@@ -314,12 +448,25 @@ def encode_records(data: Any, schema: Schema, secret: bytes | str, *, progress: 
 
     ``data`` is a pandas DataFrame (hashed features picked by column name;
     NaN/None mean ``''``) or a sequence of rows matching *all* schema features
-    by position (clkhash style). Values must be strings. Row ``i`` of the
-    result equals clkhash's ``bitarray.tobytes()`` for record ``i``; the
-    width is ``ceil(l / 8)`` bytes. ``secret`` bytes (or a str, UTF-8
-    encoded as clkhash does). ``workers``: processes to use (None: all cores
-    for more than 20000 rows, else 1). Raises ``DataValidationError`` naming
-    the row (1-based) and column of the first bad value, never the value.
+    by position (clkhash style; with derived features, all of
+    ``schema.columns``). Values must be strings. Row ``i`` of the
+    result equals clkhash's ``bitarray.tobytes()`` for record ``i`` (for a
+    schema without pprl extensions); the width is ``ceil(l / 8)`` bytes.
+    ``secret`` bytes (or a str, UTF-8 encoded as clkhash does). ``workers``:
+    processes to use (None: all cores for more than 20000 rows, else 1).
+    Raises ``DataValidationError`` naming the row (1-based) and column of the
+    first bad value, never the value. ``encode_with_report`` also returns
+    per-feature counts of missing and invalid values.
+    """
+    return encode_with_report(data, schema, secret, progress=progress, workers=workers).clks
+
+
+def encode_with_report(data: Any, schema: Schema, secret: bytes | str, *, progress: bool = False,
+                       workers: int | None = None) -> EncodeResult:
+    """``encode_records``, plus an ``EncodeReport`` of missing and invalid values per feature.
+
+    The CLKs are exactly those ``encode_records`` gives. ``report.messages()``
+    gives lines such as ``"resident_id: 12 invalid values treated as missing"``.
     """
     if not isinstance(schema, Schema):
         raise TypeError(f"schema must be a pprl Schema (see load_schema), not {type(schema).__name__}")
@@ -330,27 +477,41 @@ def encode_records(data: Any, schema: Schema, secret: bytes | str, *, progress: 
         raise PPRLError("workers must be a positive integer (or None for automatic)")
     columns, n = _columns(data, schema)
     width = (schema.l + 7) // 8
+    hashed = [f for f in schema.features if not f.ignored]
+    counts: Counts = [(0, 0)] * len(hashed)
     if n == 0:
-        return np.zeros((0, width), dtype=np.uint8)
+        return EncodeResult(np.zeros((0, width), dtype=np.uint8), _report(0, hashed, counts))
     keys = derive_feature_keys(key, len(schema.features), hash_name=schema.kdf_hash,
                                salt=schema.kdf_salt, info=schema.kdf_info,
                                key_size=schema.kdf_key_size)
     if workers is None:
         workers = (os.cpu_count() or 1) if n > PARALLEL_THRESHOLD else 1
+    for f in hashed:
+        if f.normalise is not None:
+            f.normalise.prepare()
     show = progress and n >= PROGRESS_THRESHOLD
     out = bytearray(n * width)
     if workers > 1:
-        _encode_parallel(columns, n, schema, keys, workers, out, show)
+        _encode_parallel(columns, n, schema, keys, workers, out, show, counts)
     else:
         encoders = _build_encoders(schema, keys)
         with _progress(n, show) as bar:
             for start in range(0, n, SERIAL_CHUNK):
                 part = [col[start:start + SERIAL_CHUNK] for col in columns]
                 with _gc_paused():
-                    blob = _encode_chunk(part, encoders, schema, start)
+                    blob, part_counts = _encode_chunk(part, encoders, schema, start)
                 out[start * width:start * width + len(blob)] = blob
+                _add_counts(counts, part_counts)
                 bar.update(len(part[0]))
-    return np.frombuffer(out, dtype=np.uint8).reshape(n, width)
+    clks = np.frombuffer(out, dtype=np.uint8).reshape(n, width)
+    return EncodeResult(clks, _report(n, hashed, counts))
+
+
+def _report(n: int, hashed: list[Feature], counts: Counts) -> EncodeReport:
+    return EncodeReport(n, tuple(
+        FeatureReport(f.identifier, f.column, f.normalise.type if f.normalise else None,
+                      missing, invalid)
+        for f, (missing, invalid) in zip(hashed, counts)))
 
 
 def to_clkhash_json(clks: np.ndarray) -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, ClassVar
 
 __all__ = [
@@ -32,6 +32,9 @@ ENCODINGS = ("ascii", "utf-8", "utf-16", "utf-32")
 CASES = ("upper", "lower", "mixed")
 # clkhash's DateSpec.OUTPUT_FORMAT: dates are hashed as digits only.
 DATE_OUTPUT_FORMAT = "%Y%m%d"
+ISO_DATE = "%Y-%m-%d"
+# Values strptime(ISO_DATE) parses exactly as date.fromisoformat does (which is ~20x faster).
+_STRICT_ISO = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}", re.ASCII)
 
 
 def _is_int(x: Any) -> bool:
@@ -127,20 +130,25 @@ class DateFormat:
     type: ClassVar[str] = "date"
     encoding: ClassVar[str] = "utf-8"
 
+    def _parse(self, value: str) -> date:
+        if self.format == ISO_DATE and _STRICT_ISO.fullmatch(value):
+            return date.fromisoformat(value)  # same dates, same errors as strptime here
+        return datetime.strptime(value, self.format)
+
     def check(self, value: str) -> str | None:
         """Return why ``value`` breaks this format (without quoting it), or None."""
         problem = _encoding_problem(value, self.encoding)
         if problem:
             return problem
         try:
-            datetime.strptime(value, self.format)
+            self._parse(value)
         except ValueError:
             return f"value does not match date format {self.format!r}"
         return None
 
     def normalise(self, value: str) -> str:
         """Re-render a checked date as ``%Y%m%d`` (clkhash's DateSpec output)."""
-        return datetime.strptime(value, self.format).strftime(DATE_OUTPUT_FORMAT)
+        return self._parse(value).strftime(DATE_OUTPUT_FORMAT)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,18 @@ raised together in one ``SchemaError`` that names the offending feature, so a
 schema author can fix everything in one pass. The loader is deliberately a
 little stricter than clkhash (unknown keys inside features, duplicate
 identifiers, ``xorFolds`` that clkhash would silently ignore), but any schema
-it accepts is accepted by clkhash and encodes identically there.
+it accepts is accepted by clkhash and encodes identically there -- unless it
+declares ``"version": "3+pprl"``.
+
+pprl extensions (``"version": "3+pprl"`` only): a feature may carry
+``"normalise": {"type": ..., options}`` (see ``pprl.linkage.normalise``),
+applied to each value before the format check and tokeniser, and a *derived*
+feature may read another feature's column with ``"source": "<identifier>"``
+instead of a column of its own (e.g. a pinyin feature computed from
+``name``). clkhash 0.18 silently ignores unknown keys, so it would encode such
+a schema differently; the version string is what makes clkhash refuse it, and
+a plain version 2/3 schema that uses an extension key is refused here. Unknown
+normaliser types and options are errors, never ignored.
 """
 
 from __future__ import annotations
@@ -28,8 +39,12 @@ from pprl.errors import SchemaError
 from pprl.linkage.field_formats import FieldFormat, parse_format
 from pprl.linkage.hashing import Hashing, MissingValue, parse_hashing
 from pprl.linkage.keys import HASH_ALGORITHMS, KEYS_PER_FEATURE, max_hkdf_length
+from pprl.linkage.normalise import Normaliser, parse_normaliser
+from pprl.linkage.tokens import ExactComparison
 
 __all__ = [
+    "EXTENDED_VERSION",
+    "EXTENSION_KEYS",
     "MAX_HASH_LENGTH",
     "Feature",
     "Hashing",
@@ -40,6 +55,10 @@ __all__ = [
 ]
 
 SUPPORTED_VERSIONS = (2, 3)
+#: ``version`` of a schema that uses pprl extensions; clkhash refuses it (as it must).
+EXTENDED_VERSION = "3+pprl"
+#: Feature keys that only an extended schema may use.
+EXTENSION_KEYS = ("normalise", "source")
 MAX_BLAKE_KEY_SIZE = 64  # hashlib.blake2b refuses longer keys
 MAX_HASH_LENGTH = 1 << 16  # bits before folding; blakeHash cannot address more anyway
 MAX_XOR_FOLDS = 16
@@ -54,13 +73,29 @@ def _is_int(x: Any) -> bool:
 
 @dataclass(frozen=True)
 class Feature:
-    """One schema feature (one input column)."""
+    """One schema feature: one input column, or (``source`` set) derived from another's.
+
+    ``normalise`` (pprl extension) maps each raw value to its canonical form,
+    or to None (missing), before ``format`` checks it.
+    """
 
     identifier: str
     ignored: bool = False
     description: str | None = None
     format: FieldFormat | None = None
     hashing: Hashing | None = None
+    normalise: Normaliser | None = None
+    source: str | None = None
+
+    @property
+    def column(self) -> str:
+        """The input column this feature reads: ``source`` for a derived feature."""
+        return self.source if self.source is not None else self.identifier
+
+    @property
+    def derived(self) -> bool:
+        """True for a feature computed from another feature's column (``source``)."""
+        return self.source is not None
 
     @property
     def encoding(self) -> str:
@@ -82,11 +117,21 @@ class Schema:
     kdf_salt: bytes | None = None
     kdf_info: bytes | None = None
     kdf_key_size: int = DEFAULT_KEY_SIZE
+    extended: bool = False
 
     @property
     def identifiers(self) -> list[str]:
-        """Every feature identifier in schema order, ignored ones included."""
+        """Every feature identifier in schema order, ignored and derived ones included."""
         return [f.identifier for f in self.features]
+
+    @property
+    def columns(self) -> list[str]:
+        """The input columns in schema order: every feature that is not derived.
+
+        Rows given as sequences carry one value per column, in this order; for a
+        schema without derived features this is ``identifiers``.
+        """
+        return [f.identifier for f in self.features if not f.derived]
 
     @property
     def hashed_identifiers(self) -> list[str]:
@@ -265,7 +310,36 @@ _FEATURE_KEYS = {"identifier", "ignored", "description", "format", "hashing"}
 _IGNORE_KEYS = {"identifier", "ignored", "description"}
 
 
-def _parse_feature(obj: Any, index: int, problems: list[str]) -> Feature | None:
+def _parse_extensions(obj: dict, fmt: FieldFormat | None, hashing: Hashing | None,
+                      local: list[str]) -> tuple[Normaliser | None, str | None]:
+    """The ``normalise`` and ``source`` keys of a hashed feature in an extended schema."""
+    source = obj.get("source")
+    if "source" in obj and (not isinstance(source, str) or not source):
+        local.append("source must be the identifier of another feature (a non-empty string)")
+        source = None
+    if "normalise" not in obj:
+        return None, source
+    normaliser = parse_normaliser(obj["normalise"], local)
+    if normaliser is None:
+        return None, source
+    if normaliser.type == "cn_resident_id" and hashing is not None \
+            and not isinstance(hashing.comparison, ExactComparison):
+        local.append("normalise.type 'cn_resident_id' needs hashing.comparison.type 'exact': "
+                     "n-grams of an ID number reveal birth date, sex and region and link "
+                     "near-identical numbers of different people")
+    if fmt is not None:
+        problem = fmt.check(normaliser.sample)
+        if problem:
+            local.append(f"format rejects what normalise.type {normaliser.type!r} produces "
+                         f"(e.g. {normaliser.sample!r}: {problem})")
+    if hashing is not None and hashing.missing_value is not None \
+            and hashing.missing_value.replace_with != "":
+        local.append("hashing.missingValue.replaceWith must be '' (or left out) with normalise: "
+                     "missing and invalid values add no bits")
+    return normaliser, source
+
+
+def _parse_feature(obj: Any, index: int, problems: list[str], extended: bool) -> Feature | None:
     if not isinstance(obj, dict):
         problems.append(f"feature #{index}: must be an object")
         return None
@@ -283,10 +357,19 @@ def _parse_feature(obj: Any, index: int, problems: list[str]) -> Feature | None:
     if "description" in obj and not isinstance(description, str):
         local.append("description must be a string")
     for key in sorted(set(obj) - _FEATURE_KEYS):
-        local.append(f"unknown key {key!r}")
+        if key in EXTENSION_KEYS and not extended:
+            local.append(f"{key!r} is a pprl extension: declare \"version\": \"{EXTENDED_VERSION}\" "
+                         f"(clkhash cannot read such a schema; it would ignore the key and "
+                         f"encode differently)")
+        elif key not in EXTENSION_KEYS:
+            local.append(f"unknown key {key!r}")
+    used = [key for key in EXTENSION_KEYS if key in obj]
+    if ignored is True and used and extended:
+        local.append(f"{' and '.join(used)} cannot be used on an ignored feature "
+                     f"(it would have no effect)")
 
     fmt = hashing = None
-    if not (ignored is not False and set(obj) <= _IGNORE_KEYS):
+    if not (ignored is not False and set(obj) - set(EXTENSION_KEYS) <= _IGNORE_KEYS):
         # A full feature; clkhash validates format and hashing even when it is ignored.
         if "format" not in obj:
             local.append("format is missing (or mark the feature \"ignored\": true)")
@@ -296,17 +379,22 @@ def _parse_feature(obj: Any, index: int, problems: list[str]) -> Feature | None:
             local.append("hashing is missing (or mark the feature \"ignored\": true)")
         else:
             hashing = parse_hashing(obj["hashing"], local)
+    normaliser = source = None
+    if extended and used and ignored is False:
+        normaliser, source = _parse_extensions(obj, fmt, hashing, local)
 
     problems.extend(f"{label}: {p}" for p in local)
     if local:
         return None
     if ignored:
         return Feature(ident, True, description)
-    return Feature(ident, False, description, fmt, hashing)
+    return Feature(ident, False, description, fmt, hashing, normaliser, source)
 
 
-def _cross_checks(features: list[Feature], total: int, cfg: dict, problems: list[str]) -> None:
-    """Checks across features and clkConfig; ``features`` are those that parsed."""
+def _cross_checks(features: list[Feature], total: int, known: set[str], cfg: dict,
+                  problems: list[str]) -> None:
+    """Checks across features and clkConfig; ``features`` are those that parsed, ``known``
+    every identifier given (parsed or not)."""
     seen: set[str] = set()
     reported: set[str] = set()
     for f in features:
@@ -314,6 +402,19 @@ def _cross_checks(features: list[Feature], total: int, cfg: dict, problems: list
             problems.append(f"feature {f.identifier!r}: identifier is used by more than one feature")
             reported.add(f.identifier)
         seen.add(f.identifier)
+    by_id = {f.identifier: f for f in features}
+    for f in features:
+        if f.source is None:
+            continue
+        target = by_id.get(f.source)
+        if f.source == f.identifier:
+            problems.append(f"feature {f.identifier!r}: source names the feature itself")
+        elif f.source not in known:
+            problems.append(f"feature {f.identifier!r}: source {f.source!r} is not a feature "
+                            f"of this schema")
+        elif target is not None and target.derived:
+            problems.append(f"feature {f.identifier!r}: source {f.source!r} is itself derived "
+                            f"(from {target.source!r}); name a feature that reads its own column")
     hashed = [f for f in features if f.hashing is not None]
     if not hashed and len(features) == total:
         problems.append("features: no feature is hashed (all are ignored)")
@@ -339,7 +440,7 @@ def _cross_checks(features: list[Feature], total: int, cfg: dict, problems: list
 
 
 def load_schema(source: SchemaSource) -> Schema:
-    """Load and validate a clkhash linkage schema.
+    """Load and validate a clkhash linkage schema (or a pprl-extended one, version "3+pprl").
 
     ``source`` is a dict, JSON text (str or bytes), or a path to a JSON file.
     Raises ``SchemaError`` listing every problem found; the list is also on the
@@ -351,11 +452,15 @@ def load_schema(source: SchemaSource) -> Schema:
         raise SchemaError("schema: the top level must be a JSON object")
     version = raw.get("version")
     dct = raw
+    extended = version == EXTENDED_VERSION
     if version is None:
         problems.append("version is missing (expected 3)")
+    elif extended:
+        version = 3
     elif isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
-        problems.append(f"version {version!r} is not supported (expected 3, or 2 which is "
-                        f"converted; convert older schemas with clkhash first)")
+        problems.append(f"version {version!r} is not supported (expected 3, \"{EXTENDED_VERSION}\" "
+                        f"for a schema with pprl extensions, or 2 which is converted; convert "
+                        f"older schemas with clkhash first)")
     elif version == 2:
         dct = _v2_to_v3(raw, problems)
 
@@ -367,9 +472,12 @@ def load_schema(source: SchemaSource) -> Schema:
     elif not raw_features:
         problems.append("features must not be empty")
     else:
-        parsed = [_parse_feature(obj, i, problems) for i, obj in enumerate(raw_features, start=1)]
+        parsed = [_parse_feature(obj, i, problems, extended)
+                  for i, obj in enumerate(raw_features, start=1)]
         features = [f for f in parsed if f is not None]
-        _cross_checks(features, len(raw_features), cfg, problems)
+        known = {obj["identifier"] for obj in raw_features
+                 if isinstance(obj, dict) and isinstance(obj.get("identifier"), str)}
+        _cross_checks(features, len(raw_features), known, cfg, problems)
 
     if problems:
         err = SchemaError("schema: " + "; ".join(problems))
@@ -386,4 +494,5 @@ def load_schema(source: SchemaSource) -> Schema:
         kdf_salt=cfg["kdf_salt"],
         kdf_info=cfg["kdf_info"],
         kdf_key_size=cfg["kdf_key_size"],
+        extended=extended,
     )

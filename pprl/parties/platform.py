@@ -24,7 +24,7 @@ import pandas as pd
 from pprl.crypto.paillier import PaillierPublicKey, encode_fixed, encrypt_vector
 from pprl.documents import Card, b64e, read_document, sign_document, verify_document, write_atomic, write_document
 from pprl.errors import DataValidationError, KeyMismatchError
-from pprl.linkage.encode import encode_records
+from pprl.linkage.encode import encode_with_report
 from pprl.linkage.schema import Schema, load_schema
 from pprl.parties.identity import PartyKey
 from pprl.parties.secret import LinkageSecret, load_secret
@@ -43,6 +43,7 @@ class Submission:
     map_path: Path
     records: int
     score_columns: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
 
 def map_path_for(out: str | os.PathLike[str]) -> Path:
@@ -105,9 +106,10 @@ def submit(
 
     fixed = _fixed_point_scores(frame, scores, source)
     try:
-        clks = encode_records(frame, schema, secret.secret, progress=progress)
+        encoded = encode_with_report(frame, schema, secret.secret, progress=progress)
     except DataValidationError as exc:
         raise DataValidationError(f"{source}: {exc}") from None
+    clks = encoded.clks
     # Records leave in a random order so the file says nothing about the CSV's order.
     order = np.arange(len(frame))
     secrets.SystemRandom().shuffle(order)
@@ -152,4 +154,6 @@ def submit(
     except BaseException:
         map_path.unlink(missing_ok=True)
         raise
-    return Submission(path=path, map_path=map_path, records=len(frame), score_columns=scores)
+    return Submission(
+        path=path, map_path=map_path, records=len(frame), score_columns=scores, notes=tuple(encoded.report.messages())
+    )
