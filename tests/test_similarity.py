@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import math
-import sys
-import types
-import warnings
 
 import numpy as np
 import pytest
+from anchors import load_anonlink as _load_anonlink
 
 import pprl.linkage.similarity as similarity
 from pprl.errors import DataValidationError
@@ -18,32 +14,7 @@ from pprl.linkage.similarity import Candidates, dice_pairs, find_candidates, pop
 
 
 def load_anonlink():
-    """Import anonlink, skipping when absent.
-
-    anonlink 0.15 does ``import pkg_resources``, which recent setuptools no
-    longer ships; it only needs ``get_distribution(name).version``, so a
-    stand-in is put in place for the import and removed afterwards.
-    """
-    if importlib.util.find_spec("anonlink") is None:
-        pytest.skip("anonlink is not installed")
-    added = False
-    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
-        shim = types.ModuleType("pkg_resources")
-        shim.get_distribution = lambda name: types.SimpleNamespace(  # type: ignore[attr-defined]
-            version=importlib.metadata.version(name)
-        )
-        sys.modules["pkg_resources"] = shim
-        added = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import anonlink
-            import anonlink.candidate_generation
-            import anonlink.similarities
-    finally:
-        if added:
-            del sys.modules["pkg_resources"]
-    return anonlink
+    return _load_anonlink("candidate_generation", "similarities")
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import math
-import sys
-import types
-import warnings
 from array import array
 
 import numpy as np
 import pytest
+from anchors import load_anonlink as _load_anonlink
 
 from pprl.errors import DataValidationError
 from pprl.linkage.similarity import Candidates, find_candidates
@@ -19,30 +15,7 @@ from pprl.linkage.solve import greedy_solve, group_similarities, solve_order
 
 
 def load_anonlink():
-    """Import anonlink (skip when absent), with a pkg_resources stand-in if needed.
-
-    anonlink 0.15 imports ``pkg_resources`` only for its own version number;
-    recent setuptools no longer ships that module.
-    """
-    if importlib.util.find_spec("anonlink") is None:
-        pytest.skip("anonlink is not installed")
-    added = False
-    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
-        shim = types.ModuleType("pkg_resources")
-        shim.get_distribution = lambda name: types.SimpleNamespace(  # type: ignore[attr-defined]
-            version=importlib.metadata.version(name)
-        )
-        sys.modules["pkg_resources"] = shim
-        added = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import anonlink
-            import anonlink.solving
-    finally:
-        if added:
-            del sys.modules["pkg_resources"]
-    return anonlink
+    return _load_anonlink("solving")
 
 
 def make_datasets(seed: int, sizes: tuple[int, ...], nbytes: int) -> list[np.ndarray]:
