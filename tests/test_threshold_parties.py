@@ -18,7 +18,13 @@ import pytest
 
 import pprl
 from pprl.crypto.exchange import unwrap
-from pprl.crypto.paillier import EncryptedVector, PaillierPublicKey, decode_fixed, encrypt_vector
+from pprl.crypto.packing import PackingSpec, unpack
+from pprl.crypto.paillier import (
+    EncryptedVector,
+    PaillierPublicKey,
+    decode_fixed,
+    encrypt_vector,
+)
 from pprl.crypto.threshold import PartialDecryption, partial_decrypt
 from pprl.documents import b64d, b64e, read_document, sign_document, write_document
 from pprl.errors import (
@@ -323,7 +329,9 @@ def test_end_to_end_with_real_submissions(world, tmp_path) -> None:
     members = {e["entity_id"]: e["members"] for e in read_document(linkage.path, "linkage")["payload"]["entities"]}
     decimals = int(result.header["score_decimals"])
     ids = result.release["payload"]["entity_ids"]
-    for column in ("repay_score", "spend_score"):
-        got = decode_fixed(result.sums[column], decimals)
+    spec = PackingSpec.from_dict(result.header["packing"])
+    columns = unpack(result.sums["packed"], spec, result.release["payload"]["contributors"])
+    for j, column in enumerate(("repay_score", "spend_score")):
+        got = decode_fixed(list(columns[:, j]), decimals)
         want = [sum(score[(p, t)][column] for p, t, _ in members[e]) for e in ids]
         assert [Decimal(str(g)) for g in got] == want

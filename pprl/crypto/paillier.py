@@ -1,14 +1,18 @@
 """Paillier encryption of score vectors: what platforms, the bureau and the authority share.
 
 Scheme
-    Textbook Paillier (1999) over n = p·q with the generator fixed at
-    g = n + 1, as python-paillier (``phe``) uses, so keys and ciphertexts are
-    interchangeable with phe's. Encryption of a raw plaintext m in [0, n) is
-    ``c = g^m · r^n mod n²`` with r uniform in [1, n), gcd(r, n) = 1, drawn
-    from the OS CSPRNG (:mod:`secrets`); since (n+1)^m = 1 + m·n (mod n²),
-    only r^n needs a modular exponentiation (gmpy2). Multiplying ciphertexts
-    adds plaintexts mod n, which is how the bureau sums per linked person
-    without being able to read anything.
+    Paillier (1999) over n = p·q with the generator fixed at g = n + 1, as
+    python-paillier (``phe``) uses, so keys and ciphertexts are
+    interchangeable with phe's. Since (n+1)^m = 1 + m·n (mod n²), encryption
+    is ``c = (1 + m·n) · ρ mod n²`` for a fresh random n-th residue ρ:
+    ``ρ = h_s^a`` (DJN form, the default when the key carries ``djn_hs``:
+    a full-length |n|/2-bit exponent over a precomputed fixed-base table,
+    ~15x faster; see :mod:`pprl.crypto.paillier_djn` for the security
+    argument) or ``ρ = r^n`` with r uniform in Z*_n (``method="plain"``,
+    phe's way). Randomness comes from the OS CSPRNG (:mod:`secrets`).
+    Multiplying ciphertexts adds plaintexts mod n, which is how the bureau
+    sums per linked person without being able to read anything. Several
+    score columns can share one plaintext: see :mod:`pprl.crypto.packing`.
 
 Signed encoding
     Scores are signed integers (see :func:`encode_fixed` for decimals). A
@@ -16,10 +20,9 @@ Signed encoding
     results in [0, n//3) are positive, results in (n - n//3, n) are m - n
     (negative), and anything in between is an overflow and raises
     DecryptionError. This is phe's convention (``max_int = n//3 - 1``).
-    **A homomorphic sum of many values is only correct while the true sum
-    stays below n//3 in magnitude**; the middle third exists to detect, not
-    to absorb, an overflow. At 2048 bits n//3 is about 10^616, so this only
-    bites on absurd inputs, but it is a hard limit.
+    **A homomorphic sum is only correct while the true sum stays below n//3
+    in magnitude** (about 10^616 at 2048 bits): a hard limit, detected, not
+    absorbed.
 
 Decryption
     With the factorisation, by the Chinese remainder theorem (as phe does):
@@ -31,24 +34,24 @@ Decryption
 Serialisation
     A vector is the concatenation of its ciphertexts, each written as a
     fixed-width big-endian unsigned integer of ``ciphertext_bytes`` bytes
-    (the byte length of n², e.g. 512 bytes at 2048 bits). Fixed width makes
-    the length of a blob depend only on the vector length, never on values,
-    and lets a reader check the length before parsing. On reading, every
-    ciphertext must satisfy 0 < c < n² and gcd(c, n) = 1. Keys serialise via
-    ``to_dict`` (base64 of fixed-width big-endian integers).
+    (the byte length of n², e.g. 512 bytes at 2048 bits), so a blob's length
+    depends only on the vector length. On reading, every ciphertext must
+    satisfy 0 < c < n² and gcd(c, n) = 1. Keys serialise via ``to_dict``.
 
 Randomisation
-    Homomorphic results are not re-randomised automatically. A group sum of
-    one element *is* that element's ciphertext, and scalar products are
-    deterministic; call :meth:`EncryptedVector.rerandomize` before handing
-    results to anyone who also saw the inputs.
+    Homomorphic results are not re-randomised automatically (a one-element
+    group sum *is* that ciphertext; scalar products are deterministic); call
+    :meth:`EncryptedVector.rerandomize` before handing results to anyone who
+    also saw the inputs.
 
-Large inputs are spread over processes (``workers``); nothing in this module
-prints or logs a plaintext, a ciphertext or a key.
+Inputs may be sequences, numpy arrays or pandas Series; large ones are
+spread over processes (``workers``, tqdm bar with ``progress``). Nothing in
+this module prints or logs a plaintext, a ciphertext or a key.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -57,8 +60,8 @@ import numpy as np
 
 from pprl.crypto.paillier_engine import (
     decrypt_chunk,
-    encrypt_chunk,
-    rerandomize_chunk,
+    encrypt_raw,
+    rerandomize_raw,
     run_chunked,
 )
 from pprl.crypto.paillier_fixedpoint import decode_fixed, encode_fixed
@@ -69,7 +72,12 @@ from pprl.crypto.paillier_keys import (
     generate_keypair,
     raw_encrypt,
 )
-from pprl.errors import DataValidationError, DecryptionError, DocumentError, KeyMismatchError
+from pprl.errors import (
+    DataValidationError,
+    DecryptionError,
+    DocumentError,
+    KeyMismatchError,
+)
 
 __all__ = [
     "MIN_KEY_BITS",
@@ -297,21 +305,20 @@ class EncryptedVector:
             out.append(acc)
         return EncryptedVector._trusted(self._public_key, out)
 
-    def rerandomize(self, *, workers: int | None = None, progress: bool = False) -> EncryptedVector:
-        """Same plaintexts, fresh randomness: multiply each ciphertext by a new r^n."""
-        out = run_chunked(
-            rerandomize_chunk,
-            self._public_key.n,
-            self._c,
-            workers=workers,
-            progress=progress,
-            desc="rerandomize",
+    def rerandomize(
+        self, *, workers: int | None = None, progress: bool = False, method: str | None = None
+    ) -> EncryptedVector:
+        """Same plaintexts, fresh randomness: multiply each by a new h_s^a (or r^n, ``method="plain"``)."""
+        out = rerandomize_raw(
+            self._public_key, self._c, workers=workers, progress=progress, method=method
         )
         return EncryptedVector._trusted(self._public_key, out)
 
 
 def _plaintexts(public_key: PaillierPublicKey, values: Sequence[int] | np.ndarray) -> list[int]:
     """Signed ints -> raw plaintexts m mod n, refusing anything not an int or out of range."""
+    if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):  # pandas Series
+        values = values.to_numpy()
     if isinstance(values, np.ndarray):
         if values.ndim != 1:
             raise DataValidationError("values to encrypt must be a 1-D sequence")
@@ -342,17 +349,26 @@ def encrypt_vector(
     *,
     workers: int | None = None,
     progress: bool = False,
+    method: str | None = None,
+    exponent_bits: int | None = None,
+    window: int | None = None,
+    cache_dir: str | os.PathLike[str] | bool | None = None,
 ) -> EncryptedVector:
     """Encrypt signed integers (|m| < n//3) with fresh randomness each.
 
+    ``values``: a sequence, 1-D integer numpy array or pandas Series.
     ``workers=None`` uses every CPU; inputs shorter than 256 run in-process.
-    ``progress`` shows a tqdm bar on stderr.
+    ``progress`` shows a tqdm bar on stderr. ``method``: "djn" (default when
+    the key has ``djn_hs``) or "plain" (phe-style r^n); ``exponent_bits``
+    (default |n|/2), ``window`` and ``cache_dir`` tune the DJN table, see
+    :func:`pprl.crypto.paillier_djn.djn_params`.
     """
     if not isinstance(public_key, PaillierPublicKey):
         raise DataValidationError("encrypt_vector needs a PaillierPublicKey")
     plain = _plaintexts(public_key, values)
-    out = run_chunked(
-        encrypt_chunk, public_key.n, plain, workers=workers, progress=progress, desc="encrypt"
+    out = encrypt_raw(
+        public_key, plain, workers=workers, progress=progress, method=method,
+        exponent_bits=exponent_bits, window=window, cache_dir=cache_dir,
     )
     return EncryptedVector._trusted(public_key, out)
 

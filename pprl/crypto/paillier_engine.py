@@ -1,6 +1,11 @@
 """The modular-arithmetic kernels behind :mod:`pprl.crypto.paillier`, and the
 chunked runner that spreads them over worker processes.
 
+:func:`encrypt_raw` / :func:`rerandomize_raw` pick the obfuscation (DJN
+h_s^a with a fixed-base table, see :mod:`pprl.crypto.paillier_djn`, or
+classic r^n) and run it chunked; a DJN table is built in the parent before
+the pool starts, so forked workers inherit it instead of rebuilding it.
+
 Kernels take and return plain ints / gmpy2 ``mpz`` values only, and are
 top-level functions, so they pickle to any multiprocessing start method.
 Each worker draws its own randomness from the OS (:mod:`secrets`), so forked
@@ -19,7 +24,13 @@ from typing import Any, TypeVar
 
 import gmpy2
 
-from pprl.crypto.paillier_keys import CRTParams
+from pprl.crypto.paillier_djn import (
+    djn_encrypt_chunk,
+    djn_params,
+    djn_rerandomize_chunk,
+    get_table,
+)
+from pprl.crypto.paillier_keys import CRTParams, PaillierPublicKey
 from pprl.errors import DataValidationError
 
 __all__ = [
@@ -28,6 +39,9 @@ __all__ = [
     "encrypt_chunk",
     "rerandomize_chunk",
     "decrypt_chunk",
+    "decrypt_chunk_mod_p",
+    "encrypt_raw",
+    "rerandomize_raw",
     "resolve_workers",
     "run_chunked",
 ]
@@ -76,6 +90,73 @@ def decrypt_chunk(crt: CRTParams, ciphertexts: Sequence[Any]) -> list[int]:
         mq = (gmpy2.powmod(c, qm1, q2) - 1) // q * hq % q
         out.append(int(mp + (mq - mp) * pinv % q * p))
     return out
+
+
+def decrypt_chunk_mod_p(crt: CRTParams, ciphertexts: Sequence[Any]) -> list[int]:
+    """m mod p only: half of CRT decryption, exact whenever the plaintext is known to be < p.
+
+    One exponentiation mod p² instead of two. Callers must check the result
+    against their bound: for a wrong or tampered ciphertext it is uniform in
+    [0, p), so a bound far below p also detects garbage.
+    """
+    p, p2, hp = gmpy2.mpz(crt.p), gmpy2.mpz(crt.psquare), gmpy2.mpz(crt.hp)
+    pm1 = p - 1
+    return [int((gmpy2.powmod(c, pm1, p2) - 1) // p * hp % p) for c in ciphertexts]
+
+
+def encrypt_raw(
+    public_key: PaillierPublicKey,
+    plaintexts: Sequence[int],
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    method: str | None = None,
+    exponent_bits: int | None = None,
+    window: int | None = None,
+    cache_dir: Any = None,
+    desc: str = "encrypt",
+) -> list[Any]:
+    """Encrypt raw plaintexts in [0, n) (already range-checked) with fresh randomness.
+
+    ``method``/``exponent_bits``/``window``/``cache_dir``: see
+    :func:`pprl.crypto.paillier_djn.djn_params`.
+    """
+    params = djn_params(
+        public_key, len(plaintexts), method=method, exponent_bits=exponent_bits,
+        window=window, cache_dir=cache_dir,
+    )
+    if params is None:
+        return run_chunked(
+            encrypt_chunk, public_key.n, plaintexts, workers=workers, progress=progress, desc=desc
+        )
+    if params.use_table:
+        get_table(params)  # once, here: forked workers inherit it
+    return run_chunked(
+        djn_encrypt_chunk, params, plaintexts, workers=workers, progress=progress, desc=desc
+    )
+
+
+def rerandomize_raw(
+    public_key: PaillierPublicKey,
+    ciphertexts: Sequence[Any],
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    method: str | None = None,
+) -> list[Any]:
+    """Multiply each ciphertext by a fresh obfuscator (DJN when the key has one)."""
+    params = djn_params(public_key, len(ciphertexts), method=method)
+    if params is None:
+        return run_chunked(
+            rerandomize_chunk, public_key.n, ciphertexts, workers=workers, progress=progress,
+            desc="rerandomize",
+        )
+    if params.use_table:
+        get_table(params)
+    return run_chunked(
+        djn_rerandomize_chunk, params, ciphertexts, workers=workers, progress=progress,
+        desc="rerandomize",
+    )
 
 
 def resolve_workers(workers: int | None) -> int:

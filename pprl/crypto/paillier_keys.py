@@ -10,6 +10,13 @@ refused with :class:`~pprl.errors.KeyFormatError` when malformed, or with
 :class:`~pprl.errors.KeyMismatchError` when a private key does not belong to
 the public key it is paired with. No error message, ``repr`` or ``str`` ever
 shows ``p`` or ``q``.
+
+DJN base (optional): ``djn_hs`` = h^n mod n², h = -x² mod n for a random
+unit x chosen once by the key holder (see :mod:`pprl.crypto.paillier_djn`).
+It only speeds up encryption: equality, hashing and the fingerprint depend on
+n alone. It is as trustworthy as the signed document carrying it; publicly
+only its form is checked, the private key checks it is an n-th residue.
+Dicts without it (older files) still load and encrypt with r^n.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -32,6 +40,7 @@ __all__ = [
     "PaillierPrivateKey",
     "CRTParams",
     "generate_keypair",
+    "make_djn_hs",
     "raw_encrypt",
 ]
 
@@ -51,7 +60,9 @@ def _b64_encode_int(value: int, width: int) -> str:
     return base64.b64encode(int(value).to_bytes(width, "big")).decode("ascii")
 
 
-def _b64_decode_int(text: object, what: str, *, canonical: bool = True) -> int:
+def _b64_decode_int(
+    text: object, what: str, *, canonical: bool = True, width: int | None = None
+) -> int:
     """Strict standard base64 -> big-endian int >= 2.
 
     ``canonical`` refuses a leading zero byte (n has exactly one encoding);
@@ -65,6 +76,8 @@ def _b64_decode_int(text: object, what: str, *, canonical: bool = True) -> int:
         raise KeyFormatError(f"key field {what!r} is not valid base64") from None
     if canonical and (not raw or raw[0] == 0):
         raise KeyFormatError(f"key field {what!r} is not a canonical big-endian integer")
+    if width is not None and len(raw) != width:
+        raise KeyFormatError(f"key field {what!r} must be {width} bytes")
     value = int.from_bytes(raw, "big")
     if value < 2:
         raise KeyFormatError(f"key field {what!r} is out of range")
@@ -78,10 +91,12 @@ class PaillierPublicKey:
     The constructor checks structure only (an odd int > 1 that is not prime
     or a square), so toy keys can be built in known-answer tests; the size
     floor (:data:`MIN_KEY_BITS`) is enforced where keys come from outside,
-    in :meth:`from_dict`, and in :func:`generate_keypair`.
+    in :meth:`from_dict`, and in :func:`generate_keypair`. ``djn_hs`` is the
+    optional DJN base (module docstring); it takes no part in ``==``/hash.
     """
 
     n: int
+    djn_hs: int | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not _is_int(self.n):
@@ -92,6 +107,23 @@ class PaillierPublicKey:
             raise KeyFormatError("Paillier modulus n must be an odd integer >= 15")
         if gmpy2.is_prime(n) or gmpy2.is_square(n):
             raise KeyFormatError("Paillier modulus n must be a product of two distinct primes")
+        if self.djn_hs is not None:
+            if not _is_int(self.djn_hs):
+                raise KeyFormatError("Paillier key field 'djn_hs' must be an integer")
+            hs = int(self.djn_hs)
+            object.__setattr__(self, "djn_hs", hs)
+            # h = ±1 would make every DJN ciphertext deterministic (hs ≡ ±1 mod n).
+            if not 1 < hs < n * n or gmpy2.gcd(hs, n) != 1 or hs % n in (1, n - 1):
+                raise KeyFormatError("Paillier key field 'djn_hs' is not a valid DJN base")
+
+    @property
+    def has_djn(self) -> bool:
+        """True when this key carries a DJN base and so supports fast encryption."""
+        return self.djn_hs is not None
+
+    def without_djn(self) -> PaillierPublicKey:
+        """The same key without its DJN base (plain r^n encryption only)."""
+        return PaillierPublicKey(self.n)
 
     def __repr__(self) -> str:
         return f"PaillierPublicKey(bits={self.bits}, fingerprint={self.fingerprint!r})"
@@ -133,8 +165,12 @@ class PaillierPublicKey:
         return hashlib.sha256(data).hexdigest()[:32]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ``{"n": base64(n big-endian), "bits": int}``."""
-        return {"n": _b64_encode_int(self.n, self.modulus_bytes), "bits": self.bits}
+        """JSON-ready form: ``{"n": base64(n big-endian), "bits": int}``, plus
+        ``"djn_hs"`` (base64 of ``ciphertext_bytes`` fixed-width big-endian) when present."""
+        d: dict[str, Any] = {"n": _b64_encode_int(self.n, self.modulus_bytes), "bits": self.bits}
+        if self.djn_hs is not None:
+            d["djn_hs"] = _b64_encode_int(self.djn_hs, self.ciphertext_bytes)
+        return d
 
     @classmethod
     def from_dict(cls, d: object, *, allow_small: bool = False) -> PaillierPublicKey:
@@ -153,10 +189,14 @@ class PaillierPublicKey:
             raise KeyFormatError(
                 f"Paillier modulus of {bits} bits is too small (minimum {MIN_KEY_BITS})"
             )
-        return cls(n)
+        hs = None
+        if d.get("djn_hs") is not None:
+            width = (2 * n.bit_length() + 7) // 8
+            hs = _b64_decode_int(d["djn_hs"], "djn_hs", canonical=False, width=width)
+        return cls(n, hs)
 
     def to_phe(self) -> phe.PaillierPublicKey:
-        """The equivalent python-paillier key (same n, same g = n + 1)."""
+        """The equivalent python-paillier key (same n, same g = n + 1; phe ignores djn_hs)."""
         return phe.PaillierPublicKey(self.n)
 
     @classmethod
@@ -210,6 +250,19 @@ class PaillierPrivateKey:
             raise KeyFormatError("Paillier private key: p and q must be distinct primes")
         if gmpy2.gcd(self.public_key.n, (p - 1) * (q - 1)) != 1:
             raise KeyFormatError("Paillier private key: gcd(n, (p-1)(q-1)) must be 1")
+        hs = self.public_key.djn_hs
+        if hs is not None:
+            # n-th residues are exactly the units whose order divides (p-1)(q-1);
+            # anything else would shift every DJN plaintext by a random amount.
+            if gmpy2.powmod(hs, p - 1, p * p) != 1 or gmpy2.powmod(hs, q - 1, q * q) != 1:
+                raise KeyFormatError("Paillier key field 'djn_hs' is not an n-th residue")
+
+    def with_djn(self) -> PaillierPrivateKey:
+        """This key with a fresh DJN base in its public key (for keys made without one)."""
+        if self.public_key.djn_hs is not None:
+            return self
+        public = replace(self.public_key, djn_hs=make_djn_hs(self.p, self.q))
+        return PaillierPrivateKey(public, self.p, self.q)
 
     @cached_property
     def crt(self) -> CRTParams:
@@ -264,10 +317,11 @@ class PaillierPrivateKey:
         embedded = None
         if "public_key" in d:
             embedded = PaillierPublicKey.from_dict(d["public_key"], allow_small=allow_small)
-        if public_key is None:
-            public_key = embedded
-        elif embedded is not None and embedded != public_key:
-            raise KeyMismatchError("Paillier private key file names a different public key")
+        if embedded is not None:
+            if public_key is not None and embedded != public_key:
+                raise KeyMismatchError("Paillier private key file names a different public key")
+            if public_key is None or public_key.djn_hs is None:
+                public_key = embedded  # same n; keep whichever copy has the DJN base
         if public_key is None:
             n = p * q
             if n.bit_length() < MIN_KEY_BITS and not allow_small:
@@ -290,11 +344,38 @@ class PaillierPrivateKey:
         return cls(PaillierPublicKey.from_phe(key.public_key), int(key.p), int(key.q))
 
 
-def generate_keypair(
-    bits: int = 2048, *, _allow_insecure: bool = False
-) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
-    """Fresh key pair with an n of exactly ``bits`` bits, via phe's generator.
+def _random_blum_prime(bits: int) -> int:
+    """Random prime ≡ 3 (mod 4), top two bits set (so p·q has exactly 2·bits bits), from
+    :mod:`secrets`; gmpy2/GMP primality test (BPSW plus Miller–Rabin rounds)."""
+    top = 3 << (bits - 2)
+    while True:
+        p = secrets.randbits(bits) | top | 3
+        if gmpy2.is_prime(p, 40):
+            return p
 
+
+def make_djn_hs(p: int, q: int) -> int:
+    """Key-holder side: h_s = h^n mod n² for h = -x² mod n, x a random unit (DJN), by CRT."""
+    n = p * q
+    while True:
+        x = secrets.randbelow(n - 2) + 2
+        if gmpy2.gcd(x, n) == 1:
+            break
+    h = (-x * x) % n
+    p2, q2 = p * p, q * q
+    hp, hq = gmpy2.powmod(h, n, p2), gmpy2.powmod(h, n, q2)
+    # CRT: hs ≡ hp (mod p²), hs ≡ hq (mod q²).
+    return int(hp + (hq - hp) * gmpy2.invert(p2, q2) % q2 * p2)
+
+
+def generate_keypair(
+    bits: int = 2048, *, djn: bool = True, _allow_insecure: bool = False
+) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
+    """Fresh key pair with an n of exactly ``bits`` bits (and a DJN base unless ``djn=False``).
+
+    p and q are random primes ≡ 3 (mod 4) of ``bits/2`` bits each with
+    gcd(p-1, q-1) = 2 and |p - q| > 2^(bits/2 - 4), as DJN/HEU require, so -1
+    is a non-square mod p and q and h = -x² generates a large subgroup.
     ``bits`` must be even and at least :data:`MIN_KEY_BITS` (2048 or more is
     the sensible choice for real data). ``_allow_insecure`` lets tests use
     toy sizes down to 64 bits; never set it outside tests.
@@ -304,9 +385,15 @@ def generate_keypair(
     floor = 64 if _allow_insecure else MIN_KEY_BITS
     if bits < floor:
         raise DataValidationError(f"Paillier key size must be at least {floor} bits")
-    phe_pub, phe_priv = phe.generate_paillier_keypair(n_length=int(bits))
-    public = PaillierPublicKey.from_phe(phe_pub)
-    return public, PaillierPrivateKey(public, int(phe_priv.p), int(phe_priv.q))
+    half = int(bits) // 2
+    p = _random_blum_prime(half)
+    while True:
+        q = _random_blum_prime(half)
+        if abs(p - q).bit_length() > half - 4 and gmpy2.gcd(p - 1, q - 1) == 2:
+            break
+    hs = make_djn_hs(p, q) if djn else None
+    public = PaillierPublicKey(p * q, hs)
+    return public, PaillierPrivateKey(public, p, q)
 
 
 def raw_encrypt(public_key: PaillierPublicKey, m: int, r: int) -> int:

@@ -12,11 +12,14 @@ import hashlib
 import io
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from pprl.audit import append_entry
+from pprl.crypto.packing import PackingSpec, decrypt_packed, unpack
 from pprl.crypto.paillier import (
     EncryptedVector,
     PaillierPrivateKey,
@@ -25,7 +28,16 @@ from pprl.crypto.paillier import (
     decrypt_vector,
     generate_keypair,
 )
-from pprl.documents import Card, b64d, document_hash, read_document, sign_document, verify_document, write_atomic, write_document
+from pprl.documents import (
+    Card,
+    b64d,
+    document_hash,
+    read_document,
+    sign_document,
+    verify_document,
+    write_atomic,
+    write_document,
+)
 from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError
 from pprl.parties.identity import PartyKey
 from pprl.parties.threshold import combine_release, load_threshold_public
@@ -107,13 +119,19 @@ def decrypt_release(
     public = PaillierPublicKey.from_dict(header["paillier_key"])
     if public != private.public_key:
         raise KeyMismatchError(f"{release}: carries a different Paillier key than this one")
-    sums = {}
-    for column in header["score_columns"]:
-        enc = EncryptedVector.from_bytes(public, b64d(payload["sums"][column], f"{release}: sums.{column}"))
-        if len(enc) != len(payload["entity_ids"]):
-            raise DocumentError(f"{release}: column '{column}' has {len(enc)} sums for {len(payload['entity_ids'])} entities")
-        sums[column] = decrypt_vector(private, enc, progress=progress)
-    return _publish(me, doc, sums, audit_log, out, {})
+    ids = payload["entity_ids"]
+    spec = _packing_of(doc, release)
+    vectors = {}
+    for name in ["packed"] if spec is not None else header["score_columns"]:
+        enc = EncryptedVector.from_bytes(public, b64d(payload["sums"][name], f"{release}: sums.{name}"))
+        if len(enc) != len(ids):
+            raise DocumentError(f"{release}: {len(enc)} sums in '{name}' for {len(ids)} entities")
+        vectors[name] = enc
+    if spec is not None:
+        columns = decrypt_packed(private, vectors["packed"], spec, payload["contributors"], progress=progress)
+    else:
+        columns = np.array([decrypt_vector(private, v, progress=progress) for v in vectors.values()], dtype=object).T
+    return _publish(me, doc, columns, audit_log, out, {})
 
 
 def combine_release_parts(
@@ -131,15 +149,34 @@ def combine_release_parts(
     if me.role != "authority":
         raise KeyFormatError(f"only an authority combines decryption parts; '{me.name}' is a {me.role}")
     combined = combine_release(parts, release, paillier_public, me=me, cards=cards, progress=progress)
+    spec = _packing_of(combined.release, release)
+    if spec is not None:
+        columns = unpack(combined.sums["packed"], spec, combined.release["payload"]["contributors"])
+    else:
+        names = combined.release["header"]["score_columns"]
+        columns = np.array([combined.sums[c] for c in names], dtype=object).T
     setup = load_threshold_public(paillier_public)
     extra = {"threshold": setup.public.threshold, "threshold_holders": list(combined.holders)}
-    return _publish(me, combined.release, combined.sums, audit_log, out, extra, release_hash=combined.release_hash)
+    return _publish(me, combined.release, columns, audit_log, out, extra, release_hash=combined.release_hash)
+
+
+def _packing_of(doc: Mapping[str, Any], source: str | os.PathLike[str]) -> PackingSpec | None:
+    """The release's packing spec (None: one ciphertext per column), checked against its columns."""
+    header = doc["header"]
+    if header.get("packing") is None:
+        return None
+    if "packed" not in doc["payload"].get("sums", {}):
+        raise DocumentError(f"{source}: declares packing but carries no packed sums")
+    spec = PackingSpec.from_dict(header["packing"])
+    if spec.slots != len(header["score_columns"]) or spec.decimals != int(header["score_decimals"]):
+        raise DocumentError(f"{source}: packing spec disagrees with the release's score columns")
+    return spec
 
 
 def _publish(
     me: PartyKey,
     doc: Mapping[str, Any],
-    sums: Mapping[str, list[int]],
+    sums: np.ndarray,
     audit_log: str | os.PathLike[str],
     out: str | os.PathLike[str],
     extra: Mapping[str, Any],
@@ -150,7 +187,7 @@ def _publish(
     header, payload = doc["header"], doc["payload"]
     ids, counts, columns = payload["entity_ids"], payload["contributors"], header["score_columns"]
     decimals = int(header["score_decimals"])
-    plain = {column: decode_fixed(sums[column], decimals) for column in columns}
+    plain = {column: decode_fixed(list(sums[:, j]), decimals) for j, column in enumerate(columns)}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["entity_id", "contributors", *[f"{c}_sum" for c in columns]])
@@ -170,6 +207,7 @@ def _publish(
             "entities": len(ids),
             "score_columns": columns,
             "min_contributors": header.get("min_contributors"),
+            "packing": header.get("packing"),
             "output_sha256": hashlib.sha256(data).hexdigest(),
             **extra,
         },

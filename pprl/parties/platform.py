@@ -1,7 +1,8 @@
 """A platform's step: turn its own users into one signed submission for the bureau.
 
-Identifiers become CLKs under the linkage secret; each score column becomes
-Paillier ciphertexts under the authority's key; each record gets a random
+Identifiers become CLKs under the linkage secret; a record's score columns
+are packed into one Paillier plaintext (fixed-point slots with headroom, see
+pprl.crypto.packing) and encrypted under the authority's key; each record gets a random
 opaque token. The submission carries no raw identifier, no plaintext score
 and no platform user id. The platform keeps ``SUBMISSION.map.csv`` (0600),
 its private way back from token to its own user id.
@@ -21,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pprl.crypto.paillier import PaillierPublicKey, encode_fixed, encrypt_vector
+from pprl.crypto.packing import PackingSpec, encrypt_packed, fixed_bound
+from pprl.crypto.paillier import PaillierPublicKey, encode_fixed
 from pprl.documents import Card, b64e, read_document, sign_document, verify_document, write_atomic, write_document
 from pprl.errors import DataValidationError, KeyMismatchError
 from pprl.linkage.encode import encode_with_report
@@ -30,9 +32,11 @@ from pprl.parties.identity import PartyKey
 from pprl.parties.secret import LinkageSecret, load_secret
 from pprl.parties.tables import read_table, require_columns
 
-__all__ = ["Submission", "SCORE_DECIMALS", "load_paillier_public", "submit", "map_path_for"]
+__all__ = ["Submission", "SCORE_DECIMALS", "load_paillier_public", "score_packing", "submit", "map_path_for"]
 
 SCORE_DECIMALS = 2
+SCORE_MAX_ABS = 10**9  # largest |score| a platform may submit
+MAX_CONTRIBUTORS = 64  # most records one entity may sum (one per platform)
 
 
 @dataclass(frozen=True)
@@ -60,14 +64,36 @@ def load_paillier_public(path: str | os.PathLike[str], authority: Card | None = 
     return key
 
 
-def _fixed_point_scores(frame: pd.DataFrame, columns: Sequence[str], source: str) -> dict[str, list[int]]:
-    out = {}
-    for column in columns:
+def score_packing(columns: Sequence[str], key: PaillierPublicKey) -> PackingSpec:
+    """The consortium-wide packing of a record's score columns into one plaintext.
+
+    Every platform derives the same spec from the column count alone, so the
+    bureau can add any platforms' ciphertexts slot by slot. Headroom covers
+    MAX_CONTRIBUTORS records per entity; a count slot lets the authority check
+    the bureau's contributor counts.
+    """
+    return PackingSpec.plan(
+        fixed_bound(SCORE_MAX_ABS, SCORE_DECIMALS), len(columns), MAX_CONTRIBUTORS,
+        key=key, decimals=SCORE_DECIMALS, count_slot=True,
+    )
+
+
+def _fixed_point_scores(frame: pd.DataFrame, columns: Sequence[str], source: str) -> np.ndarray:
+    """(records x columns) fixed-point ints, refusing non-numbers and values beyond the bound by row."""
+    bound = fixed_bound(SCORE_MAX_ABS, SCORE_DECIMALS)
+    matrix = np.empty((len(frame), len(columns)), dtype=object)
+    for j, column in enumerate(columns):
         try:
-            out[column] = encode_fixed(list(frame[column]), SCORE_DECIMALS)
+            values = encode_fixed(list(frame[column]), SCORE_DECIMALS)
         except DataValidationError as exc:
             raise DataValidationError(f"{source}: column '{column}': {exc}; scores must be numbers") from None
-    return out
+        for i, v in enumerate(values):
+            if abs(v) > bound:
+                raise DataValidationError(
+                    f"{source}: row {i + 1}, column '{column}': score beyond ±{SCORE_MAX_ABS}; rescale the column"
+                )
+        matrix[:, j] = values
+    return matrix
 
 
 def submit(
@@ -115,10 +141,8 @@ def submit(
     secrets.SystemRandom().shuffle(order)
     clks = clks[order]
     ids = frame[id_column].to_numpy()[order]
-    ciphertexts = {
-        column: encrypt_vector(key, [values[i] for i in order], progress=progress).to_bytes()
-        for column, values in fixed.items()
-    }
+    spec = score_packing(scores, key) if key is not None and scores else None
+    packed = encrypt_packed(key, fixed[order], spec, progress=progress).to_bytes() if spec is not None else None
     tokens = [secrets.token_hex(12) for _ in range(len(frame))]
 
     doc = {
@@ -135,11 +159,12 @@ def submit(
             "paillier_key": key.to_dict() if key is not None else None,
             "score_columns": list(scores),
             "score_decimals": SCORE_DECIMALS,
+            "packing": spec.to_dict() if spec is not None else None,
         },
         "payload": {
             "tokens": tokens,
             "clks": b64e(np.ascontiguousarray(clks).tobytes()),
-            "scores": {c: b64e(v) for c, v in ciphertexts.items()},
+            "scores_packed": b64e(packed) if packed is not None else None,
         },
     }
     signed = sign_document(doc, me.identity, me.card)

@@ -1,5 +1,10 @@
 """The bureau's second step: sum ciphertexts per linked entity into a release for the authority.
 
+Each record's scores travel packed in one ciphertext, so one homomorphic sum
+per entity adds every column at once. The release payload's ``sums`` holds
+one entry, ``packed``; its header carries the packing spec the authority
+needs to unpack the column sums.
+
 Only entities with enough contributing platforms are released. The bureau
 never holds a key that opens the sums; the release carries ciphertexts only.
 """
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pprl.crypto.packing import PackingSpec
 from pprl.crypto.paillier import EncryptedVector
 from pprl.documents import Card, b64e, document_hash, sign_document, write_document
 from pprl.errors import DocumentError, PolicyError
@@ -82,11 +88,12 @@ def aggregate(
         released_ids.append(entity["entity_id"])
         contributors.append(len(members))
 
+    spec = PackingSpec.from_dict(ordered[0].header["packing"])
+    if any(c > spec.max_summands for c in contributors):
+        raise PolicyError(f"an entity has more than {spec.max_summands} records, beyond the packing's headroom")
     key = paillier_key_of(ordered[0])
-    sums = {}
-    for column in columns:
-        vectors = [EncryptedVector.from_bytes(key, s.scores[column]) for s in ordered]
-        sums[column] = b64e(EncryptedVector.concat(vectors).sum_groups(groups).to_bytes())
+    vectors = [EncryptedVector.from_bytes(key, s.scores["packed"]) for s in ordered]
+    sums = {"packed": b64e(EncryptedVector.concat(vectors).sum_groups(groups).to_bytes())}
     doc = {
         "kind": "release",
         "version": 1,
@@ -97,6 +104,7 @@ def aggregate(
             "paillier_key": key.to_dict(),
             "score_columns": columns,
             "score_decimals": ordered[0].header["score_decimals"],
+            "packing": spec.to_dict(),
             "min_contributors": min_contributors,
             "entities": len(released_ids),
             "suppressed": suppressed,

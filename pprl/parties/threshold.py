@@ -378,7 +378,9 @@ def _load_release(
     verify_document(doc, cards, source=source, role="bureau")
     try:
         header, payload = doc["header"], doc["payload"]
-        ids, columns, sums = payload["entity_ids"], header["score_columns"], payload["sums"]
+        ids, sums = payload["entity_ids"], payload["sums"]
+        # A packed release carries one ciphertext per entity holding every column.
+        columns = ["packed"] if header.get("packing") is not None else header["score_columns"]
         if header["paillier_fingerprint"] != public.fingerprint:
             raise KeyMismatchError(f"{source}: encrypted under a different Paillier key than this threshold key")
         if PaillierPublicKey.from_dict(header["paillier_key"], allow_small=allow_small) != public:
