@@ -12,31 +12,88 @@ from pprl.parties.identity import load_cards, load_key
 FILE = click.Path(dir_okay=False)
 
 
+class _Threshold(click.ParamType):
+    """``auto`` or a number in (0, 1]."""
+
+    name = "auto|NUMBER"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            text = str(value).strip().lower()
+            if text == "auto":
+                return "auto"
+            try:
+                number = float(text)
+            except ValueError:
+                self.fail(f"'{value}' is neither 'auto' nor a number", param, ctx)
+        if not 0.0 < number <= 1.0:
+            self.fail(f"{number} is not in (0, 1]", param, ctx)
+        return number
+
+
+def link_report(result) -> list[str]:
+    """The lines ``pprl link`` prints: threshold, blocking figures, entity counts."""
+    if result.threshold_method == "auto":
+        how = "auto: where a best match is as likely a match as not, from sampled similarities"
+    elif result.threshold_method == "default":
+        how = f"auto fell back to the default: {result.threshold_reason}"
+    else:
+        how = "fixed"
+    lines = [
+        f"wrote {result.path}: {result.entities} entities from {result.linked_records} records",
+        f"  threshold  {result.threshold:.4f} ({how})",
+    ]
+    if result.blocking == "lsh":
+        pc = result.estimated_pair_completeness
+        sample = result.sample_pair_completeness
+        lines.append(
+            f"  blocking   lsh, {result.bands} bands x {result.bits_per_band} bits: {result.comparisons:,} of "
+            f"{result.pairs_total:,} pairs compared (reduction ratio {result.reduction_ratio:.6f})"
+        )
+        lines.append(
+            "  completeness  estimated "
+            + (f"{pc:.4f}" if pc is not None else "n/a")
+            + (f", on sampled best matches {sample:.4f}" if sample is not None else "")
+        )
+    else:
+        lines.append(f"  blocking   none ({result.blocking_reason}): all {result.pairs_total:,} pairs compared")
+    lines.append(f"  candidates {result.candidate_pairs:,} pairs at or above the threshold")
+    return lines
+
+
 @cli.command("link")
 @click.option("--me", required=True, type=FILE, help="Your identity key (bureau).")
 @click.option("--cards", multiple=True, required=True, type=FILE,
               help="A platform's card; repeat once per platform. Submissions must be signed by one of them.")
 @click.option("--submissions", multiple=True, required=True, type=FILE, help="A submission; repeat once per platform.")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True,
-              help="Dice similarity at or above which two records may be the same person.")
+@click.option("--threshold", type=_Threshold(), default="auto", show_default=True,
+              help="Dice similarity at or above which two records may be the same person, or 'auto' to choose "
+                   "it from the similarity distribution of a sample of records (no labels needed).")
+@click.option("--blocking", type=click.Choice(["auto", "lsh", "none"]), default="auto", show_default=True,
+              help="Keyed LSH blocking on the encodings' bits: 'auto' uses it when it is estimated to be "
+                   "faster at pair completeness 0.99, 'lsh' always, 'none' compares every pair.")
 @click.option("--out", required=True, type=FILE, help="Linkage file to write.")
-def link_cmd(me, cards, submissions, threshold, out) -> None:
+def link_cmd(me, cards, submissions, threshold, blocking, out) -> None:
     """Verify submissions, compare encodings (Dice) and group records into entities.
 
     Each entity holds at most one record per platform and at least two
-    platforms. The bureau sees only encodings and opaque tokens.
+    platforms, with an estimated match probability. The bureau sees only
+    encodings and opaque tokens. The report on stderr gives the threshold
+    (and how it was chosen), the blocking figures and the entity counts.
 
     \b
     Example:
       pprl link --me keys/bureau.key --cards keys/platform_1.card.json --cards keys/platform_2.card.json \\
           --submissions platform_1.submission.json --submissions platform_2.submission.json \\
-          --threshold 0.8 --out linkage.json
+          --out linkage.json
     """
-    result = link(load_key(me), load_cards(cards), submissions, threshold, out, progress=progress_wanted())
-    say(
-        f"wrote {result.path}: {result.entities} entities from {result.linked_records} records "
-        f"({result.candidate_pairs} candidate pairs at threshold {threshold})"
+    result = link(
+        load_key(me), load_cards(cards), submissions, threshold, out, blocking=blocking, progress=progress_wanted()
     )
+    for line in link_report(result):
+        say(line)
 
 
 @cli.command("aggregate")

@@ -67,7 +67,7 @@ def synth_cmd(people, platforms, out, seed, overlap, corruption) -> None:
 
 
 @cli.command("demo")
-@click.option("--people", type=click.IntRange(2), default=1000, show_default=True, help="Population size.")
+@click.option("--people", type=click.IntRange(2), default=10000, show_default=True, help="Population size.")
 @click.option("--platforms", type=click.IntRange(2), default=3, show_default=True, help="Number of platforms.")
 @click.option("--workdir", required=True, type=click.Path(file_okay=False), help="Directory to run the consortium in.")
 @click.option("--bits", type=click.IntRange(2048), default=2048, show_default=True, help="Paillier modulus size.")
