@@ -200,7 +200,8 @@ def test_decrypt_packed_detects_tampering_and_key_mismatch(keys, spec):
     other_pub, other_priv = generate_keypair(1024)
     with pytest.raises(KeyMismatchError):
         decrypt_packed(other_priv, enc, spec, [1])
-    foreign = EncryptedVector(other_pub, enc.ciphertexts)  # decrypts to noise under the wrong key
+    # Reduced into the other key's range (n² differs per key), it decrypts to noise under that key.
+    foreign = EncryptedVector(other_pub, [c % other_pub.nsquare for c in enc.ciphertexts])
     with pytest.raises(DecryptionError):
         decrypt_packed(other_priv, foreign, spec, [1])
 
