@@ -12,7 +12,7 @@ from pprl.cli import cli, progress_wanted, say
 from pprl.documents import header_of, read_document
 
 DOCUMENT_KINDS = ("key", "card", "share", "secret", "paillier-pub", "paillier-key", "submission", "linkage", "release",
-                  "paillier-share", "decryption-part")
+                  "paillier-share", "decryption-part", "psi-session", "psi-round", "psi-reveal", "psi-state")
 
 
 @cli.command("inspect")
@@ -74,7 +74,9 @@ def synth_cmd(people, platforms, out, seed, overlap, corruption) -> None:
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True)
 @click.option("--min-contributors", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the synthetic population.")
-def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed) -> None:
+@click.option("--exact", is_flag=True,
+              help="Run the exact-identifier path instead: ECDH PSI intersection-sum on resident IDs.")
+def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed, exact) -> None:
     """Run the whole consortium in WORKDIR through the CLI steps, and print a summary.
 
     Platforms, a bureau and an authority are created; platforms agree a
@@ -83,10 +85,26 @@ def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed
     against the synthetic truth, and checks every decrypted aggregate against
     the plaintext sum over its linked records.
 
+    With --exact, platforms match on the resident ID by private set
+    intersection instead (`pprl psi`); the summary checks the intersection
+    and every sum against the plaintext.
+
     \b
-    Example:
+    Examples:
       pprl demo --people 1000 --platforms 3 --workdir demo-run
+      pprl demo --exact --people 1000 --platforms 3 --workdir demo-exact
     """
+    if exact:
+        from pprl.parties.psi import run_exact_demo
+
+        exact_summary = run_exact_demo(
+            workdir, people, platforms, seed=seed, bits=bits, min_contributors=min_contributors,
+            echo=say, progress=progress_wanted(),
+        )
+        click.echo(exact_summary.render())
+        if not exact_summary.ok:
+            raise click.ClickException("the exact path's intersection or sums do not match the plaintext")
+        return
     from pprl.parties.consortium import run_consortium
 
     summary = run_consortium(

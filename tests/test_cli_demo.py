@@ -1,0 +1,27 @@
+"""`pprl demo` end to end, both paths, on a small population: the summary's own checks must hold."""
+
+from click.testing import CliRunner
+
+from pprl.cli import cli
+
+
+def test_demo_links_and_decrypts_exact_sums(tmp_path):
+    result = CliRunner().invoke(cli, ["demo", "--people", "120", "--platforms", "3", "--workdir", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert "all equal" in result.stdout and "F1" in result.stdout
+    again = CliRunner().invoke(cli, ["demo", "--people", "50", "--platforms", "2", "--workdir", str(tmp_path / "d")])
+    assert again.exit_code == 0, again.output  # a previous demo directory is replaced
+
+
+def test_demo_refuses_a_foreign_workdir(tmp_path):
+    (tmp_path / "mine.txt").write_text("not a demo")
+    result = CliRunner().invoke(cli, ["demo", "--people", "50", "--workdir", str(tmp_path)])
+    assert result.exit_code == 1 and "not a previous pprl demo" in result.stderr
+    assert (tmp_path / "mine.txt").exists()
+
+
+def test_exact_demo_matches_truth(tmp_path):
+    result = CliRunner().invoke(cli, ["demo", "--exact", "--people", "120", "--platforms", "3",
+                                      "--workdir", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert "all equal" in result.stdout and "exact" in result.stdout

@@ -1,0 +1,484 @@
+"""The exact-identifier path: normaliser, ECDH PSI primitive, and the K-platform intersection-sum.
+
+Parties are real (identity keys in tmp_path); Paillier keys are 1024-bit to
+keep the suite fast. Sums are checked exactly against plaintext, person by
+person, through a revealing session (platforms map entity ids back to their
+users) and through the authority's unchanged ``decrypt_release``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import stat
+from decimal import Decimal
+from pathlib import Path
+
+import nacl.bindings
+import pandas as pd
+import pytest
+
+from pprl.audit import verify_log
+from pprl.crypto import psi as psi_crypto
+from pprl.crypto.paillier import generate_keypair
+from pprl.documents import read_document
+from pprl.errors import (
+    DataValidationError,
+    DocumentError,
+    KeyMismatchError,
+    PolicyError,
+    PPRLError,
+    SignatureError,
+)
+from pprl.linkage.identifiers import (
+    normalise_mobile,
+    normalise_resident_id,
+    resident_id_check_char,
+)
+from pprl.parties.authority import decrypt_release
+from pprl.parties.identity import init_party, load_card, load_key
+from pprl.parties.psi import (
+    aggregate_intersection,
+    blind_identifiers,
+    count_intersection,
+    init_session,
+    load_session,
+    reblind_round,
+    reblind_schedule,
+    reveal_members,
+    ring_order,
+    run_exact_demo,
+)
+
+# ------------------------------------------------------------------ normaliser
+
+
+@pytest.mark.parametrize(
+    "raw, canonical",
+    [
+        ("110105491231002", "11010519491231002X"),            # 15 -> 18, check char X
+        ("11010519491231002X", "11010519491231002X"),
+        ("11010519491231002x", "11010519491231002X"),          # lower-case x
+        ("１１０１０５１９４９１２３１００２Ｘ", "11010519491231002X"),  # full-width
+        ("１１０１０５４９１２３１００２", "11010519491231002X"),          # full-width 15-digit
+        (" 110105 19491231 002X ", "11010519491231002X"),      # spaces
+        ("110105194912310021", None),                          # bad check digit
+        ("110105194902300027", None),                          # 30 February
+        ("010105194912310029", None),                          # leading zero region
+        ("11010519491231002", None),                           # 17 characters
+        ("1101051949123100X2", None),                          # X not last
+        ("", None),
+        (None, None),
+    ],
+)
+def test_resident_id_normaliser(raw, canonical):
+    assert normalise_resident_id(raw) == canonical
+
+
+def test_resident_id_check_char_matches_synth():
+    from pprl.synth import resident_id_check_digit
+
+    for body in ("11010519491231002", "44030619900101123", "65010220001231999"):
+        assert resident_id_check_char(body) == resident_id_check_digit(body)
+    with pytest.raises(DataValidationError):
+        resident_id_check_char("123")
+
+
+@pytest.mark.parametrize(
+    "raw, canonical",
+    [
+        ("+86 138 0013 8000", "13800138000"),
+        ("0086-13800138000", "13800138000"),
+        ("+8613800138000", "13800138000"),
+        ("8613800138000", "13800138000"),
+        ("138-0013-8000", "13800138000"),
+        ("１３８００１３８０００", "13800138000"),
+        ("(138) 0013.8000", "13800138000"),
+        ("12800138000", None),        # second digit 2
+        ("1380013800", None),         # 10 digits
+        ("+1 138 0013 8000", None),
+        ("phone", None),
+        (None, None),
+    ],
+)
+def test_mobile_normaliser(raw, canonical):
+    assert normalise_mobile(raw) == canonical
+
+
+def test_normalisers_undo_synth_format_variants():
+    """Every format variant the synthesiser produces maps back to the clean value (typos aside)."""
+    from pprl.synth import generate_population
+
+    messy = generate_population(400, 2, seed=11, corruption=1.0)
+    clean = generate_population(400, 2, seed=11, corruption=0.0)
+    for name in messy.platforms:
+        for a, b in zip(messy.platforms[name]["resident_id"], clean.platforms[name]["resident_id"]):
+            assert normalise_resident_id(a) == b
+        assert all(normalise_mobile(b) == b for b in clean.platforms[name]["mobile"])
+
+
+# ------------------------------------------------------------------ primitive
+
+
+def test_hash_to_group_domain_separation_and_determinism():
+    d1, d2 = psi_crypto.make_domain("pprl", "resident_id", "s1"), psi_crypto.make_domain("pprl", "resident_id", "s2")
+    ident = "11010519491231002X"
+    a = psi_crypto.hash_to_group([ident], d1)
+    assert a == psi_crypto.hash_to_group([ident], d1)
+    assert a != psi_crypto.hash_to_group([ident], d2)
+    assert a != psi_crypto.hash_to_group([ident], psi_crypto.make_domain("pprl", "mobile", "s1"))
+    # length prefixes make the encoding unambiguous: ("ab","c") and ("a","bc") differ
+    assert psi_crypto.make_domain("ab", "c") != psi_crypto.make_domain("a", "bc")
+    assert len(a) == 32 and psi_crypto.check_elements(a) == 1
+
+
+def test_hash_to_group_regression_vector():
+    """Pins the construction (SHA-512 -> 2x Elligator 2 -> add -> Montgomery u); a change breaks sessions."""
+    got = psi_crypto.hash_to_group(["11010519491231002X"], psi_crypto.make_domain("pprl-test-vector"))
+    assert got.hex() == PINNED_VECTOR
+
+
+def test_hash_to_group_montgomery_form_agrees_with_libsodium():
+    """Our batch Edwards -> Montgomery conversion against libsodium's own (independent) one."""
+    d = psi_crypto.make_domain("check")
+    items = [f"id-{i}".encode() for i in range(40)]
+    prefix = hashlib.sha512(psi_crypto.SUITE + len(d).to_bytes(2, "big") + d)
+    for item, ours in zip(items, psi_crypto.split_elements(psi_crypto.hash_to_group(items, d))):
+        h = prefix.copy()
+        h.update(item)
+        digest = h.digest()
+        edwards = nacl.bindings.crypto_core_ed25519_add(
+            nacl.bindings.crypto_core_ed25519_from_uniform(digest[:32]),
+            nacl.bindings.crypto_core_ed25519_from_uniform(digest[32:]),
+        )
+        assert nacl.bindings.crypto_core_ed25519_is_valid_point(edwards)  # prime-order subgroup
+        assert ours == nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(edwards)
+
+
+def test_blinding_commutes_and_threads_agree():
+    d = psi_crypto.make_domain("t")
+    k1, k2, k3 = (psi_crypto.PSIKey.generate() for _ in range(3))
+    ids = [f"user{i}" for i in range(5000)]
+    one = psi_crypto.blind(k1, ids, d, workers=1)
+    assert psi_crypto.blind(k1, ids, d, workers=2) == one
+    a = psi_crypto.reblind(k3, psi_crypto.reblind(k2, one))
+    b = psi_crypto.reblind(k1, psi_crypto.reblind(k3, psi_crypto.blind(k2, ids, d, workers=1)))
+    assert a == b
+    assert psi_crypto.blind(k2, ids[:5], d) != one[: 5 * 32]
+    assert repr(k1) == "PSIKey(<secret>)" and k1.secret.hex() not in str(k1)
+
+
+def test_invalid_elements_refused():
+    k = psi_crypto.PSIKey.generate()
+    with pytest.raises(DataValidationError, match="whole number"):
+        psi_crypto.reblind(k, b"\x01" * 33)
+    p_bytes = ((1 << 255) - 19).to_bytes(32, "little")           # u = p: not canonical
+    with pytest.raises(DataValidationError, match="position 1"):
+        psi_crypto.reblind(k, p_bytes)
+    with pytest.raises(DataValidationError, match="position 2"):
+        psi_crypto.reblind(k, b"\x09" + bytes(31) + bytes(32))   # the all-zero element
+    with pytest.raises(DataValidationError, match="position 1"):
+        psi_crypto.reblind(k, b"\x01" + bytes(31))             # u = 1: small order, X25519 gives 0
+
+
+def test_two_party_plain_psi():
+    d = psi_crypto.make_domain("plain")
+    client_items = [f"c{i}" for i in range(300)]
+    server_items = [f"c{i}" for i in range(150, 600)]
+    server, client = psi_crypto.PsiServer(d), psi_crypto.PsiClient(d)
+    request = client.create_request(client_items)
+    setup = server.setup(server_items)
+    assert client.intersection_size(setup, server.process_request(request)) == 150
+    revealing = psi_crypto.PsiServer(d, reveal_intersection=True)
+    setup = revealing.setup(server_items)
+    got = client.intersection(setup, revealing.process_request(request))
+    assert got == list(range(150, 300))
+
+
+# ------------------------------------------------------------------ parties
+
+
+@pytest.fixture(scope="module")
+def paillier():
+    return generate_keypair(1024)
+
+
+@pytest.fixture()
+def world(tmp_path, paillier):
+    """Three platforms, a bureau and an authority, with small hand-made data sets."""
+    keys, cards = {}, {}
+    for name, role in [("p1", "platform"), ("p2", "platform"), ("p3", "platform"),
+                       ("bureau", "bureau"), ("authority", "authority")]:
+        k, c = init_party(name, role, tmp_path / "keys")
+        keys[name], cards[name] = load_key(k), load_card(c)
+    return tmp_path, keys, cards, paillier
+
+
+def _rid(n: int) -> str:
+    body = f"1101051980{(n % 12) + 1:02d}{(n % 28) + 1:02d}{n % 1000:03d}"
+    return body + resident_id_check_char(body)
+
+
+def _frames(people: dict[str, list[int]]) -> dict[str, pd.DataFrame]:
+    """Per platform, the persons (ints) it holds; scores depend on (platform, person)."""
+    out = {}
+    for p, persons in people.items():
+        pi = int(p[1:])
+        out[p] = pd.DataFrame({
+            "user_id": [f"{p}-u{x}" for x in persons],
+            "resident_id": [_rid(x) if (x + pi) % 2 else _rid(x).lower() for x in persons],
+            "mobile": [f"1380013{x:04d}" for x in persons],
+            "repay_score": [str(500 + 7 * x + pi) for x in persons],
+            "spend_score": [f"{x * 1.25 + pi / 100:.2f}" for x in persons],
+        })
+    return out
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(Path(path).read_text(encoding="utf-8").splitlines()))
+
+
+def _score(p: str, x: int) -> tuple[Decimal, Decimal]:
+    pi = int(p[1:])
+    return Decimal(500 + 7 * x + pi), Decimal(f"{x * 1.25 + pi / 100:.2f}")
+
+
+def _run(world, people, *, min_contributors=2, reveal=True, identifier="resident_id"):
+    root, keys, cards, (pub, priv) = world
+    names = list(people)
+    frames = _frames(people)
+    session = init_session(keys["bureau"], [cards[n] for n in names], root / "session.json",
+                           identifier=identifier, reveal_intersection=reveal).path
+    current = {}
+    for n in names:
+        r = blind_identifiers(keys[n], session, frames[n], "user_id", root / n / "r0.json", root / n / "state",
+                              paillier=pub, scores=["repay_score", "spend_score"], bureau=cards["bureau"])
+        current[n] = r.path
+    sess = load_session(session, cards["bureau"])
+    for step, pairs in enumerate(reblind_schedule(sess), start=1):
+        for platform, origin in pairs:
+            current[origin] = reblind_round(keys[platform], root / platform / "state", current[origin],
+                                            root / platform / f"r{step}.{origin}.json").path
+    rel = aggregate_intersection(keys["bureau"], session, [current[n] for n in names], min_contributors,
+                                 root / "bureau" / "release.json")
+    dec = decrypt_release(keys["authority"], priv, rel.path, root / "authority" / "audit.log",
+                          root / "authority" / "aggregates.csv", cards=[cards["bureau"]])
+    verify_log(root / "authority" / "audit.log", [cards["authority"]])
+    return session, current, rel, dec
+
+
+def _expected(people, min_contributors):
+    holders: dict[int, list[str]] = {}
+    for p, persons in people.items():
+        for x in persons:
+            holders.setdefault(x, []).append(p)
+    out = {}
+    for x, ps in holders.items():
+        if len(ps) >= min_contributors:
+            out[x] = (len(ps), sum(_score(p, x)[0] for p in ps), sum(_score(p, x)[1] for p in ps))
+    return holders, out
+
+
+def _check_sums_by_reveal(world, people, min_contributors):
+    """Every released person's decrypted sums equal the plaintext sums (via each platform's reveal)."""
+    root, keys, _, _ = world
+    aggregates = {r["entity_id"]: r for r in _csv(root / "authority" / "aggregates.csv")}
+    _holders, expected = _expected(people, min_contributors)
+    person_of_entity = {}
+    for p in people:
+        res = reveal_members(keys[p], root / p / "state", root / "bureau" / f"{p}.reveal.json",
+                             root / p / "members.csv")
+        assert stat.S_IMODE(os.stat(res.path).st_mode) == 0o600
+        for row in _csv(res.path):
+            x = int(row["user_id"].split("-u")[1])
+            assert person_of_entity.setdefault(row["entity_id"], x) == x
+        assert res.members == sum(1 for x in people[p] if x in expected)
+    assert set(person_of_entity) == set(aggregates)
+    for entity, x in person_of_entity.items():
+        row = aggregates[entity]
+        n, repay, spend = expected[x]
+        assert int(row["contributors"]) == n
+        assert Decimal(row["repay_score_sum"]) == repay
+        assert Decimal(row["spend_score_sum"]) == spend
+
+
+def test_two_platforms_exact_sums(world):
+    people = {"p1": list(range(40)), "p2": list(range(25, 70))}
+    _, _, rel, dec = _run(world, people)
+    assert rel.intersection == 15 and rel.released == 15 and rel.suppressed == 0
+    assert dec.entities == 15
+    _check_sums_by_reveal(world, people, 2)
+
+
+def test_three_platforms_exact_sums_and_release_format(world):
+    people = {"p1": list(range(30)), "p2": list(range(20, 50)), "p3": [*range(5), *range(25, 28), *range(60, 70)]}
+    session, current, rel, dec = _run(world, people)
+    _holders, expected = _expected(people, 2)
+    assert rel.intersection == len(expected) == dec.entities
+    _check_sums_by_reveal(world, people, 2)
+    root = world[0]
+    doc = read_document(rel.path, "release")
+    clk_like = ["created", "linkage_hash", "paillier_fingerprint", "paillier_key", "score_columns",
+                "score_decimals", "min_contributors", "entities", "suppressed"]
+    assert list(doc["header"]) == clk_like
+    assert list(doc["payload"]) == ["entity_ids", "contributors", "sums"]
+    assert doc["header"]["linkage_hash"] == rel.transcript_hash
+    audit = [json.loads(line) for line in (root / "authority" / "audit.log").read_text().splitlines()]
+    assert audit[-1]["linkage_hash"] == rel.transcript_hash and audit[-1]["entities"] == dec.entities
+    counts = count_intersection(world[1]["bureau"], session, [current[n] for n in people])
+    assert counts.intersection == len(expected)
+    assert counts.by_contributors == {2: sum(1 for v in expected.values() if v[0] == 2),
+                                      3: sum(1 for v in expected.values() if v[0] == 3)}
+
+
+def test_min_contributors_policy(world):
+    people = {"p1": list(range(30)), "p2": list(range(20, 50)), "p3": [*range(5), *range(25, 28), *range(60, 70)]}
+    _, _, rel, _dec = _run(world, people, min_contributors=3, reveal=True)
+    _holders, expected3 = _expected(people, 3)
+    _, expected2 = _expected(people, 2)
+    assert rel.released == len(expected3) == 3          # persons 25, 26, 27
+    assert rel.suppressed == len(expected2) - len(expected3)
+    _check_sums_by_reveal(world, people, 3)
+
+
+def test_no_reveal_session_and_mobile_identifier(world):
+    people = {"p1": list(range(20)), "p2": list(range(10, 30))}
+    _, current, rel, _dec = _run(world, people, reveal=False, identifier="mobile")
+    root = world[0]
+    assert rel.released == 10 and rel.reveal_paths == ()
+    _, expected = _expected(people, 2)
+    rows = list(_csv(root / "authority" / "aggregates.csv"))
+    got = sorted((int(r["contributors"]), Decimal(r["repay_score_sum"]), Decimal(r["spend_score_sum"])) for r in rows)
+    assert got == sorted(expected.values())
+    doc = read_document(current["p1"], "psi-round")
+    assert "tokens" not in doc["payload"]
+
+
+def test_nothing_identifying_leaves_a_platform(world):
+    people = {"p1": list(range(12)), "p2": list(range(6, 18))}
+    _session, _current, _rel, _ = _run(world, people)
+    root = world[0]
+    frames = _frames(people)
+    secrets_ = {v for f in frames.values() for c in ("user_id", "resident_id", "mobile") for v in f[c]}
+    secrets_ |= {_rid(x) for x in range(18)}
+    travelling = [p for p in root.rglob("*.json") if "keys" not in p.parts]
+    for path in travelling:
+        text = path.read_text()
+        assert not any(s in text for s in secrets_), path
+    state = root / "p1" / "state"
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o600
+
+
+def _blind_two(world, *, reveal=False):
+    root, keys, cards, (pub, _) = world
+    frames = _frames({"p1": list(range(10)), "p2": list(range(5, 15))})
+    session = init_session(keys["bureau"], [cards["p1"], cards["p2"]], root / "session.json",
+                           reveal_intersection=reveal).path
+    r = {n: blind_identifiers(keys[n], session, frames[n], "user_id", root / f"{n}.r0.json", root / f"{n}.state",
+                              paillier=pub, scores=["repay_score"]).path for n in ("p1", "p2")}
+    return session, r
+
+
+def test_tampered_round_file_refused(world):
+    root, keys, _, _ = world
+    _session, r = _blind_two(world)
+    raw = r["p1"].read_bytes()
+    for where in (len(raw) // 2, len(raw) // 3, raw.index(b'"records"') + 12, len(raw) - 30):
+        bad = bytearray(raw)
+        bad[where] ^= 0x01
+        target = root / "tampered.json"
+        target.write_bytes(bytes(bad))
+        out = root / "should-not-exist.json"
+        with pytest.raises(PPRLError) as exc:
+            reblind_round(keys["p2"], root / "p2.state", target, out)
+        assert "tampered.json" in str(exc.value)
+        assert "\n" not in str(exc.value)
+        assert not out.exists()
+
+
+def test_round_from_another_session_refused(world):
+    root, keys, cards, (pub, _) = world
+    session, r = _blind_two(world)
+    other = init_session(keys["bureau"], [cards["p1"], cards["p2"]], root / "other.json").path
+    frames = _frames({"p1": list(range(10))})
+    stray = blind_identifiers(keys["p1"], other, frames["p1"], "user_id", root / "stray.json", root / "stray.state",
+                              paillier=pub, scores=["repay_score"]).path
+    with pytest.raises(DocumentError, match="another PSI session"):
+        reblind_round(keys["p2"], root / "p2.state", stray, root / "x.json")
+    with pytest.raises(DocumentError, match="another PSI session"):
+        aggregate_intersection(keys["bureau"], session, [stray, r["p2"]], 2, root / "rel.json")
+    assert not (root / "x.json").exists() and not (root / "rel.json").exists()
+
+
+def test_ring_order_enforced(world):
+    root, keys, _cards, _ = world
+    session, r = _blind_two(world)
+    with pytest.raises(PolicyError, match="own list"):
+        reblind_round(keys["p1"], root / "p1.state", r["p1"], root / "x.json")
+    done = reblind_round(keys["p2"], root / "p2.state", r["p1"], root / "p1.r1.json").path
+    with pytest.raises(PolicyError, match="already blinded by every platform"):
+        reblind_round(keys["p2"], root / "p2.state", done, root / "x.json")
+    with pytest.raises(PolicyError, match="still needs blinding by p1"):
+        aggregate_intersection(keys["bureau"], session, [done, r["p2"]], 2, root / "rel.json")
+    with pytest.raises(PolicyError, match="no complete list from p2"):
+        aggregate_intersection(keys["bureau"], session, [done], 2, root / "rel.json")
+    with pytest.raises(KeyMismatchError):
+        reblind_round(keys["p1"], root / "p2.state", r["p2"], root / "x.json")     # someone else's state
+    with pytest.raises(SignatureError):
+        aggregate_intersection(keys["p1"], session, [done], 2, root / "rel.json")  # not the session's bureau
+    assert not (root / "x.json").exists() and not (root / "rel.json").exists()
+    assert ring_order(["a", "b", "c"], "b") == ["b", "c", "a"]
+
+
+def test_three_platform_ring_refuses_wrong_hop(world):
+    root, keys, cards, (_pub, _) = world
+    frames = _frames({"p1": [1, 2], "p2": [2, 3], "p3": [3, 4]})
+    session = init_session(keys["bureau"], [cards["p1"], cards["p2"], cards["p3"]], root / "s.json").path
+    r = {n: blind_identifiers(keys[n], session, frames[n], "user_id", root / f"{n}.r0.json", root / f"{n}.st").path
+         for n in ("p1", "p2", "p3")}
+    with pytest.raises(PolicyError, match="next hop is 'p2', not 'p3'"):
+        reblind_round(keys["p3"], root / "p3.st", r["p1"], root / "x.json")
+    with pytest.raises(PolicyError, match="nothing to sum"):
+        hop = {o: reblind_round(keys[p], root / f"{p}.st", r[o], root / f"{o}.r1.json").path
+               for p, o in [("p2", "p1"), ("p3", "p2"), ("p1", "p3")]}
+        final = [reblind_round(keys[p], root / f"{p}.st", hop[o], root / f"{o}.r2.json").path
+                 for p, o in [("p3", "p1"), ("p1", "p2"), ("p2", "p3")]]
+        assert count_intersection(keys["bureau"], session, final).intersection == 2
+        aggregate_intersection(keys["bureau"], session, final, 2, root / "rel.json")
+    assert not (root / "rel.json").exists()
+
+
+def test_blind_input_checks(world):
+    root, keys, cards, (pub, _) = world
+    session = init_session(keys["bureau"], [cards["p1"], cards["p2"]], root / "s.json").path
+    frame = _frames({"p1": [1, 2, 3]})["p1"]
+    dup = pd.concat([frame, frame.iloc[[0]].assign(user_id="other")], ignore_index=True)
+    with pytest.raises(DataValidationError, match="rows 1 and 4") as exc:
+        blind_identifiers(keys["p1"], session, dup, "user_id", root / "o.json", root / "st", paillier=pub,
+                          scores=["repay_score"])
+    assert _rid(1) not in str(exc.value)
+    bad = frame.assign(resident_id=["110105194912310021", "", frame.resident_id[2]])
+    res = blind_identifiers(keys["p1"], session, bad, "user_id", root / "o.json", root / "st")
+    assert (res.records, res.skipped) == (1, 2)
+    with pytest.raises(DocumentError, match="already exists"):
+        blind_identifiers(keys["p1"], session, frame, "user_id", root / "o2.json", root / "st")
+    with pytest.raises(KeyMismatchError, match="not 'mobile'"):
+        blind_identifiers(keys["p1"], session, frame, "user_id", root / "o3.json", root / "st3", identifier="mobile")
+    with pytest.raises(KeyMismatchError, match="not one of this session's platforms"):
+        blind_identifiers(keys["p3"], session, frame, "user_id", root / "o4.json", root / "st4")
+    with pytest.raises(SignatureError):
+        blind_identifiers(keys["p1"], session, frame, "user_id", root / "o5.json", root / "st5", bureau=cards["p2"])
+    for name in ("o2.json", "o3.json", "st3", "o4.json", "st4", "o5.json", "st5"):
+        assert not (root / name).exists()
+
+
+def test_run_exact_demo(tmp_path):
+    summary = run_exact_demo(tmp_path / "demo", 60, 3, seed=2)
+    assert summary.ok, summary.render()
+    assert summary.intersection == summary.intersection_truth > 0
+    assert "all equal" in summary.render()
+
+
+PINNED_VECTOR = "74fe5a76e8c17e565ec0fabfdee823751b3572471e74974e05ac919822041d3e"
