@@ -36,10 +36,10 @@ from pprl.errors import DataValidationError
 
 __all__ = [
     "IDENTIFIER_KINDS",
-    "resident_id_check_char",
-    "normalise_resident_id",
     "normalise_mobile",
+    "normalise_resident_id",
     "normaliser_for",
+    "resident_id_check_char",
 ]
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
