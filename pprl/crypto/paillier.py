@@ -80,6 +80,7 @@ from pprl.errors import (
 )
 
 __all__ = [
+    "decode_signed",
     "MIN_KEY_BITS",
     "PaillierPublicKey",
     "PaillierPrivateKey",
@@ -393,10 +394,15 @@ def decrypt_vector(
         raise DataValidationError("decrypt_vector needs an EncryptedVector")
     if enc.public_key != private_key.public_key:
         raise KeyMismatchError("ciphertexts are not under this private key's public key")
-    n, max_int = private_key.public_key.n, private_key.public_key.max_int
     raw = run_chunked(
         decrypt_chunk, private_key.crt, enc._c, workers=workers, progress=progress, desc="decrypt"
     )
+    return decode_signed(private_key.public_key, raw)
+
+
+def decode_signed(public_key: PaillierPublicKey, raw: Sequence[int]) -> list[int]:
+    """Map raw plaintexts in [0, n) to signed values; the middle third is an overflow (DecryptionError)."""
+    n, max_int = public_key.n, public_key.max_int
     out = []
     for pos, m in enumerate(raw, start=1):
         if m <= max_int:

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 
 import gmpy2
 
-from pprl.crypto.paillier import EncryptedVector, PaillierPublicKey
+from pprl.crypto.paillier import EncryptedVector, PaillierPublicKey, decode_signed
 from pprl.crypto.threshold_engine import WEIGHT_BITS, Engine, aggregate_chunk, combine_chunk, power_chunk
 from pprl.crypto.threshold_keys import (
     MAX_HOLDERS,
@@ -378,16 +378,4 @@ def combine_partials(
         inv = int(gmpy2.invert(4 * public.delta * public.delta, n))
         rows = list(zip(*(p.values for p in used)))
         raw = engine.run(combine_chunk, (n, exps, inv), rows, count=True)
-    max_int = public.public.max_int
-    out = []
-    for pos, m in enumerate(raw, start=1):
-        if m <= max_int:
-            out.append(m)
-        elif m >= n - max_int:
-            out.append(m - n)
-        else:
-            raise DecryptionError(
-                f"decrypted value at position {pos} is outside the signed range: "
-                "a sum overflowed n//3, or the ciphertext was not made under this key"
-            )
-    return out
+    return decode_signed(public.public, raw)

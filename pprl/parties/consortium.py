@@ -29,7 +29,7 @@ from pprl.parties.identity import init_party, load_card, load_key
 from pprl.parties.platform import submit
 from pprl.parties.secret import combine_secrets, share_secret
 
-__all__ = ["ConsortiumSummary", "run_consortium", "SCHEMA_PATH", "SCORE_COLUMNS"]
+__all__ = ["ConsortiumSummary", "prepare_workdir", "run_consortium", "SCHEMA_PATH", "SCORE_COLUMNS"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "examples" / "schema-cn.json"
 SCORE_COLUMNS = ("repay_score", "spend_score")
@@ -68,7 +68,8 @@ class ConsortiumSummary:
         return "\n".join(lines)
 
 
-def _prepare(workdir: Path) -> None:
+def prepare_workdir(workdir: Path) -> None:
+    """Empty a demo directory: refuse one pprl did not make, replace one it did."""
     if workdir.exists() and any(workdir.iterdir()):
         if not (workdir / _MARKER).exists():
             raise DocumentError(f"{workdir}: exists and is not a previous pprl demo; choose an empty --workdir")
@@ -93,7 +94,7 @@ def run_consortium(
     from pprl.synth import generate_population, write_population
 
     root = Path(workdir)
-    _prepare(root)
+    prepare_workdir(root)
     timings: dict[str, float] = {}
     names = [f"platform_{k}" for k in range(1, platforms + 1)]
 

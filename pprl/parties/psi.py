@@ -64,7 +64,6 @@ import hmac
 import io
 import os
 import secrets
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +101,7 @@ from pprl.errors import (
     PolicyError,
 )
 from pprl.linkage.identifiers import IDENTIFIER_KINDS, normaliser_for
+from pprl.parties.consortium import prepare_workdir
 from pprl.parties.identity import PartyKey
 from pprl.parties.platform import SCORE_DECIMALS, load_paillier_public
 from pprl.parties.tables import read_table, require_columns
@@ -894,18 +894,6 @@ class ExactDemoSummary:
         ])
 
 
-_MARKER = ".pprl-demo"
-
-
-def _prepare_workdir(workdir: Path) -> None:
-    if workdir.exists() and any(workdir.iterdir()):
-        if not (workdir / _MARKER).exists():
-            raise DocumentError(f"{workdir}: exists and is not a previous pprl demo; choose an empty --workdir")
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / _MARKER).write_text("created by pprl demo; removed and rebuilt by the next run\n")
-
-
 def run_exact_demo(
     workdir: str | os.PathLike[str],
     people: int = 1000,
@@ -937,7 +925,7 @@ def run_exact_demo(
     if platforms < 2:
         raise PolicyError("the exact path needs at least two platforms")
     root = Path(workdir)
-    _prepare_workdir(root)
+    prepare_workdir(root)
     timings: dict[str, float] = {}
     names = [f"platform_{k}" for k in range(1, platforms + 1)]
 
