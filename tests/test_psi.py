@@ -49,8 +49,8 @@ from pprl.parties.psi import (
     reblind_schedule,
     reveal_members,
     ring_order,
-    run_exact_demo,
 )
+from pprl.parties.psi_demo import run_exact_demo
 
 # ------------------------------------------------------------------ normaliser
 

@@ -95,7 +95,7 @@ def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed
       pprl demo --exact --people 1000 --platforms 3 --workdir demo-exact
     """
     if exact:
-        from pprl.parties.psi import run_exact_demo
+        from pprl.parties.psi_demo import run_exact_demo
 
         exact_summary = run_exact_demo(
             workdir, people, platforms, seed=seed, bits=bits, min_contributors=min_contributors,
