@@ -70,7 +70,11 @@ def keygen_cmd(me, bits, directory, threshold, holders) -> None:
 @click.option("--combine", is_flag=True, help="Threshold key: combine T holders' parts into the CSV.")
 @click.option("--parts", multiple=True, type=FILE, help="With --combine: a holder's part; repeat once per holder.")
 @click.option("--paillier", type=FILE, help="With --combine: the threshold key's paillier.pub.json.")
-def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share, combine, parts, paillier) -> None:
+@click.option("--max-epsilon", type=click.FloatRange(min=0), default=None,
+              help="Refuse unless the release is noised and every score column's running epsilon in the "
+                   "audit log (basic composition, this release included) stays at most this.")
+def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share, combine, parts, paillier,
+                max_epsilon) -> None:
     """Decrypt a release's per-entity sums and record the release in the audit log.
 
     \b
@@ -100,12 +104,12 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
         if not parts or not paillier:
             raise click.UsageError("--combine needs --parts (repeated) and --paillier")
         result = combine_release_parts(key, parts, release, paillier, audit_log, out, cards=trusted,
-                                       progress=progress_wanted())
+                                       progress=progress_wanted(), max_epsilon=max_epsilon)
     else:
         if not paillier_key:
             raise click.UsageError("give --paillier-key (or --partial / --combine for a threshold key)")
         result = decrypt_release(key, paillier_key, release, audit_log, out, cards=trusted,
-                                 progress=progress_wanted())
+                                 progress=progress_wanted(), max_epsilon=max_epsilon)
     say(f"wrote {result.path}: {result.entities} entities; audit log entry {result.audit_entry}")
 
 

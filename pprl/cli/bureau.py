@@ -103,17 +103,29 @@ def link_cmd(me, cards, submissions, threshold, blocking, out) -> None:
 @click.option("--cards", multiple=True, type=FILE, help="Platform cards to check the submissions' signers against.")
 @click.option("--min-contributors", type=click.IntRange(1), default=2, show_default=True,
               help="Release an entity only if at least this many platforms contributed to it.")
+@click.option("--noise", type=click.Choice(["laplace", "gaussian"]),
+              help="Add differentially private integer noise to each released sum under encryption "
+                   "(needs every submission made with the same --clip ranges).")
+@click.option("--epsilon", type=float, help="With --noise: privacy parameter epsilon per score column.")
+@click.option("--delta", type=float, help="With --noise gaussian: privacy parameter delta.")
 @click.option("--out", required=True, type=FILE, help="Release file to write (ciphertexts only).")
-def aggregate_cmd(me, linkage, submissions, cards, min_contributors, out) -> None:
+def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsilon, delta, out) -> None:
     """Sum every score column per entity under encryption, for the authority to decrypt.
+
+    With --noise laplace --epsilon E (or --noise gaussian --epsilon E --delta D)
+    the bureau adds discrete Laplace (scale sensitivity/E) or discrete
+    Gaussian (classic bound) noise to every released sum, calibrated to the
+    submissions' declared clip ranges; the parameters go in the signed
+    release header.
 
     \b
     Example:
       pprl aggregate --me keys/bureau.key --linkage linkage.json \\
           --submissions platform_1.submission.json --submissions platform_2.submission.json \\
-          --min-contributors 2 --out release.json
+          --min-contributors 2 --noise laplace --epsilon 1.0 --out release.json
     """
     result = aggregate(
-        load_key(me), linkage, submissions, min_contributors, out, cards=load_cards(cards) if cards else None
+        load_key(me), linkage, submissions, min_contributors, out, cards=load_cards(cards) if cards else None,
+        noise=noise, epsilon=epsilon, delta=delta,
     )
     say(f"wrote {result.path}: {result.released} entities released, {result.suppressed} held back (< {min_contributors} platforms)")

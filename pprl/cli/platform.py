@@ -13,7 +13,7 @@ from pprl.errors import DataValidationError
 from pprl.linkage.encode import encode_records, to_clkhash_json
 from pprl.linkage.schema import load_schema
 from pprl.parties.identity import load_card, load_key
-from pprl.parties.platform import submit
+from pprl.parties.platform import parse_clip, submit
 from pprl.parties.secret import load_secret
 from pprl.parties.tables import read_table
 
@@ -34,8 +34,11 @@ def split_columns(values: tuple[str, ...]) -> list[str]:
 @click.option("--data", required=True, type=FILE, help="Your users, a UTF-8 CSV with a header row.")
 @click.option("--id-column", required=True, help="Your own user id column (kept only in the .map.csv).")
 @click.option("--scores", multiple=True, help="Score column(s) to encrypt: COL[,COL...]; omit for linkage only.")
+@click.option("--clip", multiple=True, metavar="COL=LO:HI",
+              help="Clip score column COL to [LO, HI] before encryption and declare the range in the "
+                   "signed header (needed for release noise); repeat once per column.")
 @click.option("--out", required=True, type=FILE, help="Submission file to write.")
-def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores, out) -> None:
+def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores, clip, out) -> None:
     """Encode identifiers into CLKs, encrypt scores, and sign one submission for the bureau.
 
     Also writes OUT.map.csv (token,<id-column>; mode 0600): your private way
@@ -46,7 +49,7 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
       pprl submit --me keys/platform_1.key --schema examples/schema-cn.json \\
           --secret platform_1.secret --paillier authority/paillier.pub.json \\
           --data platform_1.csv --id-column user_id --scores repay_score,spend_score \\
-          --out platform_1.submission.json
+          --clip repay_score=0:1000 --clip spend_score=0:50000 --out platform_1.submission.json
     """
     key = load_key(me)
     result = submit(
@@ -60,6 +63,7 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
         scores=split_columns(scores),
         authority=load_card(authority) if authority else None,
         progress=progress_wanted(),
+        clip=parse_clip(clip),
     )
     say(f"wrote {result.path} ({result.records} records, scores: {', '.join(result.score_columns) or 'none'})")
     say(f"wrote {result.map_path} (private, mode 0600: keep it)")

@@ -3,6 +3,16 @@
 Decryption happens only for a release signed by a bureau, under this
 authority's key, and every decryption appends a signed, hash-chained entry to
 the audit log before the plaintext file is written.
+
+Privacy budget
+    A release with bureau-added noise (see :mod:`pprl.parties.release`)
+    carries its mechanism, ε and δ. The audit-log entry of each decrypt
+    records them and, per score column, the running budget: the sum of ε
+    (and of δ) over every noised release of that column name in the same
+    log, this one included. That is basic (sequential) composition, a safe
+    upper bound; columns are matched by name across releases, which is
+    conservative. A release without noise has no differential-privacy
+    guarantee: it adds nothing to the sums, and ``max_epsilon`` refuses it.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pprl.audit import append_entry
+from pprl.audit import append_entry, read_log, verify_log
 from pprl.crypto.packing import PackingSpec, decrypt_packed, unpack
 from pprl.crypto.paillier import (
     EncryptedVector,
@@ -38,7 +49,7 @@ from pprl.documents import (
     write_atomic,
     write_document,
 )
-from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError
+from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError, PolicyError, PPRLError
 from pprl.parties.identity import PartyKey
 from pprl.parties.threshold import combine_release, load_threshold_public
 
@@ -106,8 +117,14 @@ def decrypt_release(
     *,
     cards: Sequence[Card] | None = None,
     progress: bool = False,
+    max_epsilon: float | None = None,
 ) -> DecryptResult:
-    """Verify a release, decrypt its per-entity sums, log the release, write the CSV."""
+    """Verify a release, decrypt its per-entity sums, log the release, write the CSV.
+
+    ``max_epsilon``: refuse (PolicyError, nothing written or logged) when the
+    running ε of any score column in ``audit_log`` would exceed it, or the
+    release carries no noise.
+    """
     if me.role != "authority":
         raise KeyFormatError(f"only an authority decrypts releases; '{me.name}' is a {me.role}")
     private = paillier_key if isinstance(paillier_key, PaillierPrivateKey) else load_paillier_private(paillier_key)
@@ -121,6 +138,7 @@ def decrypt_release(
         raise KeyMismatchError(f"{release}: carries a different Paillier key than this one")
     ids = payload["entity_ids"]
     spec = _packing_of(doc, release)
+    budget = _privacy_budget(doc, release, audit_log, max_epsilon)
     vectors = {}
     for name in ["packed"] if spec is not None else header["score_columns"]:
         enc = EncryptedVector.from_bytes(public, b64d(payload["sums"][name], f"{release}: sums.{name}"))
@@ -128,10 +146,12 @@ def decrypt_release(
             raise DocumentError(f"{release}: {len(enc)} sums in '{name}' for {len(ids)} entities")
         vectors[name] = enc
     if spec is not None:
-        columns = decrypt_packed(private, vectors["packed"], spec, payload["contributors"], progress=progress)
+        columns = decrypt_packed(private, vectors["packed"], spec, _summands(doc, release), progress=progress)
     else:
+        if header.get("noise") is not None:
+            raise DocumentError(f"{release}: release noise needs packed sums")
         columns = np.array([decrypt_vector(private, v, progress=progress) for v in vectors.values()], dtype=object).T
-    return _publish(me, doc, columns, audit_log, out, {})
+    return _publish(me, doc, columns, audit_log, out, budget)
 
 
 def combine_release_parts(
@@ -144,19 +164,26 @@ def combine_release_parts(
     *,
     cards: Sequence[Card] | None = None,
     progress: bool = False,
+    max_epsilon: float | None = None,
 ) -> DecryptResult:
-    """Combine T holders' verified partial decryptions of a release; log it and write the CSV."""
+    """Combine T holders' verified partial decryptions of a release; log it and write the CSV.
+
+    ``max_epsilon`` as for :func:`decrypt_release`.
+    """
     if me.role != "authority":
         raise KeyFormatError(f"only an authority combines decryption parts; '{me.name}' is a {me.role}")
     combined = combine_release(parts, release, paillier_public, me=me, cards=cards, progress=progress)
     spec = _packing_of(combined.release, release)
+    budget = _privacy_budget(combined.release, release, audit_log, max_epsilon)
     if spec is not None:
-        columns = unpack(combined.sums["packed"], spec, combined.release["payload"]["contributors"])
+        columns = unpack(combined.sums["packed"], spec, _summands(combined.release, release))
     else:
+        if combined.release["header"].get("noise") is not None:
+            raise DocumentError(f"{release}: release noise needs packed sums")
         names = combined.release["header"]["score_columns"]
         columns = np.array([combined.sums[c] for c in names], dtype=object).T
     setup = load_threshold_public(paillier_public)
-    extra = {"threshold": setup.public.threshold, "threshold_holders": list(combined.holders)}
+    extra = {**budget, "threshold": setup.public.threshold, "threshold_holders": list(combined.holders)}
     return _publish(me, combined.release, columns, audit_log, out, extra, release_hash=combined.release_hash)
 
 
@@ -171,6 +198,79 @@ def _packing_of(doc: Mapping[str, Any], source: str | os.PathLike[str]) -> Packi
     if spec.slots != len(header["score_columns"]) or spec.decimals != int(header["score_decimals"]):
         raise DocumentError(f"{source}: packing spec disagrees with the release's score columns")
     return spec
+
+
+def _noise_of(doc: Mapping[str, Any], source: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The release's noise parameters (None: no noise), checked for shape."""
+    noise = doc["header"].get("noise")
+    if noise is None:
+        return None
+    try:
+        eps, delta = float(noise["epsilon"]), float(noise["delta"])
+        ok = (
+            noise["mechanism"] in ("laplace", "gaussian")
+            and math.isfinite(eps) and eps > 0 and 0 <= delta < 1
+            and noise["noise_summands"] == 1
+        )
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DocumentError(f"{source}: malformed noise parameters in the release header")
+    return dict(noise)
+
+
+def _summands(doc: Mapping[str, Any], source: str | os.PathLike[str]) -> list[int]:
+    """Summands per released sum: the contributors, plus the noise row when the bureau added noise."""
+    counts = doc["payload"]["contributors"]
+    if _noise_of(doc, source) is None:
+        return counts
+    if not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        raise DocumentError(f"{source}: contributor counts must be integers")
+    return [c + 1 for c in counts]
+
+
+def _privacy_budget(
+    doc: Mapping[str, Any],
+    source: str | os.PathLike[str],
+    audit_log: str | os.PathLike[str],
+    max_epsilon: float | None,
+) -> dict[str, Any]:
+    """Audit fields ``noise`` and ``privacy_budget`` (running ε, δ per column, basic composition).
+
+    PolicyError when ``max_epsilon`` is set and the release has no noise or
+    would take some column's running ε above it.
+    """
+    if max_epsilon is not None and (not math.isfinite(max_epsilon) or max_epsilon < 0):
+        raise PolicyError("--max-epsilon must be a finite number >= 0")
+    noise = _noise_of(doc, source)
+    columns = doc["header"]["score_columns"]
+    try:
+        verify_log(audit_log)
+    except PPRLError as exc:
+        raise DocumentError(f"refusing to use a damaged audit log: {exc}") from None
+    totals = {c: {"epsilon": 0.0, "delta": 0.0} for c in columns}
+    for entry in read_log(audit_log):
+        previous = entry.get("noise")
+        if entry.get("event") != "release" or not isinstance(previous, dict):
+            continue
+        for c in entry.get("score_columns") or []:
+            if c in totals:
+                totals[c]["epsilon"] += float(previous.get("epsilon", 0.0))
+                totals[c]["delta"] += float(previous.get("delta", 0.0))
+    if noise is not None:
+        for c in columns:
+            totals[c]["epsilon"] += float(noise["epsilon"])
+            totals[c]["delta"] += float(noise["delta"])
+    if max_epsilon is not None:
+        if noise is None:
+            raise PolicyError(f"{source}: release carries no noise, so it has no privacy budget to check against --max-epsilon")
+        over = [c for c in columns if totals[c]["epsilon"] > max_epsilon * (1 + 1e-12)]
+        if over:
+            raise PolicyError(
+                f"{source}: refused: the running epsilon of {over[0]} would be {totals[over[0]]['epsilon']:g}, "
+                f"above --max-epsilon {max_epsilon:g}"
+            )
+    return {"noise": noise, "privacy_budget": totals, "composition": "basic (sum of epsilon and delta per column)"}
 
 
 def _publish(

@@ -14,16 +14,17 @@ import csv
 import io
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pprl.crypto.packing import PackingSpec, encrypt_packed, fixed_bound
-from pprl.crypto.paillier import PaillierPublicKey, encode_fixed
+from pprl.crypto.paillier import PaillierPublicKey, decode_fixed, encode_fixed
 from pprl.documents import Card, b64e, read_document, sign_document, verify_document, write_atomic, write_document
 from pprl.errors import DataValidationError, KeyMismatchError
 from pprl.linkage.encode import encode_with_report
@@ -32,7 +33,15 @@ from pprl.parties.identity import PartyKey
 from pprl.parties.secret import LinkageSecret, load_secret
 from pprl.parties.tables import read_table, require_columns
 
-__all__ = ["Submission", "SCORE_DECIMALS", "load_paillier_public", "score_packing", "submit", "map_path_for"]
+__all__ = [
+    "Submission",
+    "SCORE_DECIMALS",
+    "load_paillier_public",
+    "parse_clip",
+    "score_packing",
+    "submit",
+    "map_path_for",
+]
 
 SCORE_DECIMALS = 2
 SCORE_MAX_ABS = 10**9  # largest |score| a platform may submit
@@ -78,15 +87,73 @@ def score_packing(columns: Sequence[str], key: PaillierPublicKey) -> PackingSpec
     )
 
 
-def _fixed_point_scores(frame: pd.DataFrame, columns: Sequence[str], source: str) -> np.ndarray:
-    """(records x columns) fixed-point ints, refusing non-numbers and values beyond the bound by row."""
+def parse_clip(specs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
+    """``COL=LO:HI`` strings (``--clip``) -> {column: (lo, hi)}; DataValidationError if malformed."""
+    out: dict[str, tuple[Decimal, Decimal]] = {}
+    for spec in specs:
+        column, eq, bounds = spec.partition("=")
+        lo_text, colon, hi_text = bounds.partition(":")
+        column = column.strip()
+        if not (column and eq and colon):
+            raise DataValidationError(f"--clip '{spec}': expected COL=LO:HI, e.g. repay_score=0:1000")
+        try:
+            lo, hi = Decimal(lo_text.strip()), Decimal(hi_text.strip())
+        except InvalidOperation:
+            raise DataValidationError(f"--clip '{spec}': LO and HI must be numbers") from None
+        if column in out:
+            raise DataValidationError(f"--clip names column '{column}' twice")
+        out[column] = (lo, hi)
+    return out
+
+
+def _clip_ranges(
+    clip: Mapping[str, tuple[Decimal, Decimal]] | None, columns: Sequence[str]
+) -> dict[str, tuple[int, int]]:
+    """Validate declared clip ranges; return them in fixed-point units.
+
+    Each range must name a score column, be finite with LO <= HI, lie within
+    ±SCORE_MAX_ABS and be exact at SCORE_DECIMALS (so the declared range is
+    exactly the one applied, and the bureau's sensitivity is exact).
+    """
+    out: dict[str, tuple[int, int]] = {}
+    for column, pair in (clip or {}).items():
+        if column not in columns:
+            raise DataValidationError(f"--clip names '{column}', which is not one of the --scores columns")
+        try:
+            lo, hi = (Decimal(str(v)) if not isinstance(v, Decimal) else v for v in pair)
+        except (TypeError, ValueError, InvalidOperation):
+            raise DataValidationError(f"clip range for '{column}' must be two numbers (LO, HI)") from None
+        if not (lo.is_finite() and hi.is_finite()) or lo > hi:
+            raise DataValidationError(f"clip range for '{column}' must be finite numbers with LO <= HI")
+        if max(abs(lo), abs(hi)) > SCORE_MAX_ABS:
+            raise DataValidationError(f"clip range for '{column}' goes beyond ±{SCORE_MAX_ABS}")
+        lo_fp, hi_fp = encode_fixed([lo, hi], SCORE_DECIMALS)
+        if decode_fixed([lo_fp, hi_fp], SCORE_DECIMALS) != [lo, hi]:
+            raise DataValidationError(f"clip range for '{column}' has more than {SCORE_DECIMALS} decimals")
+        out[column] = (lo_fp, hi_fp)
+    return out
+
+
+def _fixed_point_scores(
+    frame: pd.DataFrame, columns: Sequence[str], source: str, clip: Mapping[str, tuple[int, int]] | None = None
+) -> np.ndarray:
+    """(records x columns) fixed-point ints, refusing non-numbers and values beyond the bound by row.
+
+    Columns in ``clip`` ({column: (lo, hi)} in fixed-point units) are clipped
+    to [lo, hi] first; rounding is monotone, so clipping the rounded value
+    equals rounding the clipped one, and clipped values never hit the bound.
+    """
     bound = fixed_bound(SCORE_MAX_ABS, SCORE_DECIMALS)
+    clip = clip or {}
     matrix = np.empty((len(frame), len(columns)), dtype=object)
     for j, column in enumerate(columns):
         try:
             values = encode_fixed(list(frame[column]), SCORE_DECIMALS)
         except DataValidationError as exc:
             raise DataValidationError(f"{source}: column '{column}': {exc}; scores must be numbers") from None
+        if column in clip:
+            lo, hi = clip[column]
+            values = [min(max(v, lo), hi) for v in values]
         for i, v in enumerate(values):
             if abs(v) > bound:
                 raise DataValidationError(
@@ -108,8 +175,15 @@ def submit(
     scores: Sequence[str] = (),
     authority: Card | None = None,
     progress: bool = False,
+    clip: Mapping[str, tuple[Decimal, Decimal]] | None = None,
 ) -> Submission:
-    """Encode, encrypt and sign this platform's records; write the submission and its token map."""
+    """Encode, encrypt and sign this platform's records; write the submission and its token map.
+
+    ``clip`` ({score column: (lo, hi)}) clips those columns' values to
+    [lo, hi] before encryption and declares the ranges in the signed header,
+    so the bureau knows each record's contribution is bounded (what its
+    optional release noise is calibrated to).
+    """
     schema = schema if isinstance(schema, Schema) else load_schema(schema)
     secret = secret if isinstance(secret, LinkageSecret) else load_secret(secret)
     if secret.owner != me.name:
@@ -130,7 +204,8 @@ def submit(
     if paillier is not None:
         key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(paillier, authority)
 
-    fixed = _fixed_point_scores(frame, scores, source)
+    clip_fixed = _clip_ranges(clip, scores)
+    fixed = _fixed_point_scores(frame, scores, source, clip_fixed)
     try:
         encoded = encode_with_report(frame, schema, secret.secret, progress=progress)
     except DataValidationError as exc:
@@ -160,6 +235,10 @@ def submit(
             "score_columns": list(scores),
             "score_decimals": SCORE_DECIMALS,
             "packing": spec.to_dict() if spec is not None else None,
+            "clip": {
+                c: [str(v) for v in decode_fixed(list(clip_fixed[c]), SCORE_DECIMALS)]
+                for c in scores if c in clip_fixed
+            },
         },
         "payload": {
             "tokens": tokens,

@@ -7,28 +7,58 @@ needs to unpack the column sums.
 
 Only entities with enough contributing platforms are released. The bureau
 never holds a key that opens the sums; the release carries ciphertexts only.
+
+Release noise (optional, ``noise="laplace"`` or ``"gaussian"``)
+    Needs every submission to declare the same clip range for every score
+    column (``pprl submit --clip``). Each platform contributes at most one
+    record per entity, so one person's record changes an entity's column sum
+    by at most Δ = max(|lo|, |hi|) (fixed-point units). Per released entity
+    and column the bureau samples integer noise (discrete Laplace with scale
+    Δ/ε, or discrete Gaussian with σ from the classic bound
+    sqrt(2 ln(1.25/δ))·Δ/ε), packs the noise values as one extra packed
+    row (slot offset B, count slot 1) and adds its encryption to the
+    entity's sum. The noise is thus one more "summand": the release
+    declares it, and the authority unpacks with contributors + 1 summands.
+    So that the packing headroom holds, a noise value is clipped to ±B, and
+    parameters are refused unless that clipping has probability < 2^-64
+    per value (B ≥ 45·scale for Laplace, B ≥ 10·σ for Gaussian): the
+    clipping never happens in practice and the headroom proof stays intact.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
-from pprl.crypto.packing import PackingSpec
-from pprl.crypto.paillier import EncryptedVector
+import numpy as np
+
+from pprl.crypto.noise import discrete_gaussian, discrete_laplace, gaussian_sigma
+from pprl.crypto.packing import PackingSpec, encrypt_packed
+from pprl.crypto.paillier import EncryptedVector, PaillierPublicKey, encode_fixed
 from pprl.documents import Card, b64e, document_hash, sign_document, write_document
 from pprl.errors import DocumentError, PolicyError
 from pprl.parties.bureau import check_consistent, load_linkage, load_submission, paillier_key_of
 from pprl.parties.identity import PartyKey
 
-__all__ = ["ReleaseResult", "aggregate"]
+__all__ = ["NOISE_MECHANISMS", "ReleaseResult", "aggregate"]
+
+NOISE_MECHANISMS = ("laplace", "gaussian")
+#: Refuse noise whose chance of exceeding the packing bound B is not below 2^-64 per value.
+_LAPLACE_TAIL = 45  # exp(-45) < 2^-64
+_GAUSSIAN_TAIL = 10  # exp(-10^2 / 2) < 2^-64
 
 
 @dataclass(frozen=True)
 class ReleaseResult:
+    """What ``aggregate`` wrote and how many entities it released and held back."""
+
     path: Path
     released: int
     suppressed: int
@@ -42,10 +72,19 @@ def aggregate(
     out: str | os.PathLike[str],
     *,
     cards: Sequence[Card] | None = None,
+    noise: str | None = None,
+    epsilon: float | None = None,
+    delta: float | None = None,
 ) -> ReleaseResult:
-    """Sum each score column per entity under encryption; release only well-supported entities."""
+    """Sum each score column per entity under encryption; release only well-supported entities.
+
+    With ``noise`` ("laplace" or "gaussian", with ``epsilon`` and for
+    gaussian ``delta``), add differentially private integer noise to each
+    released sum under encryption (see the module docstring).
+    """
     if min_contributors < 1:
         raise PolicyError("--min-contributors must be at least 1")
+    _check_noise_args(noise, epsilon, delta)
     link_doc = load_linkage(linkage, [me.card])
     subs = {s.platform: s for s in (load_submission(p, cards) for p in submissions)}
     expected = {e["platform"]: e["hash"] for e in link_doc["header"]["submissions"]}
@@ -89,11 +128,22 @@ def aggregate(
         contributors.append(len(members))
 
     spec = PackingSpec.from_dict(ordered[0].header["packing"])
-    if any(c > spec.max_summands for c in contributors):
-        raise PolicyError(f"an entity has more than {spec.max_summands} records, beyond the packing's headroom")
+    clip = _common_clip(ordered)
+    policy = None
+    if noise is not None:
+        policy = _noise_policy(noise, epsilon, delta, clip, columns, ordered, spec)
+    extra = 1 if policy is not None else 0
+    if any(c + extra > spec.max_summands for c in contributors):
+        raise PolicyError(
+            f"an entity has more than {spec.max_summands - extra} records"
+            + (" (plus the noise row)" if extra else "") + ", beyond the packing's headroom"
+        )
     key = paillier_key_of(ordered[0])
     vectors = [EncryptedVector.from_bytes(key, s.scores["packed"]) for s in ordered]
-    sums = {"packed": b64e(EncryptedVector.concat(vectors).sum_groups(groups).to_bytes())}
+    summed = EncryptedVector.concat(vectors).sum_groups(groups)
+    if policy is not None and released_ids:
+        summed = summed + _noise_vector(key, spec, policy, columns, len(released_ids))
+    sums = {"packed": b64e(summed.to_bytes())}
     doc = {
         "kind": "release",
         "version": 1,
@@ -106,6 +156,8 @@ def aggregate(
             "score_decimals": ordered[0].header["score_decimals"],
             "packing": spec.to_dict(),
             "min_contributors": min_contributors,
+            "clip": clip,
+            "noise": policy,
             "entities": len(released_ids),
             "suppressed": suppressed,
         },
@@ -113,3 +165,97 @@ def aggregate(
     }
     path = write_document(out, sign_document(doc, me.identity, me.card))
     return ReleaseResult(path=path, released=len(released_ids), suppressed=suppressed)
+
+
+def _check_noise_args(noise: str | None, epsilon: float | None, delta: float | None) -> None:
+    """PolicyError for an incoherent noise request (before any file is read)."""
+    if noise is None:
+        if epsilon is not None or delta is not None:
+            raise PolicyError("--epsilon/--delta need --noise laplace|gaussian")
+        return
+    if noise not in NOISE_MECHANISMS:
+        raise PolicyError(f"--noise must be one of {', '.join(NOISE_MECHANISMS)}, not '{noise}'")
+    if epsilon is None or not math.isfinite(epsilon) or epsilon <= 0:
+        raise PolicyError(f"--noise {noise} needs a finite --epsilon > 0")
+    if noise == "laplace" and delta not in (None, 0, 0.0):
+        raise PolicyError("--noise laplace is pure epsilon-DP; --delta applies only to --noise gaussian")
+    if noise == "gaussian" and (delta is None or not 0 < delta < 1):
+        raise PolicyError("--noise gaussian needs --delta in (0, 1)")
+
+
+def _common_clip(ordered: Sequence[Any]) -> dict[str, list[str]] | None:
+    """The clip ranges every submission declares, or None if they differ or some declare none."""
+    first = ordered[0].header.get("clip") or {}
+    for s in ordered[1:]:
+        if (s.header.get("clip") or {}) != first:
+            return None
+    return dict(first) or None
+
+
+def _noise_policy(
+    noise: str,
+    epsilon: float | None,
+    delta: float | None,
+    clip: Mapping[str, list[str]] | None,
+    columns: Sequence[str],
+    ordered: Sequence[Any],
+    spec: PackingSpec,
+) -> dict[str, Any]:
+    """The release header's noise parameters; PolicyError when they cannot be honoured."""
+    missing = [c for c in columns if clip is None or c not in clip]
+    if missing:
+        declared = {json.dumps(s.header.get("clip") or {}, sort_keys=True) for s in ordered}
+        why = ("the submissions declare different clip ranges" if len(declared) > 1
+               else f"no clip range declared for {', '.join(missing)}")
+        raise PolicyError(
+            f"noise needs every submission to declare the same clip range for every score column "
+            f"(pprl submit --clip COL=LO:HI): {why}"
+        )
+    eps = float(epsilon)  # checked by _check_noise_args
+    decimals = spec.decimals
+    sensitivity: dict[str, int] = {}
+    for c in columns:
+        lo, hi = encode_fixed(clip[c], decimals)
+        sensitivity[c] = max(abs(lo), abs(hi))
+    params: dict[str, dict[str, Any]] = {}
+    for c in columns:
+        if noise == "laplace":
+            scale = Fraction(sensitivity[c]) / Fraction(repr(eps))
+            if _LAPLACE_TAIL * scale > spec.bound:
+                raise PolicyError(f"noise scale for '{c}' is too large for the packing bound; raise --epsilon")
+            params[c] = {"scale": str(scale), "scale_float": float(scale)}
+        else:
+            sigma2 = gaussian_sigma(sensitivity[c], eps, float(delta))
+            if _GAUSSIAN_TAIL**2 * sigma2 > spec.bound**2:
+                raise PolicyError(f"noise sigma for '{c}' is too large for the packing bound; raise --epsilon")
+            params[c] = {"sigma2": str(sigma2), "sigma": math.sqrt(sigma2)}
+    return {
+        "mechanism": noise,
+        "epsilon": eps,
+        "delta": float(delta) if noise == "gaussian" else 0.0,
+        "bound": "classic: sigma = sqrt(2 ln(1.25/delta)) * sensitivity / epsilon" if noise == "gaussian"
+                 else "scale = sensitivity / epsilon",
+        "sensitivity_fixed": sensitivity,
+        "parameters": params,
+        "clip": {c: list(clip[c]) for c in columns},
+        "units": f"fixed point, 10^-{decimals}",
+        "noise_summands": 1,
+    }
+
+
+def _noise_vector(
+    key: PaillierPublicKey, spec: PackingSpec, policy: Mapping[str, Any], columns: Sequence[str], entities: int
+) -> EncryptedVector:
+    """One encrypted packed noise row per released entity (noise clipped to ±B, count slot 1)."""
+    b = spec.bound
+    matrix = np.empty((entities, len(columns)), dtype=object)
+    for j, c in enumerate(columns):
+        p = policy["parameters"][c]
+        if policy["mechanism"] == "laplace":
+            scale = Fraction(p["scale"])
+            draw = [discrete_laplace(scale) for _ in range(entities)]
+        else:
+            sigma2 = Fraction(p["sigma2"])
+            draw = [discrete_gaussian(sigma2) for _ in range(entities)]
+        matrix[:, j] = [min(max(v, -b), b) for v in draw]
+    return encrypt_packed(key, matrix, spec)
