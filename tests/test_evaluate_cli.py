@@ -65,14 +65,15 @@ def test_auto_threshold_is_recorded_in_the_header(world):
     assert header["threshold_choice"]["fit"]["converged"]
     assert header["blocking"]["method"] == "none"
     assert header["blocking"]["pairs_total"] == header["blocking"]["comparisons"] > 0
-    assert header["candidate_pairs"] == len(doc["payload"]["candidates"])
+    assert header["candidate_pairs"] == doc["payload"]["candidates"]["csv"].count("\n")
+    assert doc["payload"]["candidates"]["columns"][0] == "platform_a"
     entities = doc["payload"]["entities"]
     assert entities and all(0.0 <= e["match_probability"] <= 1.0 for e in entities)
     assert all(len(m) == 3 for e in entities for m in e["members"])  # [platform, token, similarity] unchanged
     assert min(m[2] for e in entities for m in e["members"]) >= header["threshold"]
     stderr = world["link_stderr"]
     assert f"threshold  {header['threshold']:.4f} (auto" in stderr
-    assert "blocking   none" in stderr and f"{len(entities)} entities" in stderr
+    assert "blocking   none" in stderr and f"{len(entities):,} entities" in stderr
 
 
 def test_fixed_threshold_and_forced_lsh(world, tmp_path):
@@ -170,3 +171,27 @@ def test_map_without_token_column_is_refused(world):
     w = world["dir"]
     with pytest.raises(DataValidationError, match="platform_1.csv"):
         evaluate_linkage(w / "linkage.json", [w / "data" / "platform_1.csv"], w / "data" / "truth.csv")
+
+
+def test_two_platform_curve_equals_re_solving(world, tmp_path):
+    """With two platforms the curve comes from the entities alone; it must equal re-solving the candidates."""
+    from pprl.parties import evaluation
+
+    out = tmp_path / "two.json"
+    two = [a for n in PLATFORMS[:2] for a in ("--submissions", world["dir"] / f"{n}.sub.json")]
+    run("link", "--me", world["key"]["bureau"], *world["cards"], *two, "--out", out)
+    maps2 = [world["dir"] / f"{n}.sub.json.map.csv" for n in PLATFORMS[:2]]
+    result = evaluate_linkage(out, maps2, world["dir"] / "data" / "truth.csv")
+    assert result.exact_curve[0].f1 == pytest.approx(result.quality.f1)
+    doc = read_document(out, "linkage")
+    maps = evaluation.read_maps(maps2, doc)
+    truth = {k: v for k, v in evaluation.read_truth(world["dir"] / "data" / "truth.csv").items()
+             if k[1] in set(maps.get(k[0], {}).values())}
+    candidates = [[pa, ta, pb, tb, float(s)] for pa, ta, pb, tb, s in
+                  evaluation._table(doc, "candidates", evaluation.CANDIDATE_COLUMNS, "x")]
+    to_key = {(p, t): (p, maps[p][t]) for p, t in evaluation._candidate_tokens(candidates)}
+    resolved = evaluation._exact_curve(candidates, to_key, truth, result.threshold, PLATFORMS[:2])
+    by_threshold = {round(p.threshold, 9): p for p in result.exact_curve}
+    for point in resolved:
+        fast = by_threshold[round(point.threshold, 9)]
+        assert (fast.predicted, fast.correct) == (point.predicted, point.correct)

@@ -313,6 +313,20 @@ def _check_datasets(datasets: Sequence[np.ndarray]) -> list[np.ndarray]:
     return arrays
 
 
+_BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _popcount64(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Set bits of each uint64 as uint8 (``np.bitwise_count`` on numpy >= 2, a byte table before)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x, out=out)
+    counts = _BYTE_POPCOUNT[np.ascontiguousarray(x).view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
+    if out is None:
+        return counts
+    out[...] = counts
+    return out
+
+
 def _lanes(x: np.ndarray) -> np.ndarray:
     n, nbytes = x.shape
     words = -(-nbytes // 8)
@@ -324,7 +338,7 @@ def _lanes(x: np.ndarray) -> np.ndarray:
 
 
 def _popcount_rows(lanes: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(lanes).sum(axis=1, dtype=np.int64)
+    return _popcount64(lanes).sum(axis=1, dtype=np.int64)
 
 
 def _keyed_ints(seed: bytes, label: str, n: int, count: int) -> np.ndarray:
@@ -342,7 +356,7 @@ def _random_hamming(arrays: list[np.ndarray], seed: bytes) -> np.ndarray:
         i = _keyed_ints(seed, f"random pairs {d} {e} left", arrays[d].shape[0], per)
         j = _keyed_ints(seed, f"random pairs {d} {e} right", arrays[e].shape[0], per)
         a, b = _lanes(arrays[d][i]), _lanes(arrays[e][j])
-        out.append(np.bitwise_count(a ^ b).sum(axis=1, dtype=np.int64))
+        out.append(_popcount64(a ^ b).sum(axis=1, dtype=np.int64))
     return np.concatenate(out)
 
 
@@ -447,7 +461,7 @@ def _dice_filter(
             np.take(la_t[k], ii, out=wa)
             np.take(lb_t[k], jj, out=wb)
             np.bitwise_and(wa, wb, out=wa)
-            np.bitwise_count(wa, out=cnt)
+            _popcount64(wa, out=cnt)
             np.add(inter, cnt, out=inter)
         pa, pb = ca[ii], cb[jj]
         denom = (pa + pb).astype(np.float64)

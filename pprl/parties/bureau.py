@@ -10,10 +10,12 @@ with keyed LSH when that pays (:mod:`pprl.linkage.blocking`).
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,12 +36,15 @@ from pprl.documents import (
 )
 from pprl.errors import DocumentError, KeyMismatchError, PolicyError
 from pprl.linkage.blocking import BlockingReport, derive_seed, lsh_candidates, plan_blocking
-from pprl.linkage.similarity import find_candidates
-from pprl.linkage.solve import greedy_solve, group_similarities
+from pprl.linkage.similarity import Candidates, find_candidates
+from pprl.linkage.solve import greedy_solve
 from pprl.linkage.thresholds import best_match_sample, choose_threshold
 from pprl.parties.identity import PartyKey
 
 __all__ = [
+    "CANDIDATE_COLUMNS",
+    "SAMPLE_COLUMNS",
+    "SAMPLE_SIZE",
     "LoadedSubmission",
     "LinkResult",
     "load_submission",
@@ -159,6 +164,49 @@ def _check_threshold(threshold: float | str) -> float | None:
     return float(threshold)
 
 
+#: Columns of the linkage payload's candidate table (CSV text, one row per candidate pair).
+CANDIDATE_COLUMNS = ("platform_a", "token_a", "platform_b", "token_b", "similarity")
+#: Columns of the payload's sample table: a sampled record's best and second-best match on another platform.
+SAMPLE_COLUMNS = ("platform", "token", "other_platform", "partner_token", "best", "second_best")
+
+
+def _csv_text(rows: Iterable[list[Any]]) -> str:
+    """Rows as CSV text: one JSON string is far cheaper to write than a list per row."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def _member_similarities(
+    groups: Sequence[Sequence[tuple[int, int]]], candidates: Candidates, sizes: Sequence[int]
+) -> list[list[float]]:
+    """Each member's best similarity to a fellow member (as ``solve.group_similarities``), vectorised."""
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    group_of = np.full(int(offsets[-1]), -1, dtype=np.int64)
+    flat_members = [offsets[d] + r for group in groups for d, r in group]
+    group_ids = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
+    if flat_members:
+        group_of[np.array(flat_members, dtype=np.int64)] = group_ids
+    best = np.full(int(offsets[-1]), np.nan)
+    if len(candidates):
+        a = offsets[candidates.dataset[:, 0]] + candidates.record[:, 0]
+        b = offsets[candidates.dataset[:, 1]] + candidates.record[:, 1]
+        same = (group_of[a] >= 0) & (group_of[a] == group_of[b]) & (a != b)
+        sim = candidates.similarity[same]
+        ends = np.concatenate([a[same], b[same]])
+        values = np.concatenate([sim, sim])
+        order = np.lexsort((-values, ends))  # per record, highest first
+        ends, values = ends[order], values[order]
+        first = np.r_[True, ends[1:] != ends[:-1]] if ends.shape[0] else np.zeros(0, bool)
+        best[ends[first]] = values[first]
+    out = best[np.array(flat_members, dtype=np.int64)].tolist() if flat_members else []
+    result, k = [], 0
+    for group in groups:
+        result.append(out[k : k + len(group)])
+        k += len(group)
+    return result
+
+
 def _pair_codes(dataset: np.ndarray, record: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
     """One int64 per (dataset, record) pair, order-free, for membership tests."""
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -229,7 +277,7 @@ def link(
             have = _pair_codes(candidates.dataset, candidates.record, sizes)
             sample_pc = float(np.isin(_pair_codes(pairs, recs, sizes), have).mean())
     groups = greedy_solve(candidates)
-    sims = group_similarities(groups, candidates)
+    sims = _member_similarities(groups, candidates, sizes)
     # An entity's match probability: the lowest posterior among its members' links.
     probabilities: list[float | None] = [None] * len(groups)
     if groups:
@@ -238,9 +286,11 @@ def link(
         if post is not None:
             starts = np.concatenate([[0], np.cumsum([len(g) for g in groups])[:-1]])
             probabilities = np.round(np.minimum.reduceat(post, starts), 6).tolist()
+    names = [s.platform for s in subs]
+    tokens = [s.tokens for s in subs]
     entities = []
     for number, (group, group_sims, probability) in enumerate(zip(groups, sims, probabilities), start=1):
-        members = [[subs[d].platform, subs[d].tokens[r], round(float(s), 6)] for (d, r), s in zip(group, group_sims)]
+        members = [[names[d], tokens[d][r], round(s, 6)] for (d, r), s in zip(group, group_sims)]
         entities.append({"entity_id": f"E{number:07d}", "members": members, "match_probability": probability})
     pairs_total = int(sum(a * b for a, b in itertools.combinations(sizes, 2)))
     comparisons = report.comparisons if report is not None else pairs_total
@@ -260,20 +310,19 @@ def link(
             pair_completeness_at_threshold=report.pair_completeness_at_threshold,
             sample_pair_completeness=sample_pc,
         )
-    names = [s.platform for s in subs]
-    candidate_rows = [
-        [names[d0], subs[d0].tokens[r0], names[d1], subs[d1].tokens[r1], round(float(sim), 6)]
+    candidate_rows = _csv_text(
+        [names[d0], tokens[d0][r0], names[d1], tokens[d1][r1], round(sim, 6)]
         for sim, (d0, d1), (r0, r1) in zip(
             candidates.similarity.tolist(), candidates.dataset.tolist(), candidates.record.tolist()
         )
-    ]
-    sample_rows = [
-        [names[d], subs[d].tokens[r], names[e], subs[e].tokens[p], round(s1, 6), None if math.isnan(s2) else round(s2, 6)]
+    )
+    sample_rows = _csv_text(
+        [names[d], tokens[d][r], names[e], tokens[e][p], round(s1, 6), "" if math.isnan(s2) else round(s2, 6)]
         for d, r, e, p, s1, s2 in zip(
             sample.dataset.tolist(), sample.record.tolist(), sample.other.tolist(),
             sample.partner.tolist(), sample.top1.tolist(), sample.top2.tolist(),
         )
-    ]
+    )
     first = subs[0].header
     doc = {
         "kind": "linkage",
@@ -297,8 +346,8 @@ def link(
         },
         "payload": {
             "entities": entities,
-            "candidates": candidate_rows,
-            "sample": sample_rows,
+            "candidates": {"columns": list(CANDIDATE_COLUMNS), "csv": candidate_rows},
+            "sample": {"columns": list(SAMPLE_COLUMNS), "csv": sample_rows},
         },
     }
     path = write_document(out, sign_document(doc, me.identity, me.card))

@@ -36,6 +36,8 @@ What is measured, and why it is sound:
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -59,13 +61,14 @@ from pprl.linkage.evaluate import (
 )
 from pprl.linkage.similarity import Candidates
 from pprl.linkage.solve import greedy_solve
-from pprl.parties.bureau import load_linkage
+from pprl.parties.bureau import CANDIDATE_COLUMNS, SAMPLE_COLUMNS, load_linkage
 from pprl.parties.tables import read_table, require_columns
 
 __all__ = ["Evaluation", "TRUTH_COLUMNS", "evaluate_linkage", "evaluation_json", "read_maps", "read_truth"]
 
 TRUTH_COLUMNS = ("platform", "user_id", "person")
 _EXACT_STEPS = 25
+_EXACT_WORK = 2_000_000  # candidate pairs re-solved in all, at most (more than two platforms)
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,23 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def _platform_tokens(doc: dict[str, Any]) -> dict[str, set[str]]:
+def _table(doc: dict[str, Any], name: str, columns: Sequence[str], source: str) -> list[list[str]]:
+    """A CSV table of the linkage payload (``candidates``, ``sample``) as rows of strings; [] if absent."""
+    table = doc.get("payload", {}).get(name)
+    if table is None:
+        return []
+    try:
+        if list(table["columns"]) != list(columns):
+            raise DocumentError(f"{source}: linkage payload table '{name}' has unexpected columns")
+        rows = list(csv.reader(io.StringIO(table["csv"])))
+    except (KeyError, TypeError, csv.Error):
+        raise DocumentError(f"{source}: linkage payload table '{name}' is malformed") from None
+    if any(len(row) != len(columns) for row in rows):
+        raise DocumentError(f"{source}: linkage payload table '{name}' has rows of the wrong width")
+    return rows
+
+
+def _platform_tokens(doc: dict[str, Any], source: str) -> dict[str, set[str]]:
     """Every token the linkage mentions, by platform."""
     tokens: dict[str, set[str]] = defaultdict(set)
     payload = doc.get("payload", {})
@@ -136,14 +155,14 @@ def _platform_tokens(doc: dict[str, Any]) -> dict[str, set[str]]:
         for entity in payload.get("entities", []):
             for platform, token, _ in entity["members"]:
                 tokens[platform].add(token)
-        for pa, ta, pb, tb, _ in payload.get("candidates", []):
-            tokens[pa].add(ta)
-            tokens[pb].add(tb)
-        for row in payload.get("sample", []):
-            tokens[row[0]].add(row[1])
-            tokens[row[2]].add(row[3])
     except (KeyError, TypeError, ValueError):
-        raise DocumentError("linkage payload is malformed") from None
+        raise DocumentError(f"{source}: linkage payload is malformed") from None
+    for pa, ta, pb, tb, _ in _table(doc, "candidates", CANDIDATE_COLUMNS, source):
+        tokens[pa].add(ta)
+        tokens[pb].add(tb)
+    for p, t, q, pt, _, _ in _table(doc, "sample", SAMPLE_COLUMNS, source):
+        tokens[p].add(t)
+        tokens[q].add(pt)
     return tokens
 
 
@@ -162,7 +181,7 @@ def read_maps(
     its submission's record count.  Refuses, naming the platform, a linked
     platform left without a map.
     """
-    known = _platform_tokens(doc)
+    known = _platform_tokens(doc, source)
     platforms = [s.get("platform") for s in doc.get("header", {}).get("submissions", [])]
     records = {s.get("platform"): s.get("records") for s in doc.get("header", {}).get("submissions", [])}
     out: dict[str, dict[str, str]] = {}
@@ -226,7 +245,15 @@ def _exact_curve(
     candidates: list[list[Any]], to_key: dict[tuple[str, str], tuple[str, str]], truth: dict, threshold: float,
     platforms: list[str],
 ) -> list[CurvePoint]:
-    """Re-solve the stored candidates at thresholds from the linkage's own up to 1."""
+    """Re-solve the stored candidates at thresholds from the linkage's own up to 1.
+
+    The greedy solver takes candidates in decreasing similarity, so solving
+    the candidates at or above a higher threshold gives exactly the groups a
+    linkage at that threshold would have had.  (Ties are broken by record
+    index; records are renumbered here, so a tie may go the other way.)
+    Each step re-runs the solver: the number of steps shrinks for large
+    linkages (see :func:`_pair_curve` for the fast two-platform case).
+    """
     if not candidates:
         return []
     index: dict[tuple[str, str], tuple[int, int]] = {}
@@ -250,12 +277,30 @@ def _exact_curve(
     dset = np.array(dsets, dtype=np.int64)
     rec = np.array(recs, dtype=np.int64)
     points = []
-    for t in np.linspace(threshold, 1.0, _EXACT_STEPS):
+    steps = max(3, min(_EXACT_STEPS, _EXACT_WORK // len(candidates)))
+    for t in np.linspace(threshold, 1.0, steps):
         keep = sim >= t - 1e-12
         groups = greedy_solve(Candidates(sim[keep], dset[keep], rec[keep]))
         q = evaluate_groups([[back[m] for m in g] for g in groups], truth)
         points.append(CurvePoint(float(t), q.precision, q.recall, q.f1, q.predicted_pairs, q.correct_pairs))
     return points
+
+
+def _pair_curve(entities: list[dict[str, Any]], groups: list[list[tuple[str, str]]], truth: dict, true_pairs: int,
+                threshold: float) -> list[CurvePoint]:
+    """Two platforms: entities are pairs, and a linkage at a higher threshold keeps exactly those at or above it.
+
+    (The greedy solver takes pairs in decreasing similarity, and with two
+    platforms a pair joins two free records; the pairs it has taken by the
+    time it reaches a threshold are the entities whose similarity reaches it.)
+    """
+    sims = [min(float(m[2]) for m in e["members"]) for e in entities]
+    missing = object()
+    right = [len(g) == 2 and truth.get(g[0], missing) is not missing and truth.get(g[0]) == truth.get(g[1], missing)
+             for g in groups]
+    grid = np.linspace(threshold, 1.0, _EXACT_STEPS)
+    points = threshold_curve(sims, right, true_pairs, grid - 1e-9)
+    return [CurvePoint(float(t), p.precision, p.recall, p.f1, p.predicted, p.correct) for t, p in zip(grid, points)]
 
 
 def _plot(
@@ -339,11 +384,12 @@ def evaluate_linkage(
     try:
         entities = payload["entities"]
         groups = [[key(p, t) for p, t, _ in e["members"]] for e in entities]
-        candidates = payload.get("candidates", [])
-        cand_pairs = [(key(pa, ta), key(pb, tb)) for pa, ta, pb, tb, _ in candidates]
-        sample = payload.get("sample", [])
+        candidates = [[pa, ta, pb, tb, float(sim)] for pa, ta, pb, tb, sim in _table(doc, "candidates", CANDIDATE_COLUMNS, str(linkage))]
+        sample = [[p, t, q, pt, float(s1), float(s2) if s2 else None]
+                  for p, t, q, pt, s1, s2 in _table(doc, "sample", SAMPLE_COLUMNS, str(linkage))]
     except (KeyError, TypeError, ValueError):
         raise DocumentError(f"{linkage}: linkage payload is malformed") from None
+    cand_pairs = [(key(pa, ta), key(pb, tb)) for pa, ta, pb, tb, _ in candidates]
     quality = evaluate_groups(groups, truth_map)
     completeness = pair_completeness(cand_pairs, truth_map)
     threshold = float(header.get("threshold", 0.0))
@@ -377,8 +423,11 @@ def evaluate_linkage(
         checked = len(wanted)
         if wanted:
             blocking_pc = sum(1 for w in wanted if w in cand_set) / len(wanted)
-    exact = _exact_curve(candidates, {(p, t): key(p, t) for p, t in _candidate_tokens(candidates)}, truth_map,
-                         threshold, platforms)
+    if len(platforms) == 2 and all(len(g) == 2 for g in groups):
+        exact = _pair_curve(entities, groups, truth_map, quality.true_pairs, threshold)
+    else:
+        exact = _exact_curve(candidates, {(p, t): key(p, t) for p, t in _candidate_tokens(candidates)}, truth_map,
+                             threshold, platforms)
     plot_path = None
     if plot is not None:
         cand_sims = np.array([float(c[4]) for c in candidates], dtype=np.float64)
