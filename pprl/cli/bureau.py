@@ -12,7 +12,7 @@ from pprl.parties.identity import load_cards, load_key
 FILE = click.Path(dir_okay=False)
 
 
-class _Threshold(click.ParamType):
+class ThresholdType(click.ParamType):
     """``auto`` or a number in (0, 1]."""
 
     name = "auto|NUMBER"
@@ -42,7 +42,7 @@ def link_report(result) -> list[str]:
     else:
         how = "fixed"
     lines = [
-        f"wrote {result.path}: {result.entities} entities from {result.linked_records} records",
+        f"wrote {result.path}: {result.entities:,} entities from {result.linked_records:,} records",
         f"  threshold  {result.threshold:.4f} ({how})",
     ]
     if result.blocking == "lsh":
@@ -68,7 +68,7 @@ def link_report(result) -> list[str]:
 @click.option("--cards", multiple=True, required=True, type=FILE,
               help="A platform's card; repeat once per platform. Submissions must be signed by one of them.")
 @click.option("--submissions", multiple=True, required=True, type=FILE, help="A submission; repeat once per platform.")
-@click.option("--threshold", type=_Threshold(), default="auto", show_default=True,
+@click.option("--threshold", type=ThresholdType(), default="auto", show_default=True,
               help="Dice similarity at or above which two records may be the same person, or 'auto' to choose "
                    "it from the similarity distribution of a sample of records (no labels needed).")
 @click.option("--blocking", type=click.Choice(["auto", "lsh", "none"]), default="auto", show_default=True,

@@ -9,6 +9,7 @@ import sys
 import click
 
 from pprl.cli import cli, progress_wanted, say
+from pprl.cli.bureau import ThresholdType
 from pprl.documents import header_of, read_document
 
 DOCUMENT_KINDS = ("key", "card", "share", "secret", "paillier-pub", "paillier-key", "submission", "linkage", "release",
@@ -71,7 +72,8 @@ def synth_cmd(people, platforms, out, seed, overlap, corruption) -> None:
 @click.option("--platforms", type=click.IntRange(2), default=3, show_default=True, help="Number of platforms.")
 @click.option("--workdir", required=True, type=click.Path(file_okay=False), help="Directory to run the consortium in.")
 @click.option("--bits", type=click.IntRange(2048), default=2048, show_default=True, help="Paillier modulus size.")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True)
+@click.option("--threshold", type=ThresholdType(), default="auto", show_default=True,
+              help="Dice threshold for linking: 'auto' (chosen from the data) or a number.")
 @click.option("--min-contributors", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the synthetic population.")
 @click.option("--exact", is_flag=True,

@@ -84,7 +84,7 @@ def run_consortium(
     people: int = 1000,
     platforms: int = 3,
     bits: int = 2048,
-    threshold: float = 0.8,
+    threshold: float | str = "auto",
     min_contributors: int = 2,
     seed: int = 0,
     echo: Callable[[str], None] = lambda message: None,
