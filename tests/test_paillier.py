@@ -238,7 +238,7 @@ def test_length_mismatch_refused(keys):
 
 
 def test_key_mismatch(keys, other_keys):
-    (pub, priv), (pub2, priv2) = keys, other_keys
+    (pub, _priv), (pub2, priv2) = keys, other_keys
     a, b = encrypt_vector(pub, [1]), encrypt_vector(pub2, [1])
     with pytest.raises(KeyMismatchError):
         a + b
