@@ -28,20 +28,19 @@ matches to find.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import importlib.util
 import os
 import statistics
 import sys
 import time
-import types
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from pprl.linkage import similarity
+
+from anchors import optional_anonlink as load_anonlink  # noqa: E402
+from anchors import to_bitarrays  # noqa: E402
 
 __all__ = ["main", "make_filters"]
 
@@ -66,46 +65,6 @@ def make_filters(
     flips = rng.random((copies, bits)) < rng.uniform(0.0, 0.2, size=(copies, 1))
     b[dst] = a[src] ^ np.packbits(flips, axis=1)
     return a, b
-
-
-def load_anonlink() -> Any | None:
-    """anonlink, or None when it is not installed.
-
-    anonlink 0.15 does ``import pkg_resources`` only for its version; recent
-    setuptools no longer ships it, so a stand-in is used for the import.
-    """
-    if importlib.util.find_spec("anonlink") is None:
-        return None
-    added = False
-    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
-        shim = types.ModuleType("pkg_resources")
-        shim.get_distribution = lambda name: types.SimpleNamespace(  # type: ignore[attr-defined]
-            version=importlib.metadata.version(name)
-        )
-        sys.modules["pkg_resources"] = shim
-        added = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import anonlink
-            import anonlink.candidate_generation
-            import anonlink.similarities
-    finally:
-        if added:
-            del sys.modules["pkg_resources"]
-    return anonlink
-
-
-def to_bitarrays(x: np.ndarray) -> list:
-    """Rows as big-endian bitarrays, clkhash's layout."""
-    from bitarray import bitarray
-
-    out = []
-    for row in x:
-        ba = bitarray(endian="big")
-        ba.frombytes(row.tobytes())
-        out.append(ba)
-    return out
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

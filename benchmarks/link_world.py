@@ -10,27 +10,23 @@ bitarrays anonlink and clkhash use.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import os
 import resource
 import statistics
-import sys
 import time
-import types
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pprl.documents import Card
 from pprl.parties.identity import PartyKey, init_party, load_card, load_key
 from pprl.parties.platform import submit
 from pprl.parties.secret import combine_secrets, load_secret, share_secret
+
+from anchors import load_anonlink, to_bitarrays  # noqa: E402,F401  (re-exported)
 
 __all__ = [
     "World",
@@ -88,43 +84,6 @@ def build_world(
 def truth_of(population_truth: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(platform, user_id) -> person from pprl.synth's truth frame."""
     return {(p, u): person for p, u, person in population_truth[["platform", "user_id", "person"]].itertuples(index=False)}
-
-
-def load_anonlink() -> Any:
-    """anonlink, importing it with a ``pkg_resources`` stand-in (it only asks for its version)."""
-    if importlib.util.find_spec("anonlink") is None:
-        raise SystemExit("anonlink is not installed: pip install 'pprl[bench]'")
-    added = False
-    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
-        shim = types.ModuleType("pkg_resources")
-        shim.get_distribution = lambda name: types.SimpleNamespace(  # type: ignore[attr-defined]
-            version=importlib.metadata.version(name)
-        )
-        sys.modules["pkg_resources"] = shim
-        added = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import anonlink
-            import anonlink.candidate_generation
-            import anonlink.similarities
-            import anonlink.solving
-    finally:
-        if added:
-            del sys.modules["pkg_resources"]
-    return anonlink
-
-
-def to_bitarrays(x: np.ndarray) -> list:
-    """Rows as big-endian bitarrays (clkhash's layout), for anonlink."""
-    from bitarray import bitarray
-
-    out = []
-    for row in x:
-        ba = bitarray(endian="big")
-        ba.frombytes(row.tobytes())
-        out.append(ba)
-    return out
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
