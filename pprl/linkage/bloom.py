@@ -161,9 +161,17 @@ class TokenHasher:
         if self.hash_type == "blakeHash":
             key = self.keys[0]
             macs = (k + 31) // 32
-            salts = [str(i).encode() for i in range(macs)]
-            digests = b"".join([blake2b(t.encode(enc), key=key, salt=salt).digest()
-                                for t in tokens for salt in salts])
+            # A keyed, salted BLAKE2b state copied per token skips re-hashing the key block.
+            bases = [blake2b(key=key, salt=str(i).encode()) for i in range(macs)]
+            parts = []
+            add = parts.append
+            for t in tokens:
+                data = t.encode(enc)
+                for base in bases:
+                    h = base.copy()
+                    h.update(data)
+                    add(h.digest())
+            digests = b"".join(parts)
             shorts = np.frombuffer(digests, dtype="<u2").reshape(n, 32 * macs)[:, :k]
             pos = (shorts & (length - 1)).astype(np.intp)
         else:
@@ -174,10 +182,13 @@ class TokenHasher:
             pos = ((h[:, :1] + np.arange(k, dtype=np.int64)[None, :] * h[:, 1:]) % length).astype(np.intp)
         grid = np.zeros((n, length), dtype=np.uint8)
         grid[np.repeat(np.arange(n), pos.shape[1]), pos.ravel()] = 1
-        blob = np.packbits(grid, axis=1).tobytes()
+        blob = memoryview(np.packbits(grid, axis=1)).cast("B")
         width = (length + 7) // 8
         pad = -length % 8
-        return [int.from_bytes(blob[i * width:(i + 1) * width], "big") >> pad for i in range(n)]
+        from_bytes = int.from_bytes
+        if pad:
+            return [from_bytes(blob[i:i + width], "big") >> pad for i in range(0, n * width, width)]
+        return [from_bytes(blob[i:i + width], "big") for i in range(0, n * width, width)]
 
 
 def fold_masks(masks: list[int], length: int, folds: int) -> list[int]:

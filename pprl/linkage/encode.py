@@ -37,7 +37,8 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import reduce
-from operator import or_
+from itertools import chain, repeat
+from operator import itemgetter, or_
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -46,7 +47,7 @@ from tqdm import tqdm
 
 from pprl.errors import DataValidationError, DocumentError, PPRLError
 from pprl.linkage.bloom import TokenHasher, fold_masks, masks_to_bytes
-from pprl.linkage.field_formats import FieldFormat
+from pprl.linkage.field_formats import FieldFormat, StringFormat
 from pprl.linkage.keys import derive_feature_keys, secret_bytes
 from pprl.linkage.normalise import Normaliser
 from pprl.linkage.schema import Feature, Hashing, Schema
@@ -226,24 +227,107 @@ class _FeatureEncoder(dict):
 
         Invalid values are skipped here; they raise when looked up.
         """
-        pending = []
-        need: dict[int, set[str]] = {}
-        for value in set(values).difference(self):
-            try:
-                groups = self.groups(value)
-            except _Invalid:
-                continue
-            pending.append((value, groups))
-            for k, tokens in groups:
-                need.setdefault(k, set()).update(tokens)
-        if not pending:
+        new = set(values).difference(self)
+        if not new:
             return
-        for k, tokens in need.items():
-            self.hasher.fill(k, tokens.difference(self.hasher.cache(k)))
-        if len(self) + len(pending) > VALUE_CACHE_SIZE:
+        hashing = self.hashing
+        missing = hashing.missing_value
+        sentinel = missing.sentinel if missing is not None else None
+        replacement = missing.replace_with if missing is not None else None
+        fmt = self.format
+        check = fmt.check
+        # A plain string format (no pattern or case rule) is checked inline below:
+        # length bounds and encodability, exactly what its ``check`` tests.
+        plain = type(fmt) is StringFormat and fmt.pattern is None and fmt.case == "mixed"
+        if plain:
+            min_len = fmt.min_length or 0
+            max_len = fmt.max_length if fmt.max_length is not None else math.inf
+            text_encoding = fmt.encoding
+        # Formats whose normalise is the identity (strings, enums) skip the call.
+        fnorm = None if getattr(fmt, "normalise_is_identity", False) else fmt.normalise
+        comparison = hashing.comparison
+        tokenize = getattr(comparison, "tokenizer", comparison.tokenize)
+        normaliser = self.normaliser
+        refused = self.refused
+        per_token = hashing.strategy == "bitsPerToken"
+        bits = hashing.bits
+        zeros: list[str] = []  # values without bits (no tokens, or refused by the normaliser)
+        # Valid values grouped by their number of tokens, which fixes how many bits
+        # each token gets: number of tokens -> (values, their token lists).
+        by_len: dict[int, tuple[list[str], list[list[str]]]] = {}
+        for value in new:
+            if value == sentinel:
+                text = replacement  # clkhash neither checks nor normalises these
+            else:
+                if normaliser is not None:
+                    canonical = normaliser(value)
+                    if canonical is None:  # missing or refused by the normaliser: no bits
+                        refused[value] = any(ch.isalnum() for ch in value)
+                        zeros.append(value)
+                        continue
+                else:
+                    canonical = value
+                if plain:
+                    if not min_len <= len(canonical) <= max_len:
+                        continue  # invalid: raises when looked up
+                    try:
+                        canonical.encode(text_encoding)
+                    except UnicodeEncodeError:
+                        continue
+                elif check(canonical):
+                    continue  # invalid: raises when looked up
+                text = canonical if fnorm is None else fnorm(canonical)
+            try:
+                tokens = tokenize(text)
+            except (ValueError, OverflowError):
+                continue  # invalid: raises when looked up
+            group = by_len.get(len(tokens))
+            if group is None:
+                group = by_len[len(tokens)] = ([], [])
+            group[0].append(value)
+            group[1].append(tokens)
+        # Per group: [(k, token lists whose tokens are inserted k times), ...]; with
+        # bitsPerFeature the first `extra` tokens of a value get k + 1 bits, the rest k.
+        specs: list[tuple[list[str], list[tuple[int, list[list[str]]]]]] = []
+        need: dict[int, list[list[list[str]]]] = {}
+        for count, (vals, lists) in by_len.items():
+            parts: list[tuple[int, list[list[str]]]] = []
+            if count:
+                if per_token:
+                    if bits:
+                        parts.append((bits, lists))
+                else:
+                    k, extra = divmod(bits, count)
+                    if extra:
+                        parts.append((k + 1, list(map(itemgetter(slice(None, extra)), lists))))
+                    if k:
+                        parts.append((k, list(map(itemgetter(slice(extra, None)), lists))
+                                      if extra else lists))
+            if not parts:
+                zeros.extend(vals)
+                continue
+            specs.append((vals, parts))
+            for k, token_lists in parts:
+                need.setdefault(k, []).append(token_lists)
+        if not specs and not zeros:
+            return
+        hasher = self.hasher
+        getters: dict[int, Any] = {}
+        for k, nested in need.items():
+            cache = hasher.cache(k)
+            wanted = set(chain.from_iterable(chain.from_iterable(nested)))
+            hasher.fill(k, wanted.difference(cache))
+            getters[k] = cache.__getitem__
+        if len(self) + len(zeros) + sum(len(vals) for vals, _ in specs) > VALUE_CACHE_SIZE:
             self.clear()
-        for value, groups in pending:
-            self[value] = self._or(groups)
+        self.update(dict.fromkeys(zeros, 0))
+        for vals, parts in specs:
+            masks: Any = None
+            for k, token_lists in parts:
+                # reduce(or_, map(token -> mask, tokens)) for every value, all in C.
+                part = map(reduce, repeat(or_), map(map, repeat(getters[k]), token_lists))
+                masks = part if masks is None else map(or_, masks, part)
+            self.update(zip(vals, masks))
 
 
 @contextmanager

@@ -60,6 +60,7 @@ class StringFormat:
     pattern: str | None = None
     description: str | None = None
     type: ClassVar[str] = "string"
+    normalise_is_identity: ClassVar[bool] = True  # lets the encoder skip the call
     _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -68,9 +69,10 @@ class StringFormat:
 
     def check(self, value: str) -> str | None:
         """Return why ``value`` breaks this format (without quoting it), or None."""
-        problem = _encoding_problem(value, self.encoding)
-        if problem:
-            return problem
+        try:
+            value.encode(self.encoding)
+        except UnicodeEncodeError:
+            return f"value cannot be encoded as {self.encoding}"
         if self._regex is not None:
             if self._regex.fullmatch(value) is None:
                 return f"value does not match pattern {self.pattern!r}"
@@ -158,6 +160,7 @@ class EnumFormat:
     values: tuple[str, ...]
     description: str | None = None
     type: ClassVar[str] = "enum"
+    normalise_is_identity: ClassVar[bool] = True  # lets the encoder skip the call
     encoding: ClassVar[str] = "utf-8"
     _set: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 

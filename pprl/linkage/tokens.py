@@ -10,6 +10,7 @@ neighbourhoods. Duplicated n-grams are kept, in order, because the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -51,6 +52,21 @@ class NgramComparison:
         if n == 1:
             return list(word)
         return [word[i:i + n] for i in range(count)]
+
+    @property
+    def tokenizer(self) -> Callable[[str], list[str]]:
+        """``tokenize`` itself, or an equivalent plain function for the common bigrams."""
+        if self.n == 2 and not self.positional:
+            return _bigrams
+        return self.tokenize
+
+
+def _bigrams(word: str) -> list[str]:
+    """``NgramComparison(2).tokenize`` without the attribute lookups (the encoder's hot path)."""
+    if not word:
+        return []
+    word = f" {word} "
+    return [word[i:i + 2] for i in range(len(word) - 1)]
 
 
 @dataclass(frozen=True)
