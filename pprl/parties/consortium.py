@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -20,16 +21,25 @@ from pathlib import Path
 import pandas as pd
 
 from pprl.audit import verify_log
+from pprl.documents import Card
 from pprl.errors import DocumentError
 from pprl.linkage.evaluate import LinkageQuality, evaluate_groups
 from pprl.parties.authority import decrypt_release, paillier_keygen
 from pprl.parties.bureau import link, load_linkage
-from pprl.parties.release import aggregate
-from pprl.parties.identity import init_party, load_card, load_key
+from pprl.parties.identity import PartyKey, init_party, load_key
 from pprl.parties.platform import submit
+from pprl.parties.release import aggregate
 from pprl.parties.secret import combine_secrets, share_secret
 
-__all__ = ["ConsortiumSummary", "prepare_workdir", "run_consortium", "SCHEMA_PATH", "SCORE_COLUMNS"]
+__all__ = [
+    "ConsortiumSummary",
+    "StepTimer",
+    "make_identities",
+    "prepare_workdir",
+    "run_consortium",
+    "SCHEMA_PATH",
+    "SCORE_COLUMNS",
+]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "examples" / "schema-cn.json"
 SCORE_COLUMNS = ("repay_score", "spend_score")
@@ -78,6 +88,32 @@ def prepare_workdir(workdir: Path) -> None:
     (workdir / _MARKER).write_text("created by pprl demo; removed and rebuilt by the next run\n")
 
 
+class StepTimer:
+    """``with step("link"):`` announces a step and adds its wall time to ``timings``."""
+
+    def __init__(self, timings: dict[str, float], echo: Callable[[str], None]) -> None:
+        self.timings, self.echo = timings, echo
+
+    @contextmanager
+    def __call__(self, label: str) -> Iterator[None]:
+        self.echo(f"[{label}]")
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[label] = self.timings.get(label, 0.0) + time.perf_counter() - start
+
+
+def make_identities(keys_dir: Path, platforms: list[str]) -> tuple[dict[str, PartyKey], dict[str, Card]]:
+    """Identities for the platforms, a bureau and an authority, as each would make its own."""
+    for name in platforms:
+        init_party(name, "platform", keys_dir)
+    init_party("bureau", "bureau", keys_dir)
+    init_party("authority", "authority", keys_dir)
+    keys = {n: load_key(keys_dir / f"{n}.key") for n in [*platforms, "bureau", "authority"]}
+    return keys, {n: key.card for n, key in keys.items()}
+
+
 def run_consortium(
     workdir: str | os.PathLike[str],
     *,
@@ -98,28 +134,13 @@ def run_consortium(
     timings: dict[str, float] = {}
     names = [f"platform_{k}" for k in range(1, platforms + 1)]
 
-    def step(label: str):
-        class _Timer:
-            def __enter__(self):
-                echo(f"[{label}]")
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timings[label] = time.perf_counter() - self.start
-
-        return _Timer()
+    step = StepTimer(timings, echo)
 
     with step("synth"):
         population = generate_population(people, platforms, seed=seed, progress=progress)
         write_population(population, root / "data")
     with step("identities"):
-        keys_dir = root / "keys"
-        for name in names:
-            init_party(name, "platform", keys_dir)
-        init_party("bureau", "bureau", keys_dir)
-        init_party("authority", "authority", keys_dir)
-        keys = {n: load_key(keys_dir / f"{n}.key") for n in [*names, "bureau", "authority"]}
-        cards = {n: load_card(keys_dir / f"{n}.card.json") for n in keys}
+        keys, cards = make_identities(root / "keys", names)
     with step("secret"):
         shares = []
         for name in names:

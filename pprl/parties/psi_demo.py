@@ -8,7 +8,6 @@ truth and every decrypted sum against the plaintext.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -22,7 +21,7 @@ from pprl.errors import (
     PolicyError,
 )
 from pprl.linkage.identifiers import normaliser_for
-from pprl.parties.consortium import prepare_workdir
+from pprl.parties.consortium import StepTimer, make_identities, prepare_workdir
 
 #: Names the construction (group, hash to group, document layout); refused if different.
 from pprl.parties.psi import (  # noqa: E402
@@ -109,7 +108,6 @@ def run_exact_demo(
     """
     from pprl.audit import verify_log
     from pprl.parties.authority import decrypt_release, paillier_keygen
-    from pprl.parties.identity import init_party, load_card, load_key
     from pprl.synth import generate_population, write_population
 
     if platforms < 2:
@@ -119,32 +117,17 @@ def run_exact_demo(
     timings: dict[str, float] = {}
     names = [f"platform_{k}" for k in range(1, platforms + 1)]
 
-    class _Step:
-        def __init__(self, label: str) -> None:
-            self.label = label
+    timed = StepTimer(timings, echo)
 
-        def __enter__(self) -> None:
-            echo(f"[{self.label}]")
-            self.start = time.perf_counter()
-
-        def __exit__(self, *exc: object) -> None:
-            timings[self.label] = timings.get(self.label, 0.0) + time.perf_counter() - self.start
-
-    with _Step("synth"):
+    with timed("synth"):
         population = generate_population(people, platforms, seed=seed, corruption=0.0, progress=progress)
         write_population(population, root / "data")
-    with _Step("identities"):
-        keys_dir = root / "keys"
-        for name in names:
-            init_party(name, "platform", keys_dir)
-        init_party("bureau", "bureau", keys_dir)
-        init_party("authority", "authority", keys_dir)
-        keys = {n: load_key(keys_dir / f"{n}.key") for n in [*names, "bureau", "authority"]}
-        cards = {n: load_card(keys_dir / f"{n}.card.json") for n in keys}
-    with _Step("paillier keygen"):
+    with timed("identities"):
+        keys, cards = make_identities(root / "keys", names)
+    with timed("paillier keygen"):
         keygen = paillier_keygen(keys["authority"], bits, root / "authority")
     bureau_dir = root / "bureau"
-    with _Step("session"):
+    with timed("session"):
         init_session(
             keys["bureau"], [cards[n] for n in names], bureau_dir / "session.json",
             identifier=identifier, reveal_intersection=reveal_intersection,
@@ -163,7 +146,7 @@ def run_exact_demo(
             timings[label] = timings.get(label, 0.0) + seconds
         echo(f"  {name}: {result.records} identifiers blinded, {result.skipped} invalid left out")
     sess = load_session(bureau_dir / "session.json", cards["bureau"])
-    with _Step("reblind"):
+    with timed("reblind"):
         for step, pairs in enumerate(reblind_schedule(sess), start=1):
             for platform, origin in pairs:
                 hop = reblind_round(
@@ -171,17 +154,17 @@ def run_exact_demo(
                     root / platform / f"round.{step}.{origin}.json", workers=workers, progress=progress,
                 )
                 current[origin] = hop.path
-    with _Step("aggregate"):
+    with timed("aggregate"):
         agg = aggregate_intersection(
             keys["bureau"], sess, [current[n] for n in names], min_contributors, bureau_dir / "release.json",
         )
-    with _Step("decrypt"):
+    with timed("decrypt"):
         decrypted = decrypt_release(
             keys["authority"], keygen.private_path, agg.path, root / "authority" / "audit.log",
             root / "authority" / "aggregates.csv", cards=[cards["bureau"]], progress=progress,
         )
         verify_log(root / "authority" / "audit.log", [cards["authority"]])
-    with _Step("check"):
+    with timed("check"):
         truth = population.truth
         records = len(truth)
         holders = truth.groupby("person")["platform"].nunique()
