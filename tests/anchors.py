@@ -16,7 +16,7 @@ import warnings
 
 import pytest
 
-__all__ = ["load_anonlink"]
+__all__ = ["load_anonlink", "to_bitarrays"]
 
 
 def load_anonlink(*submodules: str):
@@ -41,3 +41,15 @@ def load_anonlink(*submodules: str):
         if added:
             del sys.modules["pkg_resources"]
     return module
+
+
+def to_bitarrays(x) -> list:
+    """Rows of a uint8 CLK array as big-endian bitarrays (clkhash's layout), for anonlink."""
+    from bitarray import bitarray
+
+    out = []
+    for row in x:
+        ba = bitarray(endian="big")
+        ba.frombytes(row.tobytes())
+        out.append(ba)
+    return out

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from anchors import load_anonlink as _load_anonlink
+from anchors import to_bitarrays  # noqa: F401  (test_dice_kernel imports it from here)
 
 import pprl.linkage.similarity as similarity
 from pprl.errors import DataValidationError
@@ -93,17 +94,6 @@ def make_datasets(seed: int, sizes: tuple[int, ...], nbytes: int) -> list[np.nda
         rows[1] = ones((30, 50, 50)[len(out) % 3], nbytes)
         rows[2] = base[0]
         out.append(rows)
-    return out
-
-
-def to_bitarrays(x: np.ndarray) -> list:
-    from bitarray import bitarray
-
-    out = []
-    for row in x:
-        ba = bitarray(endian="big")
-        ba.frombytes(row.tobytes())
-        out.append(ba)
     return out
 
 

@@ -61,10 +61,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pprl.errors import DataValidationError
 from pprl.linkage import similarity
 from pprl.linkage.similarity import Candidates, popcounts
-from pprl.linkage.thresholds import BestMatchSample, keyed_choice
+from pprl.linkage.thresholds import BestMatchSample, check_datasets, keyed_choice
 
 __all__ = [
     "BlockingPlan",
@@ -302,17 +301,6 @@ class BlockingPlan:
     reason: str
 
 
-def _check_datasets(datasets: Sequence[np.ndarray]) -> list[np.ndarray]:
-    arrays = []
-    for n, d in enumerate(datasets):
-        if not isinstance(d, np.ndarray) or d.dtype != np.uint8 or d.ndim != 2:
-            raise DataValidationError(f"datasets[{n}] must be a 2-D uint8 array of CLK bytes")
-        arrays.append(np.ascontiguousarray(d))
-    if len({d.shape[1] for d in arrays}) > 1:
-        raise DataValidationError("datasets have encodings of different lengths")
-    return arrays
-
-
 _BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
@@ -378,7 +366,7 @@ def plan_blocking(
     """Decide between LSH and comparing everything (see the module docstring)."""
     if mode not in ("auto", "lsh", "none"):
         raise ValueError(f"blocking must be 'auto', 'lsh' or 'none', got {mode!r}")
-    arrays = _check_datasets(datasets)
+    arrays = check_datasets(datasets)
     sizes = [d.shape[0] for d in arrays]
     pairs_total = sum(a * b for a, b in itertools.combinations(sizes, 2))
     brute = pairs_total / _BRUTE_PAIRS_PER_SECOND[bool(getattr(similarity, "NATIVE", False))]
@@ -522,7 +510,7 @@ def lsh_candidates(
         raise TypeError("seed must be bytes")
     t = float(threshold)
     seed = bytes(seed)
-    arrays = _check_datasets(datasets)
+    arrays = check_datasets(datasets)
     sizes = [d.shape[0] for d in arrays]
     pairs_total = sum(a * b for a, b in itertools.combinations(sizes, 2))
     length = arrays[0].shape[1] * 8 if arrays else 0

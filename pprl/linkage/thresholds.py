@@ -54,6 +54,7 @@ from pprl.errors import DataValidationError
 from pprl.linkage.similarity import dice_pairs, popcounts
 
 __all__ = [
+    "check_datasets",
     "BestMatchSample",
     "MixtureFit",
     "ThresholdChoice",
@@ -126,7 +127,8 @@ class BestMatchSample:
         return int(self.top1.shape[0])
 
 
-def _as_datasets(datasets: Sequence[np.ndarray]) -> list[np.ndarray]:
+def check_datasets(datasets: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Contiguous 2-D uint8 CLK arrays of one width; DataValidationError naming the bad one."""
     arrays = []
     for n, d in enumerate(datasets):
         if not isinstance(d, np.ndarray) or d.dtype != np.uint8 or d.ndim != 2:
@@ -172,7 +174,7 @@ def best_match_sample(
     """
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
-    arrays = _as_datasets(datasets)
+    arrays = check_datasets(datasets)
     sizes = [d.shape[0] for d in arrays]
     total = sum(sizes)
     popcounts_all = [popcounts(d) for d in arrays]
