@@ -4,6 +4,16 @@ One JSON object per line. Each entry records who released what and when, is
 signed by the releasing party, and carries the SHA-256 of the previous entry,
 so deleting, reordering or editing any entry breaks the chain at that point.
 Appending rewrites the file atomically after checking the chain so far.
+
+A release decrypted with a threshold key also carries the T holders' signed
+``decryption-approval`` documents, each bound to the release hash. When the
+parts were combined without a combiner key (``pprl decrypt --combine``
+without ``--me``), those approvals are the entry's only signatures: the
+entry is then "attested" rather than signed, and ``verify_log`` requires at
+least the threshold's number of valid approvals from distinct holders (with
+trusted cards, from those cards: list the holders' cards then). Such
+an entry's own fields are protected by the chain from the next signed entry
+on; give ``--me`` when the log's head must be signed.
 """
 
 from __future__ import annotations
@@ -17,10 +27,21 @@ from pathlib import Path
 from typing import Any
 
 from pprl.crypto.identity import IdentityKey
-from pprl.documents import Card, document_hash, sign_document, verify_document, write_atomic
-from pprl.errors import DocumentError, PPRLError, SignatureError, UnsupportedVersionError
+from pprl.documents import (
+    Card,
+    document_hash,
+    sign_document,
+    verify_document,
+    write_atomic,
+)
+from pprl.errors import (
+    DocumentError,
+    PPRLError,
+    SignatureError,
+    UnsupportedVersionError,
+)
 
-__all__ = ["GENESIS", "AuditReport", "append_entry", "read_log", "verify_log"]
+__all__ = ["GENESIS", "AuditReport", "append_entry", "read_log", "verify_approval", "verify_log"]
 
 GENESIS = "0" * 64
 
@@ -64,22 +85,60 @@ def verify_log(path: str | os.PathLike[str], trusted: Sequence[Card] | None = No
             raise DocumentError(f"{where}: sequence number is {entry.get('seq')!r}, expected {number} (entries removed or reordered)")
         if entry.get("prev") != previous:
             raise DocumentError(f"{where}: hash chain broken (an earlier entry was changed, removed or reordered)")
-        try:
-            verify_document(entry, trusted, source=where)
-        except SignatureError as exc:
-            raise SignatureError(str(exc)) from None
+        if "signature" in entry or "approvals" not in entry:
+            try:
+                verify_document(entry, trusted, source=where)
+            except SignatureError as exc:
+                raise SignatureError(str(exc)) from None
+        if "approvals" in entry:
+            # a signed entry's signer vouches for its approvals; an attested one has only them
+            _verify_approvals(entry, None if "signature" in entry else trusted, where)
         previous = document_hash(entry)
     return AuditReport(entries=len(entries), head=previous)
 
 
+def verify_approval(
+    approval: Any, release_hash: str, fingerprint: str, *, source: str, trusted: Sequence[Card] | None = None
+) -> Card:
+    """Check a holder's signed ``decryption-approval`` of ``release_hash``; return the holder's card."""
+    if not isinstance(approval, dict) or approval.get("kind") != "decryption-approval" or approval.get("version") != 1:
+        raise DocumentError(f"{source}: not a decryption approval")
+    signer = verify_document(approval, trusted, source=source)
+    if approval.get("holder") != signer.name:
+        raise SignatureError(f"{source}: approval names '{approval.get('holder')}' but is signed by '{signer.name}'")
+    if approval.get("release_hash") != release_hash or approval.get("paillier_fingerprint") != fingerprint:
+        raise DocumentError(f"{source}: approval by '{signer.name}' is for a different release or key")
+    return signer
+
+
+def _verify_approvals(entry: Mapping[str, Any], trusted: Sequence[Card] | None, where: str) -> None:
+    """An entry's holder approvals: valid, distinct holders, at least its threshold of them."""
+    approvals, threshold = entry.get("approvals"), entry.get("threshold")
+    if not isinstance(approvals, list) or isinstance(threshold, bool) or not isinstance(threshold, int):
+        raise DocumentError(f"{where}: malformed approvals")
+    holders = set()
+    for number, approval in enumerate(approvals, start=1):
+        signer = verify_approval(
+            approval, str(entry.get("release_hash")), str(entry.get("paillier_fingerprint")),
+            source=f"{where}: approval {number}", trusted=trusted,
+        )
+        holders.add(signer.fingerprint)
+    if len(holders) < max(threshold, 1):
+        raise SignatureError(f"{where}: {len(holders)} distinct holder approvals, the key needs {threshold}")
+
+
 def append_entry(
     path: str | os.PathLike[str],
-    key: IdentityKey,
-    signer: Card,
+    key: IdentityKey | None,
+    signer: Card | None,
     event: str,
     details: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Append a signed entry after checking the existing chain; return the entry."""
+    """Append an entry after checking the existing chain; return the entry.
+
+    Signed by ``key`` (as ``signer``); with no key, ``details`` must carry
+    holder approvals that attest it (see the module notes).
+    """
     try:
         report = verify_log(path)
     except PPRLError as exc:
@@ -93,7 +152,10 @@ def append_entry(
         "event": event,
         **dict(details),
     }
-    entry = sign_document(entry, key, signer)
+    if key is not None and signer is not None:
+        entry = sign_document(entry, key, signer)
+    else:
+        _verify_approvals(entry, None, "new audit entry")
     p = Path(path)
     existing = p.read_bytes() if p.exists() else b""
     if existing and not existing.endswith(b"\n"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -79,6 +80,38 @@ def test_two_of_three_holders_decrypt_exact_sums(tmp_path):
         for column in ("repay_score", "spend_score"):
             want = sum(Decimal(scores[m][column]) for m in members[row["entity_id"]])
             assert Decimal(row[f"{column}_sum"]) == want
+
+    # The exact contract: no --me, no --paillier; parts carry the signed key and approvals.
+    run("decrypt", "--combine", "--parts", w / "holder_a.part.json", "--parts", w / "holder_b.part.json",
+        "--release", w / "release.json", "--audit-log", w / "attested.log", "--out", w / "agg2.csv")
+    assert (w / "agg2.csv").read_bytes() == (w / "agg.csv").read_bytes()
+    run("audit", "verify", w / "attested.log", "--cards", card("holder_a"), "--cards", card("holder_b"))
+    bad = run("audit", "verify", w / "attested.log", "--cards", card("authority"), ok=False)
+    assert bad.exit_code != 0 and "holder_a" in bad.stderr
+    # an attested entry cannot be edited to claim another release, nor stripped of an approval
+    entry = json.loads((w / "attested.log").read_text(encoding="utf-8"))
+    for label, edit in [("release", {"release_hash": "0" * 64}), ("approval", {"approvals": entry["approvals"][:1]})]:
+        (w / f"edited-{label}.log").write_text(json.dumps({**entry, **edit}) + "\n", encoding="utf-8")
+        edited = run("audit", "verify", w / f"edited-{label}.log", ok=False)
+        assert edited.exit_code != 0 and "entry 1" in edited.stderr
+    # pinning the dealer and the bureau through --cards works too; a wrong dealer pin is refused
+    pins = ["--cards", card("bureau"), "--cards", card("authority")]
+    run("decrypt", "--combine", *pins, "--parts", w / "holder_a.part.json", "--parts", w / "holder_b.part.json",
+        "--release", w / "release.json", "--audit-log", w / "pinned.log", "--out", w / "agg3.csv")
+    wrong = run("decrypt", "--combine", "--cards", card("bureau"), "--cards", card("holder_c"),
+                "--parts", w / "holder_a.part.json", "--parts", w / "holder_b.part.json",
+                "--release", w / "release.json", "--audit-log", w / "wrong.log", "--out", w / "agg4.csv", ok=False)
+    assert wrong.exit_code != 0 and not (w / "agg4.csv").exists() and not (w / "wrong.log").exists()
+
+    # A part made --for the authority needs the authority's key to combine.
+    run("decrypt", "--partial", "--me", key("holder_c"), "--share", w / "auth" / "holder_c.share.json",
+        "--release", w / "release.json", "--for", card("authority"), "--out", w / "holder_c.part.json")
+    both = ["--parts", w / "holder_a.part.json", "--parts", w / "holder_c.part.json", "--release", w / "release.json"]
+    sealed = run("decrypt", "--combine", *both, "--audit-log", w / "s.log", "--out", w / "s.csv", ok=False)
+    assert sealed.exit_code != 0 and "encrypted for 'authority'" in sealed.stderr and not (w / "s.csv").exists()
+    run("decrypt", "--combine", "--me", key("authority"), *both, "--audit-log", w / "s.log", "--out", w / "s.csv")
+    assert (w / "s.csv").read_bytes() == (w / "agg.csv").read_bytes()
+    run("audit", "verify", w / "s.log", "--cards", card("authority"))
 
 
 def _rows_from_inspect(linkage: Path) -> list[dict[str, str]]:

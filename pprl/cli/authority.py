@@ -6,9 +6,14 @@ import click
 
 from pprl.audit import verify_log
 from pprl.cli import cli, progress_wanted, say
-from pprl.parties.authority import combine_release_parts, decrypt_release, paillier_keygen
-from pprl.parties.threshold import partial_decrypt_release, threshold_keygen
+from pprl.documents import Card
+from pprl.parties.authority import (
+    combine_release_parts,
+    decrypt_release,
+    paillier_keygen,
+)
 from pprl.parties.identity import load_cards, load_key
+from pprl.parties.threshold import partial_decrypt_release, threshold_keygen
 
 FILE = click.Path(dir_okay=False)
 
@@ -58,7 +63,9 @@ def keygen_cmd(me, bits, directory, threshold, holders) -> None:
 
 
 @cli.command("decrypt")
-@click.option("--me", required=True, type=FILE, help="Your identity key (authority, or a key holder with --partial).")
+@click.option("--me", type=FILE,
+              help="Your identity key: the authority's (single key), a holder's (--partial), or, optionally, "
+                   "the combiner's (--combine: signs the audit entry, opens parts made --for it).")
 @click.option("--paillier-key", type=FILE, help="paillier.key from `pprl paillier keygen` (single-key mode).")
 @click.option("--release", required=True, type=FILE, help="Release file from `pprl aggregate`.")
 @click.option("--cards", multiple=True, type=FILE, help="The bureau's card: pin who must have signed the release.")
@@ -67,50 +74,83 @@ def keygen_cmd(me, bits, directory, threshold, holders) -> None:
               help="CSV to write: entity_id,contributors,<score>_sum... (with --partial: the part file).")
 @click.option("--partial", is_flag=True, help="Threshold key: write this holder's decryption part.")
 @click.option("--share", type=FILE, help="With --partial: your <holder>.share.json.")
+@click.option("--for", "combiner", type=FILE,
+              help="With --partial: encrypt the part for this combiner's card (who then combines with --me). "
+                   "Without it anyone holding T parts can combine them: send parts only to the combiner.")
 @click.option("--combine", is_flag=True, help="Threshold key: combine T holders' parts into the CSV.")
 @click.option("--parts", multiple=True, type=FILE, help="With --combine: a holder's part; repeat once per holder.")
-@click.option("--paillier", type=FILE, help="With --combine: the threshold key's paillier.pub.json.")
+@click.option("--paillier", type=FILE,
+              help="With --combine: the threshold key's paillier.pub.json (default: the dealer-signed copy "
+                   "every part carries; pin the dealer with --cards).")
 @click.option("--max-epsilon", type=click.FloatRange(min=0), default=None,
               help="Refuse unless the release is noised and every score column's running epsilon in the "
                    "audit log (basic composition, this release included) stays at most this.")
-def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share, combine, parts, paillier,
-                max_epsilon) -> None:
+def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share, combiner, combine, parts,
+                paillier, max_epsilon) -> None:
     """Decrypt a release's per-entity sums and record the release in the audit log.
 
     \b
     Single key:
       pprl decrypt --me keys/authority.key --paillier-key authority/paillier.key \\
           --release release.json --audit-log audit.log --out aggregates.csv
-    Threshold key (each of T holders, then the authority):
+    Threshold key (each of T holders, then whoever combines):
       pprl decrypt --partial --me keys/holder_a.key --share authority/holder_a.share.json \\
           --release release.json --out holder_a.part.json
-      pprl decrypt --combine --me keys/authority.key --paillier authority/paillier.pub.json \\
-          --parts holder_a.part.json --parts holder_b.part.json \\
+      pprl decrypt --combine --parts holder_a.part.json --parts holder_b.part.json \\
           --release release.json --audit-log audit.log --out aggregates.csv
+    Parts carry the dealer-signed public key and each holder's signed approval;
+    the audit entry records the approvals (and is signed too with --me).
+    --cards pins the bureau (release) and, with --combine, the dealer (key).
     """
-    key = load_key(me)
     trusted = load_cards(cards) if cards else None
     if partial and combine:
         raise click.UsageError("--partial and --combine are alternatives")
+    if combiner and not partial:
+        raise click.UsageError("--for goes with --partial")
+    if not me and not combine:
+        raise click.UsageError("--me is required (only --combine can do without it)")
+    key = load_key(me) if me else None
     if partial:
         if not share:
             raise click.UsageError("--partial needs --share")
-        path = partial_decrypt_release(key, share, release, out, cards=trusted, progress=progress_wanted())
-        say(f"wrote {path}: {key.name}'s decryption part; send it to the authority")
+        target = load_cards([combiner])[0] if combiner else None
+        path = partial_decrypt_release(key, share, release, out, cards=_pins(trusted, "bureau"), combiner=target,
+                                       progress=progress_wanted())
+        who = f"encrypted for {target.name}" if target else "readable by whoever combines: send it only to them"
+        say(f"wrote {path}: {key.name}'s decryption part ({who})")
         return
     if not audit_log:
         raise click.UsageError("--audit-log is required to decrypt")
     if combine:
-        if not parts or not paillier:
-            raise click.UsageError("--combine needs --parts (repeated) and --paillier")
-        result = combine_release_parts(key, parts, release, paillier, audit_log, out, cards=trusted,
-                                       progress=progress_wanted(), max_epsilon=max_epsilon)
+        if not parts:
+            raise click.UsageError("--combine needs --parts (repeated, one per holder)")
+        result = combine_release_parts(key, parts, release, paillier, audit_log, out, cards=_pins(trusted, "bureau"),
+                                       authority=_dealer(trusted), progress=progress_wanted(),
+                                       max_epsilon=max_epsilon)
     else:
         if not paillier_key:
             raise click.UsageError("give --paillier-key (or --partial / --combine for a threshold key)")
         result = decrypt_release(key, paillier_key, release, audit_log, out, cards=trusted,
                                  progress=progress_wanted(), max_epsilon=max_epsilon)
     say(f"wrote {result.path}: {result.entities} entities; audit log entry {result.audit_entry}")
+
+
+def _pins(cards: list[Card] | None, role: str) -> list[Card] | None:
+    """The --cards that pin the ``role`` signer: its cards, else all but authority cards (None: no pin).
+
+    --cards may carry the dealer's card as well (for --combine), which must
+    not turn into a pin on the bureau's release.
+    """
+    if cards is None:
+        return None
+    chosen = [c for c in cards if c.role == role] or [c for c in cards if c.role != "authority"]
+    return chosen or None
+
+
+def _dealer(cards: list[Card] | None) -> Card | None:
+    """The one authority card among --cards, if exactly one was given."""
+    authorities = [c for c in cards or [] if c.role == "authority"]
+    return authorities[0] if len(authorities) == 1 else None
 
 
 @cli.group("audit")

@@ -49,9 +49,15 @@ from pprl.documents import (
     write_atomic,
     write_document,
 )
-from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError, PolicyError, PPRLError
+from pprl.errors import (
+    DocumentError,
+    KeyFormatError,
+    KeyMismatchError,
+    PolicyError,
+    PPRLError,
+)
 from pprl.parties.identity import PartyKey
-from pprl.parties.threshold import combine_release, load_threshold_public
+from pprl.parties.threshold_combine import combine_release
 
 __all__ = [
     "KeygenResult",
@@ -155,24 +161,29 @@ def decrypt_release(
 
 
 def combine_release_parts(
-    me: PartyKey,
+    me: PartyKey | None,
     parts: Sequence[str | os.PathLike[str]],
     release: str | os.PathLike[str],
-    paillier_public: str | os.PathLike[str],
+    paillier_public: str | os.PathLike[str] | None,
     audit_log: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
     cards: Sequence[Card] | None = None,
+    authority: Card | None = None,
     progress: bool = False,
     max_epsilon: float | None = None,
 ) -> DecryptResult:
     """Combine T holders' verified partial decryptions of a release; log it and write the CSV.
 
-    ``max_epsilon`` as for :func:`decrypt_release`.
+    ``me`` (an authority) signs the audit entry and opens parts encrypted for
+    it; without it the entry is attested by the holders' approvals alone.
+    ``paillier_public`` defaults to the public key the parts carry;
+    ``authority`` pins its dealer. ``max_epsilon`` as for :func:`decrypt_release`.
     """
-    if me.role != "authority":
+    if me is not None and me.role != "authority":
         raise KeyFormatError(f"only an authority combines decryption parts; '{me.name}' is a {me.role}")
-    combined = combine_release(parts, release, paillier_public, me=me, cards=cards, progress=progress)
+    combined = combine_release(parts, release, paillier_public, me=me, cards=cards, authority=authority,
+                               progress=progress)
     spec = _packing_of(combined.release, release)
     budget = _privacy_budget(combined.release, release, audit_log, max_epsilon)
     if spec is not None:
@@ -182,8 +193,13 @@ def combine_release_parts(
             raise DocumentError(f"{release}: release noise needs packed sums")
         names = combined.release["header"]["score_columns"]
         columns = np.array([combined.sums[c] for c in names], dtype=object).T
-    setup = load_threshold_public(paillier_public)
-    extra = {**budget, "threshold": setup.public.threshold, "threshold_holders": list(combined.holders)}
+    assert combined.setup is not None
+    extra = {
+        **budget,
+        "threshold": combined.setup.public.threshold,
+        "threshold_holders": list(combined.holders),
+        "approvals": list(combined.approvals),
+    }
     return _publish(me, combined.release, columns, audit_log, out, extra, release_hash=combined.release_hash)
 
 
@@ -274,7 +290,7 @@ def _privacy_budget(
 
 
 def _publish(
-    me: PartyKey,
+    me: PartyKey | None,
     doc: Mapping[str, Any],
     sums: np.ndarray,
     audit_log: str | os.PathLike[str],
@@ -296,8 +312,8 @@ def _publish(
     data = buffer.getvalue().encode("utf-8")
     entry = append_entry(
         audit_log,
-        me.identity,
-        me.card,
+        None if me is None else me.identity,
+        None if me is None else me.card,
         "release",
         {
             "release_hash": release_hash or document_hash(doc),

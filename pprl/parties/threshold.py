@@ -19,25 +19,20 @@ Three steps, each a function the CLI wraps:
     Checks the bureau's signature on a release, opens the holder's own share,
     computes its partial decryption of every score column with a
     zero-knowledge proof bound to the release hash and column, and writes a
-    signed ``decryption-part``. The partial values themselves are wrapped for
-    the combiner (by default the dealer, i.e. the authority that keeps the
-    audit log): T parts reveal the aggregates, so whoever relays part files
-    must not be able to read them.
+    signed ``decryption-part`` carrying the dealer-signed public key and the
+    holder's signed approval of the release. The partial values are
+    encrypted for a named combiner when one is given (``--for CARD``);
+    otherwise anyone holding T parts can combine them (Shoup's public
+    combining), so parts go only to the combiner.
 
-``combine_release`` (the authority)
-    Checks every part: signed by the holder it names, with the card the
-    dealer recorded for that holder, for *this* release and key, addressed to
-    the combiner, and with a valid proof for each column. Any bad part is
-    refused with the holder's name; fewer than T good parts are refused. It
-    returns the decrypted signed integers per column; writing the CSV and the
-    audit entry is the caller's job, as in :func:`pprl.parties.authority.decrypt_release`.
+Combining lives in :mod:`pprl.parties.threshold_combine`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,14 +43,10 @@ from pprl.crypto.identity import IdentityKey
 from pprl.crypto.paillier import EncryptedVector, PaillierPublicKey
 from pprl.crypto.threshold import (
     MAX_HOLDERS,
-    PartialDecryption,
-    PartialProof,
     ThresholdKeyShare,
     ThresholdPublicKey,
-    combine_partials,
     deal,
     partial_decrypt,
-    verify_partial,
 )
 from pprl.documents import (
     Card,
@@ -82,12 +73,11 @@ __all__ = [
     "ThresholdKeygenResult",
     "ThresholdSetup",
     "LoadedShare",
-    "CombinedRelease",
     "threshold_keygen",
     "load_threshold_public",
     "load_share",
     "partial_decrypt_release",
-    "combine_release",
+    "approval_document",
 ]
 
 MIN_THRESHOLD_BITS = 2048
@@ -290,6 +280,9 @@ def threshold_keygen(
             "paillier_pub_hash": pub_hash,
             "key": public.to_dict(),
             "threshold": th,
+            # the signed public key travels with the share into every part, so a
+            # combiner needs no separate copy of paillier.pub.json
+            "paillier_pub": pub_doc,
             "ephemeral_pub": b64e(ephemeral.public().agree_pub),
             "wrapped_share": b64e(blob),
         }
@@ -315,6 +308,9 @@ class LoadedShare:
 
     setup: ThresholdSetup
     share: ThresholdKeyShare = field(repr=False)
+    #: The dealer-signed ``paillier-pub`` document the share carries (None for
+    #: shares dealt before shares carried it).
+    pub_doc: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def holder(self) -> str:
@@ -358,7 +354,20 @@ def load_share(
         share = ThresholdKeyShare.from_bytes(setup.public, index, raw)
     except (KeyFormatError, KeyMismatchError):
         raise KeyMismatchError(f"{source}: share does not match its verification key (damaged)") from None
-    return LoadedShare(setup, share)
+    return LoadedShare(setup, share, _embedded_public(doc, source, pub_hash, signer))
+
+
+def _embedded_public(doc: Mapping[str, Any], source: str, pub_hash: str, dealer: Card) -> dict[str, Any] | None:
+    """The signed public key inside a share, checked: same dealer, the hash the share names."""
+    pub = doc.get("paillier_pub")
+    if pub is None:
+        return None
+    if not isinstance(pub, dict) or pub.get("kind") != "paillier-pub":
+        raise DocumentError(f"{source}: malformed embedded public key")
+    signer = verify_document(pub, [dealer], source=f"{source}: embedded public key", role="authority")
+    if signer.fingerprint != dealer.fingerprint or document_hash(pub) != pub_hash:
+        raise KeyMismatchError(f"{source}: embedded public key is not the one this share belongs to")
+    return pub
 
 
 @dataclass(frozen=True)
@@ -400,10 +409,26 @@ def _load_release(
     return _Release(doc, document_hash(doc), list(columns), vectors)
 
 
+def approval_document(me: PartyKey, release_hash: str, setup: ThresholdSetup, index: int) -> dict[str, Any]:
+    """A holder's small signed statement that it helped decrypt this release (kept in the audit log)."""
+    doc = {
+        "kind": "decryption-approval",
+        "version": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "release_hash": release_hash,
+        "paillier_fingerprint": setup.fingerprint,
+        "paillier_pub_hash": setup.pub_hash,
+        "holder": me.name,
+        "index": index,
+    }
+    return sign_document(doc, me.identity, me.card)
+
+
 def _part_document(
-    me: PartyKey, loaded: LoadedShare, release: _Release, combiner: Card, *, workers: int | None, progress: bool
+    me: PartyKey, loaded: LoadedShare, release: _Release, combiner: Card | None, *, workers: int | None,
+    progress: bool,
 ) -> dict[str, Any]:
-    """The signed ``decryption-part`` for ``release`` (values wrapped for ``combiner``)."""
+    """The signed ``decryption-part`` for ``release`` (values wrapped for ``combiner`` if one is named)."""
     share, setup = loaded.share, loaded.setup
     public = setup.public.public
     blobs, proofs = [], {}
@@ -414,8 +439,15 @@ def _part_document(
         )
         blobs.append(part.values_to_bytes(public))
         proofs[column] = part.proof.to_dict()
-    wrapped = wrap(me.identity, me.name, combiner.public.agree_pub, combiner.name, b"".join(blobs),
-                   _part_context(release.hash, share.index))
+    values = b"".join(blobs)
+    payload: dict[str, Any] = {"proofs": proofs, "approval": approval_document(me, release.hash, setup, share.index)}
+    if combiner is None:
+        payload["values"] = b64e(values)
+    else:
+        payload["parts"] = b64e(wrap(me.identity, me.name, combiner.public.agree_pub, combiner.name, values,
+                                     _part_context(release.hash, share.index)))
+    if loaded.pub_doc is not None:
+        payload["paillier_pub"] = loaded.pub_doc
     doc = {
         "kind": "decryption-part",
         "version": 1,
@@ -427,11 +459,11 @@ def _part_document(
             "holder": me.name,
             "index": share.index,
             "threshold": setup.public.threshold,
-            "combiner": combiner.name,
+            "combiner": None if combiner is None else combiner.name,
             "score_columns": release.columns,
             "entities": len(release.doc["payload"]["entity_ids"]),
         },
-        "payload": {"parts": b64e(wrapped), "proofs": proofs},
+        "payload": payload,
     }
     return sign_document(doc, me.identity, me.card)
 
@@ -451,132 +483,16 @@ def partial_decrypt_release(
 ) -> Path:
     """Write ``me``'s signed decryption part of a bureau-signed release; return its path.
 
-    ``cards`` pins the bureau's card, ``dealer`` the authority's; the part is
-    wrapped for ``combiner`` (default: the dealer who signed the share).
+    ``cards`` pins the bureau's card, ``dealer`` the authority's. With
+    ``combiner``, the partial values are encrypted for that card, so only it
+    can combine them; without, the part is signed and proved but readable by
+    whoever holds T parts (Shoup's public combining) — send it only to the
+    combiner. Either way the part carries the holder's signed approval and
+    the dealer-signed public key, so a combiner needs nothing else.
     """
     loaded = load_share(me, share_path, dealer=dealer, _allow_insecure=_allow_insecure)
     release = _load_release(release_path, loaded.setup.public.public, cards, _allow_insecure)
-    target = combiner if combiner is not None else loaded.setup.dealer
-    doc = _part_document(me, loaded, release, target, workers=workers, progress=progress)
+    doc = _part_document(me, loaded, release, combiner, workers=workers, progress=progress)
     return write_document(out, doc)
 
 
-# --- combining ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CombinedRelease:
-    """What :func:`combine_release` verified and decrypted.
-
-    ``sums[column]`` are signed fixed-point integers in ``entity_ids`` order
-    (apply ``decode_fixed(values, header["score_decimals"])``); ``release``
-    is the verified release document (use it, not a re-read file, for the
-    CSV and the audit entry); ``holders`` are the holders whose parts were
-    verified, in index order. Unpacks as ``header, sums = result``.
-    """
-
-    header: dict[str, Any]
-    sums: dict[str, list[int]] = field(repr=False)
-    release: dict[str, Any] = field(repr=False)
-    release_hash: str
-    holders: tuple[str, ...]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.header, self.sums))
-
-
-def combine_release(
-    parts: Sequence[PathLike],
-    release_path: PathLike,
-    public_path: PathLike,
-    *,
-    me: PartyKey,
-    cards: Sequence[Card] | None = None,
-    authority: Card | None = None,
-    workers: int | None = None,
-    progress: bool = False,
-    _allow_insecure: bool = False,
-) -> CombinedRelease:
-    """Verify T or more holders' parts of a release and decrypt its sums.
-
-    ``me`` is the combiner the parts were wrapped for; ``cards`` pins the
-    bureau's card, ``authority`` the dealer's card on ``public_path``. Every
-    part must be signed by the holder it names with the card the dealer
-    recorded, be for this release and key, and carry valid proofs; otherwise
-    the error names the holder. PolicyError when fewer than T good parts remain.
-    """
-    setup = load_threshold_public(public_path, authority, _allow_insecure=_allow_insecure)
-    tpk = setup.public
-    release = _load_release(release_path, tpk.public, cards, _allow_insecure)
-    chosen: dict[int, tuple[str, str, dict[str, Any], Card]] = {}
-    for path in parts:
-        source = str(path)
-        pdoc = read_document(path, "decryption-part")
-        try:
-            signer = verify_document(pdoc, source=source)
-        except (SignatureError, KeyFormatError) as exc:
-            claimed = pdoc.get("header", {}).get("holder") if isinstance(pdoc.get("header"), dict) else None
-            raise SignatureError(f"{exc} (part claims to be from holder '{claimed}')") from None
-        name = signer.name
-        if name not in setup.holders:
-            raise SignatureError(f"{source}: signed by '{name}', who is not a holder of this threshold key")
-        if signer.fingerprint != setup.fingerprints[name]:
-            raise SignatureError(f"{source}: claims to be holder '{name}' but is not signed with that holder's card (forged)")
-        header = pdoc.get("header")
-        index = setup.index_of(name)
-        if not isinstance(header, dict) or header.get("holder") != name or header.get("index") != index:
-            raise DocumentError(f"{source}: part signed by holder '{name}' names another holder or index")
-        if header.get("release_hash") != release.hash:
-            raise DocumentError(f"{source}: part from holder '{name}' is for a different release")
-        if header.get("paillier_pub_hash") != setup.pub_hash or header.get("paillier_fingerprint") != setup.fingerprint:
-            raise KeyMismatchError(f"{source}: part from holder '{name}' is for a different threshold key")
-        if header.get("combiner") != me.name:
-            raise DecryptionError(f"{source}: part from holder '{name}' is addressed to '{header.get('combiner')}', not to '{me.name}'")
-        if index in chosen:
-            raise DocumentError(f"{source}: a second part from holder '{name}' (also {chosen[index][0]})")
-        chosen[index] = (source, name, pdoc, signer)
-    if len(chosen) < tpk.threshold:
-        raise PolicyError(
-            f"need {tpk.threshold} parts of the {tpk.holders} holders ({', '.join(setup.holders)}) "
-            f"to decrypt, got {len(chosen)}"
-        )
-    public = tpk.public
-    count = len(release.doc["payload"]["entity_ids"])
-    width = public.ciphertext_bytes * count
-    by_column: dict[str, list[PartialDecryption]] = {c: [] for c in release.columns}
-    for index in sorted(chosen):
-        source, name, pdoc, signer = chosen[index]
-        try:
-            payload = pdoc["payload"]
-            blob = b64d(payload["parts"], f"{source}: parts")
-            proofs = payload["proofs"]
-            if not isinstance(proofs, dict):
-                raise TypeError
-        except (KeyError, TypeError):
-            raise DocumentError(f"{source}: malformed part from holder '{name}'") from None
-        try:
-            data = unwrap(me.identity, me.name, signer.public.agree_pub, name, blob, _part_context(release.hash, index))
-        except DecryptionError:
-            raise DecryptionError(f"{source}: cannot open the part from holder '{name}' with this key (wrong key, or tampered)") from None
-        if len(data) != width * len(release.columns):
-            raise DecryptionError(f"{source}: part from holder '{name}' has the wrong number of values")
-        for k, column in enumerate(release.columns):
-            try:
-                proof = PartialProof.from_dict(proofs.get(column))
-                part = PartialDecryption.from_bytes(public, index, data[k * width : (k + 1) * width], proof)
-                verify_partial(tpk, part, release.vectors[column], context=_proof_context(release.hash, column), workers=workers)
-            except DecryptionError as exc:
-                raise DecryptionError(f"{source}: part from holder '{name}', column '{column}': {exc}") from None
-            by_column[column].append(part)
-    sums = {
-        column: combine_partials(tpk, by_column[column], release.vectors[column], verify=False,
-                                 workers=workers, progress=progress)
-        for column in release.columns
-    }
-    return CombinedRelease(
-        header=dict(release.doc["header"]),
-        sums=sums,
-        release=release.doc,
-        release_hash=release.hash,
-        holders=tuple(chosen[i][1] for i in sorted(chosen)),
-    )
