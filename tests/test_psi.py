@@ -23,7 +23,7 @@ import pytest
 from pprl.audit import verify_log
 from pprl.crypto import psi as psi_crypto
 from pprl.crypto.paillier import generate_keypair
-from pprl.documents import read_document
+from pprl.documents import read_document, sign_document, write_document
 from pprl.errors import (
     DataValidationError,
     DocumentError,
@@ -321,9 +321,10 @@ def test_three_platforms_exact_sums_and_release_format(world):
     root = world[0]
     doc = read_document(rel.path, "release")
     clk_like = ["created", "linkage_hash", "paillier_fingerprint", "paillier_key", "score_columns",
-                "score_decimals", "min_contributors", "entities", "suppressed"]
+                "score_decimals", "packing", "min_contributors", "clip", "noise", "entities", "suppressed"]
     assert list(doc["header"]) == clk_like
     assert list(doc["payload"]) == ["entity_ids", "contributors", "sums"]
+    assert list(doc["payload"]["sums"]) == ["packed"]  # every column in one ciphertext per person
     assert doc["header"]["linkage_hash"] == rel.transcript_hash
     audit = [json.loads(line) for line in (root / "authority" / "audit.log").read_text().splitlines()]
     assert audit[-1]["linkage_hash"] == rel.transcript_hash and audit[-1]["entities"] == dec.entities
@@ -410,6 +411,19 @@ def test_round_from_another_session_refused(world):
     with pytest.raises(DocumentError, match="another PSI session"):
         aggregate_intersection(keys["bureau"], session, [stray, r["p2"]], 2, root / "rel.json")
     assert not (root / "x.json").exists() and not (root / "rel.json").exists()
+
+
+def test_round_with_a_foreign_packing_refused(world):
+    """A platform signing a round packed its own way (less headroom) is refused before any sum."""
+    root, keys, _cards, _ = world
+    _session, r = _blind_two(world)
+    doc = read_document(r["p1"], "psi-round")
+    doc["header"]["packing"] = {**doc["header"]["packing"], "max_summands": 2}
+    body = {k: v for k, v in doc.items() if k not in ("signer", "signature")}
+    write_document(root / "foreign.json", sign_document(body, keys["p1"].identity, keys["p1"].card))
+    with pytest.raises(DocumentError, match="foreign.json.*(packing|headroom)"):
+        reblind_round(keys["p2"], root / "p2.state", root / "foreign.json", root / "x.json")
+    assert not (root / "x.json").exists()
 
 
 def test_ring_order_enforced(world):

@@ -13,7 +13,8 @@ Steps and documents (all signed, all written atomically)
     2. ``blind_identifiers`` (each platform) -> ``psi-round`` with hops
        [me]: its identifiers normalised, hashed to the group and raised to
        its key k_p, shuffled, each with its Paillier-encrypted scores
-       (2-decimal fixed point, as ``submit``); plus a 0600 ``psi-state``
+       (2-decimal fixed point, every column packed into one ciphertext per
+       record with a count slot, exactly as ``submit`` packs them); plus a 0600 ``psi-state``
        holding k_p that never leaves the platform.
     3. ``reblind_round`` (each platform, K-1 times): the bureau hands
        platform j the list of origin j-s at step s = 1..K-1 (a ring:
@@ -22,8 +23,8 @@ Steps and documents (all signed, all written atomically)
        with their ciphertexts (and tokens) attached, signs.
     4. ``aggregate_intersection`` (bureau): takes the K complete lists
        (every element is now H(x)^(k_1···k_K)), groups equal elements, keeps
-       persons on >= ``min_contributors`` platforms, sums their ciphertexts
-       per score column, and writes a ``release`` in exactly the format
+       persons on >= ``min_contributors`` platforms, sums their packed
+       ciphertexts, and writes a ``release`` in exactly the format
        :func:`pprl.parties.bureau.aggregate` writes, so ``pprl decrypt``
        decrypts and audit-logs it unchanged. ``linkage_hash`` there is the
        hash of this PSI transcript (session hash + the K final lists' hashes).
@@ -47,7 +48,7 @@ Who learns what (honest-but-curious, non-colluding parties)
       ids are keyed by the bureau, so the fully blinded lists a platform
       finalised itself cannot be matched against them.
     Ciphertexts ride unchanged with their element unless a hop passes
-    ``rerandomize`` (one Paillier exponentiation per score per element): the
+    ``rerandomize`` (one fixed-base Paillier exponentiation per element): the
     bureau could otherwise follow an element through the ring, which tells it
     nothing alone but would tell a bureau colluding with the origin platform
     which of that platform's users matched.
@@ -79,8 +80,8 @@ from pprl.crypto.paillier import (
     EncryptedVector,
     PaillierPublicKey,
     encode_fixed,
-    encrypt_vector,
 )
+from pprl.crypto.packing import PackingSpec, encrypt_packed
 from pprl.documents import (
     Card,
     b64d,
@@ -101,7 +102,7 @@ from pprl.errors import (
 )
 from pprl.linkage.identifiers import IDENTIFIER_KINDS, normaliser_for
 from pprl.parties.identity import PartyKey
-from pprl.parties.platform import SCORE_DECIMALS, load_paillier_public
+from pprl.parties.platform import SCORE_DECIMALS, load_paillier_public, score_packing
 from pprl.parties.tables import read_table, require_columns
 
 __all__ = [
@@ -294,7 +295,8 @@ def load_round(path: str | os.PathLike[str], session: PsiSession) -> LoadedRound
         n = int(header["records"])
         columns = list(header["score_columns"])
         elements = b64d(payload["elements"], f"{source}: elements")
-        scores = {c: b64d(payload["scores"][c], f"{source}: scores.{c}") for c in columns}
+        packing = header.get("packing")
+        scores = {"packed": b64d(payload["scores"]["packed"], f"{source}: scores.packed")} if columns else {}
         tokens = payload.get("tokens")
         complete = header["complete"]
         fingerprint = header["paillier_fingerprint"]
@@ -323,9 +325,14 @@ def load_round(path: str | os.PathLike[str], session: PsiSession) -> LoadedRound
             raise KeyMismatchError(f"{source}: Paillier key does not match its fingerprint")
         if decimals != SCORE_DECIMALS:
             raise DocumentError(f"{source}: score precision {decimals!r} is not {SCORE_DECIMALS}")
-        for c, blob in scores.items():
-            if len(blob) != n * key.ciphertext_bytes:
-                raise DocumentError(f"{source}: scores.{c} does not hold one ciphertext per record")
+        try:
+            spec = PackingSpec.from_dict(packing)
+        except (DataValidationError, DocumentError, KeyError, TypeError, ValueError):
+            raise DocumentError(f"{source}: has scores but no valid packing spec") from None
+        if spec != score_packing(columns, key):
+            raise DocumentError(f"{source}: packing spec is not the consortium's for {len(columns)} score columns")
+        if len(scores["packed"]) != n * key.ciphertext_bytes:
+            raise DocumentError(f"{source}: scores do not hold one packed ciphertext per record")
     if session.reveal_intersection:
         if (
             not isinstance(tokens, list)
@@ -435,6 +442,7 @@ def blind_identifiers(
             fixed[c] = encode_fixed([frame[c].iloc[i] for i in kept], SCORE_DECIMALS)
         except DataValidationError as exc:
             raise DataValidationError(f"{source}: column '{c}': {exc}; scores must be numbers") from None
+    spec = score_packing(scores, key) if key is not None and scores else None
 
     order = psi_crypto.random_permutation(len(kept))
     psi_key = psi_crypto.PSIKey.generate()
@@ -443,10 +451,11 @@ def blind_identifiers(
         psi_key, [values.iloc[int(i)] for i in order], sess.domain, workers=workers, progress=progress
     )
     blinded = time.perf_counter()
-    ciphertexts = {
-        c: encrypt_vector(key, [v[int(i)] for i in order], workers=workers, progress=progress).to_bytes()
-        for c, v in fixed.items()
-    }
+    ciphertexts = {}
+    if spec is not None:
+        # one packed ciphertext per record holds every score column (and a count slot)
+        matrix = np.array([fixed[c] for c in scores], dtype=object).T[order]
+        ciphertexts["packed"] = encrypt_packed(key, matrix, spec, workers=workers, progress=progress).to_bytes()
     timings = {"blind": blinded - started, "encrypt": time.perf_counter() - blinded}
     user_ids = frame[id_column].to_numpy()[kept][order].tolist()
     tokens = [secrets.token_hex(16) for _ in range(len(kept))] if sess.reveal_intersection else None
@@ -473,6 +482,7 @@ def blind_identifiers(
             "paillier_key": key.to_dict() if key is not None else None,
             "score_columns": list(scores),
             "score_decimals": SCORE_DECIMALS,
+            "packing": spec.to_dict() if spec is not None else None,
         },
         "payload": payload,
     }
@@ -640,6 +650,7 @@ def _match(me: PartyKey, session: PsiSession | str | os.PathLike[str], inputs: S
             ("score_columns", "score columns"),
             ("paillier_fingerprint", "Paillier key"),
             ("score_decimals", "score precision"),
+            ("packing", "score packing"),
         ]:
             if r.header.get(name) != first.header.get(name):
                 raise KeyMismatchError(f"{r.path}: uses different {what} than {first.path}")
@@ -730,6 +741,9 @@ def aggregate_intersection(
     if not columns:
         raise PolicyError("the lists carry no score columns; nothing to sum (use `pprl psi count` for the size)")
     key = PaillierPublicKey.from_dict(ordered[0].header["paillier_key"])
+    spec = PackingSpec.from_dict(ordered[0].header["packing"])
+    if len(ordered) > spec.max_summands:
+        raise PolicyError(f"{len(ordered)} platforms exceed the packing's headroom of {spec.max_summands} summands")
     entity_key = _entity_key(me, sess.session_id)
     released = [
         (_entity_id(entity_key, e), g) for e, g in zip(m.group_elements, m.groups) if len(g) >= min_contributors
@@ -737,10 +751,8 @@ def aggregate_intersection(
     released.sort()
     suppressed = len(m.groups) - len(released)
     groups = [g for _, g in released]
-    sums = {}
-    for c in columns:
-        vectors = [EncryptedVector.from_bytes(key, r.scores[c]) for r in ordered]
-        sums[c] = b64e(EncryptedVector.concat(vectors).sum_groups(groups).to_bytes())
+    vectors = [EncryptedVector.from_bytes(key, r.scores["packed"]) for r in ordered]
+    sums = {"packed": b64e(EncryptedVector.concat(vectors).sum_groups(groups).to_bytes())}
     doc = {
         "kind": "release",
         "version": 1,
@@ -751,7 +763,10 @@ def aggregate_intersection(
             "paillier_key": key.to_dict(),
             "score_columns": columns,
             "score_decimals": ordered[0].header["score_decimals"],
+            "packing": spec.to_dict(),
             "min_contributors": min_contributors,
+            "clip": None,
+            "noise": None,
             "entities": len(released),
             "suppressed": suppressed,
         },
