@@ -38,7 +38,11 @@ from pprl.linkage.identifiers import (
     resident_id_check_char,
 )
 from pprl.parties.authority import decrypt_release
+from pprl.crypto.packing import PackingSpec, unpack
 from pprl.parties.identity import init_party, load_card, load_key
+from pprl.parties.platform import load_paillier_public
+from pprl.parties.threshold import partial_decrypt_release, threshold_keygen
+from pprl.parties.threshold_combine import combine_release
 from pprl.parties.psi import (
     aggregate_intersection,
     blind_identifiers,
@@ -302,6 +306,36 @@ def _check_sums_by_reveal(world, people, min_contributors):
         assert int(row["contributors"]) == n
         assert Decimal(row["repay_score_sum"]) == repay
         assert Decimal(row["spend_score_sum"]) == spend
+
+
+def test_threshold_key_decrypts_a_psi_release(world):
+    """A PSI release under a 2-of-3 threshold key: two holders' parts give the exact plaintext sums."""
+    root, keys, cards, _ = world
+    holders = ["authority", "h1", "h2"]
+    for name in holders[1:]:
+        k, c = init_party(name, "authority", root / "keys")
+        keys[name], cards[name] = load_key(k), load_card(c)
+    keygen = threshold_keygen(keys["authority"], 1024, 2, [cards[h] for h in holders], root / "dealer",
+                              _allow_insecure=True)
+    pub = load_paillier_public(keygen.public_path, cards["authority"])
+    people = {"p1": list(range(20)), "p2": list(range(12, 30))}
+    frames = _frames(people)
+    session = init_session(keys["bureau"], [cards["p1"], cards["p2"]], root / "ts.json").path
+    r = {n: blind_identifiers(keys[n], session, frames[n], "user_id", root / f"t{n}.json", root / f"t{n}.state",
+                              paillier=pub, scores=["repay_score", "spend_score"]).path for n in people}
+    done = {"p1": reblind_round(keys["p2"], root / "tp2.state", r["p1"], root / "tp1.r1.json").path,
+            "p2": reblind_round(keys["p1"], root / "tp1.state", r["p2"], root / "tp2.r1.json").path}
+    rel = aggregate_intersection(keys["bureau"], session, [done["p1"], done["p2"]], 2, root / "trel.json")
+    parts = [partial_decrypt_release(keys[h], keygen.share_paths[h], rel.path, root / f"{h}.part.json",
+                                     workers=1, _allow_insecure=True) for h in ("h1", "h2")]
+    combined = combine_release(parts, rel.path, workers=1, _allow_insecure=True)  # key taken from the parts
+    spec = PackingSpec.from_dict(combined.header["packing"])
+    sums = unpack(combined.sums["packed"], spec, combined.release["payload"]["contributors"])
+    _holders, expected = _expected(people, 2)
+    assert len(sums) == rel.released == len(expected) == 8
+    assert sum(Decimal(int(v)) / 100 for v in sums[:, 0]) == sum(e[1] for e in expected.values())
+    assert sum(Decimal(int(v)) / 100 for v in sums[:, 1]) == sum(e[2] for e in expected.values())
+    assert sorted(Decimal(int(v)) / 100 for v in sums[:, 0]) == sorted(e[1] for e in expected.values())
 
 
 def test_two_platforms_exact_sums(world):
