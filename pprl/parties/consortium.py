@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "examples" / "schema-cn.json"
-SCORE_COLUMNS = ("repay_score", "spend_score")
+SCORE_COLUMNS = ("repay_score", "spend_score", "travel_score")
 _MARKER = ".pprl-demo"
 
 
