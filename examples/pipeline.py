@@ -47,7 +47,7 @@ def run(workdir: Path, people: int) -> pd.DataFrame:
             "user_id",
             workdir / n / "submission.json",
             paillier=keygen.public_path,
-            scores=["repay_score", "spend_score"],
+            scores=["repay_score", "spend_score", "travel_score"],
         ).path
         for n in names
     ]

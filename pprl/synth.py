@@ -5,7 +5,8 @@ data must never be used for that. This module draws a population of people
 (name, gender, date of birth, mobile, 18-character PRC resident ID with a
 correct check digit, address), puts each person on one or more platforms, and
 gives every platform its own copy with its own opaque user id, its own scores
-and its own realistic mess: homophone and traditional-character name variants,
+(repayment, spending and travel spending, each driven by a latent trait of the
+person so a person's scores agree across platforms) and its own realistic mess: homophone and traditional-character name variants,
 dropped fields, date/phone/ID format variants, digit typos, shortened
 addresses. ``truth`` says which row on which platform is which person.
 
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 COLUMNS = ("user_id", "name", "gender", "dob", "mobile", "resident_id", "address",
-           "repay_score", "spend_score")
+           "repay_score", "spend_score", "travel_score")
 TRUTH_COLUMNS = ("platform", "user_id", "person")
 #: Ages (18..80) are computed against this fixed date so output never depends on the clock.
 REFERENCE_DATE = "2025-01-01"
@@ -228,6 +229,9 @@ def _master(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         "province": province, "address_rest": rest,
         "credit": rng.standard_normal(n),                  # drives repay_score
         "spend": 7.0 + 0.8 * rng.standard_normal(n),       # log of typical spend
+        # Drawn last so every earlier draw (and so every other column) is what it was before
+        # travel_score existed.
+        "travel": 6.5 + 1.0 * rng.standard_normal(n),      # log of typical travel spend
     }
 
 
@@ -354,7 +358,10 @@ def generate_population(people: int, platforms: int, *, seed: int = 0, overlap: 
     """
     _check_args(people, platforms, seed, overlap, corruption)
     people, platforms, seed = int(people), int(platforms), int(seed)
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(platforms + 2)]
+    # Streams 0 .. platforms+1 are the original ones; the travel_score streams come after them
+    # (a SeedSequence's i-th child does not depend on how many are spawned), so adding that
+    # column left every other column, id and corruption of a given seed unchanged.
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2 * platforms + 2)]
     bar = tqdm(total=platforms + 2, desc="synth", unit="step", file=sys.stderr,
                disable=not progress, leave=False)
     with bar:
@@ -373,6 +380,9 @@ def generate_population(people: int, platforms: int, *, seed: int = 0, overlap: 
             repay = np.clip(np.rint(650 + 80 * slope * master["credit"][who] + bias
                                     + 45 * rng.standard_normal(count)), 300, 850).astype(np.int64)
             spend = np.exp(master["spend"][who] + shift + 0.35 * rng.standard_normal(count))
+            travel_rng = streams[platforms + 1 + k]
+            travel = np.exp(master["travel"][who] + travel_rng.normal(0, 0.3)
+                            + 0.4 * travel_rng.standard_normal(count))
             fields = {key: master[key][who].tolist() for key in (
                 "name", "gender", "dob", "mobile", "resident_id", "province", "address_rest")}
             user_ids = _user_ids(rng, k, count)     # drawn before corruption: same seed, same ids
@@ -384,6 +394,7 @@ def generate_population(people: int, platforms: int, *, seed: int = 0, overlap: 
             fields["user_id"] = user_ids
             fields["repay_score"] = [str(v) for v in repay.tolist()]
             fields["spend_score"] = [f"{v:.2f}" for v in spend.tolist()]
+            fields["travel_score"] = [f"{v:.2f}" for v in travel.tolist()]
             label = f"platform_{k}"
             frames[label] = pd.DataFrame({col: fields[col] for col in COLUMNS},
                                          columns=list(COLUMNS))

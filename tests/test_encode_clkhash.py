@@ -91,6 +91,7 @@ def cn_rows(seed: int, n: int = N) -> list[list[str]]:
             maybe(address),
             str(rng.randint(300, 900)),
             maybe(str(rng.randint(0, 100))),
+            f"{rng.randint(0, 500000) / 100:.2f}",
         ])
     return rows
 
@@ -402,7 +403,7 @@ def test_dataframe_missing_column_and_bad_types():
 
 def test_row_shape_and_secret_errors():
     rows = cn_rows(seed=1, n=3)
-    with pytest.raises(DataValidationError, match=r"^row 2: has 8 values, the schema has 9 features"):
+    with pytest.raises(DataValidationError, match=r"^row 2: has 9 values, the schema has 10 features"):
         encode_records([rows[0], rows[1][:-1], rows[2]], SCHEMA_CN, SECRET)
     with pytest.raises(PPRLError, match="secret"):
         encode_records(rows, SCHEMA_CN, b"")

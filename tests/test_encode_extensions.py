@@ -26,7 +26,7 @@ RAW_CLKHASH = json.loads((EXAMPLES / "schema-cn-clkhash.json").read_text(encodin
 SCHEMA_CN = load_schema(RAW_CN)
 SECRET = b"correct horse battery staple"
 COLUMNS = ["user_id", "name", "gender", "dob", "mobile", "resident_id", "address",
-           "repay_score", "spend_score"]
+           "repay_score", "spend_score", "travel_score"]
 
 
 def frame(*rows: list[str]) -> pd.DataFrame:
@@ -39,9 +39,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 CLEAN = ["u1", "陈小明", "男", "1990-03-07", "13800138000", "11010519491231002X",
-         "北京市朝阳区建国路1号", "700", "3.5"]
+         "北京市朝阳区建国路1号", "700", "3.5", "1200.00"]
 VARIANT = ["u2", "陳 小·明", "M", "1990年3月7日", "+86 138-0013-8000", "110105491231002",
-           "北京市 朝陽區，建國路１號", "650", "1.0"]
+           "北京市 朝陽區，建國路１號", "650", "1.0", "80.50"]
 
 
 def test_harmless_variants_give_identical_clks():
@@ -67,7 +67,7 @@ def test_encoding_normalised_data_changes_nothing():
 def test_invalid_values_add_no_bits_and_are_counted():
     bad_id = CLEAN[:5] + ["110105194912310021"] + CLEAN[6:]            # wrong check digit
     no_id = CLEAN[:5] + [""] + CLEAN[6:]
-    bad_all = ["u3", "", "未知", "1990-02-30", "12345", "11010519491231002", "，", "1", "1"]
+    bad_all = ["u3", "", "未知", "1990-02-30", "12345", "11010519491231002", "，", "1", "1", "1"]
     result = encode_with_report(frame(CLEAN, bad_id, no_id, bad_all, bad_id), SCHEMA_CN, SECRET)
     clks, report = result.clks, result.report
     assert isinstance(report, EncodeReport) and report.records == 5
@@ -119,7 +119,7 @@ def test_derived_feature_reads_its_source_column():
     assert encode_records(df.drop(columns=["user_id"]), SCHEMA_CN, SECRET).shape == (2, 128)
     with pytest.raises(DataValidationError, match="missing column\\(s\\) required by the schema: 'name'"):
         encode_records(df.drop(columns=["name"]), SCHEMA_CN, SECRET)
-    with pytest.raises(DataValidationError, match="has 10 values, the schema has 9 input columns"):
+    with pytest.raises(DataValidationError, match="has 11 values, the schema has 10 input columns"):
         encode_records([rows[0] + ["zhang"]], SCHEMA_CN, SECRET)
 
 

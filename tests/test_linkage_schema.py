@@ -27,7 +27,7 @@ from pprl.linkage.tokens import ExactComparison, NgramComparison, NumericCompari
 HERE = Path(__file__).resolve().parent
 SCHEMA_CN_PATH = HERE.parent / "examples" / "schema-cn-clkhash.json"
 SCHEMA_CN = json.loads(SCHEMA_CN_PATH.read_text(encoding="utf-8"))
-CN_COLUMNS = ["user_id", "name", "gender", "dob", "mobile", "resident_id", "address", "repay_score", "spend_score"]
+CN_COLUMNS = ["user_id", "name", "gender", "dob", "mobile", "resident_id", "address", "repay_score", "spend_score", "travel_score"]
 
 
 def base_schema() -> dict:
@@ -43,7 +43,7 @@ def test_schema_cn_loads_here_and_in_clkhash():
     schema = load_schema(SCHEMA_CN_PATH)
     assert schema.identifiers == CN_COLUMNS
     assert schema.hashed_identifiers == ["name", "gender", "dob", "mobile", "resident_id", "address"]
-    assert [f.ignored for f in schema.features] == [True] + [False] * 6 + [True, True]
+    assert [f.ignored for f in schema.features] == [True] + [False] * 6 + [True, True, True]
     assert (schema.l, schema.xor_folds, schema.kdf_hash, schema.kdf_key_size) == (1024, 0, "SHA256", 64)
     assert schema.kdf_salt and schema.kdf_info
     assert (schema.kdf_salt, schema.kdf_info, schema.kdf_key_size) == (ck.kdf_salt, ck.kdf_info, ck.kdf_key_size)

@@ -266,7 +266,7 @@ def test_schema_cn_is_extended():
     schema = load_schema(EXAMPLES / "schema-cn.json")
     assert schema.extended and schema.raw["version"] == EXTENDED_VERSION and schema.version == 3
     assert schema.columns == ["user_id", "name", "gender", "dob", "mobile", "resident_id", "address",
-                              "repay_score", "spend_score"]
+                              "repay_score", "spend_score", "travel_score"]
     assert schema.hashed_identifiers == ["name", "name_pinyin", "gender", "dob", "mobile",
                                          "resident_id", "address"]
     by_id = {f.identifier: f for f in schema.features}

@@ -59,6 +59,8 @@ def _dob_or_empty(s: str) -> str:
 
 
 def test_columns_dtypes_and_no_missing_markers(clean, noisy):
+    assert COLUMNS == ("user_id", "name", "gender", "dob", "mobile", "resident_id", "address",
+                       "repay_score", "spend_score", "travel_score")
     assert list(clean.platforms) == ["platform_1", "platform_2", "platform_3"]
     for pop in (clean, noisy):
         for df in pop.platforms.values():
@@ -156,7 +158,8 @@ def test_corruption_is_realistic(clean, noisy):
     a = pd.concat(clean.platforms.values(), ignore_index=True)
     b = pd.concat(noisy.platforms.values(), ignore_index=True)
     assert (a.user_id == b.user_id).all()
-    assert (a.repay_score == b.repay_score).all() and (a.spend_score == b.spend_score).all()
+    for col in ("repay_score", "spend_score", "travel_score"):
+        assert (a[col] == b[col]).all(), col
     changed = {col: (a[col] != b[col]).mean() for col in COLUMNS}
     for col in ("name", "gender", "dob", "mobile", "resident_id", "address"):
         assert 0.01 < changed[col] < 0.35, (col, changed[col])
@@ -223,6 +226,16 @@ def test_scores(clean, noisy):
     wide = rows.pivot(index="person", columns="platform", values="repay_score").dropna().astype(int)
     assert (wide["platform_1"] != wide["platform_2"]).mean() > 0.9        # each platform scores
     assert wide["platform_1"].corr(wide["platform_2"]) > 0.3               # ...the same person
+    assert rows.travel_score.str.fullmatch(r"\d+\.\d{2}").all()
+    travel = rows.travel_score.astype(float)
+    assert (travel >= 0).all() and 200 < travel.median() < 5000
+    wide = np.log(rows.pivot(index="person", columns="platform", values="travel_score")
+                  .dropna().astype(float))
+    assert (wide["platform_1"] != wide["platform_2"]).mean() > 0.9
+    assert wide["platform_1"].corr(wide["platform_2"]) > 0.3
+    # Travel spending is its own trait, not a copy of general spending.
+    spend = np.log(rows.spend_score.astype(float))
+    assert abs(np.log(travel).corr(spend)) < 0.3
 
 
 def test_write_population(tmp_path, noisy):

@@ -48,7 +48,7 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
     Example:
       pprl submit --me keys/platform_1.key --schema examples/schema-cn.json \\
           --secret platform_1.secret --paillier authority/paillier.pub.json \\
-          --data platform_1.csv --id-column user_id --scores repay_score,spend_score \\
+          --data platform_1.csv --id-column user_id --scores repay_score,spend_score,travel_score \\
           --clip repay_score=0:1000 --clip spend_score=0:50000 --out platform_1.submission.json
     """
     key = load_key(me)

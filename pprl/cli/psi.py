@@ -48,7 +48,7 @@ def psi_group() -> None:
       pprl psi init --me keys/bureau.key --cards keys/p1.card.json --cards keys/p2.card.json \\
           --identifier resident_id --out session.json                                   # bureau
       pprl psi blind --me keys/p1.key --session session.json --data p1.csv --id-column user_id \\
-          --scores repay_score,spend_score --paillier authority/paillier.pub.json \\
+          --scores repay_score,spend_score,travel_score --paillier authority/paillier.pub.json \\
           --out p1.r0.json --state p1.state                                             # p1 (p2 likewise)
       pprl psi route --session session.json                                             # who re-blinds what
       pprl psi reblind --me keys/p2.key --state p2.state --input p1.r0.json --out p1.r1.json   # p2
@@ -109,7 +109,7 @@ def blind_cmd(me, session, bureau, data, id_column, identifier, identifier_colum
     Example:
       pprl psi blind --me keys/platform_1.key --session session.json --bureau keys/bureau.card.json \\
           --data platform_1.csv --id-column user_id --identifier resident_id \\
-          --scores repay_score,spend_score --paillier authority/paillier.pub.json \\
+          --scores repay_score,spend_score,travel_score --paillier authority/paillier.pub.json \\
           --authority keys/authority.card.json --out platform_1.r0.json --state platform_1.psi-state
     """
     result = blind_identifiers(

@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "examples" / "schema-cn.json"
-SCORE_COLUMNS = ("repay_score", "spend_score")
+#: Every score column ``pprl synth`` draws; the demos submit (and check) them all, packed in one ciphertext.
+SCORE_COLUMNS = ("repay_score", "spend_score", "travel_score")
 _MARKER = ".pprl-demo"
 
 

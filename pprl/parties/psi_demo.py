@@ -21,7 +21,7 @@ from pprl.errors import (
     PolicyError,
 )
 from pprl.linkage.identifiers import normaliser_for
-from pprl.parties.consortium import StepTimer, make_identities, prepare_workdir
+from pprl.parties.consortium import SCORE_COLUMNS, StepTimer, make_identities, prepare_workdir
 
 #: Names the construction (group, hash to group, document layout); refused if different.
 from pprl.parties.psi import (  # noqa: E402
@@ -92,7 +92,7 @@ def run_exact_demo(
     min_contributors: int = 2,
     seed: int = 0,
     bits: int = 2048,
-    score_columns: Sequence[str] = ("repay_score", "spend_score"),
+    score_columns: Sequence[str] = SCORE_COLUMNS,
     reveal_intersection: bool = False,
     workers: int | None = None,
     echo: Callable[[str], None] = lambda message: None,
