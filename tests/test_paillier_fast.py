@@ -240,6 +240,8 @@ def test_table_pow_equals_powmod(keys, window):
 def test_default_window_respects_memory_budget():
     assert default_window(512, 1024) == 10  # 2048-bit key: 54 MB
     assert default_window(768, 1536) == 9  # 3072-bit key
+    big = paillier_djn.LARGE_TABLE_MEMORY_BUDGET
+    assert default_window(512, 1024, big) == 12 and default_window(768, 1536, big) == 11
     for width, ell in [(512, 1024), (768, 1536), (1024, 2048)]:
         w = default_window(width, ell)
         assert -(-ell // w) * (2**w - 1) * width <= paillier_djn.TABLE_MEMORY_BUDGET
