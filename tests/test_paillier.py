@@ -280,6 +280,18 @@ def test_from_bytes_refuses_tampering(keys):
         EncryptedVector.from_bytes(pub, "not bytes")  # type: ignore[arg-type]
 
 
+def test_non_unit_ciphertext_named_by_position_in_a_long_vector(keys):
+    """Units are checked a block at a time; a bad block is rescanned to name the exact position."""
+    pub, _ = keys
+    good = [int(c) for c in encrypt_vector(pub, list(range(10)), workers=1).ciphertexts] * 1000
+    assert len(EncryptedVector(pub, good)) == 10_000
+    for pos in (1, 4096, 4097, 10_000):
+        bad = list(good)
+        bad[pos - 1] = pub.n * 7 % pub.nsquare
+        with pytest.raises(DocumentError, match=f"position {pos} "):
+            EncryptedVector(pub, bad)
+
+
 def test_public_key_dict_round_trip_and_fingerprint(keys, other_keys):
     pub, _ = keys
     d = pub.to_dict()
