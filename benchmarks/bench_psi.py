@@ -7,7 +7,7 @@ one process, no network. Throughput counts both sides' elements:
 ``2n / seconds``, by wall clock and by CPU time (the fairer figure on a
 shared machine). OpenMined's runs on P-256 with try-and-increment hashing in
 C++ (``DataStructure.RAW``, i.e. exact); pprl's on Curve25519/X25519 with
-Elligator 2 via libsodium (see ``pprl/crypto/psi.py``).
+RFC 9380 hash_to_curve (curve25519_XMD:SHA-512_ELL2_RO_, our C map; see ``pprl/crypto/psi.py``).
 
 Intersection-sum: ``--sum-platforms`` platforms of ``--sum-n`` records each
 (neighbouring platforms share half their people) through the real party
