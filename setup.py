@@ -37,7 +37,7 @@ class _BuildExt(build_ext):
 setup(
     ext_modules=[
         Extension("pprl.linkage._dice", sources=["pprl/linkage/_dice.c"]),
-        Extension("pprl.crypto._h2c", sources=["pprl/crypto/_h2c.c"]),
+        Extension("pprl.crypto._h2c", sources=["pprl/crypto/_h2c.c"], depends=["pprl/crypto/_sha512.h"]),
     ],
     cmdclass={"build_ext": _BuildExt},
 )

@@ -82,6 +82,37 @@ def test_c_matches_rfc_vectors(vec):
 # ------------------------------------------------------------------ C against the reference
 
 
+@needs_c
+def test_c_expand_message_xmd_matches_python_across_block_boundaries():
+    """The C SHA-512 / expand_message_xmd (96 bytes) against hashlib's, for lengths around 128-byte blocks."""
+    from pprl.crypto import _h2c
+
+    rng = random.Random(512)
+    for n in [0, 1, 3, 16, 63, 64, 65, 107, 108, 109, 111, 112, 113, 127, 128, 129, 239, 240, 241, 255, 256, 1000]:
+        msg = rng.randbytes(n)
+        for dst in (b"x", rng.randbytes(200), rng.randbytes(255), SUITE["dst"].encode()):
+            assert _h2c.expand_message_xmd96(msg, dst) == h2c.expand_message_xmd(msg, dst, 96)
+
+
+@needs_c
+def test_c_hash_to_u_is_xmd_then_map_and_checks_its_inputs():
+    from pprl.crypto import _h2c
+
+    msgs = [f"{i:018d}".encode() for i in range(300)] + [b"", bytes(500)]
+    dst = b"pprl-test-all-c"
+    assert _h2c.hash_to_u(msgs, dst) == _h2c.map_to_u(h2c.field_bytes(msgs, dst))
+    assert _h2c.hash_to_u(tuple(msgs), dst) == _h2c.hash_to_u(msgs, dst)
+    assert _h2c.hash_to_u([], dst) == b""
+    with pytest.raises(TypeError, match="position 2") as exc:
+        _h2c.hash_to_u([b"a", "secret-text"], dst)
+    assert "secret-text" not in str(exc.value)
+    with pytest.raises(ValueError, match="DST"):
+        _h2c.hash_to_u([b"a"], b"")
+    with pytest.raises(ValueError, match="DST"):
+        _h2c.hash_to_u([b"a"], bytes(256))
+
+
+
 def _edge_field_elements() -> list[int]:
     """48-byte inputs around the reduction and the map's special values (0, -1, +-1/2 ...)."""
     inv2 = pow(2, P - 2, P)
@@ -202,8 +233,8 @@ def test_make_dst_hashes_oversize_tags():
 def test_neutral_element_is_refused_without_naming_the_identifier(monkeypatch):
     class Fake:
         @staticmethod
-        def map_to_u(blob: bytes) -> bytes:
-            return bytes(32 * (len(blob) // 96))
+        def hash_to_u(messages: list[bytes], dst: bytes) -> bytes:
+            return bytes(32 * len(messages))
 
     monkeypatch.setattr(h2c, "_h2c", Fake)
     with pytest.raises(DataValidationError, match="neutral element") as exc:

@@ -2,8 +2,10 @@
  * pprl.crypto._h2c -- the map half of RFC 9380 hash_to_curve for the suite
  * curve25519_XMD:SHA-512_ELL2_RO_, in constant time.
  *
- * Input: per message, the 96 bytes of expand_message_xmd (SHA-512), i.e. the
- * two 48-byte big-endian hash_to_field outputs u0 || u1.  For each message:
+ * hash_to_u(messages, dst) runs the whole suite: expand_message_xmd with
+ * SHA-512 (_sha512.h) to 96 bytes, i.e. the two 48-byte big-endian
+ * hash_to_field outputs u0 || u1; map_to_u(field_bytes) starts from those
+ * 96 bytes.  For each message:
  *
  *     Q0 = elligator2(u0), Q1 = elligator2(u1)        (Montgomery form)
  *     P  = 8 * (Q0 + Q1)                               (clear_cofactor, h_eff = 8)
@@ -41,6 +43,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "_sha512.h"
 
 typedef unsigned __int128 u128;
 typedef struct { uint64_t v[5]; } fe;
@@ -462,6 +466,67 @@ static void map_batch(uint8_t *out, const uint8_t *in, fe *scratch, size_t n)
     batch_to_u(out, num, den, pre, n);
 }
 
+/* ------------------------------------------------------------------ expand_message_xmd */
+
+/* SHA-512 after the 128-byte zero block Z_pad, and DST' = DST || I2OSP(len(DST), 1). */
+typedef struct {
+    sha512_ctx zpad;
+    uint8_t dst_prime[256];
+    size_t dst_prime_len;
+} xmd_ctx;
+
+static void xmd_init(xmd_ctx *x, const uint8_t *dst, size_t dst_len)   /* dst_len <= 255 */
+{
+    static const uint8_t zero[128] = {0};
+    sha512_init(&x->zpad);
+    sha512_update(&x->zpad, zero, sizeof zero);
+    memcpy(x->dst_prime, dst, dst_len);
+    x->dst_prime[dst_len] = (uint8_t)dst_len;
+    x->dst_prime_len = dst_len + 1;
+}
+
+/* expand_message_xmd(msg, DST, 96) = b1 || b2[0:32] (RFC 9380 5.3.1, ell = 2). */
+static void xmd96(uint8_t out[96], const xmd_ctx *x, const uint8_t *msg, size_t len)
+{
+    static const uint8_t len_zero[3] = {0, 96, 0};   /* I2OSP(96, 2) || I2OSP(0, 1) */
+    uint8_t b0[64], b1[64], b2[64], t[64], idx;
+    sha512_ctx c = x->zpad;
+    sha512_update(&c, msg, len);
+    sha512_update(&c, len_zero, sizeof len_zero);
+    sha512_update(&c, x->dst_prime, x->dst_prime_len);
+    sha512_final(&c, b0);
+    idx = 1;
+    sha512_init(&c);
+    sha512_update(&c, b0, 64);
+    sha512_update(&c, &idx, 1);
+    sha512_update(&c, x->dst_prime, x->dst_prime_len);
+    sha512_final(&c, b1);
+    for (int i = 0; i < 64; i++) t[i] = b0[i] ^ b1[i];
+    idx = 2;
+    sha512_init(&c);
+    sha512_update(&c, t, 64);
+    sha512_update(&c, &idx, 1);
+    sha512_update(&c, x->dst_prime, x->dst_prime_len);
+    sha512_final(&c, b2);
+    memcpy(out, b1, 64);
+    memcpy(out + 64, b2, 32);
+}
+
+static void hash_batch(uint8_t *out, const xmd_ctx *x, const uint8_t *const *msgs, const size_t *lens,
+                       fe *scratch, size_t n)
+{
+    fe *num = scratch, *den = scratch + n, *pre = scratch + 2 * n;
+    uint8_t field[96];
+    ge p;
+    for (size_t i = 0; i < n; i++) {
+        xmd96(field, x, msgs[i], lens[i]);
+        hash_point(&p, field);
+        fe_add(&num[i], &p.Z, &p.Y);
+        fe_sub(&den[i], &p.Z, &p.Y);
+    }
+    batch_to_u(out, num, den, pre, n);
+}
+
 /* ------------------------------------------------------------------ Python */
 
 /* Elements mapped per scratch allocation (3 field elements each). */
@@ -508,6 +573,93 @@ static PyObject *py_map_to_u(PyObject *self, PyObject *arg)
     PyMem_RawFree(scratch);
     PyBuffer_Release(&in);
     return res;
+}
+
+PyDoc_STRVAR(hash_to_u_doc,
+"hash_to_u(messages, dst, /) -> bytes\n--\n\n"
+"RFC 9380 hash_to_curve, suite curve25519_XMD:SHA-512_ELL2_RO_, for each bytes\n"
+"object in the sequence ``messages`` with the DST ``dst`` (1 to 255 bytes): the\n"
+"Montgomery u-coordinates, 32 bytes little-endian each, concatenated; the neutral\n"
+"element comes out as 32 zero bytes. Releases the GIL for the whole computation.");
+
+static PyObject *py_hash_to_u(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *seq, *items, *res = NULL;
+    Py_buffer dst;
+    const uint8_t **ptrs = NULL;
+    size_t *lens = NULL;
+    fe *scratch = NULL;
+    xmd_ctx x;
+    if (!PyArg_ParseTuple(args, "Oy*:hash_to_u", &seq, &dst)) return NULL;
+    if (dst.len < 1 || dst.len > 255) {
+        PyBuffer_Release(&dst);
+        PyErr_SetString(PyExc_ValueError, "hash_to_u: the DST must be 1 to 255 bytes");
+        return NULL;
+    }
+    xmd_init(&x, (const uint8_t *)dst.buf, (size_t)dst.len);
+    PyBuffer_Release(&dst);
+    items = PySequence_Tuple(seq);     /* owns the messages while the GIL is released */
+    if (items == NULL) return NULL;
+    size_t n = (size_t)PyTuple_GET_SIZE(items);
+    size_t chunk = n < CHUNK ? n : CHUNK;
+    ptrs = PyMem_RawMalloc((n ? n : 1) * sizeof *ptrs);
+    lens = PyMem_RawMalloc((n ? n : 1) * sizeof *lens);
+    scratch = PyMem_RawMalloc((chunk ? 3 * chunk : 1) * sizeof(fe));
+    if (ptrs == NULL || lens == NULL || scratch == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        PyObject *m = PyTuple_GET_ITEM(items, (Py_ssize_t)i);
+        if (!PyBytes_Check(m)) {
+            PyErr_Format(PyExc_TypeError, "hash_to_u: message at position %zu is not bytes", i + 1);
+            goto done;
+        }
+        ptrs[i] = (const uint8_t *)PyBytes_AS_STRING(m);
+        lens[i] = (size_t)PyBytes_GET_SIZE(m);
+    }
+    res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(32 * n));
+    if (res == NULL) goto done;
+    {
+        uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res);
+        Py_BEGIN_ALLOW_THREADS
+        for (size_t s = 0; s < n; s += chunk) {
+            size_t m = n - s < chunk ? n - s : chunk;
+            hash_batch(out + 32 * s, &x, ptrs + s, lens + s, scratch, m);
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+    PyMem_RawFree(ptrs);
+    PyMem_RawFree(lens);
+    PyMem_RawFree(scratch);
+    Py_DECREF(items);
+    return res;
+}
+
+PyDoc_STRVAR(expand_message_xmd96_doc,
+"expand_message_xmd96(message, dst, /) -> bytes\n--\n\n"
+"expand_message_xmd(message, dst, 96) with SHA-512, as hash_to_u uses it. For tests.");
+
+static PyObject *py_expand_message_xmd96(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer msg, dst;
+    xmd_ctx x;
+    uint8_t out[96];
+    if (!PyArg_ParseTuple(args, "y*y*:expand_message_xmd96", &msg, &dst)) return NULL;
+    if (dst.len < 1 || dst.len > 255) {
+        PyBuffer_Release(&msg);
+        PyBuffer_Release(&dst);
+        PyErr_SetString(PyExc_ValueError, "expand_message_xmd96: the DST must be 1 to 255 bytes");
+        return NULL;
+    }
+    xmd_init(&x, (const uint8_t *)dst.buf, (size_t)dst.len);
+    xmd96(out, &x, (const uint8_t *)msg.buf, (size_t)msg.len);
+    PyBuffer_Release(&msg);
+    PyBuffer_Release(&dst);
+    return PyBytes_FromStringAndSize((const char *)out, 96);
 }
 
 static PyObject *pair_bytes(const fe *a, const fe *b)
@@ -580,6 +732,8 @@ static PyObject *py_elligator2(PyObject *self, PyObject *arg)
 }
 
 static PyMethodDef methods[] = {
+    {"hash_to_u", py_hash_to_u, METH_VARARGS, hash_to_u_doc},
+    {"expand_message_xmd96", py_expand_message_xmd96, METH_VARARGS, expand_message_xmd96_doc},
     {"map_to_u", py_map_to_u, METH_O, map_to_u_doc},
     {"map_to_point", py_map_to_point, METH_O, map_to_point_doc},
     {"elligator2", py_elligator2, METH_O, elligator2_doc},
@@ -588,7 +742,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_h2c",
-    "RFC 9380 curve25519_XMD:SHA-512_ELL2_RO_: the constant-time map from hash_to_field output to X25519 u.",
+    "RFC 9380 curve25519_XMD:SHA-512_ELL2_RO_ in constant time: messages (or hash_to_field output) to X25519 u.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 

@@ -11,9 +11,9 @@ What
     4. add the two points, multiply by the cofactor 8 (``h_eff = 8``).
 
 Why two implementations
-    The fast path is the C extension ``pprl.crypto._h2c`` (constant-time
-    field arithmetic, one exponentiation per map, one inversion per batch,
-    GIL released). This module also carries a plain-integer reference that
+    The fast path is the C extension ``pprl.crypto._h2c`` (SHA-512 for
+    expand_message_xmd, constant-time field arithmetic, one exponentiation
+    per map, one inversion per batch, GIL released throughout). This module also carries a plain-integer reference that
     follows the RFC's math line by line, with affine Montgomery-curve
     arithmetic -- a different route from the C code's Edwards formulas, so
     the tests' cross-check means something. The reference is the fallback
@@ -228,7 +228,10 @@ def hash_to_group_reference(messages: Sequence[bytes], dst: bytes) -> bytes:
 
 
 def field_bytes(messages: Sequence[bytes], dst: bytes) -> bytes:
-    """expand_message_xmd(msg, dst, 96) for every message, concatenated: the C map's input."""
+    """expand_message_xmd(msg, dst, 96) for every message, concatenated: ``_h2c.map_to_u``'s input.
+
+    For tests and measurements; :func:`hash_to_group` does this step in C.
+    """
     state, suffix = _xmd_prefix(dst, 2 * L)
     dst_prime = dst + bytes([len(dst)])
     sha512 = hashlib.sha512
@@ -247,13 +250,15 @@ def field_bytes(messages: Sequence[bytes], dst: bytes) -> bytes:
 
 
 def hash_to_group(messages: Sequence[bytes], dst: bytes) -> bytes:
-    """H(m) for every message as concatenated 32-byte u-coordinates: C when built, else the reference.
+    """H(m) for every message (``bytes``) as concatenated 32-byte u-coordinates.
 
-    ``dst`` must already be at most 255 bytes (see :func:`make_dst`).
+    The C extension does everything (SHA-512, maps, batch inversion) with the
+    GIL released; without it the pure-Python reference runs. ``dst`` must
+    already be 1 to 255 bytes (see :func:`make_dst`).
     """
     if _h2c is None:
         return hash_to_group_reference(messages, dst)
-    out = _h2c.map_to_u(field_bytes(messages, dst))
+    out = _h2c.hash_to_u(messages, dst)
     if _has_zero_element(out):
         raise DataValidationError("an identifier hashed to the neutral element; cannot blind it")
     return out
