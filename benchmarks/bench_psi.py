@@ -118,7 +118,7 @@ def _two_party(n: int, workers: int, repeat: int, skip_theirs: bool) -> None:
     server_items = _plain_ids(n // 2, n)
     expected = n - n // 2
     print(f"two-party PSI cardinality, {n:,} x {n:,} (shared {expected:,}), {workers} core(s), median of {repeat}")
-    runs = [("pprl (X25519/Elligator2, libsodium)", lambda: run_ours(client_items, server_items, workers))]
+    runs = [("pprl (X25519, RFC 9380 h2c in C)", lambda: run_ours(client_items, server_items, workers))]
     reason = "--skip-theirs" if skip_theirs else _theirs_available()
     if reason is None:
         runs.append(("openmined-psi (P-256, C++)", lambda: run_theirs(client_items, server_items)))
