@@ -33,15 +33,19 @@ from pprl.errors import DataValidationError
 
 __all__ = [
     "HAVE_C",
-    "P",
     "ORDER",
+    "P",
     "expand_message_xmd",
+    "field_bytes",
+    "hash_to_curve_reference",
     "hash_to_field",
     "hash_to_group",
     "hash_to_group_reference",
+    "in_prime_order_subgroup",
     "make_dst",
+    "map_field_elements",
     "map_to_curve",
-    "hash_to_curve_reference",
+    "on_curve",
 ]
 
 #: The field prime 2^255 - 19.
