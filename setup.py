@@ -1,7 +1,10 @@
-"""Build glue for pprl's one C extension, the Dice kernel.
+"""Build glue for pprl's two C extensions: the Dice kernel and the PSI hash-to-curve map.
 
 Everything else (metadata, dependencies, packages) lives in setup.cfg; this
-file only declares ``pprl.linkage._dice`` because setup.cfg cannot.
+file only declares ``pprl.linkage._dice`` and ``pprl.crypto._h2c`` because
+setup.cfg cannot. ``_h2c`` needs a compiler with ``unsigned __int128`` (gcc,
+clang on 64-bit targets); without it ``pprl.crypto.hash_to_curve`` falls back
+to its pure-Python reference.
 
 Flags: -O3 for the kernel loops, and -ffp-contract=off so the compiler never
 fuses a multiply and an add into an FMA -- similarities must stay
@@ -22,7 +25,7 @@ _MSVC_FLAGS = ["/O2", "/fp:precise"]
 
 
 class _BuildExt(build_ext):
-    """Add compiler-specific optimisation flags to the Dice kernel."""
+    """Add compiler-specific optimisation flags to the extensions."""
 
     def build_extensions(self) -> None:
         flags = _MSVC_FLAGS if self.compiler.compiler_type == "msvc" else _GCC_LIKE_FLAGS
@@ -32,6 +35,9 @@ class _BuildExt(build_ext):
 
 
 setup(
-    ext_modules=[Extension("pprl.linkage._dice", sources=["pprl/linkage/_dice.c"])],
+    ext_modules=[
+        Extension("pprl.linkage._dice", sources=["pprl/linkage/_dice.c"]),
+        Extension("pprl.crypto._h2c", sources=["pprl/crypto/_h2c.c"], depends=["pprl/crypto/_sha512.h"]),
+    ],
     cmdclass={"build_ext": _BuildExt},
 )

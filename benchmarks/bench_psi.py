@@ -7,7 +7,7 @@ one process, no network. Throughput counts both sides' elements:
 ``2n / seconds``, by wall clock and by CPU time (the fairer figure on a
 shared machine). OpenMined's runs on P-256 with try-and-increment hashing in
 C++ (``DataStructure.RAW``, i.e. exact); pprl's on Curve25519/X25519 with
-Elligator 2 via libsodium (see ``pprl/crypto/psi.py``).
+RFC 9380 hash_to_curve (curve25519_XMD:SHA-512_ELL2_RO_, our C map; see ``pprl/crypto/psi.py``).
 
 Intersection-sum: ``--sum-platforms`` platforms of ``--sum-n`` records each
 (neighbouring platforms share half their people) through the real party
@@ -118,7 +118,7 @@ def _two_party(n: int, workers: int, repeat: int, skip_theirs: bool) -> None:
     server_items = _plain_ids(n // 2, n)
     expected = n - n // 2
     print(f"two-party PSI cardinality, {n:,} x {n:,} (shared {expected:,}), {workers} core(s), median of {repeat}")
-    runs = [("pprl (X25519/Elligator2, libsodium)", lambda: run_ours(client_items, server_items, workers))]
+    runs = [("pprl (X25519, RFC 9380 h2c in C)", lambda: run_ours(client_items, server_items, workers))]
     reason = "--skip-theirs" if skip_theirs else _theirs_available()
     if reason is None:
         runs.append(("openmined-psi (P-256, C++)", lambda: run_theirs(client_items, server_items)))

@@ -16,11 +16,11 @@ import stat
 from decimal import Decimal
 from pathlib import Path
 
-import nacl.bindings
 import pandas as pd
 import pytest
 
 from pprl.audit import verify_log
+from pprl.crypto import hash_to_curve
 from pprl.crypto import psi as psi_crypto
 from pprl.crypto.paillier import generate_keypair
 from pprl.documents import read_document, sign_document, write_document
@@ -139,26 +139,25 @@ def test_hash_to_group_domain_separation_and_determinism():
 
 
 def test_hash_to_group_regression_vector():
-    """Pins the construction (SHA-512 -> 2x Elligator 2 -> add -> Montgomery u); a change breaks sessions."""
+    """Pins the construction (RFC 9380 curve25519_XMD:SHA-512_ELL2_RO_ -> Montgomery u); a change breaks sessions."""
     got = psi_crypto.hash_to_group(["11010519491231002X"], psi_crypto.make_domain("pprl-test-vector"))
     assert got.hex() == PINNED_VECTOR
 
 
-def test_hash_to_group_montgomery_form_agrees_with_libsodium():
-    """Our batch Edwards -> Montgomery conversion against libsodium's own (independent) one."""
+def test_hash_to_group_is_rfc9380_with_the_session_dst():
+    """psi's H is exactly RFC 9380 hash_to_curve with DST = SUITE || len || domain (reference recomputation)."""
     d = psi_crypto.make_domain("check")
-    items = [f"id-{i}".encode() for i in range(40)]
-    prefix = hashlib.sha512(psi_crypto.SUITE + len(d).to_bytes(2, "big") + d)
-    for item, ours in zip(items, psi_crypto.split_elements(psi_crypto.hash_to_group(items, d))):
-        h = prefix.copy()
-        h.update(item)
-        digest = h.digest()
-        edwards = nacl.bindings.crypto_core_ed25519_add(
-            nacl.bindings.crypto_core_ed25519_from_uniform(digest[:32]),
-            nacl.bindings.crypto_core_ed25519_from_uniform(digest[32:]),
-        )
-        assert nacl.bindings.crypto_core_ed25519_is_valid_point(edwards)  # prime-order subgroup
-        assert ours == nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(edwards)
+    dst = psi_crypto.SUITE + len(d).to_bytes(2, "big") + d
+    items = [f"id-{i}".encode() for i in range(20)]
+    got = psi_crypto.split_elements(psi_crypto.hash_to_group(items, d))
+    for item, ours in zip(items, got):
+        u, _ = hash_to_curve.hash_to_curve_reference(item, dst)
+        assert ours == u.to_bytes(32, "little")
+    long_domain = psi_crypto.make_domain("x" * 300)
+    long_dst = hashlib.sha512(b"H2C-OVERSIZE-DST-" + psi_crypto.SUITE + len(long_domain).to_bytes(2, "big")
+                              + long_domain).digest()
+    u, _ = hash_to_curve.hash_to_curve_reference(b"id", long_dst)
+    assert psi_crypto.hash_to_group([b"id"], long_domain) == u.to_bytes(32, "little")
 
 
 def test_blinding_commutes_and_threads_agree():
@@ -529,4 +528,4 @@ def test_run_exact_demo(tmp_path):
     assert "all equal" in summary.render()
 
 
-PINNED_VECTOR = "74fe5a76e8c17e565ec0fabfdee823751b3572471e74974e05ac919822041d3e"
+PINNED_VECTOR = "bf0b2d6e641345d8593dbfe1ecd1555d481175988d02f9f15266e9c3a3d10533"

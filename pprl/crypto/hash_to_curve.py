@@ -1,0 +1,273 @@
+"""RFC 9380 hash_to_curve for the suite curve25519_XMD:SHA-512_ELL2_RO_.
+
+What
+    ``hash_to_group(messages, dst)`` maps each message to a point of the
+    prime-order subgroup of Curve25519 and returns its Montgomery
+    u-coordinate (32 bytes little-endian), ready for X25519:
+
+    1. ``expand_message_xmd`` (SHA-512) -> 96 uniform bytes (RFC 9380 5.3.1);
+    2. ``hash_to_field``: two 48-byte big-endian integers mod p (L = 48);
+    3. ``map_to_curve_elligator2_curve25519`` on each (RFC 9380 6.7.1);
+    4. add the two points, multiply by the cofactor 8 (``h_eff = 8``).
+
+Why two implementations
+    The fast path is the C extension ``pprl.crypto._h2c`` (SHA-512 for
+    expand_message_xmd, constant-time field arithmetic, one exponentiation
+    per map, one inversion per batch, GIL released throughout). This module also carries a plain-integer reference that
+    follows the RFC's math line by line, with affine Montgomery-curve
+    arithmetic -- a different route from the C code's Edwards formulas, so
+    the tests' cross-check means something. The reference is the fallback
+    when the extension is not built; it is correct but slow (about 100 us per
+    message) and, being Python integer code, not constant time.
+
+The test vectors of RFC 9380 Appendix J.4.1 and K.3 are in
+``tests/vectors/rfc9380.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from pprl.errors import DataValidationError
+
+__all__ = [
+    "HAVE_C",
+    "ORDER",
+    "P",
+    "expand_message_xmd",
+    "field_bytes",
+    "hash_to_curve_reference",
+    "hash_to_field",
+    "hash_to_group",
+    "hash_to_group_reference",
+    "in_prime_order_subgroup",
+    "make_dst",
+    "map_field_elements",
+    "map_to_curve",
+    "on_curve",
+]
+
+#: The field prime 2^255 - 19.
+P = (1 << 255) - 19
+#: Order of the prime-order subgroup.
+ORDER = (1 << 252) + 27742317777372353535851937790883648493
+#: Curve25519: v^2 = u^3 + A u^2 + u.
+A = 486662
+#: Elligator 2's non-square constant for this suite.
+Z = 2
+#: Bytes per field element in hash_to_field (ceil((255 + 128) / 8)).
+L = 48
+_SQRT_M1 = pow(2, (P - 1) // 4, P)  # a square root of -1 (2 is a non-square)
+
+try:
+    from pprl.crypto import _h2c
+except ImportError:  # pragma: no cover - the extension is built by setup.py
+    _h2c = None
+
+#: True when the C extension is available.
+HAVE_C = _h2c is not None
+
+Point = tuple[int, int] | None  # affine (u, v) on Curve25519; None is the point at infinity
+
+
+# ------------------------------------------------------------------ hashing
+
+
+def make_dst(tag: bytes) -> bytes:
+    """A domain-separation tag of at most 255 bytes: long tags are hashed (RFC 9380 5.3.3)."""
+    tag = bytes(tag)
+    if len(tag) > 255:
+        return hashlib.sha512(b"H2C-OVERSIZE-DST-" + tag).digest()
+    if not tag:
+        raise DataValidationError("a hash-to-curve DST must not be empty")
+    return tag
+
+
+def _xmd_prefix(dst: bytes, len_in_bytes: int) -> tuple[object, bytes]:
+    """The SHA-512 state after its 128-byte zero block, and the suffix I2OSP(len, 2) || 0 || DST'."""
+    if len(dst) > 255:
+        raise DataValidationError("a DST longer than 255 bytes must be hashed first (make_dst)")
+    dst_prime = dst + bytes([len(dst)])
+    return hashlib.sha512(bytes(128)), len_in_bytes.to_bytes(2, "big") + b"\x00" + dst_prime
+
+
+def expand_message_xmd(msg: bytes, dst: bytes, len_in_bytes: int) -> bytes:
+    """RFC 9380 5.3.1 with SHA-512 (b_in_bytes = 64, s_in_bytes = 128)."""
+    ell = -(-len_in_bytes // 64)
+    if ell > 255 or len_in_bytes > 65535:
+        raise DataValidationError("expand_message_xmd: requested length too large")
+    state, suffix = _xmd_prefix(dst, len_in_bytes)
+    dst_prime = dst + bytes([len(dst)])
+    h = state.copy()  # type: ignore[attr-defined]
+    h.update(msg + suffix)
+    b0 = h.digest()
+    b = hashlib.sha512(b0 + b"\x01" + dst_prime).digest()
+    out = [b]
+    for i in range(2, ell + 1):
+        b = hashlib.sha512(bytes(x ^ y for x, y in zip(b0, b)) + bytes([i]) + dst_prime).digest()
+        out.append(b)
+    return b"".join(out)[:len_in_bytes]
+
+
+def hash_to_field(msg: bytes, dst: bytes, count: int = 2) -> list[int]:
+    """``count`` elements of GF(p), each a 48-byte big-endian integer reduced mod p."""
+    uniform = expand_message_xmd(msg, dst, count * L)
+    return [int.from_bytes(uniform[i * L : (i + 1) * L], "big") % P for i in range(count)]
+
+
+# ------------------------------------------------------------------ field and curve (reference)
+
+
+def _inv(x: int) -> int:
+    return pow(x, P - 2, P)
+
+
+def _is_square(x: int) -> bool:
+    return pow(x, (P - 1) // 2, P) in (0, 1)
+
+
+def _sqrt(x: int) -> int:
+    """A square root of a square x (p = 5 mod 8: x^((p+3)/8), times sqrt(-1) if needed)."""
+    r = pow(x, (P + 3) // 8, P)
+    if r * r % P != x % P:
+        r = r * _SQRT_M1 % P
+    if r * r % P != x % P:
+        raise ValueError("not a square")
+    return r
+
+
+def _sgn0(x: int) -> int:
+    return x % P & 1
+
+
+def _g(x: int) -> int:
+    return (x * x % P * x + A * x * x + x) % P
+
+
+def map_to_curve(u: int) -> tuple[int, int]:
+    """map_to_curve_elligator2 (RFC 9380 6.7.1, K = 1, J = A, Z = 2) -> affine (s, t)."""
+    tv = (1 + Z * u * u) % P
+    x1 = -A * _inv(tv) % P if tv else -A % P  # inv0(0) = 0 gives x1 = 0, then step 2 sets -A
+    if x1 == 0:
+        x1 = -A % P
+    gx1 = _g(x1)
+    x2 = (-x1 - A) % P
+    gx2 = _g(x2)
+    if _is_square(gx1):
+        x, y = x1, _sqrt(gx1)
+        if _sgn0(y) != 1:
+            y = -y % P
+    else:
+        x, y = x2, _sqrt(gx2)
+        if _sgn0(y) != 0:
+            y = -y % P
+    return x, y
+
+
+def _add(p1: Point, p2: Point) -> Point:
+    """Affine addition on v^2 = u^3 + A u^2 + u (chord and tangent)."""
+    if p1 is None:
+        return p2
+    if p2 is None:
+        return p1
+    (x1, y1), (x2, y2) = p1, p2
+    if x1 == x2:
+        if (y1 + y2) % P == 0:
+            return None  # P + (-P), including doubling a point of order 2
+        lam = (3 * x1 * x1 + 2 * A * x1 + 1) * _inv(2 * y1) % P
+    else:
+        lam = (y2 - y1) * _inv(x2 - x1) % P
+    x3 = (lam * lam - A - x1 - x2) % P
+    return x3, (lam * (x1 - x3) - y1) % P
+
+
+def _mul(k: int, pt: Point) -> Point:
+    """k * pt by double-and-add (reference only: not constant time)."""
+    out: Point = None
+    while k:
+        if k & 1:
+            out = _add(out, pt)
+        pt = _add(pt, pt)
+        k >>= 1
+    return out
+
+
+def on_curve(pt: tuple[int, int]) -> bool:
+    """Whether affine (u, v) satisfies v^2 = u^3 + A u^2 + u."""
+    return pt[1] * pt[1] % P == _g(pt[0])
+
+
+def in_prime_order_subgroup(pt: Point) -> bool:
+    """ORDER * pt is the identity (and pt is not the identity)."""
+    return pt is not None and _mul(ORDER, pt) is None
+
+
+def map_field_elements(u0: int, u1: int) -> Point:
+    """clear_cofactor(map_to_curve(u0) + map_to_curve(u1)), with h_eff = 8."""
+    r = _add(map_to_curve(u0), map_to_curve(u1))
+    for _ in range(3):
+        r = _add(r, r)
+    return r
+
+
+def hash_to_curve_reference(msg: bytes, dst: bytes) -> Point:
+    """The whole RFC 9380 hash_to_curve, affine (u, v); reference implementation."""
+    u0, u1 = hash_to_field(msg, dst)
+    return map_field_elements(u0, u1)
+
+
+def hash_to_group_reference(messages: Sequence[bytes], dst: bytes) -> bytes:
+    """Concatenated 32-byte little-endian u-coordinates, in pure Python."""
+    out = bytearray()
+    for m in messages:
+        pt = hash_to_curve_reference(m, dst)
+        if pt is None:  # probability about 2^-252 per message
+            raise DataValidationError("an identifier hashed to the neutral element; cannot blind it")
+        out += pt[0].to_bytes(32, "little")
+    return bytes(out)
+
+
+# ------------------------------------------------------------------ fast path
+
+
+def field_bytes(messages: Sequence[bytes], dst: bytes) -> bytes:
+    """expand_message_xmd(msg, dst, 96) for every message, concatenated: ``_h2c.map_to_u``'s input.
+
+    For tests and measurements; :func:`hash_to_group` does this step in C.
+    """
+    state, suffix = _xmd_prefix(dst, 2 * L)
+    dst_prime = dst + bytes([len(dst)])
+    sha512 = hashlib.sha512
+    tail1 = b"\x01" + dst_prime
+    tail2 = b"\x02" + dst_prime
+    parts = []
+    for m in messages:
+        h = state.copy()  # type: ignore[attr-defined]
+        h.update(m + suffix)
+        b0 = h.digest()
+        b1 = sha512(b0 + tail1).digest()
+        x = (int.from_bytes(b0, "little") ^ int.from_bytes(b1, "little")).to_bytes(64, "little")
+        parts.append(b1)
+        parts.append(sha512(x + tail2).digest()[:32])
+    return b"".join(parts)
+
+
+def hash_to_group(messages: Sequence[bytes], dst: bytes) -> bytes:
+    """H(m) for every message (``bytes``) as concatenated 32-byte u-coordinates.
+
+    The C extension does everything (SHA-512, maps, batch inversion) with the
+    GIL released; without it the pure-Python reference runs. ``dst`` must
+    already be 1 to 255 bytes (see :func:`make_dst`).
+    """
+    if _h2c is None:
+        return hash_to_group_reference(messages, dst)
+    out = _h2c.hash_to_u(messages, dst)
+    if _has_zero_element(out):
+        raise DataValidationError("an identifier hashed to the neutral element; cannot blind it")
+    return out
+
+
+def _has_zero_element(blob: bytes) -> bool:
+    zero = bytes(32)
+    return any(blob[i : i + 32] == zero for i in range(0, len(blob), 32)) if zero in blob else False
