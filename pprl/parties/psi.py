@@ -128,7 +128,7 @@ __all__ = [
 ]
 
 #: Names the construction (group, hash to group, document layout); refused if different.
-PROTOCOL = "pprl-ecdh-psi/curve25519-x25519/sha512-ell2-ro/v1"
+PROTOCOL = "pprl-ecdh-psi/curve25519-x25519/rfc9380-curve25519_XMD:SHA-512_ELL2_RO_/v2"
 SESSION_KIND, ROUND_KIND, STATE_KIND, REVEAL_KIND = "psi-session", "psi-round", "psi-state", "psi-reveal"
 _ENTITY_DOMAIN = b"pprl-psi-entity-v1"
 
