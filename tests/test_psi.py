@@ -16,6 +16,7 @@ import stat
 from decimal import Decimal
 from pathlib import Path
 
+import nacl.bindings
 import pandas as pd
 import pytest
 
@@ -184,6 +185,21 @@ def test_invalid_elements_refused():
         psi_crypto.reblind(k, b"\x09" + bytes(31) + bytes(32))   # the all-zero element
     with pytest.raises(DataValidationError, match="position 1"):
         psi_crypto.reblind(k, b"\x01" + bytes(31))             # u = 1: small order, X25519 gives 0
+    good = psi_crypto.blind(k, ["a", "b"], psi_crypto.make_domain("t"), workers=1)
+    with pytest.raises(DataValidationError, match="position 3 "):
+        psi_crypto.reblind(k, good + b"\x01" + bytes(31), workers=1)
+
+
+def test_direct_and_wrapped_x25519_agree(monkeypatch):
+    """The direct libsodium call and PyNaCl's public wrapper give the same elements and errors."""
+    k = psi_crypto.PSIKey.generate()
+    blob = psi_crypto.blind(k, [f"id{i}" for i in range(300)], psi_crypto.make_domain("t"), workers=1)
+    direct = psi_crypto.reblind(k, blob, workers=1)
+    monkeypatch.setattr(psi_crypto, "_RAW_SCALARMULT", None)
+    assert psi_crypto.reblind(k, blob, workers=1) == direct
+    assert direct[:32] == nacl.bindings.crypto_scalarmult(k.secret, blob[:32])
+    with pytest.raises(DataValidationError, match="position 301 "):
+        psi_crypto.reblind(k, blob + b"\x01" + bytes(31), workers=1)
 
 
 def test_two_party_plain_psi():
