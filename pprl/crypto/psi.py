@@ -86,6 +86,7 @@ import numpy as np
 
 from pprl.crypto.hash_to_curve import hash_to_group as _hash_to_curve
 from pprl.crypto.hash_to_curve import make_dst
+from pprl.crypto.shuffle import random_permutation
 from pprl.errors import DataValidationError, KeyFormatError
 
 __all__ = [
@@ -338,13 +339,6 @@ def reblind(
         return _run(lambda a, b: _exponentiate(k, blob[a * w : b * w], a), n, workers, progress, "reblind")
     except DataValidationError as exc:
         raise DataValidationError(f"{what}: {exc}") from None
-
-
-def random_permutation(n: int) -> np.ndarray:
-    """A uniformly random permutation of range(n) from the OS CSPRNG (not numpy's PRNG)."""
-    order = list(range(n))
-    secrets.SystemRandom().shuffle(order)
-    return np.asarray(order, dtype=np.int64)
 
 
 def _permute(blob: bytes, order: np.ndarray, width: int) -> bytes:

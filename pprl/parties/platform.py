@@ -25,6 +25,7 @@ import pandas as pd
 
 from pprl.crypto.packing import PackingSpec, encrypt_packed, fixed_bound
 from pprl.crypto.paillier import PaillierPublicKey, decode_fixed, encode_fixed
+from pprl.crypto.shuffle import random_permutation
 from pprl.documents import Card, b64e, read_document, sign_document, verify_document, write_atomic, write_document
 from pprl.errors import DataValidationError, KeyMismatchError
 from pprl.linkage.encode import encode_with_report
@@ -212,8 +213,7 @@ def submit(
         raise DataValidationError(f"{source}: {exc}") from None
     clks = encoded.clks
     # Records leave in a random order so the file says nothing about the CSV's order.
-    order = np.arange(len(frame))
-    secrets.SystemRandom().shuffle(order)
+    order = random_permutation(len(frame))
     clks = clks[order]
     ids = frame[id_column].to_numpy()[order]
     spec = score_packing(scores, key) if key is not None and scores else None
