@@ -21,20 +21,23 @@ from pprl.errors import (
     PolicyError,
 )
 from pprl.linkage.identifiers import normaliser_for
-from pprl.parties.consortium import SCORE_COLUMNS, StepTimer, make_identities, prepare_workdir
-
-#: Names the construction (group, hash to group, document layout); refused if different.
-from pprl.parties.psi import (  # noqa: E402
-    PsiSession,
-    _entity_id,
-    _entity_key,
+from pprl.parties.consortium import (
+    SCORE_COLUMNS,
+    StepTimer,
+    make_identities,
+    prepare_workdir,
+)
+from pprl.parties.psi_bureau import _entity_id, _entity_key, aggregate_intersection
+from pprl.parties.psi_platform import (
     _load_state,
     _State,
-    aggregate_intersection,
     blind_identifiers,
+    reblind_round,
+)
+from pprl.parties.psi_session import (
+    PsiSession,
     init_session,
     load_session,
-    reblind_round,
     reblind_schedule,
 )
 
