@@ -32,7 +32,7 @@ from pprl.linkage.encode import encode_with_report
 from pprl.linkage.schema import Schema, load_schema
 from pprl.parties.identity import PartyKey
 from pprl.parties.secret import LinkageSecret, load_secret
-from pprl.parties.tables import read_table, require_columns
+from pprl.parties.tables import load_records, require_columns
 
 __all__ = [
     "Submission",
@@ -189,10 +189,7 @@ def submit(
     secret = secret if isinstance(secret, LinkageSecret) else load_secret(secret)
     if secret.owner != me.name:
         raise KeyMismatchError(f"the linkage secret belongs to '{secret.owner}', not '{me.name}'")
-    source = "data" if isinstance(data, pd.DataFrame) else str(data)
-    frame = data.fillna("").astype(str) if isinstance(data, pd.DataFrame) else read_table(data)
-    if len(frame) == 0:
-        raise DataValidationError(f"{source}: no records")
+    source, frame = load_records(data)
     scores = tuple(scores)
     require_columns(frame, [id_column, *scores], source)
     duplicated = frame[id_column].duplicated()

@@ -57,7 +57,7 @@ from pprl.parties.psi_session import (
     ring_order,
     session_from_doc,
 )
-from pprl.parties.tables import read_table, require_columns
+from pprl.parties.tables import load_records, require_columns
 
 __all__ = [
     "BlindResult",
@@ -218,10 +218,7 @@ def blind_identifiers(
     state_path = Path(state)
     if state_path.exists():
         raise DocumentError(f"{state_path}: already exists; refusing to overwrite a PSI state (it holds a session key)")
-    source = "data" if isinstance(data, pd.DataFrame) else str(data)
-    frame = data.fillna("").astype(str) if isinstance(data, pd.DataFrame) else read_table(data)
-    if len(frame) == 0:
-        raise DataValidationError(f"{source}: no records")
+    source, frame = load_records(data)
     scores = tuple(scores)
     if len(set(scores)) != len(scores):
         raise DataValidationError("a score column is named twice")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from pprl.errors import DataValidationError
 
-__all__ = ["read_table", "require_columns"]
+__all__ = ["load_records", "read_table", "require_columns"]
 
 
 def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -37,3 +37,12 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str], source: str) ->
         if column not in frame.columns:
             have = ", ".join(map(str, frame.columns))
             raise DataValidationError(f"{source}: no column '{column}' (columns are: {have})")
+
+
+def load_records(data: pd.DataFrame | str | os.PathLike[str]) -> tuple[str, pd.DataFrame]:
+    """(name for error messages, table of strings) from a DataFrame or a CSV path; refuses an empty table."""
+    source = "data" if isinstance(data, pd.DataFrame) else str(data)
+    frame = data.fillna("").astype(str) if isinstance(data, pd.DataFrame) else read_table(data)
+    if len(frame) == 0:
+        raise DataValidationError(f"{source}: no records")
+    return source, frame
