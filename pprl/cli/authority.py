@@ -68,7 +68,8 @@ def keygen_cmd(me, bits, directory, threshold, holders) -> None:
                    "the combiner's (--combine: signs the audit entry, opens parts made --for it).")
 @click.option("--paillier-key", type=FILE, help="paillier.key from `pprl paillier keygen` (single-key mode).")
 @click.option("--release", required=True, type=FILE, help="Release file from `pprl aggregate`.")
-@click.option("--cards", multiple=True, type=FILE, help="The bureau's card: pin who must have signed the release.")
+@click.option("--cards", multiple=True, type=FILE,
+              help="The bureau's card: pin who signed the release (with --combine also the authority's: the key's dealer).")
 @click.option("--audit-log", type=FILE, help="Audit log to append this release to (created if absent).")
 @click.option("--out", required=True, type=FILE,
               help="CSV to write: entity_id,contributors,<score>_sum... (with --partial: the part file).")
@@ -160,7 +161,7 @@ def audit_group() -> None:
 
 @audit_group.command("verify")
 @click.argument("log", type=click.Path(dir_okay=False, exists=True))
-@click.option("--cards", multiple=True, type=FILE, help="A card of a party allowed to sign entries; repeat.")
+@click.option("--cards", multiple=True, type=FILE, help="A card of a party allowed to sign entries (for holder-attested entries: the holders' cards); repeat.")
 def audit_verify_cmd(log, cards) -> None:
     """Check the log's hash chain and every entry's signature; name the first bad entry.
 
