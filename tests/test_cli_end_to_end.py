@@ -54,9 +54,10 @@ def world(tmp_path_factory):
     assert len(fingerprints) == 1
     run("paillier", "keygen", "--me", key["authority"], "--bits", 2048, "--dir", w / "authority")
     for name in PLATFORMS:
+        plain = ["--plain-encryption"] if name == PLATFORMS[0] else []  # phe-style r^n; sums must not care
         run("submit", "--me", key[name], "--schema", SCHEMA, "--secret", w / f"{name}.secret",
             "--paillier", w / "authority" / "paillier.pub.json", "--authority", card["authority"],
-            "--data", w / "data" / f"{name}.csv", "--id-column", "user_id",
+            "--data", w / "data" / f"{name}.csv", "--id-column", "user_id", *plain,
             "--scores", "repay_score,spend_score", "--out", w / f"{name}.sub.json")
     return {"dir": w, "card": card, "key": key}
 
@@ -227,3 +228,21 @@ def test_wrong_key_for_share_is_refused(world, tmp_path):
 def test_python_cli_shim_runs():
     result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--help"], capture_output=True, text=True, check=True)
     assert "Usage:" in result.stdout and "submit" in result.stdout
+
+
+def test_plain_encryption_flag_uses_classic_randomness(world, monkeypatch, tmp_path):
+    """--plain-encryption never touches the DJN path (which is made to fail here)."""
+    import pprl.crypto.paillier_engine as engine
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("DJN encryption used despite --plain-encryption")
+
+    monkeypatch.setattr(engine, "djn_encrypt_chunk", refuse)
+    w, key, card = world["dir"], world["key"], world["card"]
+    args = ["submit", "--me", key["platform_2"], "--schema", SCHEMA, "--secret", w / "platform_2.secret",
+            "--paillier", w / "authority" / "paillier.pub.json", "--authority", card["authority"],
+            "--data", w / "data" / "platform_2.csv", "--id-column", "user_id", "--scores", "repay_score"]
+    run(*args, "--plain-encryption", "--out", tmp_path / "plain.sub.json")
+    assert (tmp_path / "plain.sub.json").exists()
+    failed = CliRunner().invoke(cli, [str(a) for a in [*args, "--out", tmp_path / "djn.sub.json"]])
+    assert failed.exit_code != 0 and not (tmp_path / "djn.sub.json").exists()

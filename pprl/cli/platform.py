@@ -37,8 +37,11 @@ def split_columns(values: tuple[str, ...]) -> list[str]:
 @click.option("--clip", multiple=True, metavar="COL=LO:HI",
               help="Clip score column COL to [LO, HI] before encryption and declare the range in the "
                    "signed header (needed for release noise); repeat once per column.")
+@click.option("--plain-encryption", is_flag=True,
+              help="Encrypt with classic phe-style r^n randomness instead of the key's DJN base "
+                   "(about 10x slower; for a platform that will not rely on the key holder's DJN base).")
 @click.option("--out", required=True, type=FILE, help="Submission file to write.")
-def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores, clip, out) -> None:
+def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores, clip, plain_encryption, out) -> None:
     """Encode identifiers into CLKs, encrypt scores, and sign one submission for the bureau.
 
     Also writes OUT.map.csv (token,<id-column>; mode 0600): your private way
@@ -64,6 +67,7 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
         authority=load_card(authority) if authority else None,
         progress=progress_wanted(),
         clip=parse_clip(clip),
+        encryption="plain" if plain_encryption else None,
     )
     say(f"wrote {result.path} ({result.records} records, scores: {', '.join(result.score_columns) or 'none'})")
     say(f"wrote {result.map_path} (private, mode 0600: keep it)")

@@ -97,9 +97,12 @@ def init_cmd(me, cards, identifier, reveal_intersection, out) -> None:
 @click.option("--out", required=True, type=FILE, help="Round file to write (goes to the bureau).")
 @click.option("--state", required=True, type=FILE,
               help="Private state to write (mode 0600, holds your session key): keep it for `reblind`.")
+@click.option("--plain-encryption", is_flag=True,
+              help="Encrypt with classic phe-style r^n randomness instead of the key's DJN base "
+                   "(about 10x slower; for a platform that will not rely on the key holder's DJN base).")
 @WORKERS
 def blind_cmd(me, session, bureau, data, id_column, identifier, identifier_column, scores, paillier, authority,
-              out, state, workers) -> None:
+              out, state, plain_encryption, workers) -> None:
     """Round 1 (platform): normalise, hash and blind your identifiers, encrypt your scores, sign.
 
     Rows with a missing or invalid identifier are left out (counted, never
@@ -116,6 +119,7 @@ def blind_cmd(me, session, bureau, data, id_column, identifier, identifier_colum
         load_key(me), load_session(session, load_card(bureau) if bureau else None), data, id_column, out, state,
         identifier=identifier, identifier_column=identifier_column, paillier=paillier, scores=_columns(scores),
         authority=load_card(authority) if authority else None, workers=workers, progress=progress_wanted(),
+        encryption="plain" if plain_encryption else None,
     )
     say(f"wrote {result.path} ({result.records} blinded identifiers, {result.skipped} rows without a valid one left out; "
         f"scores: {', '.join(result.score_columns) or 'none'})")

@@ -177,13 +177,16 @@ def submit(
     authority: Card | None = None,
     progress: bool = False,
     clip: Mapping[str, tuple[Decimal, Decimal]] | None = None,
+    encryption: str | None = None,
 ) -> Submission:
     """Encode, encrypt and sign this platform's records; write the submission and its token map.
 
     ``clip`` ({score column: (lo, hi)}) clips those columns' values to
     [lo, hi] before encryption and declares the ranges in the signed header,
     so the bureau knows each record's contribution is bounded (what its
-    optional release noise is calibrated to).
+    optional release noise is calibrated to). ``encryption="plain"`` uses
+    classic r^n randomness instead of the key's DJN base (see
+    :mod:`pprl.crypto.paillier_djn` for when a platform might want that).
     """
     schema = schema if isinstance(schema, Schema) else load_schema(schema)
     secret = secret if isinstance(secret, LinkageSecret) else load_secret(secret)
@@ -214,7 +217,10 @@ def submit(
     clks = clks[order]
     ids = frame[id_column].to_numpy()[order]
     spec = score_packing(scores, key) if key is not None and scores else None
-    packed = encrypt_packed(key, fixed[order], spec, progress=progress).to_bytes() if spec is not None else None
+    packed = (
+        encrypt_packed(key, fixed[order], spec, progress=progress, method=encryption).to_bytes()
+        if spec is not None else None
+    )
     tokens = [secrets.token_hex(12) for _ in range(len(frame))]
 
     doc = {

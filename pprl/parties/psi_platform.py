@@ -198,6 +198,7 @@ def blind_identifiers(
     bureau: Card | None = None,
     workers: int | None = None,
     progress: bool = False,
+    encryption: str | None = None,
 ) -> BlindResult:
     """Round 1 (platform): normalise, hash, blind with a fresh key, shuffle, attach encrypted scores.
 
@@ -266,7 +267,9 @@ def blind_identifiers(
     if spec is not None:
         # one packed ciphertext per record holds every score column (and a count slot)
         matrix = np.array([fixed[c] for c in scores], dtype=object).T[order]
-        ciphertexts["packed"] = encrypt_packed(key, matrix, spec, workers=workers, progress=progress).to_bytes()
+        ciphertexts["packed"] = encrypt_packed(
+            key, matrix, spec, workers=workers, progress=progress, method=encryption
+        ).to_bytes()
     timings = {"blind": blinded - started, "encrypt": time.perf_counter() - blinded}
     user_ids = frame[id_column].to_numpy()[kept][order].tolist()
     tokens = [secrets.token_hex(16) for _ in range(len(kept))] if sess.reveal_intersection else None
