@@ -36,11 +36,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from pprl.linkage import similarity
-
 from anchors import optional_anonlink as load_anonlink  # noqa: E402
 from anchors import to_bitarrays  # noqa: E402
+
+from pprl.linkage import dice_native, similarity
 
 __all__ = ["main", "make_filters"]
 
@@ -83,9 +82,9 @@ def same_candidates(ours: similarity.Candidates, theirs: tuple) -> bool:
 
 
 def kernel_name() -> str:
-    if similarity._native is None:
+    if dice_native._native is None:
         return "numpy (fallback)"
-    return f"native ({similarity._ISA or similarity._native.isas()[-1]})"
+    return f"native ({dice_native._ISA or dice_native._native.isas()[-1]})"
 
 
 def allowed_cpus() -> set[int]:
@@ -121,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.isa:
-        if similarity._native is None or args.isa not in similarity._native.isas():
+        if dice_native._native is None or args.isa not in dice_native._native.isas():
             parser.error(f"native variant {args.isa!r} is not available here")
-        similarity._ISA = args.isa
+        dice_native._ISA = args.isa
 
     a, b = make_filters(args.n, args.m, args.bits, args.fill, args.seed)
     pairs = args.n * args.m

@@ -28,7 +28,7 @@ from test_similarity import (
     to_bitarrays,
 )
 
-from pprl.linkage import similarity
+from pprl.linkage import dice_compare, dice_native, dice_rows, similarity
 from pprl.linkage.similarity import dice_pairs, find_candidates
 
 THRESHOLDS = (0.0, 0.2, 0.5, 0.7, 0.75, 0.8, 0.9, 0.95, 1.0)
@@ -74,19 +74,22 @@ def test_native_extension_is_built():
     if os.environ.get("PPRL_NO_NATIVE", "").strip() not in ("", "0"):
         pytest.skip("PPRL_NO_NATIVE is set")
     assert similarity.NATIVE, "pprl.linkage._dice is missing: reinstall with `pip install -e .`"
-    isas = similarity._native.isas()
+    isas = dice_native._native.isas()
     assert isas[0] == "generic"
     assert set(isas) <= {"generic", "popcnt", "avx512"}
 
 
 def test_no_native_environment_variable_selects_numpy():
-    code = "import pprl.linkage.similarity as s; print(s.NATIVE, s._native)"
+    code = (
+        "import pprl.linkage.similarity as s; from pprl.linkage import dice_native as d; "
+        "print(s.NATIVE, d.NATIVE, d._native)"
+    )
     env = {**os.environ, "PPRL_NO_NATIVE": "1"}
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == ["False", "None"]
+    assert out.stdout.split() == ["False", "False", "None"]
 
 
 # --- all kernels agree with brute force --------------------------------------------
@@ -108,14 +111,14 @@ def test_every_kernel_equals_brute_force(nbytes):
 def test_native_equals_numpy_on_larger_inputs(nbytes, window, monkeypatch):
     # 203 and 157 rows: groups of four plus a remainder, several blocks.
     a, b = random_pair(100 + nbytes, 203, 157, nbytes)
-    monkeypatch.setattr(similarity, "_MIN_BLOCK_ROWS", 8)
+    monkeypatch.setattr(dice_compare, "_MIN_BLOCK_ROWS", 8)
     results = {}
     for name in kernel_names():
         with monkeypatch.context() as m:
             if name == "numpy":
-                m.setattr(similarity, "_native", None)
+                m.setattr(dice_native, "_native", None)
             else:
-                m.setattr(similarity, "_ISA", name.removeprefix("native-"))
+                m.setattr(dice_native, "_ISA", name.removeprefix("native-"))
             results[name] = {
                 t: as_triples(*dice_pairs(a, b, t, window=window, workers=1))
                 for t in (0.3, 0.6, 0.75, 0.85)
@@ -144,10 +147,10 @@ def test_subset_pair_boundary_all_kernels():
 
 
 def test_need_table_is_exact():
-    if similarity._native is None:
+    if dice_native._native is None:
         pytest.skip("native kernel not available")
     for t in (0.0, 1e-9, 0.1, 1 / 3, 0.5, 0.7, 0.75, 0.8, 0.9, 0.99, 1.0):
-        need = np.frombuffer(similarity._native.need_table(t, 64), dtype=np.uint32)
+        need = np.frombuffer(dice_native._native.need_table(t, 64), dtype=np.uint32)
         assert need.shape == (129,)
         for s in range(129):
             ok = [i for i in range(s // 2 + 1) if (2 * i / s if s else 0.0) >= t]
@@ -155,9 +158,9 @@ def test_need_table_is_exact():
 
 
 def test_native_rejects_inconsistent_buffers():
-    if similarity._native is None:
+    if dice_native._native is None:
         pytest.skip("native kernel not available")
-    native = similarity._native
+    native = dice_native._native
     words = np.zeros((2, 2), np.uint64)
     cnt = np.zeros(2, np.uint32)
     idx = np.arange(2, dtype=np.int64)
@@ -268,7 +271,7 @@ def test_find_candidates_without_k_equals_anonlink_again():
 
 @pytest.mark.usefixtures("kernel")
 def test_workers_do_not_change_results(monkeypatch):
-    monkeypatch.setattr(similarity, "_MIN_BLOCK_ROWS", 4)
+    monkeypatch.setattr(dice_compare, "_MIN_BLOCK_ROWS", 4)
     a, b = random_pair(21, 150, 130, 128)
     for t in (0.0, 0.6, 0.85):
         for k in (None, 2):
@@ -285,7 +288,7 @@ def test_workers_do_not_change_results(monkeypatch):
 
 @pytest.mark.usefixtures("kernel")
 def test_progress_with_threads(capsys, monkeypatch):
-    monkeypatch.setattr(similarity, "_MIN_BLOCK_ROWS", 4)
+    monkeypatch.setattr(dice_compare, "_MIN_BLOCK_ROWS", 4)
     datasets = make_datasets(4, (40, 40), 16)
     quiet = find_candidates(datasets, 0.8, workers=1)
     loud = find_candidates(datasets, 0.8, progress=True, workers=2)
@@ -296,19 +299,18 @@ def test_progress_with_threads(capsys, monkeypatch):
 
 def test_native_kernel_releases_the_gil():
     """While one thread is inside the kernel, another can run Python code."""
-    if similarity._native is None:
+    if dice_native._native is None:
         pytest.skip("native kernel not available")
     a, b = random_pair(3, 8000, 8000, 128)
-    pa, pb = similarity._prepare(a), similarity._prepare(b)
-    job = similarity._Job.create(pa, pb, 0.9, "exact", None, 8192)
-    job.prepare_native()
+    pa, pb = dice_rows.prepare(a), dice_rows.prepare(b)
+    run = dice_native.NativeRun(dice_rows.Job.create(pa, pb, 0.9, "exact", None, 8192))
     inside = threading.Event()
     stamps: dict[str, float] = {}
 
     def work() -> None:
         stamps["start"] = time.perf_counter()
         inside.set()
-        job.native_block(0, a.shape[0])
+        run.block(0, a.shape[0])
         stamps["end"] = time.perf_counter()
 
     worker = threading.Thread(target=work)
@@ -326,7 +328,7 @@ def test_row_blocks_cover_rows_once():
     for n in (0, 1, 5, 63, 64, 65, 1000, 10007):
         for chunk_rows in (1, 3, 4, 100, 2048):
             for workers in (1, 2, 8):
-                blocks = similarity._row_blocks(n, chunk_rows, workers)
+                blocks = dice_compare.row_blocks(n, chunk_rows, workers)
                 assert [r for r0, r1 in blocks for r in range(r0, r1)] == list(range(n))
                 assert all(0 < r1 - r0 <= chunk_rows for r0, r1 in blocks)
 
@@ -353,9 +355,9 @@ def test_bad_workers_is_value_error(workers):
 
 
 def test_unknown_forced_variant_is_value_error(monkeypatch):
-    if similarity._native is None:
+    if dice_native._native is None:
         pytest.skip("native kernel not available")
-    monkeypatch.setattr(similarity, "_ISA", "sve2")
+    monkeypatch.setattr(dice_native, "_ISA", "sve2")
     a = np.ones((2, 8), np.uint8)
     with pytest.raises(ValueError):
         dice_pairs(a, a, 0.5)

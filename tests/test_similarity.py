@@ -9,8 +9,8 @@ import pytest
 from anchors import load_anonlink as _load_anonlink
 from anchors import to_bitarrays  # noqa: F401  (test_dice_kernel imports it from here)
 
-import pprl.linkage.similarity as similarity
 from pprl.errors import DataValidationError
+from pprl.linkage import dice_native, dice_numpy, dice_rows
 from pprl.linkage.similarity import Candidates, dice_pairs, find_candidates, popcounts
 
 
@@ -26,8 +26,8 @@ def anonlink():
 def kernel_names() -> list[str]:
     """Every kernel this build can run: numpy, then each native variant the CPU has."""
     names = ["numpy"]
-    if similarity._native is not None:
-        names += [f"native-{isa}" for isa in similarity._native.isas()]
+    if dice_native._native is not None:
+        names += [f"native-{isa}" for isa in dice_native._native.isas()]
     return names
 
 
@@ -36,9 +36,9 @@ def kernel(request, monkeypatch):
     """Run the test once per kernel; results must not depend on the kernel."""
     name = request.param
     if name == "numpy":
-        monkeypatch.setattr(similarity, "_native", None)
+        monkeypatch.setattr(dice_native, "_native", None)
     else:
-        monkeypatch.setattr(similarity, "_ISA", name.removeprefix("native-"))
+        monkeypatch.setattr(dice_native, "_ISA", name.removeprefix("native-"))
     return name
 
 
@@ -118,7 +118,7 @@ def test_dice_pairs_equals_brute_force(nbytes, kernel):
 
 def test_dice_pairs_tiles_smaller_than_inputs(monkeypatch, kernel):
     # Force many small tiles in both directions.
-    monkeypatch.setattr(similarity, "_TILE_PAIRS", 12)
+    monkeypatch.setattr(dice_numpy, "_TILE_PAIRS", 12)
     rng = np.random.default_rng(7)
     a, b = correlated(rng, 50, 16)
     for t in (0.0, 0.6, 0.85):
@@ -130,7 +130,7 @@ def test_dice_pairs_lookup_table_fallback(monkeypatch, kernel):
     a, b = correlated(rng, 30, 13)
     a[0] = 0
     expected = {t: as_triples(*dice_pairs(a, b, t)) for t in (0.0, 0.5, 0.8)}
-    monkeypatch.setattr(similarity, "_HAVE_BITWISE_COUNT", False)
+    monkeypatch.setattr(dice_rows, "_HAVE_BITWISE_COUNT", False)
     for t, want in expected.items():
         got = as_triples(*dice_pairs(a, b, t, chunk_rows=4))
         assert got == want == brute_force(a, b, t)
