@@ -148,10 +148,10 @@ def _pins(cards: list[Card] | None, role: str) -> list[Card] | None:
     return chosen or None
 
 
-def _dealer(cards: list[Card] | None) -> Card | None:
-    """The one authority card among --cards, if exactly one was given."""
+def _dealer(cards: list[Card] | None) -> list[Card] | None:
+    """The authority cards among --cards: the key's dealer must be one of them (None: no pin)."""
     authorities = [c for c in cards or [] if c.role == "authority"]
-    return authorities[0] if len(authorities) == 1 else None
+    return authorities or None
 
 
 @cli.group("audit")

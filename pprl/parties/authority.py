@@ -169,7 +169,7 @@ def combine_release_parts(
     out: str | os.PathLike[str],
     *,
     cards: Sequence[Card] | None = None,
-    authority: Card | None = None,
+    authority: Card | Sequence[Card] | None = None,
     progress: bool = False,
     max_epsilon: float | None = None,
 ) -> DecryptResult:

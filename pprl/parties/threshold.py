@@ -78,6 +78,7 @@ __all__ = [
     "load_share",
     "partial_decrypt_release",
     "approval_document",
+    "dealer_pins",
 ]
 
 MIN_THRESHOLD_BITS = 2048
@@ -192,12 +193,19 @@ def _parse_setup(
     return ThresholdSetup(tpk, tuple(holders), prints, pub_hash, dealer)
 
 
+def dealer_pins(authority: Card | Sequence[Card] | None) -> list[Card] | None:
+    """``authority`` as the list of cards the dealer must be among (None: no pin)."""
+    if authority is None:
+        return None
+    return [authority] if isinstance(authority, Card) else list(authority)
+
+
 def load_threshold_public(
-    path: PathLike, authority: Card | None = None, *, _allow_insecure: bool = False
+    path: PathLike, authority: Card | Sequence[Card] | None = None, *, _allow_insecure: bool = False
 ) -> ThresholdSetup:
-    """Read a signed threshold ``paillier.pub.json``; ``authority`` pins the dealer's card."""
+    """Read a signed threshold ``paillier.pub.json``; ``authority`` pins the dealer (a card, or cards it must be among)."""
     doc = read_document(path, "paillier-pub")
-    dealer = verify_document(doc, None if authority is None else [authority], source=str(path), role="authority")
+    dealer = verify_document(doc, dealer_pins(authority), source=str(path), role="authority")
     return _parse_setup(doc, str(path), document_hash(doc), dealer, _allow_insecure)
 
 

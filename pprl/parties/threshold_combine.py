@@ -49,6 +49,7 @@ from pprl.parties.threshold import (
     _parse_setup,
     _part_context,
     _proof_context,
+    dealer_pins,
     load_threshold_public,
 )
 
@@ -80,7 +81,7 @@ class CombinedRelease:
 
 
 def _setup_from_parts(
-    docs: Sequence[tuple[str, dict[str, Any]]], authority: Card | None, allow_small: bool
+    docs: Sequence[tuple[str, dict[str, Any]]], authority: Card | Sequence[Card] | None, allow_small: bool
 ) -> ThresholdSetup:
     """The threshold key from the first part that carries the dealer-signed public key."""
     for source, doc in docs:
@@ -91,7 +92,7 @@ def _setup_from_parts(
         where = f"{source}: embedded public key"
         if not isinstance(pub, dict) or pub.get("kind") != "paillier-pub" or pub.get("version") != 1:
             raise DocumentError(f"{where} is malformed")
-        dealer = verify_document(pub, None if authority is None else [authority], source=where, role="authority")
+        dealer = verify_document(pub, dealer_pins(authority), source=where, role="authority")
         return _parse_setup(pub, where, document_hash(pub), dealer, allow_small)
     raise DocumentError(
         "the parts carry no public key (made with an older pprl); give the key's paillier.pub.json with --paillier"
@@ -162,7 +163,7 @@ def combine_release(
     *,
     me: PartyKey | None = None,
     cards: Sequence[Card] | None = None,
-    authority: Card | None = None,
+    authority: Card | Sequence[Card] | None = None,
     workers: int | None = None,
     progress: bool = False,
     _allow_insecure: bool = False,
@@ -171,7 +172,8 @@ def combine_release(
 
     ``public_path`` is the key's ``paillier.pub.json`` (default: the copy the
     parts carry); ``me`` is needed only for parts encrypted for a named
-    combiner; ``cards`` pins the bureau's card and ``authority`` the dealer's.
+    combiner; ``cards`` pins the bureau's card and ``authority`` the dealer
+    (a card, or cards the dealer must be among).
     PolicyError when fewer than T good parts remain.
     """
     docs = [(str(p), read_document(p, "decryption-part")) for p in parts]
