@@ -3,8 +3,9 @@
 Everything else (metadata, dependencies, packages) lives in setup.cfg; this
 file only declares ``pprl.linkage._dice`` and ``pprl.crypto._h2c`` because
 setup.cfg cannot. ``_h2c`` needs a compiler with ``unsigned __int128`` (gcc,
-clang on 64-bit targets); without it ``pprl.crypto.hash_to_curve`` falls back
-to its pure-Python reference.
+clang on 64-bit targets); it is declared optional, so where it cannot be built
+the install still succeeds and ``pprl.crypto.hash_to_curve`` falls back to its
+pure-Python reference (same outputs, ~10x slower; the C-path tests skip).
 
 Flags: -O3 for the kernel loops, and -ffp-contract=off so the compiler never
 fuses a multiply and an add into an FMA -- similarities must stay
@@ -37,7 +38,8 @@ class _BuildExt(build_ext):
 setup(
     ext_modules=[
         Extension("pprl.linkage._dice", sources=["pprl/linkage/_dice.c"]),
-        Extension("pprl.crypto._h2c", sources=["pprl/crypto/_h2c.c"], depends=["pprl/crypto/_sha512.h"]),
+        Extension("pprl.crypto._h2c", sources=["pprl/crypto/_h2c.c"], depends=["pprl/crypto/_sha512.h"],
+                  optional=True),
     ],
     cmdclass={"build_ext": _BuildExt},
 )

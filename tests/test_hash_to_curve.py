@@ -240,3 +240,12 @@ def test_neutral_element_is_refused_without_naming_the_identifier(monkeypatch):
     with pytest.raises(DataValidationError, match="neutral element") as exc:
         h2c.hash_to_group([b"secret-identifier-123"], b"pprl-test")
     assert "secret-identifier-123" not in str(exc.value)
+
+
+def test_c_extension_built_where_it_should_be():
+    """The extension is optional at install time; on 64-bit Linux (CI, our machines) it must be there."""
+    import platform
+    import sys
+
+    if sys.platform.startswith("linux") and platform.machine() in ("x86_64", "aarch64"):
+        assert h2c.HAVE_C, "pprl.crypto._h2c failed to build: PSI would silently use the slow Python path"
