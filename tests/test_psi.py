@@ -23,6 +23,7 @@ import pytest
 from pprl.audit import verify_log
 from pprl.crypto import hash_to_curve
 from pprl.crypto import psi as psi_crypto
+from pprl.crypto.packing import PackingSpec, unpack
 from pprl.crypto.paillier import generate_keypair
 from pprl.documents import read_document, sign_document, write_document
 from pprl.errors import (
@@ -39,11 +40,8 @@ from pprl.linkage.identifiers import (
     resident_id_check_char,
 )
 from pprl.parties.authority import decrypt_release
-from pprl.crypto.packing import PackingSpec, unpack
 from pprl.parties.identity import init_party, load_card, load_key
 from pprl.parties.platform import load_paillier_public
-from pprl.parties.threshold import partial_decrypt_release, threshold_keygen
-from pprl.parties.threshold_combine import combine_release
 from pprl.parties.psi import (
     aggregate_intersection,
     blind_identifiers,
@@ -56,6 +54,9 @@ from pprl.parties.psi import (
     ring_order,
 )
 from pprl.parties.psi_demo import run_exact_demo
+from pprl.parties.threshold import threshold_keygen
+from pprl.parties.threshold_combine import combine_release
+from pprl.parties.threshold_holder import partial_decrypt_release
 
 # ------------------------------------------------------------------ normaliser
 

@@ -36,15 +36,12 @@ from pprl.errors import (
     SignatureError,
 )
 from pprl.parties import threshold as th
+from pprl.parties import threshold_holder
 from pprl.parties.identity import init_party, load_card, load_key
 from pprl.parties.platform import load_paillier_public
-from pprl.parties.threshold import (
-    load_share,
-    load_threshold_public,
-    partial_decrypt_release,
-    threshold_keygen,
-)
+from pprl.parties.threshold import load_threshold_public, threshold_keygen
 from pprl.parties.threshold_combine import combine_release
+from pprl.parties.threshold_holder import load_share, partial_decrypt_release
 
 SCHEMA = Path(__file__).resolve().parent.parent / "examples" / "schema-cn.json"
 HOLDERS = ("authority", "auditor_a", "auditor_b")
@@ -261,7 +258,7 @@ def test_dishonest_holder_is_named(world, parts, monkeypatch) -> None:
         return PartialDecryption(share.index, part.values, part.proof)
 
     for i, cheat in enumerate((altered, with_other_share)):
-        monkeypatch.setattr(th, "partial_decrypt", cheat)
+        monkeypatch.setattr(threshold_holder, "partial_decrypt", cheat)  # where the holder step reads it
         bad = _part(world, "auditor_a", f"cheat{i}.part.json")
         monkeypatch.undo()
         with pytest.raises(DecryptionError, match="holder 'auditor_a', column 'repay_score'"):

@@ -13,7 +13,8 @@ from pprl.parties.authority import (
     paillier_keygen,
 )
 from pprl.parties.identity import load_cards, load_key
-from pprl.parties.threshold import partial_decrypt_release, threshold_keygen
+from pprl.parties.threshold import threshold_keygen
+from pprl.parties.threshold_holder import partial_decrypt_release
 
 FILE = click.Path(dir_okay=False)
 

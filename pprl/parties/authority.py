@@ -193,7 +193,6 @@ def combine_release_parts(
             raise DocumentError(f"{release}: release noise needs packed sums")
         names = combined.release["header"]["score_columns"]
         columns = np.array([combined.sums[c] for c in names], dtype=object).T
-    assert combined.setup is not None
     extra = {
         **budget,
         "threshold": combined.setup.public.threshold,

@@ -45,13 +45,14 @@ from pprl.parties.identity import PartyKey
 from pprl.parties.threshold import (
     PathLike,
     ThresholdSetup,
-    _load_release,
     _parse_setup,
     _part_context,
     _proof_context,
     dealer_pins,
     load_threshold_public,
+    verify_embedded_public,
 )
+from pprl.parties.threshold_holder import _load_release
 
 __all__ = ["CombinedRelease", "combine_release"]
 
@@ -73,8 +74,8 @@ class CombinedRelease:
     release: dict[str, Any] = field(repr=False)
     release_hash: str
     holders: tuple[str, ...]
+    setup: ThresholdSetup = field(repr=False)
     approvals: tuple[dict[str, Any], ...] = field(default=(), repr=False)
-    setup: ThresholdSetup | None = field(default=None, repr=False)
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.header, self.sums))
@@ -90,9 +91,7 @@ def _setup_from_parts(
         if pub is None:
             continue
         where = f"{source}: embedded public key"
-        if not isinstance(pub, dict) or pub.get("kind") != "paillier-pub" or pub.get("version") != 1:
-            raise DocumentError(f"{where} is malformed")
-        dealer = verify_document(pub, dealer_pins(authority), source=where, role="authority")
+        dealer = verify_embedded_public(pub, where, dealer_pins(authority))
         return _parse_setup(pub, where, document_hash(pub), dealer, allow_small)
     raise DocumentError(
         "the parts carry no public key (made with an older pprl); give the key's paillier.pub.json with --paillier"
@@ -134,7 +133,7 @@ def _check_part(
 
 def _part_values(
     source: str, pdoc: dict[str, Any], name: str, index: int, signer: Card, release_hash: str, me: PartyKey | None
-) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+) -> tuple[bytes, dict[str, Any], dict[str, Any] | None]:
     """(partial values, proofs, approval) of a checked part, unwrapping them if they were encrypted."""
     try:
         payload = pdoc["payload"]
@@ -146,7 +145,8 @@ def _part_values(
         blob = b64d(payload["parts"], f"{source}: parts")
     except (KeyError, TypeError):
         raise DocumentError(f"{source}: malformed part from holder '{name}'") from None
-    assert me is not None  # _check_part refused an addressed part without a key
+    if me is None:  # _check_part refuses this first; kept so the guarantee does not rest on call order
+        raise DecryptionError(f"{source}: part from holder '{name}' is encrypted for a combiner; combine with --me")
     try:
         data = unwrap(me.identity, me.name, signer.public.agree_pub, name, blob, _part_context(release_hash, index))
     except DecryptionError:
