@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from cli_runner import cli_consortium, run
 from click.testing import CliRunner
 
 from pprl.cli import cli
@@ -26,33 +27,11 @@ SCHEMA = ROOT / "examples" / "schema-cn.json"
 PLATFORMS = ["platform_1", "platform_2", "platform_3"]
 
 
-def run(*args: str, ok: bool = True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     w = tmp_path_factory.mktemp("world")
-    run("synth", "--people", 80, "--platforms", 3, "--out", w / "data", "--seed", 7)
-    for name in PLATFORMS:
-        run("init", name, "--role", "platform", "--dir", w / "keys")
-    run("init", "bureau", "--role", "bureau", "--dir", w / "keys")
-    run("init", "authority", "--role", "authority", "--dir", w / "keys")
-    card = {n: w / "keys" / f"{n}.card.json" for n in [*PLATFORMS, "bureau", "authority"]}
-    key = {n: w / "keys" / f"{n}.key" for n in card}
-    for name in PLATFORMS:
-        peers = [a for p in PLATFORMS if p != name for a in ("--peers", card[p])]
-        run("secret", "share", "--me", key[name], *peers, "--out", w / f"{name}.share.json")
-    shares = [a for p in PLATFORMS for a in ("--shares", w / f"{p}.share.json")]
-    fingerprints = set()
-    for name in PLATFORMS:
-        out = run("secret", "combine", "--me", key[name], *shares, "--out", w / f"{name}.secret").stdout
-        fingerprints.add(out.strip().split()[-1])
-    assert len(fingerprints) == 1
-    run("paillier", "keygen", "--me", key["authority"], "--bits", 2048, "--dir", w / "authority")
+    key, card, combined = cli_consortium(w, PLATFORMS, seed=7)
+    assert len({out.strip().split()[-1] for out in combined}) == 1  # one linkage secret fingerprint
     for name in PLATFORMS:
         plain = ["--plain-encryption"] if name == PLATFORMS[0] else []  # phe-style r^n; sums must not care
         run("submit", "--me", key[name], "--schema", SCHEMA, "--secret", w / f"{name}.secret",

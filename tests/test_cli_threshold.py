@@ -7,20 +7,11 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from pprl.cli import cli
+from cli_runner import run
 
 SCHEMA = Path(__file__).resolve().parents[1] / "examples" / "schema-cn.json"
 PLATFORMS = ["platform_1", "platform_2"]
 HOLDERS = ["holder_a", "holder_b", "holder_c"]
-
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

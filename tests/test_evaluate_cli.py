@@ -10,9 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import run
 
-from pprl.cli import cli
 from pprl.documents import read_document
 from pprl.errors import DataValidationError
 from pprl.parties.evaluation import evaluate_linkage
@@ -20,13 +19,6 @@ from pprl.parties.evaluation import evaluate_linkage
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "examples" / "schema-cn.json"
 PLATFORMS = ["platform_1", "platform_2", "platform_3"]
-
-
-def run(*args, ok: bool = True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -13,19 +13,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import run
 
-from pprl.cli import cli
 from pprl.linkage.identifiers import normalise_resident_id
 
 PLATFORMS = ["platform_1", "platform_2", "platform_3"]
-
-
-def run(*args: object, ok: bool = True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 def _csv(path: Path) -> list[dict[str, str]]:

@@ -14,10 +14,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import cli_consortium, run
 
 from pprl.audit import read_log
-from pprl.cli import cli
 from pprl.crypto.noise import (
     discrete_gaussian,
     discrete_laplace,
@@ -33,13 +32,6 @@ PLATFORMS = ["platform_1", "platform_2", "platform_3"]
 CLIP = {"repay_score": (Decimal(600), Decimal(700)), "spend_score": (Decimal(0), Decimal(5000))}
 
 
-def run(*args: object, ok: bool = True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
-
-
 def _refused(result, out: Path, *words: str) -> None:
     assert result.exit_code != 0
     lines = result.stderr.strip().splitlines()
@@ -52,20 +44,7 @@ def _refused(result, out: Path, *words: str) -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     w = tmp_path_factory.mktemp("policy")
-    run("synth", "--people", 80, "--platforms", 3, "--out", w / "data", "--seed", 11)
-    for name in PLATFORMS:
-        run("init", name, "--role", "platform", "--dir", w / "keys")
-    run("init", "bureau", "--role", "bureau", "--dir", w / "keys")
-    run("init", "authority", "--role", "authority", "--dir", w / "keys")
-    card = {n: w / "keys" / f"{n}.card.json" for n in [*PLATFORMS, "bureau", "authority"]}
-    key = {n: w / "keys" / f"{n}.key" for n in card}
-    for name in PLATFORMS:
-        peers = [a for p in PLATFORMS if p != name for a in ("--peers", card[p])]
-        run("secret", "share", "--me", key[name], *peers, "--out", w / f"{name}.share.json")
-    shares = [a for p in PLATFORMS for a in ("--shares", w / f"{p}.share.json")]
-    for name in PLATFORMS:
-        run("secret", "combine", "--me", key[name], *shares, "--out", w / f"{name}.secret")
-    run("paillier", "keygen", "--me", key["authority"], "--bits", 2048, "--dir", w / "authority")
+    key, card, _ = cli_consortium(w, PLATFORMS, seed=11)
     clip = [a for c, (lo, hi) in CLIP.items() for a in ("--clip", f"{c}={lo}:{hi}")]
     common = ["--schema", SCHEMA, "--paillier", w / "authority" / "paillier.pub.json", "--authority",
               card["authority"], "--id-column", "user_id", "--scores", "repay_score,spend_score"]
