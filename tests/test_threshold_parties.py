@@ -293,8 +293,12 @@ def test_bad_releases_refused(world, tmp_path) -> None:
         combine_release([], world["release"], tmp_path / "plain.pub.json", me=keys["authority"])
 
 
-def test_end_to_end_with_real_submissions(world, tmp_path) -> None:
-    """Platforms submit under the threshold key unchanged; bureau links and aggregates; 2 holders decrypt."""
+@pytest.mark.parametrize("records_per_ciphertext", [1, 2])
+def test_end_to_end_with_real_submissions(world, tmp_path, records_per_ciphertext) -> None:
+    """Platforms submit under the threshold key unchanged; bureau links and aggregates; 2 holders decrypt.
+
+    Also with two records per ciphertext (all a 1024-bit key holds): aligned, masked sums combine the same.
+    """
     keys, cards, keygen = dict(world["keys"]), dict(world["cards"]), world["keygen"]
     population = pprl.generate_population(40, 2, seed=5)
     names = sorted(population.platforms)
@@ -305,7 +309,8 @@ def test_end_to_end_with_real_submissions(world, tmp_path) -> None:
     secrets = {n: pprl.combine_secrets(keys[n], shares, tmp_path / n / "linkage.secret") for n in names}
     subs = {
         n: pprl.submit(keys[n], SCHEMA, secrets[n], population.platforms[n], "user_id", tmp_path / n / "sub.json",
-                       paillier=keygen.public_path, scores=["repay_score", "spend_score"])
+                       paillier=keygen.public_path, scores=["repay_score", "spend_score"],
+                       records_per_ciphertext=records_per_ciphertext)
         for n in names
     }
     linkage = pprl.link(keys["bureau"], [cards[n] for n in names], [s.path for s in subs.values()], 0.8,
@@ -327,6 +332,7 @@ def test_end_to_end_with_real_submissions(world, tmp_path) -> None:
     decimals = int(result.header["score_decimals"])
     ids = result.release["payload"]["entity_ids"]
     spec = PackingSpec.from_dict(result.header["packing"])
+    assert spec.records_per_ciphertext == records_per_ciphertext
     columns = unpack(result.sums["packed"], spec, result.release["payload"]["contributors"])
     for j, column in enumerate(("repay_score", "spend_score")):
         got = decode_fixed(list(columns[:, j]), decimals)

@@ -126,6 +126,6 @@ def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsi
     """
     result = aggregate(
         load_key(me), linkage, submissions, min_contributors, out, cards=load_cards(cards) if cards else None,
-        noise=noise, epsilon=epsilon, delta=delta,
+        noise=noise, epsilon=epsilon, delta=delta, progress=progress_wanted(),
     )
     say(f"wrote {result.path}: {result.released} entities released, {result.suppressed} held back (< {min_contributors} platforms)")

@@ -76,9 +76,12 @@ def synth_cmd(people, platforms, out, seed, overlap, corruption) -> None:
               help="Dice threshold for linking: 'auto' (chosen from the data) or a number.")
 @click.option("--min-contributors", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the synthetic population.")
+@click.option("--records-per-ciphertext", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Platforms pack this many records into each ciphertext (see `pprl submit --help`).")
 @click.option("--exact", is_flag=True,
               help="Run the exact-identifier path instead: ECDH PSI intersection-sum on resident IDs.")
-def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed, exact) -> None:
+def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed, records_per_ciphertext,
+             exact) -> None:
     """Run the whole consortium in WORKDIR through the CLI steps, and print a summary.
 
     Platforms, a bureau and an authority are created; platforms agree a
@@ -94,9 +97,12 @@ def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed
     \b
     Examples:
       pprl demo --people 1000 --platforms 3 --workdir demo-run
+      pprl demo --records-per-ciphertext 5 --workdir demo-compact
       pprl demo --exact --people 1000 --platforms 3 --workdir demo-exact
     """
     if exact:
+        if records_per_ciphertext != 1:
+            raise click.UsageError("--records-per-ciphertext applies to the CLK path, not --exact")
         from pprl.parties.psi_demo import run_exact_demo
 
         exact_summary = run_exact_demo(
@@ -112,6 +118,7 @@ def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed
     summary = run_consortium(
         workdir, people=people, platforms=platforms, bits=bits, threshold=threshold,
         min_contributors=min_contributors, seed=seed, echo=say, progress=progress_wanted(),
+        records_per_ciphertext=records_per_ciphertext,
     )
     click.echo(summary.render())
     if not summary.sums_match:

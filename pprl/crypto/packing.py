@@ -17,7 +17,7 @@ Encoding
 Headroom (why nothing wraps)
     :class:`PackingSpec` refuses (PolicyError) unless 2·B·M < 2^s, i.e.
     s ≥ bitlen(2·B·M), for M = ``max_summands``; :meth:`PackingSpec.check_key`
-    refuses unless k·s ≤ |n| - 3. :func:`pack_rows` refuses any |v| > B
+    refuses unless k·s ≤ |n| - 3 (``total_bits``). :func:`pack_rows` refuses any |v| > B
     (DataValidationError naming row and column, never the value). Then for
     every m ≤ M: 0 ≤ S_j ≤ 2·B·m < 2^s, so no slot carries into the next, and
     P < 2^(k·s) ≤ 2^(|n|-3) < n/4, so the sum never wraps mod n (and a packed
@@ -39,9 +39,16 @@ Decryption at speed
     then decrypts to a value uniform in [0, p), which is ≥ 2^(k·s), and so
     refused, except with probability < 2^-64.
 
+Several records per ciphertext (``records_per_ciphertext`` = R > 1)
+    R records share one plaintext in an interleaved layout with masking room
+    per slot; the bureau aligns each record onto common target slots before
+    summing and masks the rest. :mod:`pprl.crypto.packing_records` has the
+    layout and its proof; :func:`pack_rows` and :func:`unpack` handle it here.
+
 Dict form (travels in submission and release headers)
     ``{"scheme": "pprl-pack", "version": 1, "slots": k, "slot_bits": s,
-    "bound": B, "max_summands": M, "decimals": d, "count_slot": bool}``;
+    "bound": B, "max_summands": M, "decimals": d, "count_slot": bool}``,
+    plus ``"records_per_ciphertext": R, "mask_bits": σ`` when R > 1;
     ``decimals`` records the fixed-point scale (values are v·10^-d).
 """
 
@@ -50,11 +57,12 @@ from __future__ import annotations
 import numbers
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from pprl.crypto.packing_records import extract_targets, pack_records
 from pprl.crypto.paillier import EncryptedVector, PaillierPrivateKey, PaillierPublicKey
 from pprl.crypto.paillier_engine import (
     decrypt_chunk,
@@ -83,6 +91,10 @@ __all__ = [
 _SCHEME = "pprl-pack"
 #: Bits of margin below p required for mod-p-only decryption (garbage detection 1 - 2^-64).
 _MOD_P_MARGIN = 64
+#: Statistical hiding of the masks over other records' slots (distance < 2^-40 per masked region).
+MASK_BITS = 40
+#: Upper limit on records per ciphertext (a 4096-bit key holds about 10 with the consortium's slots).
+MAX_RECORDS_PER_CIPHERTEXT = 16
 
 
 def _int(x: object) -> bool:
@@ -106,9 +118,11 @@ class PackingSpec:
     max_summands: int
     decimals: int = 0
     count_slot: bool = False
+    records_per_ciphertext: int = 1
+    mask_bits: int = MASK_BITS
 
     def __post_init__(self) -> None:
-        for name in ("slots", "slot_bits", "bound", "max_summands", "decimals"):
+        for name in ("slots", "slot_bits", "bound", "max_summands", "decimals", "records_per_ciphertext", "mask_bits"):
             value = getattr(self, name)
             if not _int(value):
                 raise DataValidationError(f"packing spec field '{name}' must be an integer")
@@ -121,6 +135,12 @@ class PackingSpec:
             raise DataValidationError(f"packing spec decimals must be 0..{MAX_DECIMALS}")
         if not isinstance(self.count_slot, bool):
             raise DataValidationError("packing spec field 'count_slot' must be true or false")
+        if not 1 <= self.records_per_ciphertext <= MAX_RECORDS_PER_CIPHERTEXT:
+            raise DataValidationError(
+                f"packing spec records_per_ciphertext must be 1..{MAX_RECORDS_PER_CIPHERTEXT}"
+            )
+        if self.mask_bits < MASK_BITS:
+            raise PolicyError(f"packing spec refused: mask_bits below {MASK_BITS} hides too little")
         need = self.required_slot_bits(self.bound, self.max_summands)
         if self.slot_bits < need:
             raise PolicyError(
@@ -143,15 +163,17 @@ class PackingSpec:
         key: PaillierPublicKey | int | None = None,
         decimals: int = 0,
         count_slot: bool = False,
+        records_per_ciphertext: int = 1,
     ) -> PackingSpec:
         """The tightest spec for these limits, checked against ``key`` (or its bit length) if given.
 
-        PolicyError when the k slots cannot fit the key's plaintext space.
+        PolicyError when the k slots (times ``records_per_ciphertext``, see
+        :mod:`pprl.crypto.packing_records`) cannot fit the key's plaintext space.
         """
         if not (_int(bound) and _int(max_summands)):
             raise DataValidationError("bound and max_summands must be integers")
         s_bits = cls.required_slot_bits(bound, max_summands)
-        spec = cls(slots, s_bits, bound, max_summands, decimals, count_slot)
+        spec = cls(slots, s_bits, bound, max_summands, decimals, count_slot, records_per_ciphertext)
         if key is not None:
             spec.check_key(key)
         return spec
@@ -162,37 +184,83 @@ class PackingSpec:
         return self.bound
 
     @property
+    def fields(self) -> int:
+        """Slots per record: the k value slots plus the count slot if any."""
+        return self.slots + self.count_slot
+
+    @property
+    def position_bits(self) -> int:
+        """Width of one slot position: s, or s + mask_bits + 1 with several records per ciphertext."""
+        if self.records_per_ciphertext == 1:
+            return self.slot_bits
+        return self.slot_bits + self.mask_bits + 1
+
+    @property
     def total_bits(self) -> int:
-        """(k + count slot)·s: every packed plaintext and admissible sum is below 2^total_bits."""
-        return (self.slots + self.count_slot) * self.slot_bits
+        """Every packed plaintext and admissible (masked) sum is below 2^total_bits.
+
+        (k + count slot)·s for one record per ciphertext; for R records,
+        ((k + count slot)·R + R - 1) positions (see :mod:`pprl.crypto.packing_records`).
+        """
+        if self.records_per_ciphertext == 1:
+            return self.fields * self.slot_bits
+        r = self.records_per_ciphertext
+        return (self.fields * r + r - 1) * self.position_bits
+
+    def single(self) -> PackingSpec:
+        """The same slots with one record per ciphertext: the layout a decoded aggregate is read in."""
+        return replace(self, records_per_ciphertext=1)
+
+    def max_records_per_ciphertext(self, key: PaillierPublicKey | int) -> int:
+        """The largest records_per_ciphertext this key's plaintext space holds (0 if none)."""
+        best = 0
+        for r in range(1, MAX_RECORDS_PER_CIPHERTEXT + 1):
+            if replace(self, records_per_ciphertext=r).total_bits <= _bits_of(key) - 3:
+                best = r
+        return best
 
     def check_key(self, key: PaillierPublicKey | int) -> None:
-        """PolicyError unless k·s ≤ |n| - 3 for this key (or bit length)."""
-        bits = key.bits if isinstance(key, PaillierPublicKey) else key
-        if not _int(bits):
-            raise DataValidationError("check_key needs a PaillierPublicKey or a bit length")
-        if self.total_bits > int(bits) - 3:
+        """PolicyError unless total_bits ≤ |n| - 3 for this key (or bit length)."""
+        bits = _bits_of(key)
+        if self.total_bits > bits - 3:
+            room = ""
+            if self.records_per_ciphertext > 1:
+                room = (f" ({self.records_per_ciphertext} records per ciphertext; this key holds at most "
+                        f"{self.max_records_per_ciphertext(bits)})")
             raise PolicyError(
-                f"packing spec refused: {self.slots + self.count_slot} slots of {self.slot_bits} bits need "
-                f"{self.total_bits} bits, a {bits}-bit key holds at most {int(bits) - 3}"
+                f"packing spec refused: {self.fields} slots of {self.slot_bits} bits need "
+                f"{self.total_bits} bits, a {bits}-bit key holds at most {bits - 3}{room}"
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, see the module docstring."""
-        return {"scheme": _SCHEME, "version": 1, **asdict(self)}
+        """JSON-ready form, see the module docstring (one record per ciphertext: no layout fields)."""
+        d = {"scheme": _SCHEME, "version": 1, **asdict(self)}
+        if self.records_per_ciphertext == 1:
+            del d["records_per_ciphertext"], d["mask_bits"]
+        return d
 
     @classmethod
     def from_dict(cls, d: object) -> PackingSpec:
         """Parse :meth:`to_dict` output (DocumentError if malformed, PolicyError if unsafe)."""
         if not isinstance(d, dict) or d.get("scheme") != _SCHEME or d.get("version") != 1:
             raise DocumentError("not a pprl-pack version 1 packing spec")
-        fields = ("slots", "slot_bits", "bound", "max_summands", "decimals", "count_slot")
-        if not {"scheme", "version", *fields[:-1]} <= set(d) <= {"scheme", "version", *fields}:
+        fields = ("slots", "slot_bits", "bound", "max_summands", "decimals")
+        optional = {"count_slot": False, "records_per_ciphertext": 1, "mask_bits": MASK_BITS}
+        if not {"scheme", "version", *fields} <= set(d) <= {"scheme", "version", *fields, *optional}:
             raise DocumentError(f"packing spec must have the fields scheme, version, {', '.join(fields)}")
+        if ("records_per_ciphertext" in d) != ("mask_bits" in d) or d.get("records_per_ciphertext") == 1:
+            raise DocumentError("packing spec: records_per_ciphertext (above 1) and mask_bits go together")
         try:
-            return cls(*(d.get(f, False) for f in fields))
+            return cls(*(d[f] for f in fields), **{f: d.get(f, v) for f, v in optional.items()})
         except DataValidationError as exc:
             raise DocumentError(f"packing spec: {exc}") from None
+
+
+def _bits_of(key: PaillierPublicKey | int) -> int:
+    bits = key.bits if isinstance(key, PaillierPublicKey) else key
+    if not _int(bits):
+        raise DataValidationError("check_key needs a PaillierPublicKey or a bit length")
+    return int(bits)
 
 
 def fixed_bound(max_abs: str | float | int, decimals: int) -> int:
@@ -215,7 +283,13 @@ def _matrix(matrix: Any, spec: PackingSpec) -> np.ndarray:
 
 
 def pack_rows(matrix: Any, spec: PackingSpec) -> list[int]:
-    """One packed plaintext per row: Σ_j (v_j + B)·2^(j·s). DataValidationError if |v| > B."""
+    """One packed plaintext per row: Σ_j (v_j + B)·2^(j·s). DataValidationError if |v| > B.
+
+    With several records per ciphertext, one plaintext per that many rows
+    (:func:`pprl.crypto.packing_records.pack_records`).
+    """
+    if spec.records_per_ciphertext > 1:
+        return pack_records(pack_rows(matrix, spec.single()), spec)
     arr = _matrix(matrix, spec)
     b = spec.bound
     cols: list[list[int]] = []
@@ -248,6 +322,8 @@ def unpack(values: Sequence[int], spec: PackingSpec, summands: Sequence[int] | N
     """
     if summands is None and not spec.count_slot:
         raise DataValidationError("summand counts are needed unless the spec has a count slot")
+    if spec.records_per_ciphertext > 1:
+        values, spec = extract_targets(values, spec), spec.single()
     counts = _summands(summands, len(values), spec) if summands is not None else None
     k, s, b = spec.slots, spec.slot_bits, spec.bound
     mask, limit = (1 << s) - 1, 1 << spec.total_bits
@@ -305,7 +381,8 @@ def encrypt_packed(
     window: int | None = None,
     cache_dir: str | os.PathLike[str] | bool | None = None,
 ) -> EncryptedVector:
-    """One ciphertext per row of ``matrix`` (records × spec.slots integers; array or DataFrame).
+    """One ciphertext per row of ``matrix`` (records × spec.slots integers; array or DataFrame),
+    or per ``spec.records_per_ciphertext`` rows.
 
     The spec is checked against the key before anything is packed.
     Keyword arguments as for :func:`~pprl.crypto.paillier.encrypt_vector`.

@@ -187,6 +187,7 @@ def combine_release_parts(
     spec = _packing_of(combined.release, release)
     budget = _privacy_budget(combined.release, release, audit_log, max_epsilon)
     if spec is not None:
+        spec.check_key(combined.setup.public.public)  # a spec too big for the key could have wrapped
         columns = unpack(combined.sums["packed"], spec, _summands(combined.release, release))
     else:
         if combined.release["header"].get("noise") is not None:

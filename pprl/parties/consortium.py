@@ -60,6 +60,8 @@ class ConsortiumSummary:
     sums_checked: int
     sums_match: bool
     timings: dict[str, float] = field(default_factory=dict)
+    records_per_ciphertext: int = 1
+    score_bytes: int = 0
     workdir: Path = Path(".")
 
     def render(self) -> str:
@@ -73,6 +75,13 @@ class ConsortiumSummary:
                 f"  ({q.correct_pairs}/{q.predicted_pairs} predicted pairs correct, {q.true_pairs} true pairs)"
             )
         lines.append(f"  entities  {self.entities} linked, {self.released} released")
+        if self.score_bytes:
+            per_value = self.score_bytes / (self.records * len(SCORE_COLUMNS))
+            packing = "1 record" if self.records_per_ciphertext == 1 else f"{self.records_per_ciphertext} records"
+            lines.append(
+                f"  scores    {len(SCORE_COLUMNS)} columns, {packing} per ciphertext: "
+                f"{per_value:.1f} bytes per encrypted value in the submissions"
+            )
         verdict = "all equal" if self.sums_match else "MISMATCH"
         lines.append(f"  check     {self.sums_checked} decrypted aggregates vs plaintext sums: {verdict}")
         lines.append("  timings   " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
@@ -126,8 +135,13 @@ def run_consortium(
     seed: int = 0,
     echo: Callable[[str], None] = lambda message: None,
     progress: bool = False,
+    records_per_ciphertext: int = 1,
 ) -> ConsortiumSummary:
-    """Run every party's step in ``workdir`` and check the result against the truth."""
+    """Run every party's step in ``workdir`` and check the result against the truth.
+
+    ``records_per_ciphertext``: how many records each platform packs into
+    one ciphertext (see :func:`pprl.parties.platform.submit`).
+    """
     from pprl.synth import generate_population, write_population
 
     root = Path(workdir)
@@ -165,6 +179,7 @@ def run_consortium(
                 scores=SCORE_COLUMNS,
                 authority=cards["authority"],
                 progress=progress,
+                records_per_ciphertext=records_per_ciphertext,
             )
             submissions.append(result)
             echo(f"  {name}: {result.records} records")
@@ -177,7 +192,7 @@ def run_consortium(
     with step("aggregate"):
         released = aggregate(
             keys["bureau"], linked.path, [s.path for s in submissions], min_contributors,
-            bureau_dir / "release.json", cards=[cards[n] for n in names],
+            bureau_dir / "release.json", cards=[cards[n] for n in names], progress=progress,
         )
     with step("decrypt"):
         decrypted = decrypt_release(
@@ -199,6 +214,8 @@ def run_consortium(
         sums_match=match,
         timings=timings,
         workdir=root,
+        records_per_ciphertext=records_per_ciphertext,
+        score_bytes=sum(s.score_bytes for s in submissions),
     )
 
 

@@ -58,6 +58,7 @@ class Submission:
     records: int
     score_columns: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    score_bytes: int = 0  # encrypted scores as they travel (base64 text)
 
 
 def map_path_for(out: str | os.PathLike[str]) -> Path:
@@ -74,17 +75,19 @@ def load_paillier_public(path: str | os.PathLike[str], authority: Card | None = 
     return key
 
 
-def score_packing(columns: Sequence[str], key: PaillierPublicKey) -> PackingSpec:
+def score_packing(columns: Sequence[str], key: PaillierPublicKey, records_per_ciphertext: int = 1) -> PackingSpec:
     """The consortium-wide packing of a record's score columns into one plaintext.
 
-    Every platform derives the same spec from the column count alone, so the
-    bureau can add any platforms' ciphertexts slot by slot. Headroom covers
-    MAX_CONTRIBUTORS records per entity; a count slot lets the authority check
-    the bureau's contributor counts.
+    Every platform derives the same spec from the column count (and the
+    agreed records per ciphertext) alone, so the bureau can add any
+    platforms' ciphertexts slot by slot. Headroom covers MAX_CONTRIBUTORS
+    records per entity; a count slot lets the authority check the bureau's
+    contributor counts. PolicyError, naming the key's maximum, when
+    ``records_per_ciphertext`` records do not fit the key.
     """
     return PackingSpec.plan(
         fixed_bound(SCORE_MAX_ABS, SCORE_DECIMALS), len(columns), MAX_CONTRIBUTORS,
-        key=key, decimals=SCORE_DECIMALS, count_slot=True,
+        key=key, decimals=SCORE_DECIMALS, count_slot=True, records_per_ciphertext=records_per_ciphertext,
     )
 
 
@@ -178,6 +181,7 @@ def submit(
     progress: bool = False,
     clip: Mapping[str, tuple[Decimal, Decimal]] | None = None,
     encryption: str | None = None,
+    records_per_ciphertext: int = 1,
 ) -> Submission:
     """Encode, encrypt and sign this platform's records; write the submission and its token map.
 
@@ -187,6 +191,9 @@ def submit(
     optional release noise is calibrated to). ``encryption="plain"`` uses
     classic r^n randomness instead of the key's DJN base (see
     :mod:`pprl.crypto.paillier_djn` for when a platform might want that).
+    ``records_per_ciphertext`` > 1 packs that many records into each
+    ciphertext (:mod:`pprl.crypto.packing_records`): a submission that many
+    times smaller and faster to make; every platform of a run must agree.
     """
     schema = schema if isinstance(schema, Schema) else load_schema(schema)
     secret = secret if isinstance(secret, LinkageSecret) else load_secret(secret)
@@ -205,6 +212,9 @@ def submit(
     if paillier is not None:
         key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(paillier, authority)
 
+    if records_per_ciphertext != 1 and not (key is not None and scores):
+        raise DataValidationError("records per ciphertext applies to encrypted scores: name --scores and --paillier")
+    spec = score_packing(scores, key, records_per_ciphertext) if key is not None and scores else None
     clip_fixed = _clip_ranges(clip, scores)
     fixed = _fixed_point_scores(frame, scores, source, clip_fixed)
     try:
@@ -216,12 +226,12 @@ def submit(
     order = random_permutation(len(frame))
     clks = clks[order]
     ids = frame[id_column].to_numpy()[order]
-    spec = score_packing(scores, key) if key is not None and scores else None
     packed = (
         encrypt_packed(key, fixed[order], spec, progress=progress, method=encryption).to_bytes()
         if spec is not None else None
     )
     tokens = [secrets.token_hex(12) for _ in range(len(frame))]
+    packed_text = b64e(packed) if packed is not None else None
 
     doc = {
         "kind": "submission",
@@ -246,7 +256,7 @@ def submit(
         "payload": {
             "tokens": tokens,
             "clks": b64e(np.ascontiguousarray(clks).tobytes()),
-            "scores_packed": b64e(packed) if packed is not None else None,
+            "scores_packed": packed_text,
         },
     }
     signed = sign_document(doc, me.identity, me.card)
@@ -262,5 +272,6 @@ def submit(
         map_path.unlink(missing_ok=True)
         raise
     return Submission(
-        path=path, map_path=map_path, records=len(frame), score_columns=scores, notes=tuple(encoded.report.messages())
+        path=path, map_path=map_path, records=len(frame), score_columns=scores,
+        notes=tuple(encoded.report.messages()), score_bytes=len(packed_text or ""),
     )

@@ -3,7 +3,10 @@
 Each record's scores travel packed in one ciphertext, so one homomorphic sum
 per entity adds every column at once. The release payload's ``sums`` holds
 one entry, ``packed``; its header carries the packing spec the authority
-needs to unpack the column sums.
+needs to unpack the column sums. When the platforms packed several records
+per ciphertext (``pprl submit --records-per-ciphertext``), each record is
+first aligned onto the spec's target slots and every sum gets fresh masks
+over the other records' slots (:mod:`pprl.crypto.packing_records`).
 
 Only entities with enough contributing platforms are released. The bureau
 never holds a key that opens the sums; the release carries ciphertexts only.
@@ -40,8 +43,9 @@ from typing import Any
 import numpy as np
 
 from pprl.crypto.noise import discrete_gaussian, discrete_laplace, gaussian_sigma
-from pprl.crypto.packing import PackingSpec, encrypt_packed
-from pprl.crypto.paillier import EncryptedVector, PaillierPublicKey, encode_fixed
+from pprl.crypto.packing import PackingSpec, pack_rows
+from pprl.crypto.packing_records import blinding_vector, record_addresses, sum_records
+from pprl.crypto.paillier import EncryptedVector, encode_fixed
 from pprl.documents import Card, b64e, document_hash, sign_document, write_document
 from pprl.errors import DocumentError, PolicyError
 from pprl.parties.bureau import check_consistent, load_linkage, load_submission, paillier_key_of
@@ -75,12 +79,15 @@ def aggregate(
     noise: str | None = None,
     epsilon: float | None = None,
     delta: float | None = None,
+    progress: bool = False,
 ) -> ReleaseResult:
     """Sum each score column per entity under encryption; release only well-supported entities.
 
     With ``noise`` ("laplace" or "gaussian", with ``epsilon`` and for
     gaussian ``delta``), add differentially private integer noise to each
-    released sum under encryption (see the module docstring).
+    released sum under encryption (see the module docstring). Submissions
+    with several records per ciphertext are aligned and masked on the way
+    (:mod:`pprl.crypto.packing_records`); ``progress`` shows that work.
     """
     if min_contributors < 1:
         raise PolicyError("--min-contributors must be at least 1")
@@ -108,10 +115,19 @@ def aggregate(
         raise PolicyError("the submissions carry no score columns (linkage-only); nothing to aggregate")
     fingerprint = ordered[0].header["paillier_fingerprint"]
 
-    offsets, position = {}, 0
-    for s in ordered:
-        offsets[s.platform] = position
-        position += len(s.tokens)
+    spec = PackingSpec.from_dict(ordered[0].header["packing"])
+    key = paillier_key_of(ordered[0])
+    spec.check_key(key)  # a submission's spec must fit the key before anything is summed under it
+    vectors = [EncryptedVector.from_bytes(key, s.scores["packed"]) for s in ordered]
+    addresses, position = {}, 0
+    for s, vector in zip(ordered, vectors):
+        if len(vector) != -(-len(s.tokens) // spec.records_per_ciphertext):
+            raise DocumentError(
+                f"{s.path}: {len(vector)} ciphertexts for {len(s.tokens)} records at "
+                f"{spec.records_per_ciphertext} records per ciphertext"
+            )
+        addresses[s.platform] = record_addresses(position, len(s.tokens), spec)
+        position += len(vector)
     token_index = {s.platform: {t: i for i, t in enumerate(s.tokens)} for s in ordered}
     released_ids, contributors, groups = [], [], []
     suppressed = 0
@@ -121,13 +137,12 @@ def aggregate(
             suppressed += 1
             continue
         try:
-            groups.append([offsets[p] + token_index[p][t] for p, t, _ in members])
+            groups.append([addresses[p][token_index[p][t]] for p, t, _ in members])
         except KeyError:
             raise DocumentError(f"{linkage}: entity {entity['entity_id']} names a token no submission has") from None
         released_ids.append(entity["entity_id"])
         contributors.append(len(members))
 
-    spec = PackingSpec.from_dict(ordered[0].header["packing"])
     clip = _common_clip(ordered)
     policy = None
     if noise is not None:
@@ -138,11 +153,10 @@ def aggregate(
             f"an entity has more than {spec.max_summands - extra} records"
             + (" (plus the noise row)" if extra else "") + ", beyond the packing's headroom"
         )
-    key = paillier_key_of(ordered[0])
-    vectors = [EncryptedVector.from_bytes(key, s.scores["packed"]) for s in ordered]
-    summed = EncryptedVector.concat(vectors).sum_groups(groups)
-    if policy is not None and released_ids:
-        summed = summed + _noise_vector(key, spec, policy, columns, len(released_ids))
+    summed = sum_records(EncryptedVector.concat(vectors), groups, spec, progress=progress)
+    if released_ids and (policy is not None or spec.records_per_ciphertext > 1):
+        noise_rows = _noise_rows(spec, policy, columns, len(released_ids)) if policy is not None else None
+        summed = summed + blinding_vector(key, spec, len(released_ids), noise_rows, progress=progress)
     sums = {"packed": b64e(summed.to_bytes())}
     doc = {
         "kind": "release",
@@ -243,10 +257,10 @@ def _noise_policy(
     }
 
 
-def _noise_vector(
-    key: PaillierPublicKey, spec: PackingSpec, policy: Mapping[str, Any], columns: Sequence[str], entities: int
-) -> EncryptedVector:
-    """One encrypted packed noise row per released entity (noise clipped to ±B, count slot 1)."""
+def _noise_rows(
+    spec: PackingSpec, policy: Mapping[str, Any], columns: Sequence[str], entities: int
+) -> list[int]:
+    """One packed noise row per released entity (noise clipped to ±B, count slot 1), not yet encrypted."""
     b = spec.bound
     matrix = np.empty((entities, len(columns)), dtype=object)
     for j, c in enumerate(columns):
@@ -258,4 +272,4 @@ def _noise_vector(
             sigma2 = Fraction(p["sigma2"])
             draw = [discrete_gaussian(sigma2) for _ in range(entities)]
         matrix[:, j] = [min(max(v, -b), b) for v in draw]
-    return encrypt_packed(key, matrix, spec)
+    return pack_rows(matrix, spec.single())
