@@ -118,6 +118,11 @@ def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsi
     submissions' declared clip ranges; the parameters go in the signed
     release header.
 
+    Submissions made with `pprl submit --records-per-ciphertext N` need no
+    flag here: each record is aligned onto the packing's target slots and
+    every released sum gets fresh masks (more work for the bureau than one
+    record per ciphertext; the release says how the sums are packed).
+
     \b
     Example:
       pprl aggregate --me keys/bureau.key --linkage linkage.json \\
