@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cli_runner import cli_consortium, run
 
-from pprl.documents import b64d, read_document, sign_document, write_document
+from pprl.documents import b64d, b64e, read_document, sign_document, write_document
 from pprl.parties.identity import load_key
 
 SCHEMA = Path(__file__).resolve().parents[1] / "examples" / "schema-cn.json"
@@ -109,19 +109,41 @@ def test_too_many_records_for_the_key_or_no_scores_is_refused(compact, tmp_path)
     assert len(six.stderr.strip().splitlines()) == 1
 
 
-def test_bureau_refuses_a_packing_too_big_for_the_key(compact, tmp_path):
-    """Signed by the platforms, but 7 records per ciphertext cannot fit a 2048-bit key: refused before summing."""
-    w, key, card = compact["dir"], compact["key"], compact["card"]
+def _resigned(compact, tmp_path, edit) -> list:
+    """Every platform's submission with ``edit(name, doc)`` applied and signed again by that platform."""
+    w, key = compact["dir"], compact["key"]
     subs = []
     for name in PLATFORMS:
         doc = read_document(w / f"{name}.sub.json", "submission")
-        doc.pop("signature", None)
-        doc["header"]["packing"]["records_per_ciphertext"] = 7
+        edit(name, doc)
         me = load_key(key[name])
         subs += ["--submissions", write_document(tmp_path / f"{name}.json", sign_document(doc, me.identity, me.card))]
+    return subs
+
+
+def _aggregate_refused(compact, tmp_path, subs) -> str:
+    key, card = compact["key"], compact["card"]
     cards = [a for n in PLATFORMS for a in ("--cards", card[n])]
     run("link", "--me", key["bureau"], *cards, *subs, "--out", tmp_path / "linkage.json")
     result = run("aggregate", "--me", key["bureau"], "--linkage", tmp_path / "linkage.json", *subs,
                  "--out", tmp_path / "release.json", ok=False)
-    assert result.exit_code != 0 and "holds at most 5" in result.stderr
-    assert not (tmp_path / "release.json").exists()
+    assert result.exit_code != 0 and not (tmp_path / "release.json").exists()
+    return result.stderr
+
+
+def test_bureau_refuses_a_packing_too_big_for_the_key(compact, tmp_path):
+    """Signed by the platforms, but 7 records per ciphertext cannot fit a 2048-bit key: refused before summing."""
+    def seven(name, doc):
+        doc["header"]["packing"]["records_per_ciphertext"] = 7
+
+    assert "holds at most 5" in _aggregate_refused(compact, tmp_path, _resigned(compact, tmp_path, seven))
+
+
+def test_bureau_refuses_a_missing_ciphertext(compact, tmp_path):
+    def drop_last(name, doc):
+        if name == "platform_2":
+            raw = b64d(doc["payload"]["scores_packed"], "scores")
+            doc["payload"]["scores_packed"] = b64e(raw[:-512])
+
+    stderr = _aggregate_refused(compact, tmp_path, _resigned(compact, tmp_path, drop_last))
+    assert "platform_2.json" in stderr and "are not" in stderr and len(stderr.strip().splitlines()) == 1

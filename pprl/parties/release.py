@@ -118,16 +118,16 @@ def aggregate(
     spec = PackingSpec.from_dict(ordered[0].header["packing"])
     key = paillier_key_of(ordered[0])
     spec.check_key(key)  # a submission's spec must fit the key before anything is summed under it
-    vectors = [EncryptedVector.from_bytes(key, s.scores["packed"]) for s in ordered]
     addresses, position = {}, 0
-    for s, vector in zip(ordered, vectors):
-        if len(vector) != -(-len(s.tokens) // spec.records_per_ciphertext):
+    for s in ordered:
+        count = -(-len(s.tokens) // spec.records_per_ciphertext)
+        if len(s.scores["packed"]) != count * key.ciphertext_bytes:
             raise DocumentError(
-                f"{s.path}: {len(vector)} ciphertexts for {len(s.tokens)} records at "
+                f"{s.path}: encrypted scores are not {count} ciphertexts for {len(s.tokens)} records at "
                 f"{spec.records_per_ciphertext} records per ciphertext"
             )
         addresses[s.platform] = record_addresses(position, len(s.tokens), spec)
-        position += len(vector)
+        position += count
     token_index = {s.platform: {t: i for i, t in enumerate(s.tokens)} for s in ordered}
     released_ids, contributors, groups = [], [], []
     suppressed = 0
@@ -153,6 +153,7 @@ def aggregate(
             f"an entity has more than {spec.max_summands - extra} records"
             + (" (plus the noise row)" if extra else "") + ", beyond the packing's headroom"
         )
+    vectors = [EncryptedVector.from_bytes(key, s.scores["packed"]) for s in ordered]
     summed = sum_records(EncryptedVector.concat(vectors), groups, spec, progress=progress)
     if released_ids and (policy is not None or spec.records_per_ciphertext > 1):
         noise_rows = _noise_rows(spec, policy, columns, len(released_ids)) if policy is not None else None
