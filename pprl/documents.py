@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pprl.crypto.identity import IdentityKey, PublicIdentity
+from pprl.document_schemas import validate_document
 from pprl.errors import (
     DocumentError,
     KeyFormatError,
@@ -132,7 +133,11 @@ def write_document(path: str | os.PathLike[str], doc: Mapping[str, Any], *, priv
 
 
 def read_document(path: str | os.PathLike[str], kind: str | Sequence[str]) -> dict[str, Any]:
-    """Load a document and check its kind and version before anything else is trusted."""
+    """Load a document, check its kind and version, then its shape against the kind's JSON Schema.
+
+    Nothing in it is trusted before these checks (see :mod:`pprl.document_schemas`);
+    signatures and parameters are the caller's next step.
+    """
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     p = Path(path)
     try:
@@ -155,6 +160,7 @@ def read_document(path: str | os.PathLike[str], kind: str | Sequence[str]) -> di
         raise UnsupportedVersionError(
             f"{p}: {doc['kind']} version {doc['version']!r} is not supported (this pprl reads version {FORMAT_VERSION})"
         )
+    validate_document(doc, doc["kind"], str(p))
     return doc
 
 
