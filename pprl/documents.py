@@ -4,8 +4,9 @@ Every file a party writes is a JSON object that starts with ``kind`` and
 ``version``. Documents that travel between parties also carry ``signer`` (the
 signing party's public card fields) and ``signature``: Ed25519 over the
 canonical JSON of everything else. Readers check kind and version first, then
-the signature, then (where the caller has cards) that the signer is a party
-they already trust. Writes are atomic (temp file in the same directory, fsync,
+the document's shape against its kind's JSON Schema (:mod:`pprl.document_schemas`),
+then the signature, then (where the caller has cards) that the signer is a
+party they already trust. Writes are atomic (temp file in the same directory, fsync,
 rename), and private documents are created with mode 0600 from the start.
 """
 
