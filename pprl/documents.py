@@ -4,8 +4,9 @@ Every file a party writes is a JSON object that starts with ``kind`` and
 ``version``. Documents that travel between parties also carry ``signer`` (the
 signing party's public card fields) and ``signature``: Ed25519 over the
 canonical JSON of everything else. Readers check kind and version first, then
-the signature, then (where the caller has cards) that the signer is a party
-they already trust. Writes are atomic (temp file in the same directory, fsync,
+the document's shape against its kind's JSON Schema (:mod:`pprl.document_schemas`),
+then the signature, then (where the caller has cards) that the signer is a
+party they already trust. Writes are atomic (temp file in the same directory, fsync,
 rename), and private documents are created with mode 0600 from the start.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pprl.crypto.identity import IdentityKey, PublicIdentity
+from pprl.document_schemas import validate_document
 from pprl.errors import (
     DocumentError,
     KeyFormatError,
@@ -132,7 +134,11 @@ def write_document(path: str | os.PathLike[str], doc: Mapping[str, Any], *, priv
 
 
 def read_document(path: str | os.PathLike[str], kind: str | Sequence[str]) -> dict[str, Any]:
-    """Load a document and check its kind and version before anything else is trusted."""
+    """Load a document, check its kind and version, then its shape against the kind's JSON Schema.
+
+    Nothing in it is trusted before these checks (see :mod:`pprl.document_schemas`);
+    signatures and parameters are the caller's next step.
+    """
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     p = Path(path)
     try:
@@ -155,6 +161,7 @@ def read_document(path: str | os.PathLike[str], kind: str | Sequence[str]) -> di
         raise UnsupportedVersionError(
             f"{p}: {doc['kind']} version {doc['version']!r} is not supported (this pprl reads version {FORMAT_VERSION})"
         )
+    validate_document(doc, doc["kind"], str(p))
     return doc
 
 

@@ -33,12 +33,16 @@ def test_impostor_with_same_name_is_refused(parties, tmp_path):
         verify_document(doc, [cards["bureau"]])
 
 
-def test_read_checks_kind_version_and_content(tmp_path):
+def test_read_checks_kind_version_and_content(parties, tmp_path):
+    card = tmp_path / "keys" / "bureau.card.json"
+    assert read_document(card, "card")["kind"] == "card"
     path = tmp_path / "doc.json"
     write_document(path, {"kind": "release", "version": 1})
-    assert read_document(path, "release")["kind"] == "release"
     with pytest.raises(DocumentError, match="expected submission"):
         read_document(path, "submission")
+    # kind and version alone are not a release: the schema wants its header (and the rest)
+    with pytest.raises(DocumentError, match="doc.json: not a valid release document: header: required"):
+        read_document(path, "release")
     write_document(path, {"kind": "release", "version": 99})
     with pytest.raises(UnsupportedVersionError):
         read_document(path, "release")

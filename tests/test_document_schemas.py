@@ -1,0 +1,283 @@
+"""The documents' JSON Schemas: valid, complete, true to what pprl writes, and enforced by every reader.
+
+One module-scoped world runs the consortium through the CLI (cli_runner):
+the CLK path with clipped scores, two records per ciphertext and release
+noise; a 2-of-3 threshold key (dealt through the parties API at 1024 bits,
+which the CLI refuses, to keep this fast) with parts for public combining
+and for a named combiner, combined with and without a combiner key; and the
+exact-identifier path with a revealing PSI session. Every document and audit
+log line it leaves must validate in full, items included.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_runner import cli_consortium, run
+from jsonschema import Draft202012Validator
+from referencing.exceptions import Unresolvable
+
+from pprl.cli.tools import DOCUMENT_KINDS
+from pprl.document_schemas import MAX_CHARS, MAX_ITEMS, SCHEMA_KINDS, registry, schema_for, validate_document
+from pprl.documents import read_document, sign_document, write_document
+from pprl.errors import DocumentError
+from pprl.parties.identity import load_card, load_key
+from pprl.parties.threshold import threshold_keygen
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = ROOT / "pprl" / "schemas"
+SCHEMA = ROOT / "examples" / "schema-cn.json"
+PLATFORMS = ["platform_1", "platform_2"]
+HOLDERS = ["holder_a", "holder_b", "holder_c"]
+SECRET_KINDS = ("key", "secret", "paillier-key", "psi-state")
+
+
+# --------------------------------------------------------------------------- the schemas themselves
+
+
+def _schema_files() -> dict[str, dict[str, Any]]:
+    return {p.name.removesuffix(".schema.json"): json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted(SCHEMAS.glob("*.schema.json"))}
+
+
+def _walk(node: Any, path: str = ""):
+    """Every (path, subschema dict) in a schema."""
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _walk(value, f"{path}/{i}")
+
+
+def test_every_schema_is_valid_draft_2020_12_with_id_title_and_description():
+    files = _schema_files()
+    assert set(files) == {*SCHEMA_KINDS, "common"}
+    for stem, schema in files.items():
+        Draft202012Validator.check_schema(schema)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema", stem
+        assert schema["$id"] == f"https://pprl.dev/schemas/{stem}-1.json", stem
+        assert schema["title"] and len(schema["description"]) > 40, stem
+        if stem != "common":
+            assert schema["properties"]["kind"] == {"const": stem}, stem
+            assert {"kind", "version"} <= set(schema["required"]), stem
+            assert schema["additionalProperties"] is False, stem  # unknown top-level fields are refused
+    assert schema_for("card") == files["card"]  # what the package loads (importlib.resources) is what is here
+
+
+def test_every_kind_pprl_writes_has_a_schema():
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "pprl").rglob("*.py"))
+    written = set(re.findall(r'"kind": "([a-z-]+)"', source))
+    constants = re.search(r'^SESSION_KIND, ROUND_KIND, STATE_KIND, REVEAL_KIND = (.+)$',
+                          (ROOT / "pprl" / "parties" / "psi_session.py").read_text(encoding="utf-8"), re.M)
+    written |= set(re.findall(r'"([a-z-]+)"', constants.group(1)))
+    assert {"key", "card", "submission", "linkage", "release", "audit-entry", "psi-state"} <= written
+    assert written <= set(SCHEMA_KINDS), written - set(SCHEMA_KINDS)
+    assert set(DOCUMENT_KINDS) <= set(SCHEMA_KINDS)  # everything `pprl inspect` reads
+
+
+def test_every_ref_resolves_locally_and_nothing_is_fetched():
+    for stem, schema in _schema_files().items():
+        resolver = registry().resolver(base_uri=schema["$id"])
+        for path, node in _walk(schema):
+            if "$ref" in node:
+                assert isinstance(resolver.lookup(node["$ref"]).contents, dict), (stem, path)
+    with pytest.raises(Unresolvable):  # no retrieval: an unknown document is an error, not a download
+        registry().resolver().lookup("https://pprl.dev/schemas/unknown-1.json")
+
+
+def test_secret_schemas_describe_fields_without_example_values():
+    files = _schema_files()
+    for kind in SECRET_KINDS:
+        assert "SECRET" in files[kind]["description"], kind
+        for path, node in _walk(files[kind]):
+            assert not {"examples", "default", "example"} & set(node), (kind, path)
+
+
+# --------------------------------------------------------------------------- real documents
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = tmp_path_factory.mktemp("schemas-world")
+    key, card, _ = cli_consortium(w, PLATFORMS, seed=11)
+    pub = w / "authority" / "paillier.pub.json"
+    for name in HOLDERS:
+        run("init", name, "--role", "authority", "--dir", w / "keys")
+        card[name], key[name] = w / "keys" / f"{name}.card.json", w / "keys" / f"{name}.key"
+    threshold_keygen(load_key(key["authority"]), 1024, 2, [load_card(card[h]) for h in HOLDERS], w / "th",
+                     _allow_insecure=True)
+    th_pub = w / "th" / "paillier.pub.json"
+    clip = ["--clip", "repay_score=0:1000", "--clip", "spend_score=0:100000"]
+    for name in PLATFORMS:
+        common = ["--me", key[name], "--schema", SCHEMA, "--secret", w / f"{name}.secret",
+                  "--data", w / "data" / f"{name}.csv", "--id-column", "user_id"]
+        scores = ["--scores", "repay_score,spend_score", "--authority", card["authority"]]
+        run("submit", *common, *scores, "--paillier", pub, *clip, "--records-per-ciphertext", 2,
+            "--out", w / f"{name}.sub.json")
+        run("submit", *common, *scores, "--paillier", th_pub, "--out", w / f"{name}.th-sub.json")
+    run("submit", "--me", key["platform_1"], "--schema", SCHEMA, "--secret", w / "platform_1.secret",
+        "--data", w / "data" / "platform_1.csv", "--id-column", "user_id", "--out", w / "linkage-only.sub.json")
+    cards = [a for n in PLATFORMS for a in ("--cards", card[n])]
+    for prefix, threshold in (("", "auto"), ("th-", 0.8)):
+        subs = [a for n in PLATFORMS for a in ("--submissions", w / f"{n}.{prefix or ''}sub.json")]
+        run("link", "--me", key["bureau"], *cards, *subs, "--threshold", threshold, "--out", w / f"{prefix}linkage.json")
+        noise = [] if prefix else ["--noise", "laplace", "--epsilon", 1.0]
+        run("aggregate", "--me", key["bureau"], "--linkage", w / f"{prefix}linkage.json", *subs,
+            "--min-contributors", 2, *noise, "--out", w / f"{prefix}release.json")
+    run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
+        "--release", w / "release.json", "--cards", card["bureau"], "--audit-log", w / "audit.log",
+        "--out", w / "aggregates.csv")
+    for holder, extra in (("holder_a", []), ("holder_b", ["--for", card["authority"]]), ("holder_c", [])):
+        run("decrypt", "--partial", "--me", key[holder], "--share", w / "th" / f"{holder}.share.json",
+            "--release", w / "th-release.json", *extra, "--out", w / f"{holder}.part.json")
+    combine = ["decrypt", "--combine", "--release", w / "th-release.json", "--parts", w / "holder_a.part.json"]
+    run(*combine, "--me", key["authority"], "--parts", w / "holder_b.part.json",
+        "--audit-log", w / "th-audit.log", "--out", w / "th-aggregates.csv")
+    run(*combine, "--parts", w / "holder_c.part.json", "--audit-log", w / "attested.log", "--out", w / "th2.csv")
+    _psi(w, key, card, pub)
+    return {"dir": w, "key": key, "card": card}
+
+
+def _psi(w: Path, key: dict[str, Path], card: dict[str, Path], pub: Path) -> None:
+    """A revealing two-platform PSI session through the CLI: rounds, states, release and reveals."""
+    run("psi", "init", "--me", key["bureau"], *[a for p in PLATFORMS for a in ("--cards", card[p])],
+        "--identifier", "resident_id", "--reveal-intersection", "--out", w / "psi" / "session.json")
+    for name in PLATFORMS:
+        run("psi", "blind", "--me", key[name], "--session", w / "psi" / "session.json", "--data",
+            w / "data" / f"{name}.csv", "--id-column", "user_id", "--scores", "repay_score,spend_score",
+            "--paillier", pub, "--out", w / "psi" / f"{name}.r0.json", "--state", w / "psi" / f"{name}.state")
+    for name, other in zip(PLATFORMS, reversed(PLATFORMS)):
+        run("psi", "reblind", "--me", key[other], "--state", w / "psi" / f"{other}.state",
+            "--input", w / "psi" / f"{name}.r0.json", "--out", w / "psi" / f"{name}.r1.json")
+    run("psi", "aggregate", "--me", key["bureau"], "--session", w / "psi" / "session.json",
+        *[a for p in PLATFORMS for a in ("--inputs", w / "psi" / f"{p}.r1.json")], "--min-contributors", 2,
+        "--out", w / "psi" / "release.json")
+    run("psi", "reveal", "--me", key["platform_1"], "--state", w / "psi" / "platform_1.state",
+        "--input", w / "psi" / "platform_1.reveal.json", "--out", w / "psi" / "platform_1.members.csv")
+
+
+def _documents(w: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(where, document) for every JSON document and audit-log line in the world."""
+    found = []
+    for path in sorted(p for p in w.rglob("*") if p.is_file() and p.suffix not in (".csv",)):
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".log":
+            found += [(f"{path.name}:{i}", json.loads(line)) for i, line in enumerate(text.splitlines(), 1)]
+        else:
+            found.append((path.name, json.loads(text)))
+    return found
+
+
+def test_every_document_of_a_real_run_validates_in_full(world):
+    seen: dict[str, int] = {}
+    for where, doc in _documents(world["dir"]):
+        validate_document(doc, doc["kind"], where, full=True)
+        seen[doc["kind"]] = seen.get(doc["kind"], 0) + 1
+        approvals = [*doc.get("approvals", []), *([doc["payload"]["approval"]] if doc["kind"] == "decryption-part" else [])]
+        for approval in approvals:  # embedded documents of their own kind
+            validate_document(approval, "decryption-approval", f"{where}: approval", full=True)
+            seen["decryption-approval"] = seen.get("decryption-approval", 0) + 1
+    assert set(seen) == set(SCHEMA_KINDS), set(SCHEMA_KINDS) - set(seen)
+    assert seen["audit-entry"] == 3 and seen["paillier-share"] == 3 and seen["psi-reveal"] == 2
+
+
+def test_the_documents_cover_the_optional_forms(world):
+    w = world["dir"]
+    packing = json.loads((w / "platform_1.sub.json").read_text())["header"]["packing"]
+    assert packing["records_per_ciphertext"] == 2 and packing["mask_bits"] >= 40 and packing["count_slot"] is True
+    assert "records_per_ciphertext" not in json.loads((w / "th-release.json").read_text())["header"]["packing"]
+    assert json.loads((w / "release.json").read_text())["header"]["noise"]["mechanism"] == "laplace"
+    assert json.loads((w / "linkage-only.sub.json").read_text())["header"]["packing"] is None
+    payloads = [json.loads((w / f"{h}.part.json").read_text())["payload"] for h in HOLDERS]
+    assert "parts" in payloads[1] and "values" in payloads[0]
+    attested = json.loads((w / "attested.log").read_text())
+    assert "signature" not in attested and len(attested["approvals"]) == 2
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def _refused(result, out: Path, *names: str) -> str:
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for n in names:
+        assert n in lines[0], (n, lines[0])
+    assert not out.exists()
+    return lines[0]
+
+
+def _edited(world, source: str, out: str, signer: str | None, edit) -> Path:
+    """A copy of a document after ``edit``, signed again by ``signer`` so only its shape is wrong."""
+    w = world["dir"]
+    doc = json.loads((w / source).read_text(encoding="utf-8"))
+    edit(doc)
+    if signer is not None:
+        me = load_key(world["key"][signer])
+        doc = sign_document(doc, me.identity, me.card)
+    return write_document(w / out, doc)
+
+
+def test_submission_with_records_as_a_string_is_refused(world):
+    w = world["dir"]
+    bad = _edited(world, "platform_1.th-sub.json", "records-string.sub.json", "platform_1",
+                  lambda d: d["header"].update(records=str(d["header"]["records"])))
+    cards = [a for n in PLATFORMS for a in ("--cards", world["card"][n])]
+    result = run("link", "--me", world["key"]["bureau"], *cards, "--submissions", bad,
+                 "--submissions", w / "platform_2.th-sub.json", "--out", w / "refused-linkage.json", ok=False)
+    line = _refused(result, w / "refused-linkage.json", "records-string.sub.json", "header.records", "integer")
+    assert "found string" in line
+
+
+def test_release_without_entity_ids_is_refused(world):
+    w = world["dir"]
+    bad = _edited(world, "release.json", "no-ids.release.json", "bureau", lambda d: d["payload"].pop("entity_ids"))
+    log = w / "refused-audit.log"
+    result = run("decrypt", "--me", world["key"]["authority"], "--paillier-key", w / "authority" / "paillier.key",
+                 "--release", bad, "--cards", world["card"]["bureau"], "--audit-log", log,
+                 "--out", w / "refused.csv", ok=False)
+    _refused(result, w / "refused.csv", "no-ids.release.json", "payload.entity_ids", "missing")
+    assert not log.exists()
+
+
+def test_card_with_an_unknown_field_is_refused(world):
+    w = world["dir"]
+    bad = _edited(world, "keys/platform_2.card.json", "extra.card.json", "platform_2", lambda d: d.update(extra=1))
+    result = run("link", "--me", world["key"]["bureau"], "--cards", world["card"]["platform_1"], "--cards", bad,
+                 *[a for n in PLATFORMS for a in ("--submissions", w / f"{n}.th-sub.json")],
+                 "--out", w / "refused2-linkage.json", ok=False)
+    _refused(result, w / "refused2-linkage.json", "extra.card.json", "extra", "unknown field")
+
+
+def test_errors_never_show_values(world, tmp_path):
+    secret_text = "NOT-BASE64-BUT-SECRET-9f8e7d"
+    doc = json.loads((world["dir"] / "keys" / "platform_1.key").read_text())
+    for value in (secret_text, {"v": secret_text}, [secret_text]):
+        path = write_document(tmp_path / "bad.key", {**doc, "sign_seed": value}, private=True)
+        with pytest.raises(DocumentError) as caught:
+            read_document(path, "key")
+        message = str(caught.value)
+        assert "\n" not in message and "bad.key" in message and "sign_seed" in message
+        assert secret_text not in message and doc["agree_seed"] not in message
+
+
+def test_runtime_checks_a_bounded_prefix_and_full_checks_everything(world):
+    doc = json.loads((world["dir"] / "platform_1.th-sub.json").read_text())
+    doc["payload"]["tokens"] = [f"{i:024x}" for i in range(MAX_ITEMS + 5)]
+    doc["payload"]["tokens"][-1] = 12345  # beyond the prefix: the code's own checks catch such a file
+    validate_document(doc, "submission", "late.json")
+    with pytest.raises(DocumentError, match=rf"late.json: .*payload.tokens\[{MAX_ITEMS + 4}\]: expected string"):
+        validate_document(doc, "submission", "late.json", full=True)
+    doc["payload"]["tokens"][3] = 12345
+    with pytest.raises(DocumentError, match=r"payload.tokens\[3\]: expected string, found integer"):
+        validate_document(doc, "submission", "early.json")
+    doc["payload"]["tokens"][3], doc["payload"]["tokens"][-1] = f"{3:024x}", f"{MAX_ITEMS + 4:024x}"
+    doc["header"]["schema_hash"] = "a" * (MAX_CHARS + 100)  # a long string is cut, but never to a valid one
+    with pytest.raises(DocumentError, match=r"header.schema_hash: expected a string matching"):
+        validate_document(doc, "submission", "long.json")
