@@ -199,11 +199,9 @@ class PackingSpec:
     def total_bits(self) -> int:
         """Every packed plaintext and admissible (masked) sum is below 2^total_bits.
 
-        (k + count slot)·s for one record per ciphertext; for R records,
-        ((k + count slot)·R + R - 1) positions (see :mod:`pprl.crypto.packing_records`).
+        ((k + count slot)·R + R - 1) positions for R records per ciphertext
+        (see :mod:`pprl.crypto.packing_records`); for R = 1, (k + count slot)·s.
         """
-        if self.records_per_ciphertext == 1:
-            return self.fields * self.slot_bits
         r = self.records_per_ciphertext
         return (self.fields * r + r - 1) * self.position_bits
 
