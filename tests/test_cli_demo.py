@@ -9,8 +9,16 @@ def test_demo_links_and_decrypts_exact_sums(tmp_path):
     result = CliRunner().invoke(cli, ["demo", "--people", "120", "--platforms", "3", "--workdir", str(tmp_path / "d")])
     assert result.exit_code == 0, result.output
     assert "all equal" in result.stdout and "F1" in result.stdout
-    again = CliRunner().invoke(cli, ["demo", "--people", "50", "--platforms", "2", "--workdir", str(tmp_path / "d")])
+    assert "1 record per ciphertext: 227.6 bytes per encrypted value" in result.stdout
+    again = CliRunner().invoke(cli, ["demo", "--people", "50", "--platforms", "2", "--workdir", str(tmp_path / "d"),
+                                     "--records-per-ciphertext", "5"])
     assert again.exit_code == 0, again.output  # a previous demo directory is replaced
+    assert "all equal" in again.stdout and "5 records per ciphertext" in again.stdout
+
+
+def test_exact_demo_refuses_records_per_ciphertext(tmp_path):
+    result = CliRunner().invoke(cli, ["demo", "--exact", "--records-per-ciphertext", "2", "--workdir", str(tmp_path)])
+    assert result.exit_code == 2 and "applies to the CLK path" in result.stderr
 
 
 def test_demo_refuses_a_foreign_workdir(tmp_path):
