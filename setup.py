@@ -40,6 +40,7 @@ setup(
         Extension("pprl.linkage._dice", sources=["pprl/linkage/_dice.c"]),
         Extension("pprl.crypto._h2c", sources=["pprl/crypto/_h2c.c"], depends=["pprl/crypto/_sha512.h"],
                   optional=True),
+        Extension("pprl.crypto._montexp", sources=["pprl/crypto/_montexp.c"], optional=True),
     ],
     cmdclass={"build_ext": _BuildExt},
 )
