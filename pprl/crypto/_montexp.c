@@ -84,7 +84,9 @@ amm_body(uint64_t *const *out, const uint64_t *const *a, const uint64_t *const *
          const uint64_t *m, uint64_t k0, const int NV, const int KK)
 {
     const int L = 8 * NV;
-    __m512i acc[KK][NV], A[KK][NV], M[NV];
+    /* Fixed (largest) sizes rather than [KK][NV]: no variable-length arrays;
+     * NV and KK are constants after inlining, so only the used entries stay. */
+    __m512i acc[GROUP][MAX_LIMBS / 8], A[GROUP][MAX_LIMBS / 8], M[MAX_LIMBS / 8];
     const __m512i zero = _mm512_setzero_si512();
     const uint64_t m0 = m[0];
     for (int j = 0; j < NV; j++)
@@ -116,7 +118,7 @@ amm_body(uint64_t *const *out, const uint64_t *const *a, const uint64_t *const *
         }
     }
     for (int k = 0; k < KK; k++) {
-        uint64_t tmp[8 * NV] __attribute__((aligned(64)));
+        uint64_t tmp[MAX_LIMBS] __attribute__((aligned(64)));
         for (int j = 0; j < NV; j++)
             _mm512_store_si512((void *)(tmp + 8 * j), acc[k][j]);
         uint64_t c = 0;
