@@ -1,11 +1,17 @@
-"""Build glue for pprl's two C extensions: the Dice kernel and the PSI hash-to-curve map.
+"""Build glue for pprl's three C extensions: the Dice kernel, the PSI hash-to-curve map
+and the AVX-512 IFMA modular exponentiation behind Paillier decryption.
 
 Everything else (metadata, dependencies, packages) lives in setup.cfg; this
-file only declares ``pprl.linkage._dice`` and ``pprl.crypto._h2c`` because
-setup.cfg cannot. ``_h2c`` needs a compiler with ``unsigned __int128`` (gcc,
-clang on 64-bit targets); it is declared optional, so where it cannot be built
-the install still succeeds and ``pprl.crypto.hash_to_curve`` falls back to its
-pure-Python reference (same outputs, ~10x slower; the C-path tests skip).
+file only declares ``pprl.linkage._dice``, ``pprl.crypto._h2c`` and
+``pprl.crypto._montexp`` because setup.cfg cannot. ``_h2c`` needs a compiler
+with ``unsigned __int128`` (gcc, clang on 64-bit targets); it is declared
+optional, so where it cannot be built the install still succeeds and
+``pprl.crypto.hash_to_curve`` falls back to its pure-Python reference (same
+outputs, ~10x slower; the C-path tests skip). ``_montexp`` is optional too:
+its AVX-512 functions carry ``target("avx512f,avx512ifma")`` attributes and
+run only when the CPU reports IFMA at run time; off x86-64 (or with another
+compiler) it builds as a stub whose ``available()`` is False, and
+``pprl.crypto.montexp`` uses gmpy2.
 
 Flags: -O3 for the kernel loops, and -ffp-contract=off so the compiler never
 fuses a multiply and an add into an FMA -- similarities must stay
@@ -40,6 +46,7 @@ setup(
         Extension("pprl.linkage._dice", sources=["pprl/linkage/_dice.c"]),
         Extension("pprl.crypto._h2c", sources=["pprl/crypto/_h2c.c"], depends=["pprl/crypto/_sha512.h"],
                   optional=True),
+        Extension("pprl.crypto._montexp", sources=["pprl/crypto/_montexp.c"], optional=True),
     ],
     cmdclass={"build_ext": _BuildExt},
 )

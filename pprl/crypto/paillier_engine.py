@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import gmpy2
 
+from pprl.crypto.montexp import powmod_many
 from pprl.crypto.paillier_djn import (
     djn_encrypt_chunk,
     djn_params,
@@ -48,6 +49,9 @@ __all__ = [
 
 #: Inputs shorter than this are processed in-process: a pool costs more than it saves.
 PARALLEL_THRESHOLD = 256
+
+#: Ciphertexts per powmod_many call in decryption: bounds the intermediate lists.
+_POWMOD_SLICE = 1024
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -78,17 +82,20 @@ def decrypt_chunk(crt: CRTParams, ciphertexts: Sequence[Any]) -> list[int]:
 
     m_p = L_p(c^(p-1) mod p²)·h_p mod p, likewise m_q, then
     m = m_p + ((m_q - m_p)·p⁻¹ mod q)·p, where L_x(u) = (u - 1) / x.
-    Two half-size exponentiations instead of one mod n² (about 4× faster).
+    Two half-size exponentiations instead of one mod n² (about 4× faster),
+    each run for the whole chunk by :func:`pprl.crypto.montexp.powmod_many`
+    (AVX-512 IFMA when the CPU has it, else gmpy2).
     """
     p, q = gmpy2.mpz(crt.p), gmpy2.mpz(crt.q)
-    p2, q2 = gmpy2.mpz(crt.psquare), gmpy2.mpz(crt.qsquare)
     hp, hq, pinv = gmpy2.mpz(crt.hp), gmpy2.mpz(crt.hq), gmpy2.mpz(crt.p_inverse)
-    pm1, qm1 = p - 1, q - 1
     out: list[int] = []
-    for c in ciphertexts:
-        mp = (gmpy2.powmod(c, pm1, p2) - 1) // p * hp % p
-        mq = (gmpy2.powmod(c, qm1, q2) - 1) // q * hq % q
-        out.append(int(mp + (mq - mp) * pinv % q * p))
+    for part in _chunks(ciphertexts, _POWMOD_SLICE):
+        ups = powmod_many(part, crt.p - 1, crt.psquare)
+        uqs = powmod_many(part, crt.q - 1, crt.qsquare)
+        for up, uq in zip(ups, uqs):
+            mp = (gmpy2.mpz(up) - 1) // p * hp % p
+            mq = (gmpy2.mpz(uq) - 1) // q * hq % q
+            out.append(int(mp + (mq - mp) * pinv % q * p))
     return out
 
 
@@ -99,9 +106,12 @@ def decrypt_chunk_mod_p(crt: CRTParams, ciphertexts: Sequence[Any]) -> list[int]
     against their bound: for a wrong or tampered ciphertext it is uniform in
     [0, p), so a bound far below p also detects garbage.
     """
-    p, p2, hp = gmpy2.mpz(crt.p), gmpy2.mpz(crt.psquare), gmpy2.mpz(crt.hp)
-    pm1 = p - 1
-    return [int((gmpy2.powmod(c, pm1, p2) - 1) // p * hp % p) for c in ciphertexts]
+    p, hp = gmpy2.mpz(crt.p), gmpy2.mpz(crt.hp)
+    return [
+        int((gmpy2.mpz(up) - 1) // p * hp % p)
+        for part in _chunks(ciphertexts, _POWMOD_SLICE)
+        for up in powmod_many(part, crt.p - 1, crt.psquare)
+    ]
 
 
 def encrypt_raw(
