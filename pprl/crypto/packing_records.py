@@ -63,9 +63,9 @@ import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import gmpy2
 import numpy as np
 
+from pprl.crypto.montexp import powmod_many
 from pprl.crypto.paillier import EncryptedVector, PaillierPublicKey
 from pprl.crypto.paillier_engine import encrypt_raw, run_chunked
 from pprl.errors import DataValidationError, DecryptionError
@@ -143,17 +143,29 @@ def record_addresses(ciphertext_offset: int, records: int, spec: PackingSpec) ->
 
 
 def _align_chunk(arg: tuple[int, int], items: Sequence[tuple[Any, tuple[int, ...]]]) -> list[list[Any]]:
-    """Per (ciphertext, ascending shifts): the ciphertext raised to 2^(shift·w) for each shift."""
-    n2, w = gmpy2.mpz(arg[0]), arg[1]
-    out = []
-    for c, shifts in items:
-        cur, done, row = gmpy2.mpz(c), 0, []
-        for t in shifts:
-            if t > done:
-                cur = gmpy2.powmod(cur, gmpy2.mpz(1) << (w * (t - done)), n2)
-                done = t
-            row.append(cur)
-        out.append(row)
+    """Per (ciphertext, ascending shifts): the ciphertext raised to 2^(shift·w) for each shift.
+
+    Each ciphertext's shifts are reached one after the other (2^(Δ·w) from the
+    previous one); ciphertexts taking the same step share one
+    :func:`~pprl.crypto.montexp.powmod_many` batch (AVX-512 IFMA when available).
+    """
+    n2, w = arg
+    current = [c for c, _ in items]
+    done = [0] * len(items)
+    out: list[list[Any]] = [[] for _ in items]
+    for step in range(max((len(shifts) for _, shifts in items), default=0)):
+        batches: dict[int, list[int]] = {}
+        for i, (_, shifts) in enumerate(items):
+            if step < len(shifts):
+                batches.setdefault(shifts[step] - done[i], []).append(i)
+        for delta, members in batches.items():
+            if delta:
+                raised = powmod_many([current[i] for i in members], 1 << (w * delta), n2)
+                for i, value in zip(members, raised, strict=True):
+                    current[i] = value
+            for i in members:
+                done[i] += delta
+                out[i].append(current[i])
     return out
 
 
