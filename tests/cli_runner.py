@@ -42,3 +42,14 @@ def cli_consortium(
     ]
     run("paillier", "keygen", "--me", key["authority"], "--bits", 2048, "--dir", w / "authority")
     return key, card, combined
+
+
+def refused(result: Result, out: Path, *names: str) -> str:
+    """Assert a one-line refusal that exits non-zero, mentions every one of ``names`` and leaves ``out`` unwritten."""
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for n in names:
+        assert n in lines[0], (n, lines[0])
+    assert not out.exists()
+    return lines[0]

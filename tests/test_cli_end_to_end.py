@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from cli_runner import cli_consortium, run
+from cli_runner import cli_consortium, refused, run
 from click.testing import CliRunner
 
 from pprl.cli import cli
@@ -109,16 +109,7 @@ def test_audit_verify_names_the_tampered_entry(world):
     assert result.exit_code != 0 and "entry 1" in result.stderr
 
 
-def _refused(result, out: Path, *names: str):
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for n in names:
-        assert n in lines[0], (n, lines[0])
-    assert not out.exists()
-
-
-def test_tampered_submission_is_refused(world, tmp_path):
+def test_tampered_submission_isrefused(world, tmp_path):
     w = world["dir"]
     text = (w / "platform_2.sub.json").read_text(encoding="utf-8")
     at = text.index('"clks": "') + 40
@@ -127,16 +118,16 @@ def test_tampered_submission_is_refused(world, tmp_path):
     bad.write_text(flipped, encoding="utf-8")
     subs = ["--submissions", w / "platform_1.sub.json", "--submissions", bad]
     out = tmp_path / "linkage.json"
-    _refused(run("link", "--me", world["key"]["bureau"], *_cards(world), *subs, "--out", out, ok=False), out, "tampered.json")
+    refused(run("link", "--me", world["key"]["bureau"], *_cards(world), *subs, "--out", out, ok=False), out, "tampered.json")
 
 
-def test_submission_from_unknown_party_is_refused(world, tmp_path):
+def test_submission_from_unknown_party_isrefused(world, tmp_path):
     out = tmp_path / "linkage.json"
     result = run("link", "--me", world["key"]["bureau"], *_cards(world, PLATFORMS[:2]), *_subs(world), "--out", out, ok=False)
-    _refused(result, out, "platform_3.sub.json", "not among the given cards")
+    refused(result, out, "platform_3.sub.json", "not among the given cards")
 
 
-def test_schema_mismatch_is_refused(world, tmp_path):
+def test_schema_mismatch_isrefused(world, tmp_path):
     w = world["dir"]
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     schema.setdefault("clkConfig", {})["l"] = 512
@@ -147,10 +138,10 @@ def test_schema_mismatch_is_refused(world, tmp_path):
         "--data", w / "data" / "platform_3.csv", "--id-column", "user_id", "--out", sub)
     out = tmp_path / "linkage.json"
     subs = [*_subs(world, PLATFORMS[:2]), "--submissions", sub]
-    _refused(run("link", "--me", world["key"]["bureau"], *_cards(world), *subs, "--out", out, ok=False), out, "p3.json", "schema")
+    refused(run("link", "--me", world["key"]["bureau"], *_cards(world), *subs, "--out", out, ok=False), out, "p3.json", "schema")
 
 
-def test_paillier_key_mismatch_is_refused(world, tmp_path):
+def test_paillier_key_mismatch_isrefused(world, tmp_path):
     w = world["dir"]
     run("paillier", "keygen", "--me", world["key"]["authority"], "--dir", tmp_path / "other")
     sub = tmp_path / "p3.json"
@@ -159,7 +150,7 @@ def test_paillier_key_mismatch_is_refused(world, tmp_path):
         "--id-column", "user_id", "--scores", "repay_score", "--out", sub)
     out = tmp_path / "linkage.json"
     subs = [*_subs(world, PLATFORMS[:2]), "--submissions", sub]
-    _refused(run("link", "--me", world["key"]["bureau"], *_cards(world), *subs, "--out", out, ok=False), out, "p3.json", "Paillier")
+    refused(run("link", "--me", world["key"]["bureau"], *_cards(world), *subs, "--out", out, ok=False), out, "p3.json", "Paillier")
 
 
 def _submit_bad_data(world, tmp_path, csv_text: str, *extra: str):
@@ -174,12 +165,12 @@ def _submit_bad_data(world, tmp_path, csv_text: str, *extra: str):
     return result, out
 
 
-def test_missing_column_is_refused(world, tmp_path):
+def test_missing_column_isrefused(world, tmp_path):
     result, out = _submit_bad_data(world, tmp_path, "user_id,name\nu1,张三\n", "--scores", "repay_score")
-    _refused(result, out, "bad.csv", "repay_score")
+    refused(result, out, "bad.csv", "repay_score")
 
 
-def test_non_numeric_score_is_refused(world, tmp_path):
+def test_non_numeric_score_isrefused(world, tmp_path):
     w = world["dir"]
     lines = (w / "data" / "platform_1.csv").read_text(encoding="utf-8").splitlines()
     header = lines[0].split(",")
@@ -187,21 +178,21 @@ def test_non_numeric_score_is_refused(world, tmp_path):
     row[header.index("repay_score")] = "high"
     text = "\n".join([lines[0], lines[1], lines[2], ",".join(row)]) + "\n"
     result, out = _submit_bad_data(world, tmp_path, text, "--scores", "repay_score")
-    _refused(result, out, "bad.csv", "repay_score", "3")
+    refused(result, out, "bad.csv", "repay_score", "3")
     assert "high" not in result.stderr
 
 
-def test_empty_file_is_refused(world, tmp_path):
+def test_empty_file_isrefused(world, tmp_path):
     result, out = _submit_bad_data(world, tmp_path, "", "--scores", "repay_score")
-    _refused(result, out, "bad.csv", "empty")
+    refused(result, out, "bad.csv", "empty")
 
 
-def test_wrong_key_for_share_is_refused(world, tmp_path):
+def test_wrong_key_for_share_isrefused(world, tmp_path):
     w = world["dir"]
     out = tmp_path / "bureau.secret"
     shares = [a for p in PLATFORMS for a in ("--shares", w / f"{p}.share.json")]
     result = run("secret", "combine", "--me", world["key"]["bureau"], *shares, "--out", out, ok=False)
-    _refused(result, out, "platform_1.share.json", "bureau")
+    refused(result, out, "platform_1.share.json", "bureau")
 
 
 def test_python_cli_shim_runs():

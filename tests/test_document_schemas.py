@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import cli_consortium, run
+from cli_runner import cli_consortium, refused, run
 from jsonschema import Draft202012Validator
 from referencing.exceptions import Unresolvable
 
@@ -203,16 +203,6 @@ def test_the_documents_cover_the_optional_forms(world):
 # --------------------------------------------------------------------------- refusals
 
 
-def _refused(result, out: Path, *names: str) -> str:
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for n in names:
-        assert n in lines[0], (n, lines[0])
-    assert not out.exists()
-    return lines[0]
-
-
 def _edited(world, source: str, out: str, signer: str | None, edit) -> Path:
     """A copy of a document after ``edit``, signed again by ``signer`` so only its shape is wrong."""
     w = world["dir"]
@@ -224,35 +214,35 @@ def _edited(world, source: str, out: str, signer: str | None, edit) -> Path:
     return write_document(w / out, doc)
 
 
-def test_submission_with_records_as_a_string_is_refused(world):
+def test_submission_with_records_as_a_string_isrefused(world):
     w = world["dir"]
     bad = _edited(world, "platform_1.th-sub.json", "records-string.sub.json", "platform_1",
                   lambda d: d["header"].update(records=str(d["header"]["records"])))
     cards = [a for n in PLATFORMS for a in ("--cards", world["card"][n])]
     result = run("link", "--me", world["key"]["bureau"], *cards, "--submissions", bad,
                  "--submissions", w / "platform_2.th-sub.json", "--out", w / "refused-linkage.json", ok=False)
-    line = _refused(result, w / "refused-linkage.json", "records-string.sub.json", "header.records", "integer")
+    line = refused(result, w / "refused-linkage.json", "records-string.sub.json", "header.records", "integer")
     assert "found string" in line
 
 
-def test_release_without_entity_ids_is_refused(world):
+def test_release_without_entity_ids_isrefused(world):
     w = world["dir"]
     bad = _edited(world, "release.json", "no-ids.release.json", "bureau", lambda d: d["payload"].pop("entity_ids"))
     log = w / "refused-audit.log"
     result = run("decrypt", "--me", world["key"]["authority"], "--paillier-key", w / "authority" / "paillier.key",
                  "--release", bad, "--cards", world["card"]["bureau"], "--audit-log", log,
                  "--out", w / "refused.csv", ok=False)
-    _refused(result, w / "refused.csv", "no-ids.release.json", "payload.entity_ids", "missing")
+    refused(result, w / "refused.csv", "no-ids.release.json", "payload.entity_ids", "missing")
     assert not log.exists()
 
 
-def test_card_with_an_unknown_field_is_refused(world):
+def test_card_with_an_unknown_field_isrefused(world):
     w = world["dir"]
     bad = _edited(world, "keys/platform_2.card.json", "extra.card.json", "platform_2", lambda d: d.update(extra=1))
     result = run("link", "--me", world["key"]["bureau"], "--cards", world["card"]["platform_1"], "--cards", bad,
                  *[a for n in PLATFORMS for a in ("--submissions", w / f"{n}.th-sub.json")],
                  "--out", w / "refused2-linkage.json", ok=False)
-    _refused(result, w / "refused2-linkage.json", "extra.card.json", "extra", "unknown field")
+    refused(result, w / "refused2-linkage.json", "extra.card.json", "extra", "unknown field")
 
 
 def test_errors_never_show_values(world, tmp_path):
