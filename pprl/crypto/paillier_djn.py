@@ -53,7 +53,19 @@ Fixed-base tables (comb / windowed method)
     on (w = 12 and 180 MB at 2048 bits, ~1.7 s to build, 85 instead of 102
     multiplications: measured 2,190 against 1,840 obfuscations/s on one
     core; w = 11 at 3072 bits), where the faster table repays its build
-    many times over.
+    many times over. (Those figures are gmpy2's, see below for IFMA.)
+    On a CPU with AVX-512 IFMA, for n² up to 4158 bits (keys up to 2078
+    bits), the table is built and kept in Montgomery form instead
+    (:class:`~pprl.crypto.montexp.MontgomeryTable`, no ``mpz`` copy) and the
+    products run in the C kernel, several in lockstep without the GIL
+    (:func:`~pprl.crypto.montexp.table_products`): measured at 2048 bits on
+    one Zen 4 core, w = 10: 0.14 s to build instead of 0.51 s and ~7,700
+    instead of ~1,900 products/s; w = 12: 0.48 s instead of 1.70 s, ~8,950
+    instead of ~2,200/s. An entry takes 640 bytes instead of 512 and each
+    row one more (the budget above counts 512): 67.5 MB at w = 10, 225 MB at
+    w = 12. That memory is one ``bytes`` object, so forked workers share its
+    pages, where they gradually copy the ``mpz`` table as reference counts
+    change. ``PPRL_NO_IFMA=1`` selects gmpy2; results are identical.
     Tables are cached per process (a small LRU keyed by n, h_s, ℓ, w) and
     inherited by forked worker processes; on disk only when asked for
     (``cache_dir=`` or the ``PPRL_CACHE_DIR`` environment variable), since
@@ -66,8 +78,9 @@ Fixed-base tables (comb / windowed method)
     must all pass, or the table is rebuilt and the file replaced. The table
     is derived from public data only, so the file needs no secrecy.
 
-Side channels: table lookups are indexed by secret digits and gmpy2 is not
-constant-time; our adversaries read files, not the encrypting machine.
+Side channels: table lookups are indexed by secret digits (on both paths)
+and gmpy2 is not constant-time; the IFMA path at least multiplies for every
+digit, zero or not. Our adversaries read files, not the encrypting machine.
 """
 
 from __future__ import annotations
@@ -86,6 +99,7 @@ from typing import Any, NamedTuple
 
 import gmpy2
 
+from pprl.crypto import montexp
 from pprl.crypto.paillier_keys import PaillierPublicKey
 from pprl.errors import DataValidationError, PolicyError
 
@@ -164,22 +178,52 @@ class DJNParams(NamedTuple):
 
 
 class FixedBaseTable:
-    """Precomputed powers T[i][j] = base^(j·2^(w·i)) mod ``modulus`` for fast ``base^e``."""
+    """Precomputed powers T[i][j] = base^(j·2^(w·i)) mod ``modulus`` for fast ``base^e``.
 
-    __slots__ = ("modulus", "window", "exponent_bits", "rows", "_mask")
+    Two forms: ``rows`` of gmpy2 ``mpz`` (:meth:`build`, :meth:`from_bytes`),
+    and a :class:`~pprl.crypto.montexp.MontgomeryTable` ``mont`` for the
+    AVX-512 IFMA kernel (:meth:`build_fast` when the CPU has IFMA and the
+    kernel takes the modulus: n² up to 4158 bits, i.e. keys up to 2078 bits).
+    A table in Montgomery form keeps no ``mpz`` rows (at w = 12 and 2048-bit
+    keys: 225 MB instead of 180 MB, not both); ``rows`` then rebuilds them
+    on first use (with ``PPRL_NO_IFMA=1`` set later on, or for tests) and
+    keeps them. Both forms give identical powers.
+    """
 
-    def __init__(self, modulus: Any, window: int, exponent_bits: int, rows: list[list[Any]]) -> None:
+    __slots__ = ("modulus", "window", "exponent_bits", "_rows", "mont", "_mask")
+
+    def __init__(
+        self, modulus: Any, window: int, exponent_bits: int, rows: list[list[Any]] | None,
+        mont: montexp.MontgomeryTable | None = None,
+    ) -> None:
         self.modulus = gmpy2.mpz(modulus)
         self.window = window
         self.exponent_bits = exponent_bits
-        self.rows = rows  # rows[i][j] for j in 0..2^w-1; rows[i][0] = 1 (unused)
+        self._rows = rows  # rows[i][j] for j in 0..2^w-1; rows[i][0] = 1 (unused)
+        self.mont = mont
         self._mask = (1 << window) - 1
+
+    @property
+    def rows(self) -> list[list[Any]]:
+        """The entries as ``mpz`` rows (rebuilt from the Montgomery form, once, if need be)."""
+        if self._rows is None:
+            self._rows = self._plain_rows()
+        return self._rows
+
+    def _plain_rows(self) -> list[list[Any]]:
+        if self._rows is not None or self.mont is None:
+            return self._rows or []
+        return self.mont.plain_rows()
+
+    @staticmethod
+    def _check(window: int, exponent_bits: int) -> None:
+        if not 1 <= window <= 16 or exponent_bits < 1:
+            raise DataValidationError("table window must be 1..16 and the exponent length positive")
 
     @classmethod
     def build(cls, base: int, modulus: int, exponent_bits: int, window: int) -> FixedBaseTable:
-        """Compute the table: ⌈ℓ/w⌉·(2^w - 1) modular multiplications."""
-        if not 1 <= window <= 16 or exponent_bits < 1:
-            raise DataValidationError("table window must be 1..16 and the exponent length positive")
+        """Compute the ``mpz`` table: ⌈ℓ/w⌉·(2^w - 1) modular multiplications with gmpy2."""
+        cls._check(window, exponent_bits)
         m = gmpy2.mpz(modulus)
         b = gmpy2.mpz(base) % m
         rows = []
@@ -191,18 +235,53 @@ class FixedBaseTable:
             b = row[-1] * b % m  # base^(2^w) for the next row
         return cls(m, window, exponent_bits, rows)
 
+    @classmethod
+    def build_fast(cls, base: int, modulus: int, exponent_bits: int, window: int) -> FixedBaseTable:
+        """The table in Montgomery form, built on IFMA (~3.5x faster than :meth:`build`), when
+        :func:`~pprl.crypto.montexp.modulus_supported`; else :meth:`build`."""
+        cls._check(window, exponent_bits)
+        if not montexp.modulus_supported(int(modulus)):
+            return cls.build(base, modulus, exponent_bits, window)
+        count = -(-exponent_bits // window)
+        mont = montexp.MontgomeryTable.build(int(base), int(modulus), window, count)
+        return cls(modulus, window, exponent_bits, None, mont)
+
+    def use_montgomery(self) -> bool:
+        """Convert the ``mpz`` rows to Montgomery form and drop them, when the IFMA kernel takes
+        the modulus (one Montgomery multiplication per entry); True if the table is now in that form."""
+        if self.mont is None and self._rows is not None and montexp.modulus_supported(int(self.modulus)):
+            self.mont = montexp.MontgomeryTable.from_rows(self._rows, int(self.modulus), self.window)
+            self._rows = None
+        return self.mont is not None
+
     def pow(self, e: int) -> Any:
         """base^e mod modulus for 0 <= e < 2^exponent_bits, by one multiplication per digit."""
-        if e < 0 or e.bit_length() > self.exponent_bits:
-            raise DataValidationError("exponent outside the table's range")
-        m, w, mask = self.modulus, self.window, self._mask
-        acc = None
-        for row in self.rows:
-            d = e & mask
-            e >>= w
-            if d:
-                acc = row[d] if acc is None else acc * row[d] % m
-        return gmpy2.mpz(1) if acc is None else acc
+        return self.pow_many([e])[0]
+
+    def pow_many(self, exponents: Sequence[int]) -> list[Any]:
+        """``[self.pow(e) for e in exponents]``; several at once on IFMA in Montgomery form.
+
+        Not constant time: each w-bit digit of e (secret randomness when
+        encrypting) selects the table entry to load, on both paths; the IFMA
+        path multiplies for zero digits too, so its operation count does not
+        depend on e, where the gmpy2 path skips them.
+        """
+        for e in exponents:
+            if e < 0 or e.bit_length() > self.exponent_bits:
+                raise DataValidationError("exponent outside the table's range")
+        if self.mont is not None and montexp.ifma_enabled():
+            return montexp.table_products(self.mont, exponents)
+        m, w, mask, rows = self.modulus, self.window, self._mask, self.rows
+        out = []
+        for e in exponents:
+            acc = None
+            for row in rows:
+                d = e & mask
+                e >>= w
+                if d:
+                    acc = row[d] if acc is None else acc * row[d] % m
+            out.append(gmpy2.mpz(1) if acc is None else acc)
+        return out
 
     # --- disk form -----------------------------------------------------------------
 
@@ -221,7 +300,7 @@ class FixedBaseTable:
         """Magic, header length + JSON header, entries (j ≥ 1, fixed width), SHA-256 trailer."""
         head = self._header(fingerprint, base)
         width = (self.modulus.bit_length() + 7) // 8
-        body = b"".join(x.to_bytes(width, "big") for row in self.rows for x in row[1:])
+        body = b"".join(x.to_bytes(width, "big") for row in self._plain_rows() for x in row[1:])
         data = _MAGIC + len(head).to_bytes(4, "big") + head + body
         return data + hashlib.sha256(data).digest()
 
@@ -357,6 +436,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def get_table(params: DJNParams) -> FixedBaseTable:
     """The table for these parameters: from memory, else a verified cache file, else built.
 
+    Built on IFMA in Montgomery form when possible (:meth:`FixedBaseTable.build_fast`),
+    and a table loaded from disk is converted to that form.
     A built table is written to the cache directory when one is configured;
     an unwritable cache directory is ignored (the table is still returned).
     """
@@ -373,8 +454,10 @@ def get_table(params: DJNParams) -> FixedBaseTable:
             table = FixedBaseTable.from_bytes(path.read_bytes(), fingerprint=params.fingerprint, **args)
         except OSError:
             table = None
-    if table is None:
-        table = FixedBaseTable.build(params.hs, n2, params.exponent_bits, params.window)
+    if table is not None:
+        table.use_montgomery()
+    else:
+        table = FixedBaseTable.build_fast(params.hs, n2, params.exponent_bits, params.window)
         if path is not None:
             try:
                 _write_atomic(path, table.to_bytes(params.fingerprint, params.hs))
@@ -401,8 +484,7 @@ def _obfuscators(params: DJNParams, count: int) -> list[Any]:
     """``count`` fresh h_s^a mod n² with a uniform in [0, 2^ℓ) from the OS CSPRNG."""
     bits = params.exponent_bits
     if params.use_table:
-        power = get_table(params).pow
-        return [power(secrets.randbits(bits)) for _ in range(count)]
+        return get_table(params).pow_many([secrets.randbits(bits) for _ in range(count)])
     hs, n2 = gmpy2.mpz(params.hs), gmpy2.mpz(params.n) ** 2
     return [gmpy2.powmod(hs, secrets.randbits(bits), n2) for _ in range(count)]
 
