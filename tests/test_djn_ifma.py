@@ -97,12 +97,18 @@ def test_table_products_guards(keys):
     with pytest.raises(ValueError):
         montexp.MontgomeryTable.build(3, 2**64 + 1, 4, 3)  # below MIN_BITS: not taken
     # to/from Montgomery form round trip
-    xs = [0, 1, table.modulus - 1] + [_rng.randrange(table.modulus) for _ in range(9)]
+    xs = [1, 2, table.modulus - 1] + [_rng.randrange(1, table.modulus) for _ in range(9)]
     r2 = montexp._mont_params(table.modulus)[2]
     blob = montexp._montexp.to_montgomery(b"".join(x.to_bytes(nb, "little") for x in xs), mod, r2,
                                           table.k0, table.limbs)
     back = montexp._montexp.from_montgomery(blob, mod, table.k0, table.limbs)
     assert [int.from_bytes(back[i : i + nb], "little") for i in range(0, len(back), nb)] == xs
+    big = montexp._montexp.to_montgomery(b"".join(x.to_bytes(nb, "big") for x in xs), mod, r2, table.k0,
+                                         table.limbs, True)
+    assert big == blob
+    for bad in (0, table.modulus, table.modulus + 1, 256**nb - 1):  # entries must be in [1, M)
+        with pytest.raises(ValueError):
+            montexp._montexp.to_montgomery(bad.to_bytes(nb, "little"), mod, r2, table.k0, table.limbs)
 
 
 def test_3072_bit_keys_fall_back_to_gmpy2():
@@ -190,3 +196,37 @@ def test_disk_cache_is_loaded_and_converted(keys, tmp_path, monkeypatch):
     assert loaded.mont is not None and loaded._rows is None
     assert loaded.pow_many(es) == want
     assert want == [gmpy2.powmod(pub.djn_hs, e, pub.nsquare) for e in es]
+
+
+@needs_ifma
+@pytest.mark.parametrize("damage", [None, "flip-body", "reseal-entry", "reseal-out-of-range", "reseal-zero"])
+def test_cache_file_read_into_montgomery_form(keys, damage):
+    import hashlib
+
+    pub, _ = keys[1024]
+    w, ell = 5, 512
+    plain = FixedBaseTable.build(pub.djn_hs, pub.nsquare, ell, w)
+    data = bytearray(plain.to_bytes(pub.fingerprint, pub.djn_hs))
+    width = pub.ciphertext_bytes
+    start = data.index(b"}") + 1
+    entry = start + 7 * (2**w - 1) * width  # T[7][1]: the row-continuity check always sees it
+    if damage == "flip-body":
+        data[len(data) // 2] ^= 0x01
+    elif damage is not None:
+        body = data[:-32]
+        if damage == "reseal-entry":
+            body[entry + 9] ^= 0x10
+        else:
+            body[entry : entry + width] = b"\xff" * width if damage == "reseal-out-of-range" else bytes(width)
+        data = body + hashlib.sha256(bytes(body)).digest()
+    kw = {"base": pub.djn_hs, "modulus": pub.nsquare, "exponent_bits": ell, "window": w,
+          "fingerprint": pub.fingerprint}
+    fast = FixedBaseTable.from_bytes(bytes(data), montgomery=True, **kw)
+    if damage is None:
+        assert fast is not None and fast.mont is not None and fast._rows is None
+        es = _exponents(ell, w, 500)
+        assert fast.pow_many(es) == plain.pow_many(es)
+        assert fast.rows == plain.rows
+    else:
+        assert fast is None
+        assert FixedBaseTable.from_bytes(bytes(data), **kw) is None

@@ -470,15 +470,17 @@ static void amm_each(const uint64_t *in, uint64_t *out, size_t count, int L, con
 }
 #endif
 
-/* to_montgomery(values, modulus, r2, k0, limbs) -> bytes: count numbers of len(modulus)
- * little-endian bytes (each < M) -> count * L native uint64 limbs of x R mod M (< 2M). */
+/* to_montgomery(values, modulus, r2, k0, limbs, big_endian=False) -> bytes: count numbers
+ * of len(modulus) bytes each (little endian unless big_endian) -> count * L native uint64
+ * limbs of x R mod M (< 2M).  ValueError unless every x is in [1, M): table entries are
+ * units, and a file loaded from disk is checked with it. */
 static PyObject *montexp_to_montgomery(PyObject *self, PyObject *args)
 {
     (void)self;
     Py_buffer values, modulus, r2;
     unsigned long long k0;
-    int L;
-    if (!PyArg_ParseTuple(args, "y*y*y*Ki", &values, &modulus, &r2, &k0, &L))
+    int L, big_endian = 0;
+    if (!PyArg_ParseTuple(args, "y*y*y*Ki|p", &values, &modulus, &r2, &k0, &L, &big_endian))
         return NULL;
     PyObject *result = NULL;
 #ifdef MONTEXP_X86
@@ -503,16 +505,41 @@ static PyObject *montexp_to_montgomery(PyObject *self, PyObject *args)
         }
         uint64_t *out = (uint64_t *)PyBytes_AS_STRING(result);
         const uint8_t *src = values.buf;
+        int bad = 0;
         Py_BEGIN_ALLOW_THREADS
-        for (size_t i = 0; i < count; i++)
-            bytes_to_limbs(src + i * nbytes, nbytes, in + i * Lz, L);
-        amm_each(in, out, count, L, m, r2l, (uint64_t)k0 & MASK52);
+        uint8_t rev[CONV_BYTES];
+        for (size_t i = 0; i < count; i++) {
+            const uint8_t *x = src + i * nbytes;
+            if (big_endian) {
+                const size_t n = nbytes < CONV_BYTES ? nbytes : CONV_BYTES;
+                for (size_t t = 0; t < n; t++)
+                    rev[t] = x[nbytes - 1 - t];
+                x = rev;
+            }
+            uint64_t *xl = in + i * Lz;
+            bytes_to_limbs(x, big_endian && nbytes > CONV_BYTES ? CONV_BYTES : nbytes, xl, L);
+            int j = L - 1;
+            while (j > 0 && xl[j] == m[j])
+                j--;
+            uint64_t any = 0;
+            for (int t = 0; t < L; t++)
+                any |= xl[t];
+            bad |= any == 0 || xl[j] >= m[j];
+            if (8 * nbytes > 52 * Lz) /* bits bytes_to_limbs dropped */
+                bad |= (x[nbytes - 1] >> (52 * Lz - 8 * (nbytes - 1))) != 0;
+        }
+        if (!bad)
+            amm_each(in, out, count, L, m, r2l, (uint64_t)k0 & MASK52);
         Py_END_ALLOW_THREADS
+        if (bad) {
+            Py_CLEAR(result);
+            PyErr_SetString(PyExc_ValueError, "a value is 0 or not below the modulus");
+        }
     }
 done:
     free(in);
 #else
-    (void)k0; (void)L;
+    (void)k0; (void)L; (void)big_endian;
     PyErr_SetString(PyExc_RuntimeError, "_montexp needs x86-64 with AVX-512 IFMA");
 #endif
     PyBuffer_Release(&values);
@@ -746,7 +773,8 @@ static PyMethodDef montexp_methods[] = {
      "powmod_batch(bases, exponent, modulus, r2, k0, limbs) -> bytes: base^exponent mod modulus "
      "for each len(modulus)-byte little-endian base (< modulus); see pprl/crypto/montexp.py."},
     {"to_montgomery", montexp_to_montgomery, METH_VARARGS,
-     "to_montgomery(values, modulus, r2, k0, limbs) -> bytes: x R mod M as limbs native uint64 per value."},
+     "to_montgomery(values, modulus, r2, k0, limbs, big_endian=False) -> bytes: x R mod M as limbs "
+     "native uint64 per value."},
     {"from_montgomery", montexp_from_montgomery, METH_VARARGS,
      "from_montgomery(data, modulus, k0, limbs) -> bytes: the inverse of to_montgomery, fully reduced."},
     {"build_table", montexp_build_table, METH_VARARGS,

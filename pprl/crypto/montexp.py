@@ -165,6 +165,29 @@ class MontgomeryTable:
             data[i * row_bytes : (i + 1) * row_bytes] = _montexp.to_montgomery(plain, mod, r2, k0, limbs)
         return cls(modulus, window, len(rows), data)
 
+    @classmethod
+    def from_body(cls, body: Any, modulus: int, window: int, rows: int) -> MontgomeryTable:
+        """Convert the body of a table file: rows × (2^w - 1) big-endian entries (j ≥ 1) of
+        len(modulus) bytes each, straight from the buffer (no ``mpz`` per entry).
+
+        ValueError when an entry is 0 or not below ``modulus``, or the kernel does not take it.
+        """
+        modulus = int(modulus)
+        if _montexp is None or not modulus_supported(modulus):
+            raise ValueError("the IFMA kernel is unavailable or does not take this modulus")
+        nbytes, limbs, r2, k0 = _mont_params(modulus)
+        mod, entry = modulus.to_bytes(nbytes, "little"), limbs * 8
+        per_row, row_bytes = (1 << window) - 1, (1 << window) * limbs * 8
+        if len(body) != rows * per_row * nbytes:
+            raise ValueError("table body length does not match")
+        data = bytearray(rows * row_bytes)
+        one = _montexp.to_montgomery((1).to_bytes(nbytes, "little"), mod, r2, k0, limbs)
+        for i in range(rows):
+            src = body[i * per_row * nbytes : (i + 1) * per_row * nbytes]
+            data[i * row_bytes : i * row_bytes + entry] = one
+            data[i * row_bytes + entry : (i + 1) * row_bytes] = _montexp.to_montgomery(src, mod, r2, k0, limbs, True)
+        return cls(modulus, window, rows, data)
+
     def plain_rows(self) -> list[list[Any]]:
         """The entries back as ``mpz`` rows (rows[i][0] = 1), for the disk form and gmpy2 fallbacks."""
         per = 1 << self.window

@@ -53,19 +53,16 @@ Fixed-base tables (comb / windowed method)
     on (w = 12 and 180 MB at 2048 bits, ~1.7 s to build, 85 instead of 102
     multiplications: measured 2,190 against 1,840 obfuscations/s on one
     core; w = 11 at 3072 bits), where the faster table repays its build
-    many times over. (Those figures are gmpy2's, see below for IFMA.)
-    On a CPU with AVX-512 IFMA, for n² up to 4158 bits (keys up to 2078
-    bits), the table is built and kept in Montgomery form instead
-    (:class:`~pprl.crypto.montexp.MontgomeryTable`, no ``mpz`` copy) and the
-    products run in the C kernel, several in lockstep without the GIL
-    (:func:`~pprl.crypto.montexp.table_products`): measured at 2048 bits on
-    one Zen 4 core, w = 10: 0.14 s to build instead of 0.51 s and ~7,700
-    instead of ~1,900 products/s; w = 12: 0.48 s instead of 1.70 s, ~8,950
-    instead of ~2,200/s. An entry takes 640 bytes instead of 512 and each
-    row one more (the budget above counts 512): 67.5 MB at w = 10, 225 MB at
-    w = 12. That memory is one ``bytes`` object, so forked workers share its
-    pages, where they gradually copy the ``mpz`` table as reference counts
-    change. ``PPRL_NO_IFMA=1`` selects gmpy2; results are identical.
+    many times over. (Those figures are gmpy2's.) With AVX-512 IFMA and n²
+    ≤ 4158 bits (keys ≤ 2078 bits) the table is built and kept in Montgomery
+    form only (:class:`~pprl.crypto.montexp.MontgomeryTable`) and the
+    products run in C, several in lockstep without the GIL; at 2048 bits,
+    one Zen 4 core: w = 10 built in 0.14 s (gmpy2 0.51 s), ~7,900 products/s
+    (1,870); w = 12: 0.47 s (1.70 s), ~9,000/s (2,200). Entries take 640
+    bytes instead of 512, one more per row (the budget counts 512): 67.5 MB
+    at w = 10, 225 MB at w = 12, in one buffer whose pages forked workers
+    share. A cache file is read straight into that form (0.86 s at w = 12:
+    slower than the C build, so with IFMA a disk cache no longer pays). ``PPRL_NO_IFMA=1`` selects gmpy2; results are identical.
     Tables are cached per process (a small LRU keyed by n, h_s, ℓ, w) and
     inherited by forked worker processes; on disk only when asked for
     (``cache_dir=`` or the ``PPRL_CACHE_DIR`` environment variable), since
@@ -87,7 +84,6 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import itertools
 import json
 import os
 import secrets
@@ -180,14 +176,10 @@ class DJNParams(NamedTuple):
 class FixedBaseTable:
     """Precomputed powers T[i][j] = base^(j·2^(w·i)) mod ``modulus`` for fast ``base^e``.
 
-    Two forms: ``rows`` of gmpy2 ``mpz`` (:meth:`build`, :meth:`from_bytes`),
-    and a :class:`~pprl.crypto.montexp.MontgomeryTable` ``mont`` for the
-    AVX-512 IFMA kernel (:meth:`build_fast` when the CPU has IFMA and the
-    kernel takes the modulus: n² up to 4158 bits, i.e. keys up to 2078 bits).
-    A table in Montgomery form keeps no ``mpz`` rows (at w = 12 and 2048-bit
-    keys: 225 MB instead of 180 MB, not both); ``rows`` then rebuilds them
-    on first use (with ``PPRL_NO_IFMA=1`` set later on, or for tests) and
-    keeps them. Both forms give identical powers.
+    Either ``rows`` of ``mpz`` (:meth:`build`) or, for the IFMA kernel, only a
+    :class:`~pprl.crypto.montexp.MontgomeryTable` ``mont`` (:meth:`build_fast`,
+    ``from_bytes(montgomery=True)``, :meth:`use_montgomery`); ``rows`` are then
+    rebuilt on first use (``PPRL_NO_IFMA=1`` set later, tests) and kept.
     """
 
     __slots__ = ("modulus", "window", "exponent_bits", "_rows", "mont", "_mask")
@@ -306,9 +298,14 @@ class FixedBaseTable:
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, *, base: int, modulus: int, exponent_bits: int, window: int, fingerprint: str
+        cls, data: bytes, *, base: int, modulus: int, exponent_bits: int, window: int, fingerprint: str,
+        montgomery: bool = False,
     ) -> FixedBaseTable | None:
-        """Parse and verify :meth:`to_bytes` output for exactly these parameters; None if anything is off."""
+        """Parse and verify :meth:`to_bytes` output for exactly these parameters; None if anything is off.
+
+        ``montgomery``: straight into Montgomery form, without ``mpz`` rows, when the
+        IFMA kernel takes the modulus (the same checks, in C for the range of each entry).
+        """
         m = gmpy2.mpz(modulus)
         expected = cls(m, window, exponent_bits, [])._header(fingerprint, base)
         width = (m.bit_length() + 7) // 8
@@ -322,6 +319,19 @@ class FixedBaseTable:
         ):
             return None
         from_bytes = gmpy2.mpz.from_bytes
+        if montgomery and montexp.modulus_supported(int(m)):
+            body = memoryview(data)[start : start + count * per_row * width]
+            try:
+                mont = montexp.MontgomeryTable.from_body(body, int(m), window, count)
+            except ValueError:  # an entry outside [1, m)
+                return None
+            table = cls(m, window, exponent_bits, None, mont)
+
+            def entry(i: int, j: int) -> Any:
+                pos = (i * per_row + j - 1) * width
+                return from_bytes(body[pos : pos + width], "big")
+
+            return table if table._plausible(base, entry, count) else None
         rows, pos = [], start
         for _ in range(count):
             row = [gmpy2.mpz(1)]
@@ -333,19 +343,19 @@ class FixedBaseTable:
                 pos += width
             rows.append(row)
         table = cls(m, window, exponent_bits, rows)
-        return table if table._plausible(base) else None
+        return table if table._plausible(base, lambda i, j: rows[i][j], count) else None
 
-    def _plausible(self, base: int) -> bool:
-        """Cheap algebraic checks that catch a corrupted or naively edited table."""
-        m, rows, top = self.modulus, self.rows, (1 << self.window) - 1
-        if rows[0][1] != gmpy2.mpz(base) % m:
+    def _plausible(self, base: int, entry: Any, count: int) -> bool:
+        """Cheap algebraic checks that catch a corrupted or naively edited table (entry(i, j) = T[i][j])."""
+        m, top = self.modulus, (1 << self.window) - 1
+        if entry(0, 1) != gmpy2.mpz(base) % m:
             return False
-        for prev, row in itertools.pairwise(rows):
-            if row[1] != prev[top] * prev[1] % m:
+        for i in range(1, count):
+            if entry(i, 1) != entry(i - 1, top) * entry(i - 1, 1) % m:
                 return False
         for _ in range(_SPOT_CHECKS if top > 1 else 0):
-            i, j = secrets.randbelow(len(rows)), 2 + secrets.randbelow(top - 1)
-            if rows[i][j] != rows[i][j - 1] * rows[i][1] % m:
+            i, j = secrets.randbelow(count), 2 + secrets.randbelow(top - 1)
+            if entry(i, j) != entry(i, j - 1) * entry(i, 1) % m:
                 return False
         return True
 
@@ -437,7 +447,7 @@ def get_table(params: DJNParams) -> FixedBaseTable:
     """The table for these parameters: from memory, else a verified cache file, else built.
 
     Built on IFMA in Montgomery form when possible (:meth:`FixedBaseTable.build_fast`),
-    and a table loaded from disk is converted to that form.
+    and a table loaded from disk is read straight into that form.
     A built table is written to the cache directory when one is configured;
     an unwritable cache directory is ignored (the table is still returned).
     """
@@ -451,12 +461,12 @@ def get_table(params: DJNParams) -> FixedBaseTable:
     path = _cache_path(params) if params.cache_dir else None
     if path is not None:
         try:
-            table = FixedBaseTable.from_bytes(path.read_bytes(), fingerprint=params.fingerprint, **args)
+            table = FixedBaseTable.from_bytes(
+                path.read_bytes(), fingerprint=params.fingerprint, montgomery=True, **args
+            )
         except OSError:
             table = None
-    if table is not None:
-        table.use_montgomery()
-    else:
+    if table is None:
         table = FixedBaseTable.build_fast(params.hs, n2, params.exponent_bits, params.window)
         if path is not None:
             try:
