@@ -55,14 +55,11 @@ Fixed-base tables (comb / windowed method)
     core; w = 11 at 3072 bits), where the faster table repays its build
     many times over. (Those figures are gmpy2's.) With AVX-512 IFMA and n²
     ≤ 4158 bits (keys ≤ 2078 bits) the table is built and kept in Montgomery
-    form only (:class:`~pprl.crypto.montexp.MontgomeryTable`) and the
-    products run in C, several in lockstep without the GIL; at 2048 bits,
-    one Zen 4 core: w = 10 built in 0.14 s (gmpy2 0.51 s), ~7,900 products/s
-    (1,870); w = 12: 0.47 s (1.70 s), ~9,000/s (2,200). Entries take 640
-    bytes instead of 512, one more per row (the budget counts 512): 67.5 MB
-    at w = 10, 225 MB at w = 12, in one buffer whose pages forked workers
-    share. A cache file is read straight into that form (0.86 s at w = 12:
-    slower than the C build, so with IFMA a disk cache no longer pays). ``PPRL_NO_IFMA=1`` selects gmpy2; results are identical.
+    form only (:class:`~pprl.crypto.montexp.MontgomeryTable`: 640 bytes per
+    entry at 2048 bits, 225 MB at w = 12, one buffer whose pages forked
+    workers share) and the products run in C, several in lockstep: ~3.5x
+    faster to build, ~4x as many products per second (benchmarks/README.md).
+    ``PPRL_NO_IFMA=1`` selects gmpy2; results are identical.
     Tables are cached per process (a small LRU keyed by n, h_s, ℓ, w) and
     inherited by forked worker processes; on disk only when asked for
     (``cache_dir=`` or the ``PPRL_CACHE_DIR`` environment variable), since
@@ -203,9 +200,10 @@ class FixedBaseTable:
         return self._rows
 
     def _plain_rows(self) -> list[list[Any]]:
-        if self._rows is not None or self.mont is None:
-            return self._rows or []
-        return self.mont.plain_rows()
+        """The ``mpz`` rows, without keeping a rebuilt copy (for the disk form)."""
+        if self._rows is not None:
+            return self._rows
+        return self.mont.plain_rows() if self.mont is not None else []
 
     @staticmethod
     def _check(window: int, exponent_bits: int) -> None:
