@@ -50,6 +50,13 @@
  *   reduced.  The GIL is released while the batch runs.
  * available() -> bool: True when the CPU (and OS) support AVX-512F + IFMA.
  *
+ * DJN encryption (pprl/crypto/paillier_djn.py) needs instead many fixed-base
+ * products h^a = prod_i T[i][digit_i(a)], one random exponent a each, over a
+ * table of h^(j 2^(w i)) mod n^2: build_table makes that table directly in
+ * Montgomery form, table_products multiplies one entry per row for several
+ * exponents in lockstep, to_montgomery / from_montgomery convert tables
+ * (from disk, for the gmpy2 fallback).  See the comments at each function.
+ *
  * The Python wrapper pprl/crypto/montexp.py computes L, R^2 and k0.
  */
 
@@ -164,30 +171,41 @@ static int cpu_ok(void)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512ifma");
 }
 
+/* Scratch size for the byte <-> limb conversions: 52 L / 8 + 8 bytes of words, or the
+ * longest accepted modulus (52 L + 64 bits), whichever is larger, with room to spare. */
+#define CONV_BYTES (MAX_LIMBS * 52 / 8 + 64)
+
 /* Little-endian bytes -> L limbs of 52 bits (bits beyond 52 L are dropped). */
 static void bytes_to_limbs(const uint8_t *src, size_t nbytes, uint64_t *limbs, int L)
 {
-    memset(limbs, 0, sizeof(uint64_t) * (size_t)L);
-    for (size_t i = 0; i < nbytes; i++) {
-        const size_t bit = 8 * i, j = bit / 52, off = bit % 52;
-        if (j >= (size_t)L)
-            break;
-        limbs[j] |= ((uint64_t)src[i] << off) & MASK52;
-        if (off > 44 && j + 1 < (size_t)L)
-            limbs[j + 1] |= (uint64_t)src[i] >> (52 - off);
+    uint8_t buf[CONV_BYTES];
+    const size_t n = nbytes < CONV_BYTES - 8 ? nbytes : CONV_BYTES - 8;
+    memcpy(buf, src, n);
+    memset(buf + n, 0, CONV_BYTES - n);
+    for (int j = 0; j < L; j++) {
+        const size_t bit = 52 * (size_t)j;
+        uint64_t v;
+        memcpy(&v, buf + (bit >> 3), 8);
+        limbs[j] = (v >> (bit & 7)) & MASK52;
     }
 }
 
 /* L normalised limbs -> nbytes little-endian bytes (the value must fit). */
 static void limbs_to_bytes(const uint64_t *limbs, int L, uint8_t *dst, size_t nbytes)
 {
-    for (size_t i = 0; i < nbytes; i++) {
-        const size_t bit = 8 * i, j = bit / 52, off = bit % 52;
-        uint64_t v = j < (size_t)L ? limbs[j] >> off : 0;
-        if (off > 44 && j + 1 < (size_t)L)
-            v |= limbs[j + 1] << (52 - off);
-        dst[i] = (uint8_t)(v & 0xff);
+    uint8_t buf[CONV_BYTES];
+    memset(buf, 0, CONV_BYTES);
+    for (int j = 0; j < L; j++) {
+        const size_t bit = 52 * (size_t)j;
+        uint64_t v;
+        memcpy(&v, buf + (bit >> 3), 8);
+        v |= limbs[j] << (bit & 7);
+        memcpy(buf + (bit >> 3), &v, 8);
     }
+    const size_t n = nbytes < CONV_BYTES ? nbytes : CONV_BYTES;
+    memcpy(dst, buf, n);
+    if (n < nbytes)
+        memset(dst + n, 0, nbytes - n);
 }
 
 /* x -= M if x >= M (normalised limbs). */
@@ -269,6 +287,55 @@ static void powmod_group(const ctx_t *c, int KK, uint64_t *table, uint64_t *cons
 #undef T
 }
 
+
+/* Validates L and an odd modulus of at most 52 L - 2 bits; fills m (L limbs). -1 with an exception set. */
+static int load_modulus(const Py_buffer *modulus, int L, uint64_t *m)
+{
+    const size_t nbytes = (size_t)modulus->len;
+    if (!cpu_ok()) {
+        PyErr_SetString(PyExc_RuntimeError, "this CPU lacks AVX-512 IFMA");
+        return -1;
+    }
+    if (L < 8 || L > MAX_LIMBS || L % 8 != 0) {
+        PyErr_SetString(PyExc_ValueError, "limbs must be a multiple of 8 in [8, 80]");
+        return -1;
+    }
+    if (nbytes == 0 || (((const uint8_t *)modulus->buf)[0] & 1) == 0 || 8 * nbytes > (size_t)52 * (size_t)L + 64) {
+        PyErr_SetString(PyExc_ValueError, "bad modulus length or even modulus");
+        return -1;
+    }
+    bytes_to_limbs(modulus->buf, nbytes, m, L);
+    int top = L - 1;
+    while (top > 0 && m[top] == 0)
+        top--;
+    const size_t bits = 52 * (size_t)top + (size_t)(64 - __builtin_clzll(m[top] | 1));
+    if (bits + 2 > 52 * (size_t)L) {
+        PyErr_SetString(PyExc_ValueError, "modulus too large for this limb count");
+        return -1;
+    }
+    return 0;
+}
+
+static amm_fn amm_for(int KK, int NV)
+{
+    return KK == 4 ? AMM4[NV] : KK == 3 ? AMM3[NV] : KK == 2 ? AMM2[NV] : AMM1[NV];
+}
+
+/* Lockstep group size for NV zmm registers per number (see powmod_batch). */
+static size_t group_for(int NV) { return NV <= 3 ? 4 : NV <= 6 ? 3 : 2; }
+
+/* Bits [pos, pos + width) of a little-endian number of ebytes bytes (bits beyond it are 0). */
+static unsigned exp_window_bounded(const uint8_t *e, size_t ebytes, size_t pos, size_t width)
+{
+    unsigned w = 0;
+    for (size_t t = 0; t < width; t++) {
+        const size_t bit = pos + t;
+        if ((bit >> 3) >= ebytes)
+            break;
+        w |= (unsigned)((e[bit >> 3] >> (bit & 7)) & 1) << t;
+    }
+    return w;
+}
 #else /* not x86-64 */
 
 static int cpu_ok(void) { return 0; }
@@ -377,12 +444,344 @@ done:
     return result;
 }
 
+#ifdef MONTEXP_X86
+/* value limbs of count numbers (each normalised, < 2M) -> op(x) in lockstep groups:
+ * AMM(x, r2) (into Montgomery form) when r2 is given, else AMM(x, 1) + cond_sub (out of it). */
+static void amm_each(const uint64_t *in, uint64_t *out, size_t count, int L, const uint64_t *m,
+                     const uint64_t *r2, uint64_t k0)
+{
+    const int NV = L / 8;
+    const size_t group = group_for(NV);
+    uint64_t one[MAX_LIMBS] = {1};
+    for (size_t i = 0; i < count; i += group) {
+        const int kk = count - i >= group ? (int)group : (int)(count - i);
+        uint64_t *o[GROUP];
+        const uint64_t *a[GROUP], *b[GROUP];
+        for (int k = 0; k < kk; k++) {
+            o[k] = out + (i + (size_t)k) * (size_t)L;
+            a[k] = in + (i + (size_t)k) * (size_t)L;
+            b[k] = r2 != NULL ? r2 : one;
+        }
+        amm_for(kk, NV)(o, a, b, m, k0);
+        if (r2 == NULL)
+            for (int k = 0; k < kk; k++)
+                cond_sub(o[k], m, L);
+    }
+}
+#endif
+
+/* to_montgomery(values, modulus, r2, k0, limbs, big_endian=False) -> bytes: count numbers
+ * of len(modulus) bytes each (little endian unless big_endian) -> count * L native uint64
+ * limbs of x R mod M (< 2M).  ValueError unless every x is in [1, M): table entries are
+ * units, and a file loaded from disk is checked with it. */
+static PyObject *montexp_to_montgomery(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer values, modulus, r2;
+    unsigned long long k0;
+    int L, big_endian = 0;
+    if (!PyArg_ParseTuple(args, "y*y*y*Ki|p", &values, &modulus, &r2, &k0, &L, &big_endian))
+        return NULL;
+    PyObject *result = NULL;
+#ifdef MONTEXP_X86
+    uint64_t m[MAX_LIMBS], r2l[MAX_LIMBS], *in = NULL;
+    const size_t nbytes = (size_t)modulus.len;
+    if (load_modulus(&modulus, L, m) < 0)
+        goto done;
+    if ((size_t)r2.len != nbytes || (size_t)values.len % nbytes != 0) {
+        PyErr_SetString(PyExc_ValueError, "bad r2 / values lengths");
+        goto done;
+    }
+    bytes_to_limbs(r2.buf, nbytes, r2l, L);
+    {
+        const size_t count = (size_t)values.len / nbytes, Lz = (size_t)L;
+        in = malloc((count ? count : 1) * Lz * sizeof(uint64_t));
+        result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(count * Lz * sizeof(uint64_t)));
+        if (in == NULL || result == NULL) {
+            Py_CLEAR(result);
+            if (in == NULL)
+                PyErr_NoMemory();
+            goto done;
+        }
+        uint64_t *out = (uint64_t *)PyBytes_AS_STRING(result);
+        const uint8_t *src = values.buf;
+        int bad = 0;
+        Py_BEGIN_ALLOW_THREADS
+        uint8_t rev[CONV_BYTES];
+        for (size_t i = 0; i < count; i++) {
+            const uint8_t *x = src + i * nbytes;
+            if (big_endian) {
+                const size_t n = nbytes < CONV_BYTES ? nbytes : CONV_BYTES;
+                for (size_t t = 0; t < n; t++)
+                    rev[t] = x[nbytes - 1 - t];
+                x = rev;
+            }
+            uint64_t *xl = in + i * Lz;
+            bytes_to_limbs(x, big_endian && nbytes > CONV_BYTES ? CONV_BYTES : nbytes, xl, L);
+            int j = L - 1;
+            while (j > 0 && xl[j] == m[j])
+                j--;
+            uint64_t any = 0;
+            for (int t = 0; t < L; t++)
+                any |= xl[t];
+            bad |= any == 0 || xl[j] >= m[j];
+            if (8 * nbytes > 52 * Lz) /* bits bytes_to_limbs dropped */
+                bad |= (x[nbytes - 1] >> (52 * Lz - 8 * (nbytes - 1))) != 0;
+        }
+        if (!bad)
+            amm_each(in, out, count, L, m, r2l, (uint64_t)k0 & MASK52);
+        Py_END_ALLOW_THREADS
+        if (bad) {
+            Py_CLEAR(result);
+            PyErr_SetString(PyExc_ValueError, "a value is 0 or not below the modulus");
+        }
+    }
+done:
+    free(in);
+#else
+    (void)k0; (void)L; (void)big_endian;
+    PyErr_SetString(PyExc_RuntimeError, "_montexp needs x86-64 with AVX-512 IFMA");
+#endif
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&modulus);
+    PyBuffer_Release(&r2);
+    return result;
+}
+
+/* from_montgomery(data, modulus, k0, limbs) -> bytes: the inverse of to_montgomery,
+ * len(modulus) little-endian bytes per number, fully reduced. */
+static PyObject *montexp_from_montgomery(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer data, modulus;
+    unsigned long long k0;
+    int L;
+    if (!PyArg_ParseTuple(args, "y*y*Ki", &data, &modulus, &k0, &L))
+        return NULL;
+    PyObject *result = NULL;
+#ifdef MONTEXP_X86
+    uint64_t m[MAX_LIMBS], *tmp = NULL;
+    const size_t nbytes = (size_t)modulus.len, Lz = (size_t)L;
+    if (load_modulus(&modulus, L, m) < 0)
+        goto done;
+    if ((size_t)data.len % (Lz * sizeof(uint64_t)) != 0 || ((uintptr_t)data.buf & 7) != 0) {
+        PyErr_SetString(PyExc_ValueError, "data must be whole, 8-byte aligned entries of limbs * 8 bytes");
+        goto done;
+    }
+    {
+        const size_t count = (size_t)data.len / (Lz * sizeof(uint64_t));
+        tmp = malloc((count ? count : 1) * Lz * sizeof(uint64_t));
+        result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(count * nbytes));
+        if (tmp == NULL || result == NULL) {
+            Py_CLEAR(result);
+            if (tmp == NULL)
+                PyErr_NoMemory();
+            goto done;
+        }
+        uint8_t *out = (uint8_t *)PyBytes_AS_STRING(result);
+        const uint64_t *in = data.buf;
+        Py_BEGIN_ALLOW_THREADS
+        amm_each(in, tmp, count, L, m, NULL, (uint64_t)k0 & MASK52);
+        for (size_t i = 0; i < count; i++)
+            limbs_to_bytes(tmp + i * Lz, L, out + i * nbytes, nbytes);
+        Py_END_ALLOW_THREADS
+    }
+done:
+    free(tmp);
+#else
+    (void)k0; (void)L;
+    PyErr_SetString(PyExc_RuntimeError, "_montexp needs x86-64 with AVX-512 IFMA");
+#endif
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&modulus);
+    return result;
+}
+
+/* build_table(base, window, rows, modulus, r2, k0, limbs) -> bytes: the table_products
+ * table of base (len(modulus) little-endian bytes, < M) built directly in Montgomery
+ * form: row starts s_i = base^(2^(window i)) by squaring, then T[i][j] = T[i][j-1] s_i,
+ * several rows in lockstep.  One multiplication per entry, like the gmpy2 build, but
+ * each is an IFMA Montgomery multiplication instead of a GMP multiply and divide. */
+static PyObject *montexp_build_table(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer base, modulus, r2;
+    int window, rows, L;
+    unsigned long long k0;
+    if (!PyArg_ParseTuple(args, "y*iiy*y*Ki", &base, &window, &rows, &modulus, &r2, &k0, &L))
+        return NULL;
+    PyObject *result = NULL;
+#ifdef MONTEXP_X86
+    uint64_t m[MAX_LIMBS], r2l[MAX_LIMBS];
+    const size_t nbytes = (size_t)modulus.len, Lz = (size_t)L;
+    if (load_modulus(&modulus, L, m) < 0)
+        goto done;
+    if ((size_t)r2.len != nbytes || (size_t)base.len != nbytes || window < 1 || window > 16 || rows < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad base / r2 lengths, window or rows");
+        goto done;
+    }
+    bytes_to_limbs(r2.buf, nbytes, r2l, L);
+    {
+        const size_t entries = (size_t)1 << window, R = (size_t)rows;
+        if (R * entries * Lz * sizeof(uint64_t) > (size_t)PY_SSIZE_T_MAX) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(R * entries * Lz * sizeof(uint64_t)));
+        if (result == NULL)
+            goto done;
+        uint64_t *T = (uint64_t *)PyBytes_AS_STRING(result);
+        const uint64_t k0m = (uint64_t)k0 & MASK52;
+        const int NV = L / 8;
+        const size_t group = group_for(NV);
+        const uint8_t *bb = base.buf;
+        Py_BEGIN_ALLOW_THREADS
+#define E(i, j) (T + ((size_t)(i) * entries + (size_t)(j)) * Lz)
+        uint64_t x[MAX_LIMBS] __attribute__((aligned(64))), one[MAX_LIMBS] = {1};
+        uint64_t *o[GROUP];
+        const uint64_t *a[GROUP], *b[GROUP];
+        const amm_fn amm1 = AMM1[NV];
+        bytes_to_limbs(bb, nbytes, x, L);
+        o[0] = E(0, 1); a[0] = x; b[0] = r2l;
+        amm1(o, a, b, m, k0m);                            /* s_0 = base R */
+        for (size_t i = 0; i < R; i++) {
+            o[0] = E(i, 0); a[0] = one; b[0] = r2l;
+            amm1(o, a, b, m, k0m);                        /* R mod M */
+            if (i + 1 < R) {
+                memcpy(x, E(i, 1), Lz * sizeof(uint64_t));
+                o[0] = x; a[0] = x; b[0] = x;
+                for (int s = 0; s < window; s++)
+                    amm1(o, a, b, m, k0m);
+                memcpy(E(i + 1, 1), x, Lz * sizeof(uint64_t));
+            }
+        }
+        for (size_t i = 0; i < R; i += group) {
+            const int kk = R - i >= group ? (int)group : (int)(R - i);
+            const amm_fn amm = amm_for(kk, NV);
+            for (size_t j = 2; j < entries; j++) {
+                for (int k = 0; k < kk; k++) {
+                    o[k] = E(i + (size_t)k, j);
+                    a[k] = E(i + (size_t)k, j - 1);
+                    b[k] = E(i + (size_t)k, 1);
+                }
+                amm(o, a, b, m, k0m);
+            }
+        }
+#undef E
+        Py_END_ALLOW_THREADS
+    }
+done:
+#else
+    (void)window; (void)rows; (void)k0; (void)L;
+    PyErr_SetString(PyExc_RuntimeError, "_montexp needs x86-64 with AVX-512 IFMA");
+#endif
+    PyBuffer_Release(&base);
+    PyBuffer_Release(&modulus);
+    PyBuffer_Release(&r2);
+    return result;
+}
+
+/* table_products(table, window, rows, exponents, ebytes, modulus, k0, limbs) -> bytes
+ *     table:     rows * 2^window entries of limbs native uint64 each (to_montgomery
+ *                output): entry (i, j) = base^(j 2^(window i)) R mod M, entry (i, 0) = R mod M
+ *     exponents: count numbers of ebytes little-endian bytes each
+ *   returns, per exponent e, prod_i T[i][digit_i(e)] = base^(e mod 2^(window rows)) mod M,
+ *   len(modulus) little-endian bytes, fully reduced.  Every row costs one multiplication
+ *   whatever the digit (a zero digit multiplies by R mod M), plus one to leave Montgomery
+ *   form; several exponents run in lockstep.  The table index is a secret digit: not
+ *   constant time (cache timing), like the gmpy2 table it replaces. */
+static PyObject *montexp_table_products(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer table, exponents, modulus;
+    int window, rows, L;
+    Py_ssize_t ebytes;
+    unsigned long long k0;
+    if (!PyArg_ParseTuple(args, "y*iiy*ny*Ki", &table, &window, &rows, &exponents, &ebytes, &modulus, &k0, &L))
+        return NULL;
+    PyObject *result = NULL;
+#ifdef MONTEXP_X86
+    uint64_t m[MAX_LIMBS];
+    const size_t nbytes = (size_t)modulus.len, Lz = (size_t)L;
+    if (load_modulus(&modulus, L, m) < 0)
+        goto done;
+    if (window < 1 || window > 16 || rows < 1 || ebytes < 1 || (size_t)exponents.len % (size_t)ebytes != 0 ||
+        (size_t)table.len != (size_t)rows * ((size_t)1 << window) * Lz * sizeof(uint64_t) ||
+        ((uintptr_t)table.buf & 7) != 0) {
+        PyErr_SetString(PyExc_ValueError, "bad window / rows / table or exponent lengths");
+        goto done;
+    }
+    {
+        const size_t count = (size_t)exponents.len / (size_t)ebytes, entries = (size_t)1 << window;
+        result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(count * nbytes));
+        if (result == NULL)
+            goto done;
+        uint8_t *out = (uint8_t *)PyBytes_AS_STRING(result);
+        const uint64_t *T = table.buf;
+        const uint8_t *E = exponents.buf;
+        const uint64_t k0m = (uint64_t)k0 & MASK52;
+        const int NV = L / 8;
+        const size_t group = group_for(NV), eb = (size_t)ebytes, w = (size_t)window;
+        Py_BEGIN_ALLOW_THREADS
+        uint64_t xs[GROUP][MAX_LIMBS] __attribute__((aligned(64)));
+        uint64_t one[MAX_LIMBS] = {1};
+        for (size_t i = 0; i < count; i += group) {
+            const int kk = count - i >= group ? (int)group : (int)(count - i);
+            const amm_fn amm = amm_for(kk, NV);
+            uint64_t *o[GROUP];
+            const uint64_t *a[GROUP], *b[GROUP];
+            for (int k = 0; k < kk; k++) {
+                const uint8_t *e = E + (i + (size_t)k) * eb;
+                const size_t d = exp_window_bounded(e, eb, 0, w);
+                memcpy(xs[k], T + d * Lz, Lz * sizeof(uint64_t));
+                o[k] = xs[k];
+                a[k] = xs[k];
+            }
+            for (size_t r = 1; r < (size_t)rows; r++) {
+                for (int k = 0; k < kk; k++) {
+                    const uint8_t *e = E + (i + (size_t)k) * eb;
+                    const size_t d = exp_window_bounded(e, eb, r * w, w);
+                    b[k] = T + (r * entries + d) * Lz;
+                }
+                amm(o, a, b, m, k0m);
+            }
+            for (int k = 0; k < kk; k++)
+                b[k] = one;
+            amm(o, a, b, m, k0m);              /* out of Montgomery form: <= M */
+            for (int k = 0; k < kk; k++) {
+                cond_sub(xs[k], m, L);
+                limbs_to_bytes(xs[k], L, out + (i + (size_t)k) * nbytes, nbytes);
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+#else
+    (void)window; (void)rows; (void)ebytes; (void)k0; (void)L;
+    PyErr_SetString(PyExc_RuntimeError, "_montexp needs x86-64 with AVX-512 IFMA");
+#endif
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&exponents);
+    PyBuffer_Release(&modulus);
+    return result;
+}
+
 static PyMethodDef montexp_methods[] = {
     {"available", montexp_available, METH_NOARGS,
      "available() -> bool: the CPU and OS support AVX-512F and AVX-512 IFMA."},
     {"powmod_batch", montexp_powmod_batch, METH_VARARGS,
      "powmod_batch(bases, exponent, modulus, r2, k0, limbs) -> bytes: base^exponent mod modulus "
      "for each len(modulus)-byte little-endian base (< modulus); see pprl/crypto/montexp.py."},
+    {"to_montgomery", montexp_to_montgomery, METH_VARARGS,
+     "to_montgomery(values, modulus, r2, k0, limbs, big_endian=False) -> bytes: x R mod M as limbs "
+     "native uint64 per value."},
+    {"from_montgomery", montexp_from_montgomery, METH_VARARGS,
+     "from_montgomery(data, modulus, k0, limbs) -> bytes: the inverse of to_montgomery, fully reduced."},
+    {"build_table", montexp_build_table, METH_VARARGS,
+     "build_table(base, window, rows, modulus, r2, k0, limbs) -> bytes: the table_products table of base."},
+    {"table_products", montexp_table_products, METH_VARARGS,
+     "table_products(table, window, rows, exponents, ebytes, modulus, k0, limbs) -> bytes: fixed-base "
+     "table products base^e mod modulus, one per exponent; see pprl/crypto/montexp.py."},
     {NULL, NULL, 0, NULL},
 };
 
