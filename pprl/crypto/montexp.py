@@ -14,7 +14,7 @@ Like ``gmpy2.powmod``, the C path is not constant time: it is a fixed-window
 method whose table index is a window of the exponent.
 
 :class:`MontgomeryTable` and :func:`table_products` do the same for DJN
-encryption's fixed-base products (:class:`pprl.crypto.paillier_djn.FixedBaseTable`):
+encryption's fixed-base products (:class:`pprl.crypto.fixed_base_table.FixedBaseTable`):
 one exponent per product, one base and modulus for the whole table.
 """
 
