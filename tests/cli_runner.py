@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -53,3 +54,26 @@ def refused(result: Result, out: Path, *names: str) -> str:
         assert n in lines[0], (n, lines[0])
     assert not out.exists()
     return lines[0]
+
+
+def linked_members(
+    w: Path, platforms: list[str], linkage: Path | None = None
+) -> tuple[dict[str, list[tuple[str, str]]], dict[tuple[str, str], dict[str, str]]]:
+    """The plaintext truth of a CLI run in ``w``: entity id -> [(platform, user id)], and each user's CSV row.
+
+    Reads the bureau's entity table (``pprl inspect LINKAGE --entities``), every
+    platform's ``<name>.sub.json.map.csv`` and ``data/<name>.csv``.
+    """
+    def rows(text: str) -> list[dict[str, str]]:
+        return list(csv.DictReader(text.splitlines()))
+
+    to_user, scores = {}, {}
+    for name in platforms:
+        for row in rows((w / f"{name}.sub.json.map.csv").read_text(encoding="utf-8")):
+            to_user[row["token"]] = (name, row["user_id"])
+        for row in rows((w / "data" / f"{name}.csv").read_text(encoding="utf-8")):
+            scores[(name, row["user_id"])] = row
+    members: dict[str, list[tuple[str, str]]] = {}
+    for row in rows(run("inspect", linkage or w / "linkage.json", "--entities").stdout):
+        members.setdefault(row["entity_id"], []).append(to_user[row["token"]])
+    return members, scores

@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from cli_runner import cli_consortium, refused, run
+from cli_runner import cli_consortium, linked_members, refused, run
 from click.testing import CliRunner
 
 from pprl.cli import cli
@@ -60,18 +60,7 @@ def test_full_flow_decrypts_exact_sums(world):
     run("audit", "verify", w / "audit.log", "--cards", world["card"]["authority"])
 
     # Plaintext truth: entity members -> platform user ids -> their scores.
-    entities = list(csv.DictReader(run("inspect", w / "linkage.json", "--entities").stdout.splitlines()))
-    to_user = {}
-    for name in PLATFORMS:
-        for row in csv.DictReader((w / f"{name}.sub.json.map.csv").read_text(encoding="utf-8").splitlines()):
-            to_user[row["token"]] = (name, row["user_id"])
-    scores = {}
-    for name in PLATFORMS:
-        for row in csv.DictReader((w / "data" / f"{name}.csv").read_text(encoding="utf-8").splitlines()):
-            scores[(name, row["user_id"])] = row
-    members: dict[str, list] = {}
-    for row in entities:
-        members.setdefault(row["entity_id"], []).append(to_user[row["token"]])
+    members, scores = linked_members(w, PLATFORMS)
     released = list(csv.DictReader((w / "aggregates.csv").read_text(encoding="utf-8").splitlines()))
     assert released, "no entity released"
     assert len(released) == sum(1 for m in members.values() if len(m) >= 2)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from cli_runner import cli_consortium, run
+from cli_runner import cli_consortium, linked_members, run
 
 from pprl.documents import b64d, b64e, read_document, sign_document, write_document
 from pprl.parties.identity import load_key
@@ -54,15 +54,7 @@ def test_five_records_per_ciphertext_decrypt_to_exact_sums(compact):
     assert len(b64d(sub["payload"]["scores_packed"], "scores")) == -(-records // 5) * 512
     run("audit", "verify", w / "audit.log", "--cards", card["authority"])
 
-    to_user = {}
-    for name in PLATFORMS:
-        to_user.update({r["token"]: (name, r["user_id"])
-                        for r in _rows((w / f"{name}.sub.json.map.csv").read_text(encoding="utf-8"))})
-    scores = {(n, r["user_id"]): r for n in PLATFORMS
-              for r in _rows((w / "data" / f"{n}.csv").read_text(encoding="utf-8"))}
-    members: dict[str, list] = {}
-    for row in _rows(run("inspect", w / "linkage.json", "--entities").stdout):
-        members.setdefault(row["entity_id"], []).append(to_user[row["token"]])
+    members, scores = linked_members(w, PLATFORMS)
     released = _rows((w / "aggregates.csv").read_text(encoding="utf-8"))
     assert len(released) == sum(1 for m in members.values() if len(m) >= 2) > 10
     for row in released:

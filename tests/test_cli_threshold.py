@@ -7,7 +7,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
-from cli_runner import run
+from cli_runner import linked_members, run
 
 SCHEMA = Path(__file__).resolve().parents[1] / "examples" / "schema-cn.json"
 PLATFORMS = ["platform_1", "platform_2"]
@@ -57,14 +57,7 @@ def test_two_of_three_holders_decrypt_exact_sums(tmp_path):
     run(*combine, "--parts", w / "holder_a.part.json", "--parts", w / "holder_b.part.json", "--out", w / "agg.csv")
     run("audit", "verify", w / "audit.log", "--cards", card("authority"))
 
-    to_user = {}
-    for name in PLATFORMS:
-        to_user.update({r["token"]: (name, r["user_id"]) for r in _rows(Path(f"{w / name}.sub.json.map.csv"))})
-    scores = {(n, r["user_id"]): r for n in PLATFORMS for r in _rows(w / "data" / f"{n}.csv")}
-    entities = _rows_from_inspect(w / "linkage.json")
-    members: dict[str, list] = {}
-    for row in entities:
-        members.setdefault(row["entity_id"], []).append(to_user[row["token"]])
+    members, scores = linked_members(w, PLATFORMS)
     released = _rows(w / "agg.csv")
     assert released
     for row in released:
@@ -103,7 +96,3 @@ def test_two_of_three_holders_decrypt_exact_sums(tmp_path):
     run("decrypt", "--combine", "--me", key("authority"), *both, "--audit-log", w / "s.log", "--out", w / "s.csv")
     assert (w / "s.csv").read_bytes() == (w / "agg.csv").read_bytes()
     run("audit", "verify", w / "s.log", "--cards", card("authority"))
-
-
-def _rows_from_inspect(linkage: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(run("inspect", linkage, "--entities").stdout.splitlines()))

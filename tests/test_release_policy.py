@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from cli_runner import cli_consortium, run
+from cli_runner import cli_consortium, linked_members, run
 
 from pprl.audit import read_log
 from pprl.crypto.noise import (
@@ -77,19 +77,7 @@ def _decrypt(world, release: Path, out: Path, log: Path, *extra: object, ok: boo
 
 def _truth(world) -> dict[str, dict[str, Decimal]]:
     """Per released entity: the sums of the *clipped* plaintext scores of its members."""
-    w = world["dir"]
-    entities = list(csv.DictReader(run("inspect", w / "linkage.json", "--entities").stdout.splitlines()))
-    to_user = {}
-    for name in PLATFORMS:
-        for row in csv.DictReader((w / f"{name}.sub.json.map.csv").read_text(encoding="utf-8").splitlines()):
-            to_user[row["token"]] = (name, row["user_id"])
-    scores = {}
-    for name in PLATFORMS:
-        for row in csv.DictReader((w / "data" / f"{name}.csv").read_text(encoding="utf-8").splitlines()):
-            scores[(name, row["user_id"])] = row
-    members: dict[str, list] = {}
-    for row in entities:
-        members.setdefault(row["entity_id"], []).append(to_user[row["token"]])
+    members, scores = linked_members(world["dir"], PLATFORMS)
     out = {}
     for entity, group in members.items():
         if len(group) < 2:
