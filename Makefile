@@ -10,7 +10,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.installed: $(PY) setup.cfg pyproject.toml setup.py pprl/linkage/_dice.c pprl/crypto/_h2c.c pprl/crypto/_sha512.h pprl/crypto/_montexp.c
+$(VENV)/.installed: $(PY) setup.cfg pyproject.toml setup.py pprl/matching/dice/_dice.c pprl/crypto/_h2c.c pprl/crypto/_sha512.h pprl/crypto/_montexp.c
 	$(PY) -m pip install -q -e .
 	touch $@
 

@@ -2,7 +2,7 @@
 and the AVX-512 IFMA modular exponentiation behind Paillier decryption.
 
 Everything else (metadata, dependencies, packages) lives in setup.cfg; this
-file only declares ``pprl.linkage._dice``, ``pprl.crypto._h2c`` and
+file only declares ``pprl.matching.dice._dice``, ``pprl.crypto._h2c`` and
 ``pprl.crypto._montexp`` because setup.cfg cannot. ``_h2c`` needs a compiler
 with ``unsigned __int128`` (gcc, clang on 64-bit targets); it is declared
 optional, so where it cannot be built the install still succeeds and
@@ -43,7 +43,7 @@ class _BuildExt(build_ext):
 
 setup(
     ext_modules=[
-        Extension("pprl.linkage._dice", sources=["pprl/linkage/_dice.c"]),
+        Extension("pprl.matching.dice._dice", sources=["pprl/matching/dice/_dice.c"]),
         Extension("pprl.crypto._h2c", sources=["pprl/crypto/_h2c.c"], depends=["pprl/crypto/_sha512.h"],
                   optional=True),
         Extension("pprl.crypto._montexp", sources=["pprl/crypto/_montexp.c"], optional=True),

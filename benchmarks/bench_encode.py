@@ -43,9 +43,9 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
-    from pprl.linkage import encode as pprl_encode
-    from pprl.linkage.schema import load_schema
-    from pprl.synth import generate_population
+    from pprl.encoding import clk as pprl_encode
+    from pprl.encoding.schema import load_schema
+    from pprl.sim.synth import generate_population
 
     frame = generate_population(args.n, 1, seed=1, corruption=0.2).platforms["platform_1"]
     schema_path = ROOT / "examples" / "schema-cn-clkhash.json"

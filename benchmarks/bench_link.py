@@ -1,10 +1,10 @@
 """`pprl link` end to end against anonlink's candidate generation + greedy solve.
 
-What: two platforms of about 20,000 records each (pprl.synth), submitted with
+What: two platforms of about 20,000 records each (pprl.sim.synth), submitted with
 pprl's parties API as linkage-only submissions (not timed).  Then, in one run
 and interleaved, time:
 
-- ours: ``pprl.parties.bureau.link`` -- the whole ``pprl link`` command minus
+- ours: ``pprl.protocol.link.link`` -- the whole ``pprl link`` command minus
   interpreter start-up: read and verify both signed submissions, sample and
   fit the threshold (``auto``), plan blocking, compare, solve, sign and write
   the linkage;
@@ -33,8 +33,8 @@ from pathlib import Path
 
 from link_world import build_world, load_anonlink, median_time, to_bitarrays
 
-from pprl.parties.bureau import link, load_linkage, load_submission
-from pprl.synth import generate_population
+from pprl.protocol.link import link, load_linkage, load_submission
+from pprl.sim.synth import generate_population
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "examples" / "schema-cn.json"

@@ -65,10 +65,10 @@ class Ours:
     def __init__(self, cfg: dict[str, Any]) -> None:
         import numpy as np
 
-        from pprl.crypto.packing import PackingSpec, decrypt_packed, encrypt_packed
-        from pprl.crypto.paillier import generate_keypair
-        from pprl.crypto.paillier_djn import djn_params, get_table
-        from pprl.parties.platform import score_packing
+        from pprl.crypto.paillier.packing import PackingSpec, decrypt_packed, encrypt_packed
+        from pprl.crypto.paillier.vector import generate_keypair
+        from pprl.crypto.paillier.djn import djn_params, get_table
+        from pprl.protocol.submit import score_packing
 
         self.pub, self.priv = generate_keypair(cfg["bits"])
         columns = [f"c{j}" for j in range(COLUMNS)]
@@ -97,7 +97,7 @@ class Ours:
         return rate
 
     def _aggregate(self) -> Any:
-        from pprl.crypto.packing_records import blinding_vector, sum_records
+        from pprl.crypto.paillier.packing_records import blinding_vector, sum_records
 
         def bureau() -> Any:
             summed = sum_records(self.enc_out, self.groups, self.spec, workers=self.workers)

@@ -11,7 +11,7 @@ RFC 9380 hash_to_curve (curve25519_XMD:SHA-512_ELL2_RO_, our C map; see ``pprl/c
 
 Intersection-sum: ``--sum-platforms`` platforms of ``--sum-n`` records each
 (neighbouring platforms share half their people) through the real party
-steps (``pprl.parties.psi``): blind, Paillier-encrypt ``--sum-scores``
+steps (``pprl.protocol.psi``): blind, Paillier-encrypt ``--sum-scores``
 columns at ``--sum-bits``, K-1 ring hops, aggregate (match + homomorphic
 sums); ``--decrypt`` adds the authority's step. Uses every CPU
 (``--sum-workers``). Timings per step; the intersection size is checked.
@@ -43,7 +43,7 @@ def _ids(start: int, count: int) -> list[str]:
     """Distinct valid 18-character resident IDs: 1000 sequence numbers per birth date from 1950."""
     import datetime
 
-    from pprl.linkage.identifiers import resident_id_check_char
+    from pprl.encoding.normalise.identifiers import resident_id_check_char
 
     base = datetime.date(1950, 1, 1)
     out = []
@@ -149,10 +149,10 @@ def _two_party(n: int, workers: int, repeat: int, skip_theirs: bool) -> None:
 
 
 def intersection_sum(k: int, n: int, bits: int, scores: int, workers: int | None, decrypt: bool) -> None:
-    from pprl.crypto.paillier import generate_keypair
-    from pprl.parties.authority import decrypt_release
-    from pprl.parties.identity import init_party, load_card, load_key
-    from pprl.parties.psi import (
+    from pprl.crypto.paillier.vector import generate_keypair
+    from pprl.protocol.decrypt import decrypt_release
+    from pprl.protocol.identity import init_party, load_card, load_key
+    from pprl.protocol.psi import (
         aggregate_intersection,
         blind_identifiers,
         count_intersection,

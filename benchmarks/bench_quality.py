@@ -2,7 +2,7 @@
 
 What, in one run, on two data sets:
 
-- ``synth``: pprl.synth, two platforms, heavy corruption (``--corruption``,
+- ``synth``: pprl.sim.synth, two platforms, heavy corruption (``--corruption``,
   default 0.4), schema ``examples/schema-cn-clkhash.json`` (plain clkhash v3,
   so both tools encode the very same CLKs and only the threshold differs) and,
   for pprl only, ``examples/schema-cn.json`` (the same columns with pprl's
@@ -13,7 +13,7 @@ What, in one run, on two data sets:
 
 Ours: the whole pprl pipeline -- each platform submits with the parties API
 (linkage-only), the bureau runs ``link(..., threshold="auto")`` (no labels),
-``pprl.parties.evaluation`` scores the linkage against the truth.  The
+``pprl.sim.evaluation`` scores the linkage against the truth.  The
 benchmark checks that pprl's CLKs equal clkhash's for the shared schema.
 
 Anchor: clkhash 0.18 encodes the same rows with the same schema and secret,
@@ -50,10 +50,10 @@ import numpy as np
 import pandas as pd
 from link_world import build_world, load_anonlink, to_bitarrays
 
-from pprl.linkage.evaluate import evaluate_groups
-from pprl.parties.bureau import link, load_submission
-from pprl.parties.evaluation import evaluate_linkage
-from pprl.synth import generate_population
+from pprl.matching.quality import evaluate_groups
+from pprl.protocol.link import link, load_submission
+from pprl.sim.evaluation import evaluate_linkage
+from pprl.sim.synth import generate_population
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_CN = ROOT / "examples" / "schema-cn.json"
@@ -78,7 +78,7 @@ def clkhash_encode(frame: pd.DataFrame, schema_path: Path, secret: bytes) -> np.
 
 def anonlink_sweep(anonlink, clks: list[np.ndarray], keys: list[list], truth: dict, cap: float) -> dict:
     """anonlink candidates + greedy solve at every sweep threshold; the best F1 among them."""
-    from pprl.linkage.similarity import find_candidates
+    from pprl.matching.dice.similarity import find_candidates
 
     bits = [to_bitarrays(c) for c in clks]
     records = sum(c.shape[0] for c in clks)

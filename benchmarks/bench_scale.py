@@ -1,6 +1,6 @@
 """A 200,000 x 200,000 record `pprl link` with LSH blocking: wall time and peak memory.
 
-What: two platforms of ``--n`` records each (pprl.synth, default corruption),
+What: two platforms of ``--n`` records each (pprl.sim.synth, default corruption),
 submitted with pprl's parties API as linkage-only submissions; generating,
 encoding and submitting are not counted.  Then each linkage runs in a fresh
 child process, so its peak resident memory (``ru_maxrss``) is the link's
@@ -19,7 +19,7 @@ alone and not the data generation's:
 Prints wall time and peak memory for each (targets for ours: under 10
 minutes, under 8 GiB), the ratio anchor / ours, the blocking figures, and
 precision / recall / F1 and pair completeness of both linkages against the
-synthetic truth (``pprl.parties.evaluation``, not timed).
+synthetic truth (``pprl.sim.evaluation``, not timed).
 
     python benchmarks/bench_scale.py                    # 200k x 200k
     python benchmarks/bench_scale.py --n 20000          # a quick run
@@ -49,7 +49,7 @@ def _child(spec: dict) -> dict:
     import pickle
 
     if spec["tool"] == "anonlink":
-        from pprl.parties.bureau import load_submission
+        from pprl.protocol.link import load_submission
 
         anonlink = load_anonlink()
         world = pickle.loads(Path(spec["world"]).read_bytes())
@@ -62,7 +62,7 @@ def _child(spec: dict) -> dict:
         groups = anonlink.solving.greedy_solve(cands)
         return {"seconds": time.perf_counter() - t0, "peak_gib": peak_rss_gib(),
                 "entities": sum(1 for g in groups if len(g) >= 2)}
-    from pprl.parties.bureau import link
+    from pprl.protocol.link import link
 
     world = pickle.loads(Path(spec["world"]).read_bytes())
     t0 = time.perf_counter()
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     import pickle
     import shutil
 
-    from pprl.parties.evaluation import evaluate_linkage
-    from pprl.synth import generate_population, write_population
+    from pprl.sim.evaluation import evaluate_linkage
+    from pprl.sim.synth import generate_population, write_population
 
     tmp = None
     if args.workdir is None:
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             world_file.write_bytes(pickle.dumps(world))
             print(f"bench_scale: generated and submitted in {time.perf_counter() - t0:.0f}s (not counted)")
         world = pickle.loads(world_file.read_bytes())
-        from pprl.parties.bureau import load_submission
+        from pprl.protocol.link import load_submission
 
         sizes = [load_submission(p).header["records"] for p in world.submissions]
         print(f"bench_scale: {sizes[0]:,} x {sizes[1]:,} records ({sizes[0] * sizes[1]:,} pairs), schema-cn, 1024-bit CLKs")

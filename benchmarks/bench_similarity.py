@@ -39,7 +39,8 @@ import numpy as np
 from anchors import optional_anonlink as load_anonlink  # noqa: E402
 from anchors import to_bitarrays  # noqa: E402
 
-from pprl.linkage import dice_native, similarity
+from pprl.matching.dice import native as dice_native
+from pprl.matching.dice import similarity
 
 __all__ = ["main", "make_filters"]
 

@@ -1,7 +1,7 @@
 """pprl: privacy-preserving record linkage and encrypted score sharing.
 
 The names below are what a pipeline needs; each party's steps live in
-``pprl.parties`` and the primitives in ``pprl.crypto`` and ``pprl.linkage``.
+``pprl.protocol`` and the primitives in ``pprl.crypto``, ``pprl.encoding`` and ``pprl.matching``.
 """
 
 from tqdm import tqdm as _tqdm
@@ -10,15 +10,15 @@ from tqdm import tqdm as _tqdm
 # the encoder from forking workers safely, so pprl runs without it.
 _tqdm.monitor_interval = 0
 
-from pprl.audit import verify_log  # noqa: E402
+from pprl.protocol.audit import verify_log  # noqa: E402
 from pprl.errors import PPRLError  # noqa: E402
-from pprl.parties.authority import decrypt_release, paillier_keygen  # noqa: E402
-from pprl.parties.bureau import link  # noqa: E402
-from pprl.parties.release import aggregate  # noqa: E402
-from pprl.parties.identity import init_party, load_card, load_key  # noqa: E402
-from pprl.parties.platform import submit  # noqa: E402
-from pprl.parties.secret import combine_secrets, share_secret  # noqa: E402
-from pprl.synth import generate_population  # noqa: E402
+from pprl.protocol.decrypt import decrypt_release, paillier_keygen  # noqa: E402
+from pprl.protocol.link import link  # noqa: E402
+from pprl.protocol.aggregate import aggregate  # noqa: E402
+from pprl.protocol.identity import init_party, load_card, load_key  # noqa: E402
+from pprl.protocol.submit import submit  # noqa: E402
+from pprl.protocol.secret import combine_secrets, share_secret  # noqa: E402
+from pprl.sim.synth import generate_population  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

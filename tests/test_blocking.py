@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pprl.linkage.blocking import (
+from pprl.matching.blocking import (
     BITS_RANGE,
     MAX_BANDS,
     MIN_PAIRS_FOR_LSH,
@@ -18,8 +18,8 @@ from pprl.linkage.blocking import (
     lsh_candidates,
     plan_blocking,
 )
-from pprl.linkage.similarity import find_candidates
-from pprl.linkage.thresholds import best_match_sample
+from pprl.matching.dice.similarity import find_candidates
+from pprl.matching.thresholds import best_match_sample
 
 LENGTH = 1024
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from pprl.cli import cli
-from pprl.synth import generate_population
+from pprl.sim.synth import generate_population
 
 SCHEMA = Path(__file__).resolve().parents[1] / "examples" / "schema-cn-clkhash.json"
 

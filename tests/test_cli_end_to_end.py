@@ -191,7 +191,7 @@ def test_python_cli_shim_runs():
 
 def test_plain_encryption_flag_uses_classic_randomness(world, monkeypatch, tmp_path):
     """--plain-encryption never touches the DJN path (which is made to fail here)."""
-    import pprl.crypto.paillier_engine as engine
+    import pprl.crypto.paillier.engine as engine
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("DJN encryption used despite --plain-encryption")

@@ -28,8 +28,11 @@ from test_similarity import (
     to_bitarrays,
 )
 
-from pprl.linkage import dice_compare, dice_native, dice_rows, similarity
-from pprl.linkage.similarity import dice_pairs, find_candidates
+from pprl.matching.dice import compare as dice_compare
+from pprl.matching.dice import native as dice_native
+from pprl.matching.dice import rows as dice_rows
+from pprl.matching.dice import similarity
+from pprl.matching.dice.similarity import dice_pairs, find_candidates
 
 THRESHOLDS = (0.0, 0.2, 0.5, 0.7, 0.75, 0.8, 0.9, 0.95, 1.0)
 # Byte widths around the word (8 bytes) and AVX-512 vector (64 bytes) sizes;
@@ -73,7 +76,7 @@ def test_native_extension_is_built():
     """The C kernel must be importable wherever the package was installed."""
     if os.environ.get("PPRL_NO_NATIVE", "").strip() not in ("", "0"):
         pytest.skip("PPRL_NO_NATIVE is set")
-    assert similarity.NATIVE, "pprl.linkage._dice is missing: reinstall with `pip install -e .`"
+    assert similarity.NATIVE, "pprl.matching.dice._dice is missing: reinstall with `pip install -e .`"
     isas = dice_native._native.isas()
     assert isas[0] == "generic"
     assert set(isas) <= {"generic", "popcnt", "avx512"}
@@ -81,7 +84,7 @@ def test_native_extension_is_built():
 
 def test_no_native_environment_variable_selects_numpy():
     code = (
-        "import pprl.linkage.similarity as s; from pprl.linkage import dice_native as d; "
+        "import pprl.matching.dice.similarity as s; from pprl.matching.dice import native as d; "
         "print(s.NATIVE, d.NATIVE, d._native)"
     )
     env = {**os.environ, "PPRL_NO_NATIVE": "1"}

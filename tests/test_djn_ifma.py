@@ -8,11 +8,12 @@ import gmpy2
 import numpy as np
 import pytest
 
-from pprl.crypto import montexp, paillier_djn
-from pprl.crypto.packing import PackingSpec, decrypt_packed, encrypt_packed, fixed_bound
-from pprl.crypto.paillier import decrypt_vector, encrypt_vector, generate_keypair
-from pprl.crypto.paillier_djn import FixedBaseTable, djn_params, get_table
-from pprl.crypto.paillier_engine import encrypt_raw
+from pprl.crypto import montexp
+from pprl.crypto.paillier import djn as paillier_djn
+from pprl.crypto.paillier.packing import PackingSpec, decrypt_packed, encrypt_packed, fixed_bound
+from pprl.crypto.paillier.vector import decrypt_vector, encrypt_vector, generate_keypair
+from pprl.crypto.paillier.djn import FixedBaseTable, djn_params, get_table
+from pprl.crypto.paillier.engine import encrypt_raw
 from pprl.errors import DataValidationError
 
 needs_ifma = pytest.mark.skipif(

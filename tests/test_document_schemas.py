@@ -22,14 +22,14 @@ from jsonschema import Draft202012Validator
 from referencing.exceptions import Unresolvable
 
 from pprl.cli.tools import DOCUMENT_KINDS
-from pprl.document_schemas import MAX_CHARS, MAX_ITEMS, SCHEMA_KINDS, registry, schema_for, validate_document
-from pprl.documents import read_document, sign_document, write_document
+from pprl.documents.validation import MAX_CHARS, MAX_ITEMS, SCHEMA_KINDS, registry, schema_for, validate_document
+from pprl.documents.envelope import read_document, sign_document, write_document
 from pprl.errors import DocumentError
-from pprl.parties.identity import load_card, load_key
-from pprl.parties.threshold import threshold_keygen
+from pprl.protocol.identity import load_card, load_key
+from pprl.protocol.threshold.dealer import threshold_keygen
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = ROOT / "pprl" / "schemas"
+SCHEMAS = ROOT / "pprl" / "documents" / "schemas"
 SCHEMA = ROOT / "examples" / "schema-cn.json"
 PLATFORMS = ["platform_1", "platform_2"]
 HOLDERS = ["holder_a", "holder_b", "holder_c"]
@@ -74,7 +74,7 @@ def test_every_kind_pprl_writes_has_a_schema():
     source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "pprl").rglob("*.py"))
     written = set(re.findall(r'"kind": "([a-z-]+)"', source))
     constants = re.search(r'^SESSION_KIND, ROUND_KIND, STATE_KIND, REVEAL_KIND = (.+)$',
-                          (ROOT / "pprl" / "parties" / "psi_session.py").read_text(encoding="utf-8"), re.M)
+                          (ROOT / "pprl" / "protocol" / "psi" / "session.py").read_text(encoding="utf-8"), re.M)
     written |= set(re.findall(r'"([a-z-]+)"', constants.group(1)))
     assert {"key", "card", "submission", "linkage", "release", "audit-entry", "psi-state"} <= written
     assert written <= set(SCHEMA_KINDS), written - set(SCHEMA_KINDS)

@@ -6,9 +6,9 @@ import stat
 
 import pytest
 
-from pprl.documents import read_document, sign_document, verify_document, write_document
+from pprl.documents.envelope import read_document, sign_document, verify_document, write_document
 from pprl.errors import DocumentError, SignatureError, UnsupportedVersionError
-from pprl.parties.identity import init_party, load_key
+from pprl.protocol.identity import init_party, load_key
 
 
 def test_sign_verify_and_trusted_cards(parties):

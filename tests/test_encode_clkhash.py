@@ -23,9 +23,9 @@ clkhash_clk = pytest.importorskip("clkhash.clk")
 from clkhash.serialization import serialize_bitarray
 
 from pprl.errors import DataValidationError, DocumentError, PPRLError
-from pprl.linkage import bloom
-from pprl.linkage.encode import encode_records, from_clkhash_json, to_clkhash_json
-from pprl.linkage.schema import load_schema
+from pprl.encoding import bloom
+from pprl.encoding.clk import encode_records, from_clkhash_json, to_clkhash_json
+from pprl.encoding.schema import load_schema
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SECRET = b"correct horse battery staple"

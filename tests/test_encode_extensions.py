@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 from pprl.errors import DataValidationError
-from pprl.linkage.encode import EncodeReport, encode_records, encode_with_report
-from pprl.linkage.evaluate import evaluate_groups
-from pprl.linkage.normalise import Normaliser
-from pprl.linkage.schema import EXTENDED_VERSION, load_schema
-from pprl.linkage.similarity import find_candidates
-from pprl.linkage.solve import greedy_solve
-from pprl.synth import generate_population
+from pprl.encoding.clk import EncodeReport, encode_records, encode_with_report
+from pprl.matching.quality import evaluate_groups
+from pprl.encoding.normalise import Normaliser
+from pprl.encoding.schema import EXTENDED_VERSION, load_schema
+from pprl.matching.dice.similarity import find_candidates
+from pprl.matching.solve import greedy_solve
+from pprl.sim.synth import generate_population
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 RAW_CN = json.loads((EXAMPLES / "schema-cn.json").read_text(encoding="utf-8"))

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from pprl.errors import DataValidationError
-from pprl.linkage.evaluate import LinkageQuality, evaluate_groups
+from pprl.matching.quality import LinkageQuality, evaluate_groups
 
 TRUTH = {"a": 1, "b": 1, "c": 1, "d": 2, "e": 3}  # true pairs: ab, ac, bc
 

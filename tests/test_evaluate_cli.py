@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from cli_runner import run
 
-from pprl.documents import read_document
+from pprl.documents.envelope import read_document
 from pprl.errors import DataValidationError
-from pprl.parties.evaluation import evaluate_linkage
+from pprl.sim.evaluation import evaluate_linkage
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "examples" / "schema-cn.json"
@@ -167,7 +167,7 @@ def test_map_without_token_column_is_refused(world):
 
 def test_two_platform_curve_equals_re_solving(world, tmp_path):
     """With two platforms the curve comes from the entities alone; it must equal re-solving the candidates."""
-    from pprl.parties import evaluation
+    from pprl.sim import evaluation
 
     out = tmp_path / "two.json"
     two = [a for n in PLATFORMS[:2] for a in ("--submissions", world["dir"] / f"{n}.sub.json")]

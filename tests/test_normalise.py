@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pprl.errors import SchemaError
-from pprl.linkage.identifiers import normalise_resident_id as psi_resident_id
-from pprl.linkage.normalise import (
+from pprl.encoding.normalise.identifiers import normalise_resident_id as psi_resident_id
+from pprl.encoding.normalise import (
     NORMALISER_TYPES,
     Normaliser,
     normalise_date,
@@ -25,8 +25,8 @@ from pprl.linkage.normalise import (
     simplify,
     tables_fingerprint,
 )
-from pprl.linkage.schema import EXTENDED_VERSION, load_schema
-from pprl.synth import generate_population
+from pprl.encoding.schema import EXTENDED_VERSION, load_schema
+from pprl.sim.synth import generate_population
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCHEMA_CN = json.loads((EXAMPLES / "schema-cn.json").read_text(encoding="utf-8"))

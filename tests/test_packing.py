@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pprl.crypto import packing
-from pprl.crypto.packing import (
+from pprl.crypto.paillier import packing
+from pprl.crypto.paillier.packing import (
     PackingSpec,
     decrypt_packed,
     encrypt_packed,
@@ -19,7 +19,7 @@ from pprl.crypto.packing import (
     pack_rows,
     unpack,
 )
-from pprl.crypto.paillier import (
+from pprl.crypto.paillier.vector import (
     EncryptedVector,
     decode_fixed,
     decrypt_vector,

@@ -7,19 +7,19 @@ import random
 import numpy as np
 import pytest
 
-from pprl.crypto.packing import PackingSpec, decrypt_packed, encrypt_packed, fixed_bound, pack_rows, unpack
-from pprl.crypto.packing_records import (
+from pprl.crypto.paillier.packing import PackingSpec, decrypt_packed, encrypt_packed, fixed_bound, pack_rows, unpack
+from pprl.crypto.paillier.packing_records import (
     blinding_plaintexts,
     blinding_vector,
     extract_targets,
     record_addresses,
     sum_records,
 )
-from pprl.crypto.paillier import EncryptedVector, generate_keypair
-from pprl.crypto.paillier_engine import decrypt_chunk
-from pprl.crypto.threshold import combine_partials, deal, partial_decrypt
+from pprl.crypto.paillier.vector import EncryptedVector, generate_keypair
+from pprl.crypto.paillier.engine import decrypt_chunk
+from pprl.crypto.paillier.threshold.partials import combine_partials, deal, partial_decrypt
 from pprl.errors import DataValidationError, DecryptionError, DocumentError, PolicyError
-from pprl.parties.platform import score_packing
+from pprl.protocol.submit import score_packing
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import numpy as np
 import phe
 import pytest
 
-from pprl.crypto.paillier import (
+from pprl.crypto.paillier.vector import (
     EncryptedVector,
     PaillierPrivateKey,
     PaillierPublicKey,

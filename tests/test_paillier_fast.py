@@ -14,8 +14,8 @@ import pandas as pd
 import phe
 import pytest
 
-from pprl.crypto import paillier_djn
-from pprl.crypto.paillier import (
+from pprl.crypto.paillier import djn as paillier_djn
+from pprl.crypto.paillier.vector import (
     EncryptedVector,
     PaillierPrivateKey,
     PaillierPublicKey,
@@ -23,7 +23,7 @@ from pprl.crypto.paillier import (
     encrypt_vector,
     generate_keypair,
 )
-from pprl.crypto.paillier_djn import (
+from pprl.crypto.paillier.djn import (
     FixedBaseTable,
     default_window,
     djn_params,

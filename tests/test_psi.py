@@ -20,12 +20,12 @@ import nacl.bindings
 import pandas as pd
 import pytest
 
-from pprl.audit import verify_log
+from pprl.protocol.audit import verify_log
 from pprl.crypto import hash_to_curve
 from pprl.crypto import psi as psi_crypto
-from pprl.crypto.packing import PackingSpec, unpack
-from pprl.crypto.paillier import generate_keypair
-from pprl.documents import read_document, sign_document, write_document
+from pprl.crypto.paillier.packing import PackingSpec, unpack
+from pprl.crypto.paillier.vector import generate_keypair
+from pprl.documents.envelope import read_document, sign_document, write_document
 from pprl.errors import (
     DataValidationError,
     DocumentError,
@@ -34,15 +34,15 @@ from pprl.errors import (
     PPRLError,
     SignatureError,
 )
-from pprl.linkage.identifiers import (
+from pprl.encoding.normalise.identifiers import (
     normalise_mobile,
     normalise_resident_id,
     resident_id_check_char,
 )
-from pprl.parties.authority import decrypt_release
-from pprl.parties.identity import init_party, load_card, load_key
-from pprl.parties.platform import load_paillier_public
-from pprl.parties.psi import (
+from pprl.protocol.decrypt import decrypt_release
+from pprl.protocol.identity import init_party, load_card, load_key
+from pprl.protocol.submit import load_paillier_public
+from pprl.protocol.psi import (
     aggregate_intersection,
     blind_identifiers,
     count_intersection,
@@ -53,10 +53,10 @@ from pprl.parties.psi import (
     reveal_members,
     ring_order,
 )
-from pprl.parties.psi_demo import run_exact_demo
-from pprl.parties.threshold import threshold_keygen
-from pprl.parties.threshold_combine import combine_release
-from pprl.parties.threshold_holder import partial_decrypt_release
+from pprl.sim.psi_demo import run_exact_demo
+from pprl.protocol.threshold.dealer import threshold_keygen
+from pprl.protocol.threshold.combine import combine_release
+from pprl.protocol.threshold.holder import partial_decrypt_release
 
 # ------------------------------------------------------------------ normaliser
 
@@ -84,7 +84,7 @@ def test_resident_id_normaliser(raw, canonical):
 
 
 def test_resident_id_check_char_matches_synth():
-    from pprl.synth import resident_id_check_digit
+    from pprl.sim.synth import resident_id_check_digit
 
     for body in ("11010519491231002", "44030619900101123", "65010220001231999"):
         assert resident_id_check_char(body) == resident_id_check_digit(body)
@@ -115,7 +115,7 @@ def test_mobile_normaliser(raw, canonical):
 
 def test_normalisers_undo_synth_format_variants():
     """Every format variant the synthesiser produces maps back to the clean value (typos aside)."""
-    from pprl.synth import generate_population
+    from pprl.sim.synth import generate_population
 
     messy = generate_population(400, 2, seed=11, corruption=1.0)
     clean = generate_population(400, 2, seed=11, corruption=0.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cli_runner import run
 
-from pprl.linkage.identifiers import normalise_resident_id
+from pprl.encoding.normalise.identifiers import normalise_resident_id
 
 PLATFORMS = ["platform_1", "platform_2", "platform_3"]
 

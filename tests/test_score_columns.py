@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pprl.parties.consortium import SCORE_COLUMNS, run_consortium
-from pprl.synth import COLUMNS, generate_population
+from pprl.sim.consortium import SCORE_COLUMNS, run_consortium
+from pprl.sim.synth import COLUMNS, generate_population
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_SCORES = ("repay_score", "spend_score", "travel_score")

@@ -10,8 +10,8 @@ import pytest
 from anchors import load_anonlink as _load_anonlink
 
 from pprl.errors import DataValidationError
-from pprl.linkage.similarity import Candidates, find_candidates
-from pprl.linkage.solve import greedy_solve, group_similarities, solve_order
+from pprl.matching.dice.similarity import Candidates, find_candidates
+from pprl.matching.solve import greedy_solve, group_similarities, solve_order
 
 
 def load_anonlink():

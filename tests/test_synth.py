@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pprl.errors import PPRLError
-from pprl.synth import (
+from pprl.sim.synth import (
     COLUMNS,
     Population,
     SynthParameterError,

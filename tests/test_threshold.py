@@ -14,8 +14,8 @@ import random
 import gmpy2
 import pytest
 
-from pprl.crypto.paillier import EncryptedVector, encrypt_vector, generate_keypair, raw_encrypt
-from pprl.crypto.threshold import (
+from pprl.crypto.paillier.vector import EncryptedVector, encrypt_vector, generate_keypair, raw_encrypt
+from pprl.crypto.paillier.threshold.partials import (
     PartialDecryption,
     PartialProof,
     ThresholdKeyShare,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pprl.errors import DataValidationError
-from pprl.linkage.similarity import dice_pairs
-from pprl.linkage.thresholds import (
+from pprl.matching.dice.similarity import dice_pairs
+from pprl.matching.thresholds import (
     DEFAULT_THRESHOLD,
     THRESHOLD_RANGE,
     best_match_sample,

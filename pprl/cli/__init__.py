@@ -1,6 +1,6 @@
 """The ``pprl`` command: one click group, commands split by party into sub-modules.
 
-The CLI only parses options, calls ``pprl.parties`` and prints. Every
+The CLI only parses options, calls ``pprl.protocol`` and prints. Every
 ``PPRLError`` becomes a one-line message and exit code 1 here, in one place;
 ``--debug`` shows the traceback instead.
 """

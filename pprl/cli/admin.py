@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from pprl.cli import cli, say
-from pprl.parties.identity import ROLES, init_party, load_card, load_cards, load_key
-from pprl.parties.secret import combine_secrets, share_secret
+from pprl.protocol.identity import ROLES, init_party, load_card, load_cards, load_key
+from pprl.protocol.secret import combine_secrets, share_secret
 
 
 @cli.command("init")

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import click
 
-from pprl.audit import verify_log
+from pprl.protocol.audit import verify_log
 from pprl.cli import cli, progress_wanted, say
-from pprl.documents import Card
-from pprl.parties.authority import (
+from pprl.documents.envelope import Card
+from pprl.protocol.decrypt import (
     combine_release_parts,
     decrypt_release,
     paillier_keygen,
 )
-from pprl.parties.identity import load_cards, load_key
-from pprl.parties.threshold import threshold_keygen
-from pprl.parties.threshold_holder import partial_decrypt_release
+from pprl.protocol.identity import load_cards, load_key
+from pprl.protocol.threshold.dealer import threshold_keygen
+from pprl.protocol.threshold.holder import partial_decrypt_release
 
 FILE = click.Path(dir_okay=False)
 

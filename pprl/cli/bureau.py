@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from pprl.cli import cli, progress_wanted, say
-from pprl.parties.bureau import link
-from pprl.parties.release import aggregate
-from pprl.parties.identity import load_cards, load_key
+from pprl.protocol.link import link
+from pprl.protocol.aggregate import aggregate
+from pprl.protocol.identity import load_cards, load_key
 
 FILE = click.Path(dir_okay=False)
 

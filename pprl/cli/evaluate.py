@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from pprl.cli import cli, say
-from pprl.parties.evaluation import evaluate_linkage, evaluation_json
-from pprl.parties.identity import load_cards
+from pprl.sim.evaluation import evaluate_linkage, evaluation_json
+from pprl.protocol.identity import load_cards
 
 __all__ = ["evaluate_cmd"]
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import click
 
 from pprl.cli import cli, progress_wanted, say
-from pprl.documents import write_atomic
+from pprl.documents.envelope import write_atomic
 from pprl.errors import DataValidationError
-from pprl.linkage.encode import encode_records, to_clkhash_json
-from pprl.linkage.schema import load_schema
-from pprl.parties.identity import load_card, load_key
-from pprl.parties.platform import parse_clip, submit
-from pprl.parties.secret import load_secret
-from pprl.parties.tables import read_table
+from pprl.encoding.clk import encode_records, to_clkhash_json
+from pprl.encoding.schema import load_schema
+from pprl.protocol.identity import load_card, load_key
+from pprl.protocol.submit import parse_clip, submit
+from pprl.protocol.secret import load_secret
+from pprl.protocol.tables import read_table
 
 FILE = click.Path(dir_okay=False)
 

@@ -7,9 +7,9 @@ import json
 import click
 
 from pprl.cli import cli, progress_wanted, say
-from pprl.linkage.identifiers import IDENTIFIER_KINDS
-from pprl.parties.identity import load_card, load_cards, load_key
-from pprl.parties.psi import (
+from pprl.encoding.normalise.identifiers import IDENTIFIER_KINDS
+from pprl.protocol.identity import load_card, load_cards, load_key
+from pprl.protocol.psi import (
     aggregate_intersection,
     blind_identifiers,
     count_intersection,

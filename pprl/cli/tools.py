@@ -10,7 +10,7 @@ import click
 
 from pprl.cli import cli, progress_wanted, say
 from pprl.cli.bureau import ThresholdType
-from pprl.documents import header_of, read_document
+from pprl.documents.envelope import header_of, read_document
 
 DOCUMENT_KINDS = ("key", "card", "share", "secret", "paillier-pub", "paillier-key", "submission", "linkage", "release",
                   "paillier-share", "decryption-part", "psi-session", "psi-round", "psi-reveal", "psi-state")
@@ -58,7 +58,7 @@ def synth_cmd(people, platforms, out, seed, overlap, corruption) -> None:
     Example:
       pprl synth --people 1000 --platforms 3 --out data
     """
-    from pprl.synth import generate_population, write_population
+    from pprl.sim.synth import generate_population, write_population
 
     population = generate_population(
         people, platforms, seed=seed, overlap=overlap, corruption=corruption, progress=progress_wanted()
@@ -103,7 +103,7 @@ def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed
     if exact:
         if records_per_ciphertext != 1:
             raise click.UsageError("--records-per-ciphertext applies to the CLK path, not --exact")
-        from pprl.parties.psi_demo import run_exact_demo
+        from pprl.sim.psi_demo import run_exact_demo
 
         exact_summary = run_exact_demo(
             workdir, people, platforms, seed=seed, bits=bits, min_contributors=min_contributors,
@@ -113,7 +113,7 @@ def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed
         if not exact_summary.ok:
             raise click.ClickException("the exact path's intersection or sums do not match the plaintext")
         return
-    from pprl.parties.consortium import run_consortium
+    from pprl.sim.consortium import run_consortium
 
     summary = run_consortium(
         workdir, people=people, platforms=platforms, bits=bits, threshold=threshold,

@@ -50,7 +50,7 @@
  *   reduced.  The GIL is released while the batch runs.
  * available() -> bool: True when the CPU (and OS) support AVX-512F + IFMA.
  *
- * DJN encryption (pprl/crypto/paillier_djn.py) needs instead many fixed-base
+ * DJN encryption (pprl/crypto/paillier/djn.py) needs instead many fixed-base
  * products h^a = prod_i T[i][digit_i(a)], one random exponent a each, over a
  * table of h^(j 2^(w i)) mod n^2: build_table makes that table directly in
  * Montgomery form, table_products multiplies one entry per row for several

@@ -1,6 +1,6 @@
 """Many modular exponentiations with one exponent and one modulus: base^e mod M.
 
-Paillier CRT decryption (:func:`pprl.crypto.paillier_engine.decrypt_chunk`)
+Paillier CRT decryption (:func:`pprl.crypto.paillier.engine.decrypt_chunk`)
 raises every ciphertext of a batch to p-1 mod p² and q-1 mod q².
 :func:`powmod_many` runs such a batch through the C extension
 ``pprl.crypto._montexp`` (Montgomery multiplication on AVX-512 IFMA, several
@@ -14,7 +14,7 @@ Like ``gmpy2.powmod``, the C path is not constant time: it is a fixed-window
 method whose table index is a window of the exponent.
 
 :class:`MontgomeryTable` and :func:`table_products` do the same for DJN
-encryption's fixed-base products (:class:`pprl.crypto.fixed_base_table.FixedBaseTable`):
+encryption's fixed-base products (:class:`pprl.crypto.paillier.fixed_base_table.FixedBaseTable`):
 one exponent per product, one base and modulus for the whole table.
 """
 

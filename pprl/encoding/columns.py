@@ -1,0 +1,91 @@
+"""The records to encode, read into one list of strings per hashed feature.
+
+Part of :mod:`pprl.encoding.clk`: ``data`` is a pandas DataFrame (hashed
+features picked by column name) or a sequence of rows matching the schema's
+columns by position.  Missing markers (None, NaN, pandas' NA) become ``''``;
+any other value that is not a string is refused, naming its row and column,
+never the value.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pprl.errors import DataValidationError
+from pprl.encoding.schema import Schema
+
+__all__ = ["hashed_columns"]
+
+
+def _to_text(value: Any, row: int, identifier: str) -> str:
+    """A non-``str`` value: missing markers become ``''``, anything else is refused."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    pd = sys.modules.get("pandas")
+    if pd is not None and not isinstance(value, (list, tuple, dict, set, bytes, bytearray)):
+        try:
+            missing = pd.isna(value)
+        except (TypeError, ValueError):
+            missing = False
+        if isinstance(missing, (bool, np.bool_)) and missing:
+            return ""
+    raise DataValidationError(
+        f"row {row}, column {identifier!r}: expected text, got {type(value).__name__} "
+        f"(read the data as strings, e.g. pandas dtype=str)")
+
+
+def _texts(values: list, identifier: str) -> list[str]:
+    if all(type(v) is str for v in values):
+        return values
+    return [v if type(v) is str else _to_text(v, r, identifier) for r, v in enumerate(values, start=1)]
+
+
+def _is_dataframe(data: Any) -> bool:
+    pd = sys.modules.get("pandas")  # if pandas was never imported, data is no DataFrame
+    return pd is not None and isinstance(data, pd.DataFrame)
+
+
+def hashed_columns(data: Any, schema: Schema) -> tuple[list[list[str]], int]:
+    """One list of strings per hashed feature, and the number of rows.
+
+    A derived feature gets its source column (the same list object: each
+    column is read and converted once).
+    """
+    needed = list(dict.fromkeys(f.column for f in schema.features if not f.ignored))
+    if _is_dataframe(data):
+        names = list(data.columns)
+        missing = [ident for ident in needed if ident not in names]
+        if missing:
+            raise DataValidationError("missing column(s) required by the schema: "
+                                      + ", ".join(repr(m) for m in missing))
+        doubled = [ident for ident in needed if names.count(ident) > 1]
+        if doubled:
+            raise DataValidationError("column(s) appear more than once: "
+                                      + ", ".join(repr(d) for d in doubled))
+        texts = {ident: _texts(data[ident].tolist(), ident) for ident in needed}
+        n = len(data)
+    else:
+        if isinstance(data, (str, bytes, Mapping)) or not hasattr(data, "__iter__"):
+            raise DataValidationError("data must be a pandas DataFrame or a sequence of rows")
+        rows = data if isinstance(data, Sequence) else list(data)
+        positions = {ident: j for j, ident in enumerate(schema.columns)}
+        width = len(positions)
+        what = (f"{width} features" if width == len(schema.features) else
+                f"{width} input columns (derived features take none)")
+        for r, row in enumerate(rows, start=1):
+            if isinstance(row, (str, bytes, Mapping)) or not hasattr(row, "__len__"):
+                raise DataValidationError(f"row {r}: expected a sequence of values, got {type(row).__name__}")
+            if len(row) != width:
+                raise DataValidationError(f"row {r}: has {len(row)} values, the schema has {what}")
+        texts = {ident: _texts([row[positions[ident]] for row in rows], ident) for ident in needed}
+        n = len(rows)
+    return [texts[f.column] for f in schema.features if not f.ignored], n

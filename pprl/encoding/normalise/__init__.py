@@ -1,0 +1,243 @@
+"""Normalisers: bring real-world values to one canonical form before they are tokenised.
+
+Why: a CLK only links two records if equal facts give equal tokens. Chinese
+identifiers arrive in many harmless variants -- full-width digits, a lower-case
+``x`` in a resident ID, the old 15-digit card, ``+86 138 0013 8000``,
+``1990年3月7日``, traditional characters, ``·`` inside a name -- and each
+variant costs similarity it should not. A schema feature may name one
+normaliser (the pprl schema extension ``"normalise"``); the encoder applies it
+to every value before the feature's format check and tokeniser. A normaliser
+returns the canonical text, or ``None`` for a value that is missing or cannot
+be valid, which the encoder treats as missing: no tokens, no bits.
+
+Every normaliser is idempotent (``n(n(x)) == n(x)``), never raises on a
+string, never logs a value, and is memoised per distinct value, so encoding
+cost grows with the number of distinct values, not of rows. The functions
+live in ``chinese`` (names, pinyin, simplification) and ``values`` (dates,
+gender, text); this module holds the schema block and the registry.
+
+Types (``{"type": ..., options}``):
+
+``cn_resident_id``
+    PRC resident identity number: NFKC, separators removed, ``x`` -> ``X``,
+    15 -> 18 digits, birth date and check character verified
+    (:func:`pprl.encoding.normalise.identifiers.normalise_resident_id`, the same canonical
+    form as the exact-identifier PSI path).
+``cn_mobile``
+    Mainland mobile number: ``+86`` / ``0086`` and separators removed,
+    ``1[3-9]`` plus 9 digits (:func:`pprl.encoding.normalise.identifiers.normalise_mobile`).
+``cn_name``
+    Person name: NFKC, traditional -> simplified (OpenCC), lower case, every
+    character that is not a letter or digit (``·``, ``•``, spaces, hyphens)
+    removed. ``"output": "han"`` (default) keeps the characters;
+    ``"output": "pinyin"`` gives toneless pinyin without spaces, the surname
+    read as a surname (曾 zeng, 单 shan, 解 xie, 区 ou), so homophone typos
+    (张伟 / 章伟) still agree.
+``date``
+    ``1990-03-07``, ``1990/3/7``, ``1990.3.7``, ``19900307``, ``1990年3月7日``
+    (an ``HH:MM[:SS]`` time after it is dropped) -> ``1990-03-07``
+    (``"output": "iso"``, default) or ``19900307`` (``"output": "compact"``);
+    year first only, and the date must exist.
+``gender``
+    男 / 男性 / M / male -> ``M``; 女 / 女性 / F / female -> ``F``; anything
+    else is missing.
+``text``
+    Free text such as addresses: NFKC, traditional -> simplified
+    (``"simplify"``, default true), lower case (``"lower"``, default true),
+    and ``"strip"``: ``"punctuation"`` (default: keep only letters and
+    digits), ``"space"`` (drop whitespace only) or ``"none"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from pprl.errors import SchemaError
+from pprl.encoding.normalise.identifiers import normalise_mobile, normalise_resident_id
+from pprl.encoding.normalise.chinese import (
+    name_han,
+    name_pinyin,
+    normalise_name,
+    pinyin_table,
+    simplify,
+    simplify_table,
+    tables_fingerprint,
+    to_pinyin,
+)
+from pprl.encoding.normalise.values import (
+    normalise_date,
+    normalise_gender,
+    normalise_text,
+)
+
+__all__ = [
+    "NORMALISER_TYPES",
+    "Normaliser",
+    "clear_caches",
+    "normalise_date",
+    "normalise_gender",
+    "normalise_mobile",
+    "normalise_name",
+    "normalise_resident_id",
+    "normalise_text",
+    "parse_normaliser",
+    "simplify",
+    "tables_fingerprint",
+    "to_pinyin",
+]
+
+CACHE_SIZE = 1 << 16
+_cached_resident_id = lru_cache(maxsize=CACHE_SIZE)(normalise_resident_id)
+_cached_mobile = lru_cache(maxsize=CACHE_SIZE)(normalise_mobile)
+
+
+def clear_caches() -> None:
+    """Forget every memoised value (they are personal data; also for fair benchmarks)."""
+    for fn in (name_han, name_pinyin, normalise_date, normalise_gender, normalise_text,
+               _cached_resident_id, _cached_mobile):
+        fn.cache_clear()
+
+
+#: type -> {option: (allowed values, default)}
+_OPTIONS: dict[str, dict[str, tuple[tuple[Any, ...], Any]]] = {
+    "cn_resident_id": {},
+    "cn_mobile": {},
+    "cn_name": {"output": (("han", "pinyin"), "han")},
+    "date": {"output": (("iso", "compact"), "iso")},
+    "gender": {},
+    "text": {"simplify": ((True, False), True), "lower": ((True, False), True),
+             "strip": (("punctuation", "space", "none"), "punctuation")},
+}
+NORMALISER_TYPES = tuple(_OPTIONS)
+
+# A canonical output of each normaliser (synthetic values): the loader checks that the
+# feature's format accepts it, so a schema cannot silently reject every normalised value.
+_SAMPLES = {
+    "cn_resident_id": "11010519491231002X",
+    "cn_mobile": "13800138000",
+    "cn_name:han": "张伟",
+    "cn_name:pinyin": "zhangwei",
+    "date:iso": "1990-03-07",
+    "date:compact": "19900307",
+    "gender": "M",
+    "text": "北京市朝阳区1号",
+}
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """A feature's ``normalise`` block: ``type`` and its options.
+
+    ``options`` may leave out defaults; they are filled in (in a fixed order),
+    so equal normalisers compare equal. Calling it maps a raw string to its
+    canonical form, or None (missing). Use ``parse_normaliser`` for schema
+    JSON; building one directly with an unknown type or option raises
+    ``SchemaError``.
+    """
+
+    type: str
+    options: tuple[tuple[str, Any], ...] = ()
+    _fn: Callable[[str], str | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        allowed = _OPTIONS.get(self.type)
+        if allowed is None:
+            raise SchemaError(f"normaliser type {self.type!r} is not one of {', '.join(NORMALISER_TYPES)}")
+        given = dict(self.options)
+        unknown = sorted(set(given) - set(allowed))
+        if unknown:
+            raise SchemaError(f"normaliser {self.type!r} has no option {unknown[0]!r}")
+        for name, value in given.items():
+            if not any(type(value) is type(v) and value == v for v in allowed[name][0]):
+                raise SchemaError(f"normaliser option {name!r} must be one of "
+                                  f"{', '.join(_show(v) for v in allowed[name][0])}")
+        full = tuple((name, given.get(name, default)) for name, (_, default) in allowed.items())
+        object.__setattr__(self, "options", full)
+        object.__setattr__(self, "_fn", _function(self.type, dict(full)))
+
+    def option(self, name: str) -> Any:
+        """The value of one option (its default when the schema left it out)."""
+        return dict(self.options)[name]
+
+    @property
+    def sample(self) -> str:
+        """A synthetic canonical output, for checking the feature's format at load time."""
+        key = self.type
+        if key in ("cn_name", "date"):
+            key += ":" + self.option("output")
+        return _SAMPLES[key]
+
+    def __call__(self, value: str) -> str | None:
+        return self._fn(value)
+
+    def prepare(self) -> None:
+        """Load what this normaliser needs (OpenCC, pypinyin) now rather than on first use.
+
+        The encoder calls it before starting worker processes, so forked workers
+        inherit the loaded tables instead of each loading them again.
+        """
+        if self.type == "cn_name" or (self.type == "text" and self.option("simplify")):
+            simplify_table()
+        if self.type == "cn_name" and self.option("output") == "pinyin":
+            pinyin_table()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Normaliser, (self.type, self.options))
+
+
+def _function(ntype: str, full: dict[str, Any]) -> Callable[[str], str | None]:
+    if ntype == "cn_resident_id":
+        return _cached_resident_id
+    if ntype == "cn_mobile":
+        return _cached_mobile
+    if ntype == "cn_name":
+        return name_pinyin if full["output"] == "pinyin" else name_han
+    if ntype == "date":
+        compact = full["output"] == "compact"
+        return (lambda v: normalise_date(v, "compact")) if compact else normalise_date
+    if ntype == "gender":
+        return normalise_gender
+    simplify_chars, lower, strip = full["simplify"], full["lower"], full["strip"]
+    return lambda v: normalise_text(v, simplify_chars, lower, strip)
+
+
+def parse_normaliser(obj: Any, problems: list[str]) -> Normaliser | None:
+    """Parse a feature's ``normalise`` block; append every problem found to ``problems``.
+
+    An unknown type or option is a problem, never ignored: a normaliser that
+    silently did nothing would make two platforms' encodings disagree.
+    """
+    if not isinstance(obj, dict):
+        problems.append("normalise must be an object such as {\"type\": \"cn_name\"}")
+        return None
+    ntype = obj.get("type")
+    if not isinstance(ntype, str) or ntype not in _OPTIONS:
+        if "type" not in obj:
+            problems.append("normalise.type is missing")
+        else:
+            problems.append(f"normalise.type {ntype!r} is not one of {', '.join(NORMALISER_TYPES)}")
+        return None
+    before = len(problems)
+    allowed = _OPTIONS[ntype]
+    for key in sorted(set(obj) - {"type"} - set(allowed)):
+        offer = f" (options: {', '.join(allowed)})" if allowed else " (it takes no options)"
+        problems.append(f"normalise has unknown key {key!r} for type {ntype!r}{offer}")
+    options = []
+    for name, (values, _default) in allowed.items():
+        if name not in obj:
+            continue
+        value = obj[name]
+        if not any(type(value) is type(v) and value == v for v in values):
+            problems.append(f"normalise.{name} must be one of {', '.join(_show(v) for v in values)}")
+        else:
+            options.append((name, value))
+    if len(problems) > before:
+        return None
+    return Normaliser(ntype, tuple(options))
+
+
+def _show(v: Any) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else repr(v)

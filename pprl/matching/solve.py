@@ -1,0 +1,197 @@
+"""Greedy multi-party solving: turn candidate pairs into entities.
+
+Each record ends up in at most one group (entity).  The rules are anonlink's
+``greedy_solve`` (``anonlink.solving``), reimplemented so that pprl needs no
+anonlink at run time and gives exactly the same groups:
+
+* candidate pairs are taken in decreasing similarity; ties are broken by
+  ``(dataset[0], dataset[1], record[0], record[1])`` ascending, which is the
+  order anonlink's ``find_candidate_pairs`` produces;
+* a pair of two ungrouped records starts a new group of two;
+* a pair of a grouped and an ungrouped record adds the new record if the
+  group has exactly one member; otherwise the new record becomes a
+  singleton group with one edge to that group;
+* a pair of records in two different groups adds one edge between the
+  groups, and the groups are merged once every pair of records across them
+  has been seen as a candidate (``edges == |G0| * |G1|``).  The bigger group
+  absorbs the smaller one (on a tie, the group of the pair's first record).
+
+This "every pair must be a candidate" rule means that, when the candidates
+are distinct pairs that each join two *different* datasets (as
+:func:`~pprl.matching.dice.similarity.find_candidates` guarantees), no group can
+hold two records of one dataset.  Hand-made candidates may repeat a pair
+(each repeat counts as another edge) or join two records of one dataset;
+``deduplicated=True`` (the default) then still refuses any group or merge
+with two records of one dataset, exactly as anonlink's
+``probabilistic_greedy_solve(candidates, merge_threshold=1.0,
+deduplicated=True)``.  ``deduplicated=False`` is exactly anonlink's
+``greedy_solve`` in every case.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from pprl.errors import DataValidationError
+from pprl.matching.dice.similarity import Candidates
+
+__all__ = ["greedy_solve", "group_similarities", "solve_order"]
+
+Record = tuple[int, int]
+
+
+def solve_order(candidates: Candidates) -> np.ndarray:
+    """Indices of ``candidates`` in the order the greedy solver takes them."""
+    d, r = candidates.dataset, candidates.record
+    return np.lexsort((r[:, 1], r[:, 0], d[:, 1], d[:, 0], -candidates.similarity))
+
+
+class _Groups:
+    """Disjoint groups of records plus the sparse count of edges between groups."""
+
+    def __init__(self) -> None:
+        self.group_of: dict[Record, int] = {}
+        self.members: dict[int, list[Record]] = {}
+        self.datasets: dict[int, set[int]] = {}
+        self.edges: defaultdict[int, dict[int, int]] = defaultdict(dict)
+        self._next = 0
+
+    def new(self, *records: Record) -> int:
+        gid = self._next
+        self._next += 1
+        self.members[gid] = list(records)
+        self.datasets[gid] = {rec[0] for rec in records}
+        for rec in records:
+            self.group_of[rec] = gid
+        return gid
+
+    def add(self, gid: int, rec: Record) -> None:
+        self.members[gid].append(rec)
+        self.datasets[gid].add(rec[0])
+        self.group_of[rec] = gid
+
+    def add_edge(self, g0: int, g1: int) -> int:
+        count = self.edges[g0].get(g1, 0) + 1
+        self.edges[g0][g1] = count
+        self.edges[g1][g0] = count
+        return count
+
+    def merge(self, absorber: int, absorbee: int) -> None:
+        moved = self.members.pop(absorbee)
+        self.members[absorber].extend(moved)
+        self.datasets[absorber] |= self.datasets.pop(absorbee)
+        for rec in moved:
+            self.group_of[rec] = absorber
+        edges_a = self.edges[absorber]
+        edges_a.pop(absorbee, None)
+        edges_b = self.edges.pop(absorbee, {})
+        edges_b.pop(absorber, None)
+        for other, count in edges_b.items():
+            edges_a[other] = edges_a.get(other, 0) + count
+            other_edges = self.edges[other]
+            other_edges[absorber] = other_edges.get(absorber, 0) + count
+            del other_edges[absorbee]
+        if not edges_a:
+            del self.edges[absorber]
+
+    def disjoint(self, g0: int, g1: int) -> bool:
+        """True when the two groups share no dataset."""
+        return self.datasets[g0].isdisjoint(self.datasets[g1])
+
+
+def _one_grouped(groups: _Groups, gid: int, rec: Record, deduplicated: bool) -> None:
+    """A pair of a record in group ``gid`` and the ungrouped record ``rec``."""
+    if len(groups.members[gid]) <= 1:
+        if not deduplicated or rec[0] not in groups.datasets[gid]:
+            groups.add(gid, rec)
+    else:
+        # Only one of the group's members is known to match rec: rec waits
+        # in a group of its own, one edge closer to joining.
+        groups.add_edge(gid, groups.new(rec))
+
+
+def greedy_solve(
+    candidates: Candidates, *, deduplicated: bool = True
+) -> list[list[tuple[int, int]]]:
+    """Greedy grouping of candidate pairs (anonlink's ``greedy_solve`` rules).
+
+    Returns the groups of at least two records, each a sorted list of
+    ``(dataset_index, record_index)``; groups are sorted by their first
+    member.  See the module docstring for the exact rules.
+    """
+    if not isinstance(candidates, Candidates):
+        raise DataValidationError("greedy_solve needs a Candidates object")
+    order = solve_order(candidates)
+    d = candidates.dataset[order].tolist()
+    r = candidates.record[order].tolist()
+    groups = _Groups()
+    group_of = groups.group_of
+    for (d0, d1), (r0, r1) in zip(d, r):
+        i0: Record = (d0, r0)
+        i1: Record = (d1, r1)
+        if i0 == i1:
+            continue
+        g0 = group_of.get(i0)
+        g1 = group_of.get(i1)
+        if g0 is None:
+            if g1 is None:
+                if not deduplicated or d0 != d1:
+                    groups.new(i0, i1)
+            else:
+                _one_grouped(groups, g1, i0, deduplicated)
+        elif g1 is None:
+            _one_grouped(groups, g0, i1, deduplicated)
+        elif g0 != g1:
+            overlap = groups.add_edge(g0, g1)
+            size0, size1 = len(groups.members[g0]), len(groups.members[g1])
+            if overlap >= size0 * size1 and (not deduplicated or groups.disjoint(g0, g1)):
+                if size0 < size1:
+                    groups.merge(g1, g0)
+                else:
+                    groups.merge(g0, g1)
+    result = [sorted(m) for m in groups.members.values() if len(m) > 1]
+    result.sort(key=lambda g: g[0])
+    return [[(int(ds), int(rec)) for ds, rec in g] for g in result]
+
+
+def group_similarities(
+    groups: Sequence[Iterable[tuple[int, int]]], candidates: Candidates
+) -> list[list[float]]:
+    """For each member of each group, its best similarity to a fellow member.
+
+    The value is the highest similarity among the candidate pairs that join
+    the member to another member of the same group (NaN if there is none,
+    which cannot happen for groups from :func:`greedy_solve`).  The output
+    has the shape of ``groups``.
+    """
+    if not isinstance(candidates, Candidates):
+        raise DataValidationError("group_similarities needs a Candidates object")
+    member_lists: list[list[Record]] = []
+    where: dict[Record, int] = {}
+    for g, group in enumerate(groups):
+        members = [(int(ds), int(rec)) for ds, rec in group]
+        for rec in members:
+            if rec in where:
+                raise DataValidationError(f"record {rec} appears more than once in the groups")
+            where[rec] = g
+        member_lists.append(members)
+    best: dict[Record, float] = {}
+    sims = candidates.similarity.tolist()
+    for s, (d0, d1), (r0, r1) in zip(
+        sims, candidates.dataset.tolist(), candidates.record.tolist()
+    ):
+        i0, i1 = (d0, r0), (d1, r1)
+        if i0 == i1:
+            continue
+        g0 = where.get(i0)
+        if g0 is None or g0 != where.get(i1):
+            continue
+        if s > best.get(i0, -math.inf):
+            best[i0] = s
+        if s > best.get(i1, -math.inf):
+            best[i1] = s
+    return [[best.get(rec, math.nan) for rec in members] for members in member_lists]

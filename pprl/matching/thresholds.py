@@ -1,0 +1,456 @@
+"""Choosing the Dice threshold from the similarities alone, without labels.
+
+Why: the right threshold depends on the schema, the data's quality and the
+population size (the best *wrong* match of a record grows with the number of
+records it is compared with), so a fixed 0.8 is often far off: on heavily
+corrupted data it throws away a quarter of the true matches, on clean data it
+lets in false ones.  The bureau has no ground truth, but the similarities
+themselves show two populations, and we fit them.
+
+What we look at: for a sample of records (keyed, deterministic), each
+record's best and second-best Dice similarity to the records of every other
+platform (:func:`best_match_sample`).  A record that is on the other platform
+usually has its true match as best (top-1) similarity, a record that is not
+has a best *non*-match there; the second-best similarity is almost always a
+non-match (one record per person per platform).  So the top-1 values form a
+two-population mixture (matches and best non-matches), and the top-2 values
+show the non-match population on its own.
+
+The model (:func:`fit_mixture`): a two-component Gaussian mixture on
+``logit(similarity)`` (similarities clipped to [0.001, 0.999]).  The two
+components (non-match, match) are shared by the top-1 and the top-2 values;
+each of the two groups has its own match weight.  That keeps the non-match
+component well determined even when nearly every record has a match (e.g.
+FEBRL4, where top-1 alone is one population).  EM runs in numpy from a
+deterministic start (non-match from the median and MAD of the top-2 values,
+match from the top-1 values well above them), so the same sample always gives
+the same fit.
+
+The threshold (:func:`choose_threshold`) is the similarity between the two
+component means at which the posterior probability that a top-1 pair is a
+match, ``P(match | s)``, crosses 0.5 -- the threshold that minimises the
+expected number of wrong decisions on best-match pairs -- clamped to
+[0.5, 0.95].  When nearly every record has a match (the posterior is above
+0.5 even at the non-match mean, so expected errors only fall with the
+threshold), it is the non-match mean plus two standard deviations instead:
+above all but 2.3 % of the best non-matches, which bounds the wrong
+candidates and hedges against a misfit.  When the sample is too small or the fit shows no separate
+match population, the default 0.8 is used and the method says why.  The
+fitted posterior also gives every linked pair an estimated match probability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pprl.errors import DataValidationError
+from pprl.matching.dice.similarity import dice_pairs, popcounts
+
+__all__ = [
+    "check_datasets",
+    "BestMatchSample",
+    "MixtureFit",
+    "ThresholdChoice",
+    "DEFAULT_THRESHOLD",
+    "THRESHOLD_RANGE",
+    "best_match_sample",
+    "choose_threshold",
+    "fit_mixture",
+    "keyed_choice",
+]
+
+#: Used when the similarities do not show two populations.
+DEFAULT_THRESHOLD = 0.8
+#: The automatic threshold is clamped to this range.
+THRESHOLD_RANGE = (0.5, 0.95)
+#: Fewer top-1 values than this and the fit is not trusted.
+MIN_SAMPLE = 30
+
+_EPS = 1e-3  # similarities are clipped to [_EPS, 1 - _EPS] before the logit
+_MIN_SD = 0.02  # logit units; keeps a component from collapsing onto a spike
+_SPARSE_NONMATCH_SD = 2.0  # see choose_threshold: the rule when nearly every record has a match
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+def keyed_choice(seed: bytes, label: str, population: int, k: int) -> np.ndarray:
+    """``k`` distinct indices from ``range(population)``, drawn from SHAKE-256(seed, label).
+
+    A partial Fisher-Yates shuffle driven by a hash stream rather than numpy's
+    generators, whose algorithms may change between numpy versions: the same
+    seed gives the same choice on every machine and release.  Returned in the
+    order drawn.
+    """
+    if not isinstance(seed, (bytes, bytearray)):
+        raise TypeError("seed must be bytes")
+    if population < 0 or k < 0 or k > population:
+        raise ValueError(f"cannot choose {k} of {population}")
+    stream = hashlib.shake_256(b"pprl keyed choice\x00" + label.encode() + b"\x00" + bytes(seed)).digest(8 * k)
+    draws = np.frombuffer(stream, dtype="<u8")
+    swapped: dict[int, int] = {}
+    out = np.empty(k, dtype=np.int64)
+    for i in range(k):
+        # 64-bit draws: the modulo bias is below 2**-40 for any realistic population.
+        j = i + int(draws[i]) % (population - i)
+        out[i] = swapped.get(j, j)
+        swapped[j] = swapped.get(i, i)
+    return out
+
+
+@dataclass(frozen=True)
+class BestMatchSample:
+    """Best and second-best similarities of sampled records, per other dataset.
+
+    Row ``m`` says: record ``record[m]`` of dataset ``dataset[m]`` has its best
+    match in dataset ``other[m]`` at record ``partner[m]`` with similarity
+    ``top1[m]`` (Hamming distance ``hamming[m]`` between the two encodings),
+    and its second best there at similarity ``top2[m]`` (NaN when that dataset
+    has a single record).
+    """
+
+    dataset: np.ndarray
+    record: np.ndarray
+    other: np.ndarray
+    partner: np.ndarray
+    top1: np.ndarray
+    top2: np.ndarray
+    hamming: np.ndarray
+    records_sampled: int = 0
+
+    def __len__(self) -> int:
+        return int(self.top1.shape[0])
+
+
+def check_datasets(datasets: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Contiguous 2-D uint8 CLK arrays of one width; DataValidationError naming the bad one."""
+    arrays = []
+    for n, d in enumerate(datasets):
+        if not isinstance(d, np.ndarray) or d.dtype != np.uint8 or d.ndim != 2:
+            raise DataValidationError(f"datasets[{n}] must be a 2-D uint8 array of CLK bytes")
+        arrays.append(np.ascontiguousarray(d))
+    if len({d.shape[1] for d in arrays}) > 1:
+        raise DataValidationError("datasets have encodings of different lengths")
+    return arrays
+
+
+def _top2_numpy(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fallback when dice_pairs has no ``k``: the two best pairs per row of ``a``."""
+    i, j, s = dice_pairs(a, b, 0.0)
+    order = np.lexsort((j, -s, i))
+    i, j, s = i[order], j[order], s[order]
+    first = np.r_[True, i[1:] != i[:-1]]
+    rank = np.arange(i.shape[0]) - np.maximum.accumulate(np.where(first, np.arange(i.shape[0]), 0))
+    keep = rank < 2
+    return i[keep], j[keep], s[keep]
+
+
+def _top2(a: np.ndarray, b: np.ndarray, workers: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    try:
+        return dice_pairs(a, b, 0.0, k=2, workers=workers)  # type: ignore[call-arg]
+    except TypeError:  # an older similarity module without k / workers
+        return _top2_numpy(a, b)
+
+
+def best_match_sample(
+    datasets: Sequence[np.ndarray],
+    *,
+    size: int = 1000,
+    seed: bytes = b"",
+    workers: int | None = None,
+) -> BestMatchSample:
+    """Top-1 and top-2 similarities of about ``size`` sampled records, against every other dataset.
+
+    Records are drawn from the datasets in proportion to their sizes with
+    :func:`keyed_choice` under ``seed`` (all of them when there are at most
+    ``size``).  Each sampled record is compared with every record of every
+    other dataset (no threshold, no blocking), so the cost is
+    ``size x records`` comparisons.
+    """
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    arrays = check_datasets(datasets)
+    sizes = [d.shape[0] for d in arrays]
+    total = sum(sizes)
+    popcounts_all = [popcounts(d) for d in arrays]
+    if total <= size:
+        take = sizes
+    else:
+        take = [min(n, max(1, round(size * n / total))) if n else 0 for n in sizes]
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("dataset", "record", "other", "partner", "top1", "top2", "hamming")}
+    sampled = 0
+    for d, (x, n, t) in enumerate(zip(arrays, sizes, take)):
+        if t == 0 or len(arrays) < 2:
+            continue
+        rows = np.sort(keyed_choice(seed, f"best-match sample {d}", n, t))
+        sampled += rows.shape[0]
+        a = x[rows]
+        for e, y in enumerate(arrays):
+            if e == d or y.shape[0] == 0:
+                continue
+            i, j, s = _top2(a, y, workers)
+            order = np.lexsort((j, -s, i))
+            i, j, s = i[order], j[order], s[order]
+            first = np.r_[True, i[1:] != i[:-1]] if i.shape[0] else np.zeros(0, bool)
+            starts = np.flatnonzero(first)
+            i1, j1, s1 = i[starts], j[starts], s[starts]
+            second = starts + 1
+            has2 = (second < i.shape[0]) & (np.r_[i, -1][np.minimum(second, i.shape[0])] == i1)
+            s2 = np.full(i1.shape[0], np.nan)
+            s2[has2] = s[second[has2]]
+            pa = popcounts_all[d][rows[i1]]
+            pb = popcounts_all[e][j1]
+            ham = np.rint((pa + pb) * (1.0 - s1)).astype(np.int64)
+            cols["dataset"].append(np.full(i1.shape[0], d, np.int64))
+            cols["record"].append(rows[i1])
+            cols["other"].append(np.full(i1.shape[0], e, np.int64))
+            cols["partner"].append(j1.astype(np.int64))
+            cols["top1"].append(s1.astype(np.float64))
+            cols["top2"].append(s2)
+            cols["hamming"].append(ham)
+    arrays_out = {
+        k: (np.concatenate(v) if v else np.empty(0, np.float64 if k in ("top1", "top2") else np.int64))
+        for k, v in cols.items()
+    }
+    return BestMatchSample(**arrays_out, records_sampled=sampled)
+
+
+def _logit(s: np.ndarray) -> np.ndarray:
+    s = np.clip(np.asarray(s, dtype=np.float64), _EPS, 1.0 - _EPS)
+    return np.log(s / (1.0 - s))
+
+
+def _normal_pdf(x: np.ndarray, mean: float, sd: float) -> np.ndarray:
+    z = (x - mean) / sd
+    return np.exp(-0.5 * z * z) / (sd * _SQRT_2PI)
+
+
+@dataclass(frozen=True)
+class MixtureFit:
+    """A two-component Gaussian mixture on logit(similarity).
+
+    Component 0 is the non-match population, component 1 the match
+    population; ``weight_top1`` / ``weight_top2`` are the match weights among
+    best / second-best similarities.  ``posterior(s)`` is the probability
+    that a best-match pair with similarity ``s`` is a match.
+    """
+
+    mean: tuple[float, float]
+    sd: tuple[float, float]
+    weight_top1: float
+    weight_top2: float
+    iterations: int
+    converged: bool
+    n_top1: int
+    n_top2: int
+    log_likelihood: float
+
+    def posterior(self, similarity: Any) -> np.ndarray:
+        """P(match | best-match similarity), elementwise."""
+        x = _logit(np.asarray(similarity, dtype=np.float64))
+        w = self.weight_top1
+        m = w * _normal_pdf(x, self.mean[1], self.sd[1])
+        n = (1.0 - w) * _normal_pdf(x, self.mean[0], self.sd[0])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = np.where(m + n > 0, m / (m + n), (x > self.mean[1]).astype(np.float64))
+        return p
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (rounded)."""
+        return {
+            "model": "2-gaussian mixture on logit(similarity), top-1 and top-2 groups",
+            "mean_logit": [round(v, 6) for v in self.mean],
+            "sd_logit": [round(v, 6) for v in self.sd],
+            "match_weight_top1": round(self.weight_top1, 6),
+            "match_weight_top2": round(self.weight_top2, 6),
+            "n_top1": self.n_top1,
+            "n_top2": self.n_top2,
+            "iterations": self.iterations,
+            "converged": self.converged,
+        }
+
+
+def fit_mixture(
+    top1: Any, top2: Any = None, *, max_iter: int = 1000, tol: float = 1e-10
+) -> MixtureFit:
+    """Fit the two-component mixture by EM from a deterministic start (see the module docstring).
+
+    ``top1`` are best-match similarities, ``top2`` (optional; NaN entries are
+    ignored) second-best ones.  Raises DataValidationError for fewer than two
+    values or values outside [0, 1].
+    """
+    s1 = np.asarray(top1, dtype=np.float64).ravel()
+    s2 = np.asarray([] if top2 is None else top2, dtype=np.float64).ravel()
+    s2 = s2[~np.isnan(s2)]
+    s1 = s1[~np.isnan(s1)]
+    if s1.shape[0] < 2:
+        raise DataValidationError("need at least two best-match similarities to fit a mixture")
+    if (s1.min() < 0) or (s1.max() > 1) or (s2.shape[0] and (s2.min() < 0 or s2.max() > 1)):
+        raise DataValidationError("similarities must lie in [0, 1]")
+    x1, x2 = _logit(s1), _logit(s2)
+    xs = np.concatenate([x1, x2])
+
+    # Deterministic start: non-matches from the second-best values (or the
+    # lower half of the best ones), matches from the best values far above them.
+    ref = x2 if x2.shape[0] >= 10 else np.sort(x1)[: max(2, x1.shape[0] // 2)]
+    m0 = float(np.median(ref))
+    s0 = max(float(1.4826 * np.median(np.abs(ref - m0))), _MIN_SD)
+    high = x1[x1 > m0 + 4.0 * s0]
+    if high.shape[0] < 2:
+        high = np.sort(x1)[-max(2, x1.shape[0] // 4):]
+    m1 = float(np.median(high))
+    s1d = max(float(np.std(high)), s0)
+    w1 = min(max(high.shape[0] / x1.shape[0], 0.05), 0.95)
+    w2 = 0.01
+
+    def component_densities() -> tuple[np.ndarray, np.ndarray]:
+        return _normal_pdf(xs, m0, s0), _normal_pdf(xs, m1, s1d)
+
+    n1 = x1.shape[0]
+    previous = -math.inf
+    converged = False
+    iterations = 0
+    loglik = -math.inf
+    for iterations in range(1, max_iter + 1):
+        f0, f1 = component_densities()
+        w = np.concatenate([np.full(n1, w1), np.full(xs.shape[0] - n1, w2)])
+        num = w * f1
+        den = num + (1.0 - w) * f0
+        den = np.maximum(den, 1e-300)
+        r = num / den
+        loglik = float(np.log(den).sum())
+        # M-step.
+        w1 = float(np.clip(r[:n1].mean(), 1e-6, 1 - 1e-6))
+        w2 = float(np.clip(r[n1:].mean(), 1e-6, 1 - 1e-6)) if xs.shape[0] > n1 else 0.0
+        r1 = r.sum()
+        r0 = (1.0 - r).sum()
+        if r1 <= 1e-9 or r0 <= 1e-9:
+            break
+        m1 = float((r * xs).sum() / r1)
+        m0 = float(((1.0 - r) * xs).sum() / r0)
+        s1d = max(math.sqrt(float((r * (xs - m1) ** 2).sum() / r1)), _MIN_SD)
+        s0 = max(math.sqrt(float(((1.0 - r) * (xs - m0) ** 2).sum() / r0)), _MIN_SD)
+        if abs(loglik - previous) <= tol * max(1.0, abs(loglik)):
+            converged = True
+            break
+        previous = loglik
+    if m1 < m0:  # keep component 1 the higher one
+        m0, m1, s0, s1d = m1, m0, s1d, s0
+        w1, w2 = 1.0 - w1, (1.0 - w2) if xs.shape[0] > n1 else 0.0
+    return MixtureFit(
+        mean=(m0, m1),
+        sd=(s0, s1d),
+        weight_top1=w1,
+        weight_top2=w2,
+        iterations=iterations,
+        converged=converged,
+        n_top1=int(n1),
+        n_top2=int(xs.shape[0] - n1),
+        log_likelihood=loglik,
+    )
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The chosen threshold and how it was chosen."""
+
+    threshold: float
+    method: str
+    fit: MixtureFit | None = None
+    reason: str = ""
+    clamped: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def posterior(self, similarity: Any) -> np.ndarray | None:
+        """Estimated match probability of best-match pairs, or None without a usable fit."""
+        return None if self.fit is None else self.fit.posterior(similarity)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"threshold": self.threshold, "method": self.method}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.clamped:
+            out["clamped"] = True
+        if self.fit is not None:
+            out["fit"] = self.fit.as_dict()
+        out.update(self.extra)
+        return out
+
+
+def _crossing(fit: MixtureFit) -> float | None:
+    """Similarity between the component means where the posterior crosses 0.5."""
+    lo, hi = fit.mean
+    if not hi > lo:
+        return None
+    grid = np.linspace(lo, hi, 4097)
+    s = 1.0 / (1.0 + np.exp(-grid))
+    post = fit.posterior(s)
+    above = np.flatnonzero(post >= 0.5)
+    if above.shape[0] == 0 or post[0] >= 0.5:
+        return None
+    k = int(above[0])
+    # Bisection between grid[k-1] (< 0.5) and grid[k] (>= 0.5).
+    a, b = float(grid[k - 1]), float(grid[k])
+    for _ in range(60):
+        mid = 0.5 * (a + b)
+        if fit.posterior(1.0 / (1.0 + math.exp(-mid)))[()] >= 0.5:
+            b = mid
+        else:
+            a = mid
+    return 1.0 / (1.0 + math.exp(-b))
+
+
+def choose_threshold(
+    top1: Any,
+    top2: Any = None,
+    *,
+    default: float = DEFAULT_THRESHOLD,
+    clamp: tuple[float, float] = THRESHOLD_RANGE,
+) -> ThresholdChoice:
+    """The threshold where a best-match pair is as likely a match as not (see the module docstring).
+
+    Falls back to ``default`` (method ``"default"``, with a reason) when there
+    are fewer than :data:`MIN_SAMPLE` best-match values, or the fit shows no
+    match population distinct from the non-matches: components less than
+    two pooled standard deviations apart, a match weight among best matches
+    no larger than among second-best ones, or no posterior crossing between
+    the means.
+    """
+    lo, hi = clamp
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"clamp range {clamp!r} must satisfy 0 < lo <= hi <= 1")
+    s1 = np.asarray(top1, dtype=np.float64).ravel()
+    s1 = s1[~np.isnan(s1)]
+    if s1.shape[0] < MIN_SAMPLE:
+        return ThresholdChoice(default, "default", reason=f"only {s1.shape[0]} best-match similarities (need {MIN_SAMPLE})")
+    fit = fit_mixture(s1, top2)
+    m0, m1 = fit.mean
+    # Each component must dominate the other at its own mean by 9:1 (equal priors).
+    f0 = _normal_pdf(np.array([m0, m1]), m0, fit.sd[0])
+    f1 = _normal_pdf(np.array([m0, m1]), m1, fit.sd[1])
+    if not (f1[0] * 9.0 <= f0[0] and f0[1] * 9.0 <= f1[1]):
+        return ThresholdChoice(default, "default", fit=None, reason="no separate match population in the similarities")
+    if fit.n_top2 and fit.weight_top1 <= fit.weight_top2 + 0.01:
+        return ThresholdChoice(default, "default", fit=None, reason="best matches look no different from second-best ones")
+    crossing = _crossing(fit)
+    extra: dict[str, Any] = {}
+    if crossing is not None:
+        extra["posterior_crossing"] = round(crossing, 6)
+    elif fit.posterior(1.0 / (1.0 + math.exp(-m0)))[()] >= 0.5:
+        # Nearly every sampled record has a match: a best-match pair is more
+        # likely right than wrong even at the non-match mean, and expected
+        # errors only fall as the threshold falls.  What limits it then is
+        # the non-matches themselves (wrong candidates cost time, and hedge
+        # against a misfit): stop where 2.3 % of the best non-matches reach
+        # the threshold (mean + 2 sd).
+        crossing = 1.0 / (1.0 + math.exp(-(m0 + _SPARSE_NONMATCH_SD * fit.sd[0])))
+        extra["rule"] = "non-match mean + 2 sd (nearly every record has a match)"
+    else:
+        return ThresholdChoice(default, "default", fit=None, reason="posterior never reaches 0.5 below the match population")
+    t = min(max(crossing, lo), hi)
+    return ThresholdChoice(round(t, 6), "auto", fit=fit, clamped=t != crossing, extra=extra)

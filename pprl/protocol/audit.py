@@ -1,0 +1,165 @@
+"""The authority's tamper-evident release log.
+
+One JSON object per line. Each entry records who released what and when, is
+signed by the releasing party, and carries the SHA-256 of the previous entry,
+so deleting, reordering or editing any entry breaks the chain at that point.
+Appending rewrites the file atomically after checking the chain so far.
+
+A release decrypted with a threshold key also carries the T holders' signed
+``decryption-approval`` documents, each bound to the release hash. When the
+parts were combined without a combiner key (``pprl decrypt --combine``
+without ``--me``), those approvals are the entry's only signatures: the
+entry is then "attested" rather than signed, and ``verify_log`` requires at
+least the threshold's number of valid approvals from distinct holders (with
+trusted cards, from those cards: list the holders' cards then). Such
+an entry's own fields are protected by the chain from the next signed entry
+on; give ``--me`` when the log's head must be signed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pprl.crypto.identity import IdentityKey
+from pprl.documents.envelope import (
+    Card,
+    document_hash,
+    sign_document,
+    verify_document,
+    write_atomic,
+)
+from pprl.errors import (
+    DocumentError,
+    PPRLError,
+    SignatureError,
+    UnsupportedVersionError,
+)
+
+__all__ = ["GENESIS", "AuditReport", "append_entry", "read_log", "verify_approval", "verify_log"]
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Result of checking a log: how many entries, and the hash of the last one."""
+
+    entries: int
+    head: str
+
+
+def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Parse a log into entries (an absent file is an empty log)."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    entries = []
+    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            raise DocumentError(f"{p}: entry {number} is not valid JSON (damaged or tampered)") from None
+        if not isinstance(entry, dict) or entry.get("kind") != "audit-entry":
+            raise DocumentError(f"{p}: entry {number} is not an audit entry")
+        entries.append(entry)
+    return entries
+
+
+def verify_log(path: str | os.PathLike[str], trusted: Sequence[Card] | None = None) -> AuditReport:
+    """Check every entry's signature and the hash chain; name the first bad entry."""
+    previous = GENESIS
+    entries = read_log(path)
+    for number, entry in enumerate(entries, start=1):
+        where = f"{path}: entry {number}"
+        if entry.get("version") != 1:
+            raise UnsupportedVersionError(f"{where}: version {entry.get('version')!r} is not supported")
+        if entry.get("seq") != number:
+            raise DocumentError(f"{where}: sequence number is {entry.get('seq')!r}, expected {number} (entries removed or reordered)")
+        if entry.get("prev") != previous:
+            raise DocumentError(f"{where}: hash chain broken (an earlier entry was changed, removed or reordered)")
+        if "signature" in entry or "approvals" not in entry:
+            try:
+                verify_document(entry, trusted, source=where)
+            except SignatureError as exc:
+                raise SignatureError(str(exc)) from None
+        if "approvals" in entry:
+            # a signed entry's signer vouches for its approvals; an attested one has only them
+            _verify_approvals(entry, None if "signature" in entry else trusted, where)
+        previous = document_hash(entry)
+    return AuditReport(entries=len(entries), head=previous)
+
+
+def verify_approval(
+    approval: Any, release_hash: str, fingerprint: str, *, source: str, trusted: Sequence[Card] | None = None
+) -> Card:
+    """Check a holder's signed ``decryption-approval`` of ``release_hash``; return the holder's card."""
+    if not isinstance(approval, dict) or approval.get("kind") != "decryption-approval" or approval.get("version") != 1:
+        raise DocumentError(f"{source}: not a decryption approval")
+    signer = verify_document(approval, trusted, source=source)
+    if approval.get("holder") != signer.name:
+        raise SignatureError(f"{source}: approval names '{approval.get('holder')}' but is signed by '{signer.name}'")
+    if approval.get("release_hash") != release_hash or approval.get("paillier_fingerprint") != fingerprint:
+        raise DocumentError(f"{source}: approval by '{signer.name}' is for a different release or key")
+    return signer
+
+
+def _verify_approvals(entry: Mapping[str, Any], trusted: Sequence[Card] | None, where: str) -> None:
+    """An entry's holder approvals: valid, distinct holders, at least its threshold of them."""
+    approvals, threshold = entry.get("approvals"), entry.get("threshold")
+    if not isinstance(approvals, list) or isinstance(threshold, bool) or not isinstance(threshold, int):
+        raise DocumentError(f"{where}: malformed approvals")
+    holders = set()
+    for number, approval in enumerate(approvals, start=1):
+        signer = verify_approval(
+            approval, str(entry.get("release_hash")), str(entry.get("paillier_fingerprint")),
+            source=f"{where}: approval {number}", trusted=trusted,
+        )
+        holders.add(signer.fingerprint)
+    if len(holders) < max(threshold, 1):
+        raise SignatureError(f"{where}: {len(holders)} distinct holder approvals, the key needs {threshold}")
+
+
+def append_entry(
+    path: str | os.PathLike[str],
+    key: IdentityKey | None,
+    signer: Card | None,
+    event: str,
+    details: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Append an entry after checking the existing chain; return the entry.
+
+    Signed by ``key`` (as ``signer``); with no key, ``details`` must carry
+    holder approvals that attest it (see the module notes).
+    """
+    try:
+        report = verify_log(path)
+    except PPRLError as exc:
+        raise DocumentError(f"refusing to append to a damaged audit log: {exc}") from None
+    entry = {
+        "kind": "audit-entry",
+        "version": 1,
+        "seq": report.entries + 1,
+        "prev": report.head,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "event": event,
+        **dict(details),
+    }
+    if key is not None and signer is not None:
+        entry = sign_document(entry, key, signer)
+    else:
+        _verify_approvals(entry, None, "new audit entry")
+    p = Path(path)
+    existing = p.read_bytes() if p.exists() else b""
+    if existing and not existing.endswith(b"\n"):
+        existing += b"\n"
+    line = json.dumps(entry, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
+    write_atomic(p, existing + line)
+    return entry

@@ -1,0 +1,235 @@
+"""Combining T holders' decryption parts of a release (the last step of threshold decryption).
+
+The combiner checks every part: signed by the holder it names, with the card
+the dealer recorded for that holder, for *this* release and key, and with a
+valid zero-knowledge proof for each column; any bad part is refused with the
+holder's name, and fewer than T good parts are refused. Parts carry the
+dealer-signed public key (from the holder's share), so the combiner needs
+no copy of ``paillier.pub.json``; one given explicitly (``public_path``)
+takes precedence and every part must match it.
+
+Parts made for a named combiner (``pprl decrypt --partial --for CARD``) are
+encrypted for that card and need its key (``me``); parts made without are
+readable by whoever holds them, as in Shoup's scheme, and anyone holding T
+of them may combine. Each part also carries the holder's small signed
+approval of the release; the combiner returns them so the audit entry can
+record who agreed to the decryption even when no combiner key signs it.
+Writing the CSV and the audit entry is the caller's job, as in
+:func:`pprl.protocol.decrypt.decrypt_release`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pprl.protocol.audit import verify_approval
+from pprl.crypto.exchange import unwrap
+from pprl.crypto.paillier.threshold.partials import (
+    PartialDecryption,
+    PartialProof,
+    combine_partials,
+    verify_partial,
+)
+from pprl.documents.envelope import Card, b64d, document_hash, read_document, verify_document
+from pprl.errors import (
+    DecryptionError,
+    DocumentError,
+    KeyFormatError,
+    KeyMismatchError,
+    PolicyError,
+    SignatureError,
+)
+from pprl.protocol.identity import PartyKey
+from pprl.protocol.threshold.dealer import (
+    PathLike,
+    ThresholdSetup,
+    _parse_setup,
+    _part_context,
+    _proof_context,
+    dealer_pins,
+    load_threshold_public,
+    verify_embedded_public,
+)
+from pprl.protocol.threshold.holder import _load_release
+
+__all__ = ["CombinedRelease", "combine_release"]
+
+
+@dataclass(frozen=True)
+class CombinedRelease:
+    """What :func:`combine_release` verified and decrypted.
+
+    ``sums[column]`` are signed fixed-point integers in ``entity_ids`` order
+    (apply ``decode_fixed(values, header["score_decimals"])``); ``release``
+    is the verified release document (use it, not a re-read file, for the
+    CSV and the audit entry); ``holders`` are the holders whose parts were
+    verified, in index order, and ``approvals`` their signed approvals;
+    ``setup`` is the threshold key. Unpacks as ``header, sums = result``.
+    """
+
+    header: dict[str, Any]
+    sums: dict[str, list[int]] = field(repr=False)
+    release: dict[str, Any] = field(repr=False)
+    release_hash: str
+    holders: tuple[str, ...]
+    setup: ThresholdSetup = field(repr=False)
+    approvals: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.header, self.sums))
+
+
+def _setup_from_parts(
+    docs: Sequence[tuple[str, dict[str, Any]]], authority: Card | Sequence[Card] | None, allow_small: bool
+) -> ThresholdSetup:
+    """The threshold key from the first part that carries the dealer-signed public key."""
+    for source, doc in docs:
+        payload = doc.get("payload")
+        pub = payload.get("paillier_pub") if isinstance(payload, dict) else None
+        if pub is None:
+            continue
+        where = f"{source}: embedded public key"
+        dealer = verify_embedded_public(pub, where, dealer_pins(authority))
+        return _parse_setup(pub, where, document_hash(pub), dealer, allow_small)
+    raise DocumentError(
+        "the parts carry no public key (made with an older pprl); give the key's paillier.pub.json with --paillier"
+    )
+
+
+def _check_part(
+    source: str, pdoc: dict[str, Any], setup: ThresholdSetup, release_hash: str, me: PartyKey | None
+) -> tuple[str, int, Card]:
+    """Signer, index and header of one part, or an error naming the holder."""
+    try:
+        signer = verify_document(pdoc, source=source)
+    except (SignatureError, KeyFormatError) as exc:
+        claimed = pdoc.get("header", {}).get("holder") if isinstance(pdoc.get("header"), dict) else None
+        raise SignatureError(f"{exc} (part claims to be from holder '{claimed}')") from None
+    name = signer.name
+    if name not in setup.holders:
+        raise SignatureError(f"{source}: signed by '{name}', who is not a holder of this threshold key")
+    if signer.fingerprint != setup.fingerprints[name]:
+        raise SignatureError(f"{source}: claims to be holder '{name}' but is not signed with that holder's card (forged)")
+    header = pdoc.get("header")
+    index = setup.index_of(name)
+    if not isinstance(header, dict) or header.get("holder") != name or header.get("index") != index:
+        raise DocumentError(f"{source}: part signed by holder '{name}' names another holder or index")
+    if header.get("release_hash") != release_hash:
+        raise DocumentError(f"{source}: part from holder '{name}' is for a different release")
+    if header.get("paillier_pub_hash") != setup.pub_hash or header.get("paillier_fingerprint") != setup.fingerprint:
+        raise KeyMismatchError(f"{source}: part from holder '{name}' is for a different threshold key")
+    combiner = header.get("combiner")
+    if combiner is not None:
+        if me is None:
+            raise DecryptionError(
+                f"{source}: part from holder '{name}' is encrypted for '{combiner}'; combine with --me and its key"
+            )
+        if combiner != me.name:
+            raise DecryptionError(f"{source}: part from holder '{name}' is addressed to '{combiner}', not to '{me.name}'")
+    return name, index, signer
+
+
+def _part_values(
+    source: str, pdoc: dict[str, Any], name: str, index: int, signer: Card, release_hash: str, me: PartyKey | None
+) -> tuple[bytes, dict[str, Any], dict[str, Any] | None]:
+    """(partial values, proofs, approval) of a checked part, unwrapping them if they were encrypted."""
+    try:
+        payload = pdoc["payload"]
+        proofs, approval = payload["proofs"], payload.get("approval")
+        if not isinstance(proofs, dict):
+            raise TypeError
+        if pdoc["header"].get("combiner") is None:
+            return b64d(payload["values"], f"{source}: values"), proofs, approval
+        blob = b64d(payload["parts"], f"{source}: parts")
+    except (KeyError, TypeError):
+        raise DocumentError(f"{source}: malformed part from holder '{name}'") from None
+    if me is None:  # _check_part refuses this first; kept so the guarantee does not rest on call order
+        raise DecryptionError(f"{source}: part from holder '{name}' is encrypted for a combiner; combine with --me")
+    try:
+        data = unwrap(me.identity, me.name, signer.public.agree_pub, name, blob, _part_context(release_hash, index))
+    except DecryptionError:
+        raise DecryptionError(
+            f"{source}: cannot open the part from holder '{name}' with this key (wrong key, or tampered)"
+        ) from None
+    return data, proofs, approval
+
+
+def combine_release(
+    parts: Sequence[PathLike],
+    release_path: PathLike,
+    public_path: PathLike | None = None,
+    *,
+    me: PartyKey | None = None,
+    cards: Sequence[Card] | None = None,
+    authority: Card | Sequence[Card] | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    _allow_insecure: bool = False,
+) -> CombinedRelease:
+    """Verify T or more holders' parts of a release and decrypt its sums.
+
+    ``public_path`` is the key's ``paillier.pub.json`` (default: the copy the
+    parts carry); ``me`` is needed only for parts encrypted for a named
+    combiner; ``cards`` pins the bureau's card and ``authority`` the dealer
+    (a card, or cards the dealer must be among).
+    PolicyError when fewer than T good parts remain.
+    """
+    docs = [(str(p), read_document(p, "decryption-part")) for p in parts]
+    if public_path is not None:
+        setup = load_threshold_public(public_path, authority, _allow_insecure=_allow_insecure)
+    elif docs:
+        setup = _setup_from_parts(docs, authority, _allow_insecure)
+    else:
+        raise PolicyError("no decryption parts given")
+    tpk = setup.public
+    release = _load_release(release_path, tpk.public, cards, _allow_insecure)
+    chosen: dict[int, tuple[str, str, dict[str, Any], Card]] = {}
+    for source, pdoc in docs:
+        name, index, signer = _check_part(source, pdoc, setup, release.hash, me)
+        if index in chosen:
+            raise DocumentError(f"{source}: a second part from holder '{name}' (also {chosen[index][0]})")
+        chosen[index] = (source, name, pdoc, signer)
+    if len(chosen) < tpk.threshold:
+        raise PolicyError(
+            f"need {tpk.threshold} parts of the {tpk.holders} holders ({', '.join(setup.holders)}) "
+            f"to decrypt, got {len(chosen)}"
+        )
+    public = tpk.public
+    width = public.ciphertext_bytes * len(release.doc["payload"]["entity_ids"])
+    by_column: dict[str, list[PartialDecryption]] = {c: [] for c in release.columns}
+    approvals = []
+    for index in sorted(chosen):
+        source, name, pdoc, signer = chosen[index]
+        data, proofs, approval = _part_values(source, pdoc, name, index, signer, release.hash, me)
+        if approval is not None:
+            if verify_approval(approval, release.hash, setup.fingerprint, source=f"{source}: approval").fingerprint != signer.fingerprint:
+                raise SignatureError(f"{source}: approval inside the part from holder '{name}' is signed by another card")
+            approvals.append(approval)
+        if len(data) != width * len(release.columns):
+            raise DecryptionError(f"{source}: part from holder '{name}' has the wrong number of values")
+        for k, column in enumerate(release.columns):
+            try:
+                proof = PartialProof.from_dict(proofs.get(column))
+                part = PartialDecryption.from_bytes(public, index, data[k * width : (k + 1) * width], proof)
+                verify_partial(tpk, part, release.vectors[column], context=_proof_context(release.hash, column),
+                               workers=workers)
+            except DecryptionError as exc:
+                raise DecryptionError(f"{source}: part from holder '{name}', column '{column}': {exc}") from None
+            by_column[column].append(part)
+    sums = {
+        column: combine_partials(tpk, by_column[column], release.vectors[column], verify=False,
+                                 workers=workers, progress=progress)
+        for column in release.columns
+    }
+    return CombinedRelease(
+        header=dict(release.doc["header"]),
+        sums=sums,
+        release=release.doc,
+        release_hash=release.hash,
+        holders=tuple(chosen[i][1] for i in sorted(chosen)),
+        approvals=tuple(approvals),
+        setup=setup,
+    )
+

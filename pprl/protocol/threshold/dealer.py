@@ -1,0 +1,301 @@
+"""Threshold decryption of releases: T of ℓ named holders must cooperate to open any sum.
+
+Three steps, each a function the CLI wraps; dealing is here, the holders'
+step in :mod:`pprl.protocol.threshold.holder`, combining in
+:mod:`pprl.protocol.threshold.combine`:
+
+``threshold_keygen`` (the authority, once, as trusted dealer)
+    Draws a threshold Paillier key (:mod:`pprl.crypto.paillier.threshold.partials`), writes the
+    signed public key ``DIR/paillier.pub.json`` (the ordinary ``paillier-pub``
+    document, so platforms submit unchanged, plus a ``threshold`` object) and
+    one ``DIR/<holder>.share.json`` per holder. Each share is wrapped for its
+    holder's card with :func:`pprl.crypto.exchange.wrap` under a fresh
+    *ephemeral* X25519 key that is discarded at once, so not even the dealer
+    can reopen a share file later; the dealer's Ed25519 signature over the
+    document authenticates it. No file ever holds p, q or d. Share files are
+    written 0600 (they are encrypted, but are still the most sensitive thing
+    here); a holder never writes its share out in the clear: it is unwrapped
+    in memory each time it is used.
+
+``partial_decrypt_release`` (each holder) and ``combine_release`` (the
+    combiner): see their modules. Both rely on the context strings and the
+    ``ThresholdSetup`` parsing defined here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pprl.crypto.exchange import wrap
+from pprl.crypto.identity import IdentityKey
+from pprl.crypto.paillier.vector import PaillierPublicKey
+from pprl.crypto.paillier.threshold.partials import (
+    MAX_HOLDERS,
+    ThresholdPublicKey,
+    deal,
+)
+from pprl.documents.envelope import (
+    Card,
+    b64d,
+    b64e,
+    document_hash,
+    read_document,
+    sign_document,
+    verify_document,
+    write_document,
+)
+from pprl.errors import (
+    DocumentError,
+    KeyFormatError,
+    KeyMismatchError,
+    PolicyError,
+    SignatureError,
+)
+from pprl.protocol.identity import PartyKey
+
+__all__ = [
+    "MIN_THRESHOLD_BITS",
+    "ThresholdKeygenResult",
+    "ThresholdSetup",
+    "threshold_keygen",
+    "load_threshold_public",
+    "dealer_pins",
+    "verify_embedded_public",
+]
+
+MIN_THRESHOLD_BITS = 2048
+_SHARE_CONTEXT = b"pprl-paillier-share-v1"
+_PART_CONTEXT = b"pprl-decryption-part-v1"
+_PROOF_CONTEXT = b"pprl-decryption-proof-v1"
+
+PathLike = str | os.PathLike[str]
+
+
+def _framed(*items: bytes) -> bytes:
+    return b"".join(len(x).to_bytes(4, "big") + x for x in items)
+
+
+def _share_context(fingerprint: str, index: int, pub_hash: str) -> bytes:
+    return _framed(_SHARE_CONTEXT, fingerprint.encode(), index.to_bytes(4, "big"), pub_hash.encode())
+
+
+def _part_context(release_hash: str, index: int) -> bytes:
+    return _framed(_PART_CONTEXT, release_hash.encode(), index.to_bytes(4, "big"))
+
+
+def _proof_context(release_hash: str, column: str) -> bytes:
+    return _framed(_PROOF_CONTEXT, release_hash.encode(), column.encode("utf-8"))
+
+
+# --- the public key with its threshold object --------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThresholdSetup:
+    """A threshold key as the documents describe it: key, holder names, cards, provenance.
+
+    ``holders[i - 1]`` is holder i; ``fingerprints`` maps each holder to the
+    card fingerprint the dealer wrapped its share for; ``pub_hash`` is the
+    hash of the signed ``paillier.pub.json``; ``dealer`` signed it.
+    """
+
+    public: ThresholdPublicKey
+    holders: tuple[str, ...]
+    fingerprints: Mapping[str, str] = field(repr=False, compare=False)
+    pub_hash: str
+    dealer: Card = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """The Paillier key fingerprint (as in every submission and release header)."""
+        return self.public.public.fingerprint
+
+    def index_of(self, name: str) -> int:
+        """1-based holder index of ``name``; SignatureError if not a holder."""
+        if name not in self.holders:
+            raise SignatureError(f"'{name}' is not a holder of threshold key {self.fingerprint}")
+        return self.holders.index(name) + 1
+
+
+def _threshold_object(tpk: ThresholdPublicKey, holders: Sequence[Card]) -> dict[str, Any]:
+    width = tpk.element_bytes
+    return {
+        "t": tpk.threshold,
+        "holders": [c.name for c in holders],
+        "holder_fingerprints": {c.name: c.fingerprint for c in holders},
+        "verification_base": b64e(tpk.verification_base.to_bytes(width, "big")),
+        "verification_keys": {
+            c.name: b64e(k.to_bytes(width, "big")) for c, k in zip(holders, tpk.verification_keys)
+        },
+        "delta": tpk.delta,
+    }
+
+
+def _parse_setup(
+    doc: Mapping[str, Any], source: str, pub_hash: str, dealer: Card, allow_small: bool
+) -> ThresholdSetup:
+    """Rebuild a ThresholdSetup from a document's ``key`` and ``threshold`` fields."""
+    try:
+        key = PaillierPublicKey.from_dict(doc.get("key"), allow_small=allow_small)
+    except KeyFormatError as exc:
+        raise KeyFormatError(f"{source}: {exc}") from None
+    if key.fingerprint != doc.get("fingerprint"):
+        raise KeyMismatchError(f"{source}: key does not match its fingerprint")
+    th = doc.get("threshold")
+    if not isinstance(th, dict):
+        raise DocumentError(f"{source}: not a threshold key (no 'threshold' object)")
+    try:
+        holders = th["holders"]
+        fingerprints, vks = th["holder_fingerprints"], th["verification_keys"]
+        if not (isinstance(holders, list) and all(isinstance(h, str) for h in holders)):
+            raise TypeError
+        if len(set(holders)) != len(holders) or set(fingerprints) != set(holders) or set(vks) != set(holders):
+            raise DocumentError(f"{source}: threshold holder lists disagree or repeat a name")
+        if th["delta"] != math.factorial(len(holders)):
+            raise DocumentError(f"{source}: threshold 'delta' is not {len(holders)}!")
+        width = key.ciphertext_bytes
+
+        def element(text: Any, what: str) -> int:
+            raw = b64d(text, f"{source}: {what}")
+            if len(raw) != width:
+                raise DocumentError(f"{source}: {what} has the wrong length for this key")
+            return int.from_bytes(raw, "big")
+
+        tpk = ThresholdPublicKey(
+            key,
+            th["t"],
+            element(th["verification_base"], "verification_base"),
+            tuple(element(vks[h], f"verification key of '{h}'") for h in holders),
+        )
+        prints = {h: str(fingerprints[h]) for h in holders}
+    except (KeyError, TypeError, AttributeError):
+        raise DocumentError(f"{source}: malformed 'threshold' object") from None
+    except KeyFormatError as exc:
+        raise KeyFormatError(f"{source}: {exc}") from None
+    return ThresholdSetup(tpk, tuple(holders), prints, pub_hash, dealer)
+
+
+def dealer_pins(authority: Card | Sequence[Card] | None) -> list[Card] | None:
+    """``authority`` as the list of cards the dealer must be among (None: no pin)."""
+    if authority is None:
+        return None
+    return [authority] if isinstance(authority, Card) else list(authority)
+
+
+def load_threshold_public(
+    path: PathLike, authority: Card | Sequence[Card] | None = None, *, _allow_insecure: bool = False
+) -> ThresholdSetup:
+    """Read a signed threshold ``paillier.pub.json``; ``authority`` pins the dealer (a card, or cards it must be among)."""
+    doc = read_document(path, "paillier-pub")
+    dealer = verify_document(doc, dealer_pins(authority), source=str(path), role="authority")
+    return _parse_setup(doc, str(path), document_hash(doc), dealer, _allow_insecure)
+
+
+def verify_embedded_public(pub: Any, where: str, dealers: Sequence[Card] | None) -> Card:
+    """Check a ``paillier-pub`` document carried inside another (share or part); return its dealer."""
+    if not isinstance(pub, dict) or pub.get("kind") != "paillier-pub" or pub.get("version") != 1:
+        raise DocumentError(f"{where} is malformed")
+    return verify_document(pub, dealers, source=where, role="authority")
+
+
+# --- keygen ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThresholdKeygenResult:
+    """Where :func:`threshold_keygen` wrote the public key and each holder's share."""
+
+    public_path: Path
+    share_paths: dict[str, Path]
+    fingerprint: str
+    threshold: int
+    holders: tuple[str, ...]
+
+
+def threshold_keygen(
+    me: PartyKey,
+    bits: int,
+    threshold: int,
+    holders: Sequence[Card],
+    directory: PathLike,
+    *,
+    _allow_insecure: bool = False,
+) -> ThresholdKeygenResult:
+    """Deal a T-of-ℓ Paillier key: signed ``paillier.pub.json`` and one wrapped share per holder.
+
+    Holders are indexed 1..ℓ in the order given. Refuses a non-authority
+    dealer, ``bits`` below 2048 (``_allow_insecure`` is for tests only),
+    T outside 1..ℓ, a repeated holder (by name or by card), and existing
+    output files. The full key exists only inside this call.
+    """
+    if me.role != "authority":
+        raise KeyFormatError(f"only an authority deals the threshold key; '{me.name}' is a {me.role}")
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise KeyFormatError("--bits must be an integer")
+    if bits < MIN_THRESHOLD_BITS and not _allow_insecure:
+        raise KeyFormatError(f"--bits {bits} is too small; use {MIN_THRESHOLD_BITS} or more")
+    cards = list(holders)
+    if not 1 <= len(cards) <= MAX_HOLDERS:
+        raise PolicyError(f"a threshold key needs 1 to {MAX_HOLDERS} holders, not {len(cards)}")
+    for card in cards:
+        if not isinstance(card, Card):
+            raise KeyFormatError("holders must be party cards")
+    for i, card in enumerate(cards):
+        for other in cards[:i]:
+            if card.name == other.name or card.fingerprint == other.fingerprint:
+                raise DocumentError(f"holder '{card.name}' is listed twice; every holder needs its own card")
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= len(cards):
+        raise PolicyError(f"--threshold {threshold} must be between 1 and the {len(cards)} holders")
+    d = Path(directory)
+    public_path = d / "paillier.pub.json"
+    share_paths = {c.name: d / f"{c.name}.share.json" for c in cards}
+    for p in [public_path, *share_paths.values()]:
+        if p.exists():
+            raise DocumentError(f"{p}: already exists; refusing to overwrite a key file")
+
+    tpk, shares = deal(bits, threshold, len(cards), _allow_insecure=_allow_insecure)
+    public = tpk.public
+    th = _threshold_object(tpk, cards)
+    pub_doc = sign_document(
+        {"kind": "paillier-pub", "version": 1, "fingerprint": public.fingerprint, "key": public.to_dict(), "threshold": th},
+        me.identity,
+        me.card,
+    )
+    pub_hash = document_hash(pub_doc)
+    for card, share in zip(cards, shares):
+        ephemeral = IdentityKey.generate()  # only the holder can reopen the share, not the dealer
+        blob = wrap(
+            ephemeral, me.name, card.public.agree_pub, card.name, share.to_bytes(),
+            _share_context(public.fingerprint, share.index, pub_hash),
+        )
+        share_doc = {
+            "kind": "paillier-share",
+            "version": 1,
+            "holder": card.name,
+            "index": share.index,
+            "fingerprint": public.fingerprint,
+            "paillier_pub_hash": pub_hash,
+            "key": public.to_dict(),
+            "threshold": th,
+            # the signed public key travels with the share into every part, so a
+            # combiner needs no separate copy of paillier.pub.json
+            "paillier_pub": pub_doc,
+            "ephemeral_pub": b64e(ephemeral.public().agree_pub),
+            "wrapped_share": b64e(blob),
+        }
+        write_document(share_paths[card.name], sign_document(share_doc, me.identity, me.card), private=True)
+        del ephemeral, blob
+    del shares
+    write_document(public_path, pub_doc)
+    return ThresholdKeygenResult(
+        public_path=public_path,
+        share_paths=share_paths,
+        fingerprint=public.fingerprint,
+        threshold=tpk.threshold,
+        holders=tuple(c.name for c in cards),
+    )
