@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from pprl.documents.envelope import Card
+from pprl.documents import Card
 from pprl.protocol.identity import PartyKey, init_party, load_card, load_key
 from pprl.protocol.submit import submit
 from pprl.protocol.secret import combine_secrets, load_secret, share_secret

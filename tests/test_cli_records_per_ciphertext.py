@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cli_runner import cli_consortium, linked_members, run
 
-from pprl.documents.envelope import b64d, b64e, read_document, sign_document, write_document
+from pprl.documents import b64d, b64e, read_document, sign_document, write_document
 from pprl.protocol.identity import load_key
 
 SCHEMA = Path(__file__).resolve().parents[1] / "examples" / "schema-cn.json"

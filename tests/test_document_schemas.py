@@ -23,7 +23,7 @@ from referencing.exceptions import Unresolvable
 
 from pprl.cli.tools import DOCUMENT_KINDS
 from pprl.documents.validation import MAX_CHARS, MAX_ITEMS, SCHEMA_KINDS, registry, schema_for, validate_document
-from pprl.documents.envelope import read_document, sign_document, write_document
+from pprl.documents import KINDS, document_class, document_hash, read_document, sign_document, write_document
 from pprl.errors import DocumentError
 from pprl.protocol.identity import load_card, load_key
 from pprl.protocol.threshold.dealer import threshold_keygen
@@ -71,14 +71,11 @@ def test_every_schema_is_valid_draft_2020_12_with_id_title_and_description():
 
 
 def test_every_kind_pprl_writes_has_a_schema():
-    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "pprl").rglob("*.py"))
-    written = set(re.findall(r'"kind": "([a-z-]+)"', source))
-    constants = re.search(r'^SESSION_KIND, ROUND_KIND, STATE_KIND, REVEAL_KIND = (.+)$',
-                          (ROOT / "pprl" / "protocol" / "psi" / "session.py").read_text(encoding="utf-8"), re.M)
-    written |= set(re.findall(r'"([a-z-]+)"', constants.group(1)))
+    # the one registry of kinds (pprl.documents.KINDS) is what pprl writes and `pprl inspect` reads
+    written = set(KINDS)
     assert {"key", "card", "submission", "linkage", "release", "audit-entry", "psi-state"} <= written
-    assert written <= set(SCHEMA_KINDS), written - set(SCHEMA_KINDS)
-    assert set(DOCUMENT_KINDS) <= set(SCHEMA_KINDS)  # everything `pprl inspect` reads
+    assert written == set(SCHEMA_KINDS), written ^ set(SCHEMA_KINDS)
+    assert set(DOCUMENT_KINDS) == written
 
 
 def test_every_ref_resolves_locally_and_nothing_is_fetched():
@@ -200,6 +197,27 @@ def test_the_documents_cover_the_optional_forms(world):
     assert "signature" not in attested and len(attested["approvals"]) == 2
 
 
+def test_every_document_of_a_real_run_round_trips_through_its_typed_class(world):
+    seen = set()
+    for where, doc in _documents(world["dir"]):
+        typed = document_class(doc["kind"]).from_dict(doc, where)
+        assert typed.to_dict() == doc, where  # the class declares every field, nothing lost or added
+        assert typed.hash == document_hash(doc)
+        seen.add(doc["kind"])
+    assert seen == set(KINDS) - {"decryption-approval"}  # approvals travel inside parts and log entries
+
+
+def test_inspect_prints_an_allowlist_never_payloads_or_secrets(world):
+    secret_fields = {"payload", "signature", "sign_seed", "agree_seed", "secret", "p", "q", "wrapped_share",
+                     "ephemeral_pub", "approvals", "session"}
+    for where, doc in _documents(world["dir"]):
+        header = document_class(doc["kind"]).from_dict(doc, where).public_header()
+        assert not secret_fields & set(header), (where, secret_fields & set(header))
+        assert set(header) <= {"kind", "version", "signer", *document_class(doc["kind"]).PUBLIC}
+        if "signer" in doc:
+            assert set(header["signer"]) == {"name", "role", "fingerprint"}
+
+
 # --------------------------------------------------------------------------- refusals
 
 
@@ -271,3 +289,4 @@ def test_runtime_checks_a_bounded_prefix_and_full_checks_everything(world):
     doc["header"]["schema_hash"] = "a" * (MAX_CHARS + 100)  # a long string is cut, but never to a valid one
     with pytest.raises(DocumentError, match=r"header.schema_hash: expected a string matching"):
         validate_document(doc, "submission", "long.json")
+

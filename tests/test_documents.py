@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from pprl.documents.envelope import read_document, sign_document, verify_document, write_document
+from pprl.documents import read_document, sign_document, verify_document, write_document
 from pprl.errors import DocumentError, SignatureError, UnsupportedVersionError
 from pprl.protocol.identity import init_party, load_key
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cli_runner import run
 
-from pprl.documents.envelope import read_document
+from pprl.documents import read_document
 from pprl.errors import DataValidationError
 from pprl.sim.evaluation import evaluate_linkage
 

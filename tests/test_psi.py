@@ -25,7 +25,7 @@ from pprl.crypto import hash_to_curve
 from pprl.crypto import psi as psi_crypto
 from pprl.crypto.paillier.packing import PackingSpec, unpack
 from pprl.crypto.paillier.vector import generate_keypair
-from pprl.documents.envelope import read_document, sign_document, write_document
+from pprl.documents import read_document, sign_document, write_document
 from pprl.errors import (
     DataValidationError,
     DocumentError,

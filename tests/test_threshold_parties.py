@@ -26,7 +26,7 @@ from pprl.crypto.paillier.vector import (
     encrypt_vector,
 )
 from pprl.crypto.paillier.threshold.partials import PartialDecryption, partial_decrypt
-from pprl.documents.envelope import b64d, b64e, read_document, sign_document, write_document
+from pprl.documents import b64d, b64e, read_document, sign_document, write_document
 from pprl.errors import (
     DecryptionError,
     DocumentError,

@@ -6,7 +6,7 @@ import click
 
 from pprl.protocol.audit import verify_log
 from pprl.cli import cli, progress_wanted, say
-from pprl.documents.envelope import Card
+from pprl.documents import Card
 from pprl.protocol.decrypt import (
     combine_release_parts,
     decrypt_release,

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pprl.cli import cli, progress_wanted, say
-from pprl.documents.envelope import write_atomic
+from pprl.documents import write_atomic
 from pprl.errors import DataValidationError
 from pprl.encoding.clk import encode_records, to_clkhash_json
 from pprl.encoding.schema import load_schema

@@ -10,10 +10,10 @@ import click
 
 from pprl.cli import cli, progress_wanted, say
 from pprl.cli.bureau import ThresholdType
-from pprl.documents.envelope import header_of, read_document
+from pprl.documents import KINDS, Linkage, load_any
 
-DOCUMENT_KINDS = ("key", "card", "share", "secret", "paillier-pub", "paillier-key", "submission", "linkage", "release",
-                  "paillier-share", "decryption-part", "psi-session", "psi-round", "psi-reveal", "psi-state")
+#: Every kind `pprl inspect` reads: all the registered kinds.
+DOCUMENT_KINDS = tuple(sorted(KINDS))
 
 
 @cli.command("inspect")
@@ -29,17 +29,17 @@ def inspect_cmd(file, entities) -> None:
       pprl inspect platform_1.submission.json
       pprl inspect linkage.json --entities > entities.csv
     """
-    doc = read_document(file, DOCUMENT_KINDS)
+    doc = load_any(file, DOCUMENT_KINDS)
     if entities:
-        if doc["kind"] != "linkage":
-            raise click.UsageError(f"--entities needs a linkage document; {file} is a {doc['kind']}")
+        if not isinstance(doc, Linkage):
+            raise click.UsageError(f"--entities needs a linkage document; {file} is a {doc.KIND}")
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["entity_id", "platform", "token", "similarity"])
-        for entity in doc["payload"]["entities"]:
-            for platform, token, similarity in entity["members"]:
-                writer.writerow([entity["entity_id"], platform, token, similarity])
+        for entity in doc.payload.entities:
+            for platform, token, similarity in entity.members:
+                writer.writerow([entity.entity_id, platform, token, similarity])
         return
-    click.echo(json.dumps(header_of(doc), indent=2, ensure_ascii=False))
+    click.echo(json.dumps(doc.public_header(), indent=2, ensure_ascii=False))
 
 
 @cli.command("synth")

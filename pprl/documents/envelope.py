@@ -1,29 +1,37 @@
-"""Versioned, typed, optionally signed pprl documents, read and written safely.
+"""The envelope every document travels in: signing, verifying, sealing, reading and writing.
 
-Every file a party writes is a JSON object that starts with ``kind`` and
-``version``. Documents that travel between parties also carry ``signer`` (the
-signing party's public card fields) and ``signature``: Ed25519 over the
-canonical JSON of everything else. Readers check kind and version first, then
-the document's shape against its kind's JSON Schema (:mod:`pprl.documents.validation`),
-then the signature, then (where the caller has cards) that the signer is a
-party they already trust. Writes are atomic (temp file in the same directory, fsync,
-rename), and private documents are created with mode 0600 from the start.
+Documents that travel between parties carry ``signer`` (the signing party's
+public card fields) and ``signature``: Ed25519 over the canonical JSON of
+everything else. :func:`seal` is the one place a document gets its envelope
+(timestamp, signer, signature); :func:`verify` the one place a received one is
+checked: signature, then that the signer is among the cards the reader chose
+and has the role it expects. :func:`load` reads a file into its typed
+document (kind and version, then the JSON Schema, then the fields); writes are
+atomic and private documents are created 0600 from the start. Design notes:
+docs/protocol.md#documents.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
+import dataclasses
 import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pprl.crypto.identity import IdentityKey, PublicIdentity
+from pprl.crypto.identity import IdentityKey
+from pprl.documents.card import Card
+from pprl.documents.model import (
+    FORMAT_VERSION,
+    Document,
+    b64d,
+    b64e,
+    canonical_json,
+    parse_document,
+)
 from pprl.documents.validation import validate_document
 from pprl.errors import (
     DocumentError,
@@ -33,77 +41,27 @@ from pprl.errors import (
 )
 
 __all__ = [
-    "Card",
-    "b64e",
-    "b64d",
-    "canonical_json",
-    "document_hash",
+    "load",
+    "load_any",
+    "now",
+    "read_document",
+    "save",
+    "seal",
+    "sign_document",
+    "verify",
+    "verify_document",
     "write_atomic",
     "write_document",
-    "read_document",
-    "sign_document",
-    "verify_document",
-    "header_of",
 ]
 
-FORMAT_VERSION = 1
 SIGNATURE_DOMAIN = b"pprl-document-v1\n"
 
-
-def b64e(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+D = TypeVar("D", bound=Document)
 
 
-def b64d(text: str, what: str = "field") -> bytes:
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, AttributeError, ValueError):
-        raise DocumentError(f"{what} is not valid base64") from None
-
-
-def canonical_json(obj: Any) -> bytes:
-    """The byte string that signatures and hashes are computed over."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def document_hash(doc: Mapping[str, Any]) -> str:
-    """Hex SHA-256 of a document's canonical form, signature included."""
-    return hashlib.sha256(canonical_json(doc)).hexdigest()
-
-
-@dataclass(frozen=True)
-class Card:
-    """A party's public card: who it is and the keys that speak for it."""
-
-    name: str
-    role: str
-    public: PublicIdentity
-
-    @property
-    def fingerprint(self) -> str:
-        return self.public.fingerprint
-
-    def to_signer(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "role": self.role,
-            "sign_pub": b64e(self.public.sign_pub),
-            "agree_pub": b64e(self.public.agree_pub),
-        }
-
-    @classmethod
-    def from_signer(cls, fields: Mapping[str, Any], what: str = "signer") -> "Card":
-        try:
-            return cls(
-                name=str(fields["name"]),
-                role=str(fields["role"]),
-                public=PublicIdentity(
-                    sign_pub=b64d(fields["sign_pub"], f"{what}.sign_pub"),
-                    agree_pub=b64d(fields["agree_pub"], f"{what}.agree_pub"),
-                ),
-            )
-        except (KeyError, TypeError):
-            raise KeyFormatError(f"{what} lacks name, role or public keys") from None
+def now() -> str:
+    """The timestamp documents carry: UTC, to the second, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, private: bool = False) -> Path:
@@ -133,13 +91,7 @@ def write_document(path: str | os.PathLike[str], doc: Mapping[str, Any], *, priv
     return write_atomic(path, text.encode("utf-8"), private=private)
 
 
-def read_document(path: str | os.PathLike[str], kind: str | Sequence[str]) -> dict[str, Any]:
-    """Load a document, check its kind and version, then its shape against the kind's JSON Schema.
-
-    Nothing in it is trusted before these checks (see :mod:`pprl.documents.validation`);
-    signatures and parameters are the caller's next step.
-    """
-    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+def _read_json(path: str | os.PathLike[str], kinds: tuple[str, ...]) -> Any:
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -150,19 +102,53 @@ def read_document(path: str | os.PathLike[str], kind: str | Sequence[str]) -> di
     if not raw.strip():
         raise DocumentError(f"{p}: file is empty; expected a pprl {' or '.join(kinds)} document")
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise DocumentError(f"{p}: not a pprl document (not valid JSON; damaged or tampered?)") from None
+
+
+def _check_kind(doc: Any, kinds: tuple[str, ...], source: str) -> None:
     if not isinstance(doc, dict) or "kind" not in doc or "version" not in doc:
-        raise DocumentError(f"{p}: not a pprl document (no kind/version)")
+        raise DocumentError(f"{source}: not a pprl document (no kind/version)")
     if doc["kind"] not in kinds:
-        raise DocumentError(f"{p}: is a '{doc['kind']}' document; expected {' or '.join(kinds)}")
+        raise DocumentError(f"{source}: is a '{doc['kind']}' document; expected {' or '.join(kinds)}")
     if doc["version"] != FORMAT_VERSION:
         raise UnsupportedVersionError(
-            f"{p}: {doc['kind']} version {doc['version']!r} is not supported (this pprl reads version {FORMAT_VERSION})"
+            f"{source}: {doc['kind']} version {doc['version']!r} is not supported "
+            f"(this pprl reads version {FORMAT_VERSION})"
         )
-    validate_document(doc, doc["kind"], str(p))
+
+
+def read_document(path: str | os.PathLike[str], kind: str | Sequence[str]) -> dict[str, Any]:
+    """Load a document as a dict: kind and version checked, then its shape against the kind's JSON Schema.
+
+    Nothing in it is trusted before these checks (see :mod:`pprl.documents.validation`);
+    signatures and parameters are the caller's next step. :func:`load` gives the typed document.
+    """
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    doc = _read_json(path, kinds)
+    _check_kind(doc, kinds, str(path))
+    validate_document(doc, doc["kind"], str(path))
     return doc
+
+
+def load(path: str | os.PathLike[str], cls: type[D]) -> D:
+    """Read a file into its typed document (kind, version, schema checked; not yet the signature)."""
+    data = _read_json(path, (cls.KIND,))
+    _check_kind(data, (cls.KIND,), str(path))
+    return cls.from_dict(data, str(path))
+
+
+def load_any(path: str | os.PathLike[str], kinds: Sequence[str] | None = None) -> Document:
+    """Read a file into whichever registered kind it is (limited to ``kinds`` if given)."""
+    names = tuple(kinds) if kinds else None
+    data = _read_json(path, names or ("",))
+    return parse_document(data, names, str(path))
+
+
+def save(path: str | os.PathLike[str], doc: Document) -> Path:
+    """Write a typed document atomically (0600 when its kind is private)."""
+    return write_document(path, doc.wire, private=doc.PRIVATE)
 
 
 def sign_document(doc: dict[str, Any], key: IdentityKey, signer: Card) -> dict[str, Any]:
@@ -211,11 +197,39 @@ def verify_document(
     return signer
 
 
-def header_of(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """What ``pprl inspect`` shows: everything but payloads and secrets."""
-    hidden = {"payload", "signature", "sign_seed", "agree_seed", "secret", "p", "q"}
-    out = {k: v for k, v in doc.items() if k not in hidden}
-    if "signer" in doc and isinstance(doc["signer"], Mapping):
-        signer = Card.from_signer(doc["signer"])
-        out["signer"] = {"name": signer.name, "role": signer.role, "fingerprint": signer.fingerprint}
-    return out
+def seal(doc: D, key: IdentityKey | None = None, signer: Card | None = None, *, created: str | None = None) -> D:
+    """Give a document its envelope: the timestamp its kind carries, then signer and signature.
+
+    The one place documents are signed. ``key``/``signer`` may be None only for
+    kinds that travel unsigned (keys, secrets).
+    """
+    if doc.CREATED:
+        doc = _with_created(doc, doc.CREATED.split("."), created or now())
+    if not doc.SIGNED:
+        return doc
+    if key is None or signer is None:
+        raise KeyFormatError(f"a {doc.KIND} document must be signed; no key was given")
+    if key.public() != signer.public:
+        raise KeyFormatError("private key does not belong to the signer's card")
+    body = {k: v for k, v in doc.to_dict().items() if k not in ("signer", "signature")}
+    body["signer"] = signer.to_signer()
+    signature = key.sign(SIGNATURE_DOMAIN + canonical_json(body))
+    return dataclasses.replace(doc, signer=signer, signature=signature)
+
+
+def _with_created(node: Any, path: list[str], value: str) -> Any:
+    head, rest = path[0], path[1:]
+    if not rest:
+        return node if getattr(node, head) else dataclasses.replace(node, **{head: value})
+    return dataclasses.replace(node, **{head: _with_created(getattr(node, head), rest, value)})
+
+
+def verify(doc: Document, trusted: Sequence[Card] | None = None, *, role: str | None = None,
+           source: str | None = None) -> Card:
+    """Check a received document's signature, that its signer is among ``trusted`` and has ``role``.
+
+    Returns the signer's card. Raises SignatureError otherwise (one message
+    naming ``source``, never which byte failed).
+    """
+    return verify_document(doc.wire, trusted, source=source or f"{doc.KIND} document", role=role)
+

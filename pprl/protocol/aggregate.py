@@ -46,7 +46,7 @@ from pprl.crypto.noise import discrete_gaussian, discrete_laplace, gaussian_sigm
 from pprl.crypto.paillier.packing import PackingSpec, pack_rows
 from pprl.crypto.paillier.packing_records import blinding_vector, record_addresses, sum_records
 from pprl.crypto.paillier.vector import EncryptedVector, encode_fixed
-from pprl.documents.envelope import Card, b64e, document_hash, sign_document, write_document
+from pprl.documents import Card, b64e, document_hash, sign_document, write_document
 from pprl.errors import DocumentError, PolicyError
 from pprl.protocol.link import check_consistent, load_linkage, load_submission, paillier_key_of
 from pprl.protocol.identity import PartyKey

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pprl.crypto.identity import IdentityKey
-from pprl.documents.envelope import (
+from pprl.documents import (
     Card,
     document_hash,
     sign_document,

@@ -39,7 +39,7 @@ from pprl.crypto.paillier.vector import (
     decrypt_vector,
     generate_keypair,
 )
-from pprl.documents.envelope import (
+from pprl.documents import (
     Card,
     b64d,
     document_hash,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pprl.crypto.identity import IdentityKey
-from pprl.documents.envelope import (
+from pprl.documents import (
     Card,
     b64d,
     b64e,

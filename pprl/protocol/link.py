@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pprl.crypto.paillier.vector import PaillierPublicKey
-from pprl.documents.envelope import (
+from pprl.documents import (
     Card,
     b64d,
     canonical_json,

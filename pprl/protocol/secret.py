@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pprl.crypto.exchange import hkdf_sha256, unwrap, wrap
-from pprl.documents.envelope import (
+from pprl.documents import (
     Card,
     b64d,
     b64e,

@@ -26,7 +26,7 @@ import pandas as pd
 from pprl.crypto.paillier.packing import PackingSpec, encrypt_packed, fixed_bound
 from pprl.crypto.paillier.vector import PaillierPublicKey, decode_fixed, encode_fixed
 from pprl.crypto.shuffle import random_permutation
-from pprl.documents.envelope import Card, b64e, read_document, sign_document, verify_document, write_atomic, write_document
+from pprl.documents import Card, b64e, read_document, sign_document, verify_document, write_atomic, write_document
 from pprl.errors import DataValidationError, KeyMismatchError
 from pprl.encoding.clk import encode_with_report
 from pprl.encoding.schema import Schema, load_schema

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from pprl.protocol.audit import verify_log
-from pprl.documents.envelope import Card
+from pprl.documents import Card
 from pprl.errors import DocumentError
 from pprl.matching.quality import LinkageQuality, evaluate_groups
 from pprl.protocol.decrypt import decrypt_release, paillier_keygen

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from pprl.documents.envelope import Card
+from pprl.documents import Card
 from pprl.errors import DataValidationError, DocumentError
 from pprl.matching.quality import (
     CurvePoint,

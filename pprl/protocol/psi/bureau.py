@@ -20,7 +20,7 @@ from pprl.crypto.paillier.vector import (
     EncryptedVector,
     PaillierPublicKey,
 )
-from pprl.documents.envelope import (
+from pprl.documents import (
     b64e,
     document_hash,
     sign_document,

@@ -25,7 +25,7 @@ from pprl.crypto.paillier.vector import (
     PaillierPublicKey,
     encode_fixed,
 )
-from pprl.documents.envelope import (
+from pprl.documents import (
     Card,
     b64d,
     b64e,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pprl.crypto import psi as psi_crypto
-from pprl.documents.envelope import (
+from pprl.documents import (
     Card,
     document_hash,
     read_document,

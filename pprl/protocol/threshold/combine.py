@@ -32,7 +32,7 @@ from pprl.crypto.paillier.threshold.partials import (
     combine_partials,
     verify_partial,
 )
-from pprl.documents.envelope import Card, b64d, document_hash, read_document, verify_document
+from pprl.documents import Card, b64d, document_hash, read_document, verify_document
 from pprl.errors import (
     DecryptionError,
     DocumentError,

@@ -39,7 +39,7 @@ from pprl.crypto.paillier.threshold.partials import (
     ThresholdPublicKey,
     deal,
 )
-from pprl.documents.envelope import (
+from pprl.documents import (
     Card,
     b64d,
     b64e,

@@ -25,7 +25,7 @@ from pprl.crypto.paillier.threshold.partials import (
     ThresholdKeyShare,
     partial_decrypt,
 )
-from pprl.documents.envelope import (
+from pprl.documents import (
     Card,
     b64d,
     b64e,

@@ -1,0 +1,502 @@
+"""Every document kind pprl reads and writes, one class each, mirroring its JSON Schema.
+
+Field meanings are in the schemas (``pprl/documents/schemas/<kind>.schema.json``)
+and in docs/protocol.md#documents. Values the crypto layer serialises itself
+(Paillier keys, packing specs, noise parameters) stay JSON objects here; the
+protocol steps turn them into crypto types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pprl.documents.model import OPTIONAL, Document, Part, SignedDocument
+
+__all__ = [
+    "AuditEntry",
+    "CardDocument",
+    "DecryptionApproval",
+    "DecryptionPart",
+    "DecryptionPartHeader",
+    "DecryptionPartPayload",
+    "Entity",
+    "IdentityKeyDocument",
+    "Linkage",
+    "LinkageHeader",
+    "LinkagePayload",
+    "LinkedSubmission",
+    "PaillierKeyDocument",
+    "PaillierPub",
+    "PaillierShare",
+    "PsiReveal",
+    "PsiRevealHeader",
+    "PsiRevealPayload",
+    "PsiRound",
+    "PsiRoundHeader",
+    "PsiRoundPayload",
+    "PsiSession",
+    "PsiSessionHeader",
+    "PsiState",
+    "PsiStatePayload",
+    "Release",
+    "ReleaseHeader",
+    "ReleasePayload",
+    "SecretDocument",
+    "Share",
+    "SharePayload",
+    "Submission",
+    "SubmissionHeader",
+    "SubmissionPayload",
+    "Table",
+]
+
+_WHOLE_HEADER = ("header",)
+
+
+# -- identities and the linkage secret ---------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdentityKeyDocument(Document):
+    """``NAME.key``: a party's private identity seeds (0600)."""
+
+    KIND: ClassVar[str] = "key"
+    PUBLIC: ClassVar[tuple[str, ...]] = ("name", "role")
+    PRIVATE: ClassVar[bool] = True
+
+    name: str
+    role: str
+    sign_seed: bytes = field(repr=False)
+    agree_seed: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CardDocument(SignedDocument):
+    """``NAME.card.json``: a party's public card, self-signed."""
+
+    KIND: ClassVar[str] = "card"
+    PUBLIC: ClassVar[tuple[str, ...]] = ("fingerprint",)
+
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class SharePayload(Part):
+    wrapped: dict[str, bytes]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Share(SignedDocument):
+    """One platform's share of the linkage secret, wrapped for each other participant."""
+
+    KIND: ClassVar[str] = "share"
+    PUBLIC: ClassVar[tuple[str, ...]] = ("participants", "commitment")
+
+    participants: list[dict[str, Any]]
+    commitment: str
+    payload: SharePayload
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretDocument(Document):
+    """A platform's combined linkage secret (0600)."""
+
+    KIND: ClassVar[str] = "secret"
+    PUBLIC: ClassVar[tuple[str, ...]] = ("owner", "participants", "fingerprint")
+    PRIVATE: ClassVar[bool] = True
+
+    owner: str
+    participants: list[str]
+    fingerprint: str
+    secret: bytes = field(repr=False)
+
+
+# -- Paillier keys --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaillierPub(SignedDocument):
+    """The authority's signed Paillier public key (with the threshold set-up under a threshold key)."""
+
+    KIND: ClassVar[str] = "paillier-pub"
+    PUBLIC: ClassVar[tuple[str, ...]] = ("fingerprint", "key", "threshold")
+
+    fingerprint: str
+    key: dict[str, Any]
+    threshold: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaillierKeyDocument(Document):
+    """The authority's Paillier private key (0600); ``p`` and ``q`` as the crypto layer writes them."""
+
+    KIND: ClassVar[str] = "paillier-key"
+    PUBLIC: ClassVar[tuple[str, ...]] = ("owner", "fingerprint", "public_key")
+    PRIVATE: ClassVar[bool] = True
+
+    owner: str
+    fingerprint: str
+    public_key: dict[str, Any]
+    p: str = field(repr=False)
+    q: str = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaillierShare(SignedDocument):
+    """One key holder's share of a threshold Paillier key, wrapped for that holder."""
+
+    KIND: ClassVar[str] = "paillier-share"
+    PUBLIC: ClassVar[tuple[str, ...]] = ("holder", "index", "fingerprint", "paillier_pub_hash", "threshold")
+    PRIVATE: ClassVar[bool] = True
+
+    holder: str
+    index: int
+    fingerprint: str
+    paillier_pub_hash: str
+    key: dict[str, Any]
+    threshold: dict[str, Any]
+    paillier_pub: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
+    ephemeral_pub: bytes
+    wrapped_share: bytes = field(repr=False)
+
+
+# -- the CLK path: submission -> linkage -> release ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubmissionHeader(Part):
+    platform: str
+    records: int
+    schema_hash: str
+    linkage_key_id: str
+    clk_bytes: int
+    paillier_fingerprint: str | None
+    paillier_key: dict[str, Any] | None
+    score_columns: list[str]
+    score_decimals: int
+    packing: dict[str, Any] | None = None
+    clip: dict[str, list[str]] = field(default_factory=dict)
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class SubmissionPayload(Part):
+    tokens: list[str]
+    clks: bytes = field(repr=False)
+    scores_packed: bytes | None = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Submission(SignedDocument):
+    """A platform's records for the bureau: tokens, CLKs and packed ciphertexts; nothing raw."""
+
+    KIND: ClassVar[str] = "submission"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: SubmissionHeader
+    payload: SubmissionPayload
+
+
+@dataclass(frozen=True)
+class LinkedSubmission(Part):
+    """A submission a linkage was built from."""
+
+    platform: str
+    records: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class Entity(Part):
+    """A linked entity: [platform, token, similarity] per member."""
+
+    entity_id: str
+    members: list[list[Any]]
+    match_probability: float | None
+
+
+@dataclass(frozen=True)
+class Table(Part):
+    """A table carried as CSV text."""
+
+    columns: list[str]
+    csv: str
+
+
+@dataclass(frozen=True)
+class LinkageHeader(Part):
+    threshold: float
+    threshold_method: str
+    threshold_choice: dict[str, Any]
+    method: str
+    schema_hash: str
+    linkage_key_id: str
+    paillier_fingerprint: str | None
+    submissions: list[LinkedSubmission]
+    blocking: dict[str, Any]
+    candidate_pairs: int
+    entities: int
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class LinkagePayload(Part):
+    entities: list[Entity]
+    candidates: Table
+    sample: Table
+
+
+@dataclass(frozen=True, kw_only=True)
+class Linkage(SignedDocument):
+    """The bureau's linked entities, with the candidate pairs and threshold sample behind them."""
+
+    KIND: ClassVar[str] = "linkage"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: LinkageHeader
+    payload: LinkagePayload
+
+
+@dataclass(frozen=True)
+class ReleaseHeader(Part):
+    linkage_hash: str
+    paillier_fingerprint: str
+    paillier_key: dict[str, Any]
+    score_columns: list[str]
+    score_decimals: int
+    min_contributors: int
+    entities: int
+    suppressed: int
+    packing: dict[str, Any] | None = None
+    clip: dict[str, list[str]] | None = None
+    noise: dict[str, Any] | None = None
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class ReleasePayload(Part):
+    entity_ids: list[str]
+    contributors: list[int]
+    sums: dict[str, bytes] = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Release(SignedDocument):
+    """Per-entity ciphertext sums the bureau asks the authority (or holders) to decrypt."""
+
+    KIND: ClassVar[str] = "release"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: ReleaseHeader
+    payload: ReleasePayload
+
+
+# -- threshold decryption -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecryptionApproval(SignedDocument):
+    """A key holder's signed approval of one release under one key."""
+
+    KIND: ClassVar[str] = "decryption-approval"
+    PUBLIC: ClassVar[tuple[str, ...]] = (
+        "created", "release_hash", "paillier_fingerprint", "paillier_pub_hash", "holder", "index",
+    )
+    CREATED: ClassVar[str] = "created"
+
+    release_hash: str
+    paillier_fingerprint: str
+    paillier_pub_hash: str
+    holder: str
+    index: int
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class DecryptionPartHeader(Part):
+    release_hash: str
+    paillier_fingerprint: str
+    paillier_pub_hash: str
+    holder: str
+    index: int
+    threshold: int
+    combiner: str | None
+    score_columns: list[str]
+    entities: int
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class DecryptionPartPayload(Part):
+    proofs: dict[str, Any]
+    approval: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
+    values: bytes | None = field(default=None, metadata=OPTIONAL, repr=False)
+    parts: bytes | None = field(default=None, metadata=OPTIONAL, repr=False)
+    paillier_pub: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecryptionPart(SignedDocument):
+    """One holder's partial decryptions of a release, with proofs (encrypted for the combiner if named)."""
+
+    KIND: ClassVar[str] = "decryption-part"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: DecryptionPartHeader
+    payload: DecryptionPartPayload
+
+
+# -- the exact path: PSI --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PsiSessionHeader(Part):
+    session_id: str
+    protocol: str
+    identifier: Any
+    reveal_intersection: bool
+    platforms: list[dict[str, Any]]
+    created: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PsiSession(SignedDocument):
+    """The bureau's announcement of a PSI session: its platforms, in ring order."""
+
+    KIND: ClassVar[str] = "psi-session"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: PsiSessionHeader
+
+
+@dataclass(frozen=True)
+class PsiRoundHeader(Part):
+    session_id: str
+    session_hash: str
+    origin: str
+    hops: list[str]
+    complete: bool
+    records: int
+    input_hash: str | None
+    paillier_fingerprint: str | None
+    paillier_key: dict[str, Any] | None
+    score_columns: list[str]
+    score_decimals: int
+    packing: dict[str, Any] | None
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class PsiRoundPayload(Part):
+    elements: bytes = field(repr=False)
+    scores: dict[str, bytes] = field(repr=False)
+    tokens: list[str] | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PsiRound(SignedDocument):
+    """One platform's list of blinded elements (and ciphertexts) on its way round the ring."""
+
+    KIND: ClassVar[str] = "psi-round"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: PsiRoundHeader
+    payload: PsiRoundPayload
+
+
+@dataclass(frozen=True)
+class PsiRevealHeader(Part):
+    session_id: str
+    session_hash: str
+    platform: str
+    release_hash: str
+    min_contributors: int
+    members: int
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class PsiRevealPayload(Part):
+    tokens: list[str]
+    entity_ids: list[str]
+    contributors: list[int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PsiReveal(SignedDocument):
+    """The bureau's note to one platform of which of its tokens are in released intersection entities."""
+
+    KIND: ClassVar[str] = "psi-reveal"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: PsiRevealHeader
+    payload: PsiRevealPayload
+
+
+@dataclass(frozen=True)
+class PsiStatePayload(Part):
+    tokens: dict[str, str] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PsiState(Document):
+    """A platform's private state between PSI steps: its blinding secret and token map (0600)."""
+
+    KIND: ClassVar[str] = "psi-state"
+    PUBLIC: ClassVar[tuple[str, ...]] = ("platform", "session_id", "session_hash", "round_hash", "created")
+    PRIVATE: ClassVar[bool] = True
+    CREATED: ClassVar[str] = "created"
+
+    platform: str
+    session_id: str
+    session_hash: str
+    round_hash: str
+    id_column: str
+    secret: bytes = field(repr=False)
+    session: dict[str, Any]
+    payload: PsiStatePayload = field(repr=False)
+    created: str = ""
+
+
+# -- the audit log --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditEntry(SignedDocument):
+    """One line of the hash-chained audit log: a decrypted release, signed or attested by holders."""
+
+    KIND: ClassVar[str] = "audit-entry"
+    PUBLIC: ClassVar[tuple[str, ...]] = (
+        "seq", "prev", "time", "event", "release_hash", "linkage_hash", "bureau", "paillier_fingerprint",
+        "entities", "score_columns", "min_contributors", "packing", "output_sha256", "noise",
+        "privacy_budget", "composition", "threshold", "threshold_holders",
+    )
+    CREATED: ClassVar[str] = "time"
+
+    seq: int
+    prev: str
+    event: str
+    release_hash: str
+    linkage_hash: str | None
+    bureau: str
+    paillier_fingerprint: str
+    entities: int
+    score_columns: list[str]
+    min_contributors: int | None
+    packing: dict[str, Any] | None
+    output_sha256: str
+    noise: dict[str, Any] | None
+    privacy_budget: dict[str, Any]
+    composition: str
+    threshold: int | None = field(default=None, metadata=OPTIONAL)
+    threshold_holders: list[str] | None = field(default=None, metadata=OPTIONAL)
+    approvals: list[dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)
+    time: str = ""

@@ -1,0 +1,291 @@
+"""Typed documents: one frozen dataclass per kind, built from and turned into the JSON that travels.
+
+A kind's class mirrors its JSON Schema (``pprl/documents/schemas``) field for
+field, so the shape is declared once in Python beside the schema and read as
+attributes (``sub.header.records``), never as string keys. The mapping is
+generic and driven by the type hints:
+
+- a nested dataclass (``header``, ``payload``) is a JSON object;
+- ``bytes`` is a base64 string (``dict[str, bytes]`` a map of them);
+- :class:`~pprl.documents.envelope.Card` is the ``signer`` object;
+- anything else is its JSON value as is.
+
+A field declared with :data:`OPTIONAL` is left out of the JSON when it is
+None (and None when absent); every other field is always written.
+:meth:`Document.from_dict` runs the kind's JSON Schema check first, so a
+document is only ever built from the right shape. Kinds register themselves:
+:data:`KINDS` is the one list of what pprl reads and writes. Design notes:
+docs/protocol.md#documents.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import functools
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
+
+from pprl.documents.card import Card
+from pprl.documents.validation import validate_document
+from pprl.errors import DocumentError, UnsupportedVersionError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "KINDS",
+    "OPTIONAL",
+    "Document",
+    "Part",
+    "SignedDocument",
+    "b64d",
+    "b64e",
+    "document_class",
+    "document_hash",
+    "canonical_json",
+    "parse_document",
+]
+
+#: The format version every kind is written in (and the only one read).
+FORMAT_VERSION = 1
+
+#: Field metadata: leave the key out of the JSON when the value is None.
+OPTIONAL: Mapping[str, bool] = {"optional": True}
+
+#: Every document kind, by its ``kind`` string (filled as the classes are defined).
+KINDS: dict[str, type[Document]] = {}
+
+D = TypeVar("D", bound="Document")
+P = TypeVar("P", bound="Part")
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The byte string that signatures and hashes are computed over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def document_hash(doc: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of a document's canonical form, signature included."""
+    return hashlib.sha256(canonical_json(doc)).hexdigest()
+
+
+def b64e(data: bytes) -> str:
+    """Bytes as base64 text (how binary fields travel)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64d(text: Any, what: str = "field") -> bytes:
+    """Base64 text back to bytes; DocumentError naming ``what`` if it is not base64."""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, AttributeError, ValueError):
+        raise DocumentError(f"{what} is not valid base64") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _codecs(cls: type) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, resolved type, optional) per field of a dataclass, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    fields.sort(key=lambda f: f.name in _ENVELOPE)  # signer and signature last, as they are added
+    return tuple((f.name, hints[f.name], bool(f.metadata.get("optional"))) for f in fields)
+
+
+_ENVELOPE = ("signer", "signature")
+
+
+def _strip_none(tp: Any) -> tuple[Any, bool]:
+    """(the type without ``| None``, whether None was allowed)."""
+    args = typing.get_args(tp)
+    if args and type(None) in args and typing.get_origin(tp) in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0], True
+    return tp, False
+
+
+def _encode(value: Any, tp: Any) -> Any:
+    if value is None:
+        return None
+    tp, _ = _strip_none(tp)
+    if tp is bytes:
+        return b64e(value)
+    origin = typing.get_origin(tp)
+    if isinstance(value, Part):
+        return value.to_dict()
+    if tp is Card:
+        return value.to_signer()
+    if origin is dict and typing.get_args(tp)[1:] == (bytes,):
+        return {k: b64e(v) for k, v in value.items()}
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if isinstance(item, type) and issubclass(item, Part):
+            return [v.to_dict() for v in value]
+        return list(value)
+    return value
+
+
+def _decode(value: Any, tp: Any, where: str) -> Any:
+    tp, nullable = _strip_none(tp)
+    if value is None:
+        return None
+    if tp is bytes:
+        return b64d(value, where)
+    origin = typing.get_origin(tp)
+    if isinstance(tp, type) and issubclass(tp, Part):
+        return tp._build(value, where)
+    if tp is Card:
+        return Card.from_signer(value, what=where)
+    if origin is dict and typing.get_args(tp)[1:] == (bytes,):
+        return {k: b64d(v, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if isinstance(item, type) and issubclass(item, Part):
+            return [item._build(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """A JSON object inside a document (a header, a payload, a table row)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, fields in declaration order."""
+        out: dict[str, Any] = {}
+        for name, tp, optional in _codecs(type(self)):
+            value = getattr(self, name)
+            if optional and value is None:
+                continue
+            out[name] = _encode(value, tp)
+        return out
+
+    @classmethod
+    def _build(cls: type[P], data: Mapping[str, Any], where: str) -> P:
+        """Build from a mapping that already passed the schema check."""
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            if f.name in data:
+                kwargs[f.name] = _decode(data[f.name], _codecs_of(cls)[f.name], f"{where}: {f.name}")
+        try:
+            return cls(**kwargs)
+        except TypeError:
+            raise DocumentError(f"{where}: lacks fields a {cls.__name__} needs") from None
+
+
+def _codecs_of(cls: type) -> dict[str, Any]:
+    return {name: tp for name, tp, _ in _codecs(cls)}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Document(Part):
+    """One kind of pprl document. Subclasses set the class attributes and declare their fields.
+
+    Attributes:
+        KIND: the ``kind`` string.
+        PUBLIC: top-level fields ``pprl inspect`` prints (an allowlist); the
+            signer is always shown as name, role and fingerprint.
+        SIGNED: whether the document travels signed (``signer``, ``signature``).
+        PRIVATE: whether it is written with mode 0600.
+        CREATED: dotted path of the timestamp :func:`~pprl.documents.envelope.seal`
+            fills in ("" for none).
+    """
+
+    KIND: ClassVar[str] = ""
+    VERSION: ClassVar[int] = FORMAT_VERSION
+    PUBLIC: ClassVar[tuple[str, ...]] = ()
+    SIGNED: ClassVar[bool] = False
+    PRIVATE: ClassVar[bool] = False
+    CREATED: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.KIND:
+            if cls.KIND in KINDS and KINDS[cls.KIND] is not cls:
+                raise TypeError(f"document kind {cls.KIND!r} declared twice")
+            KINDS[cls.KIND] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole document as it travels: kind, version, fields, then signer and signature."""
+        return {"kind": self.KIND, "version": self.VERSION, **super().to_dict()}
+
+    @functools.cached_property
+    def wire(self) -> dict[str, Any]:
+        """``to_dict()``, computed once (do not modify it)."""
+        return self.to_dict()
+
+    @functools.cached_property
+    def hash(self) -> str:
+        """Hex SHA-256 of the canonical form, signature included: how other documents cite this one."""
+        return document_hash(self.wire)
+
+    @classmethod
+    def from_dict(cls: type[D], data: Any, source: str = "document", *, full: bool = False) -> D:
+        """Check kind, version and the JSON Schema, then build the typed document.
+
+        Raises:
+            DocumentError: not a document of this kind, or not of its schema's shape.
+            UnsupportedVersionError: a version this pprl cannot read.
+        """
+        _check_header(data, (cls.KIND,), source)
+        validate_document(data, cls.KIND, source, full=full)
+        return cls._build(data, source)
+
+    def public_header(self) -> dict[str, Any]:
+        """What ``pprl inspect`` shows: kind, version, the PUBLIC fields and who signed."""
+        wire = self.wire
+        out: dict[str, Any] = {"kind": self.KIND, "version": self.VERSION}
+        for name in self.PUBLIC:
+            if name in wire:
+                out[name] = wire[name]
+        signer = getattr(self, "signer", None)
+        if signer is not None:
+            out["signer"] = {"name": signer.name, "role": signer.role, "fingerprint": signer.fingerprint}
+        return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SignedDocument(Document):
+    """A kind that travels signed: :func:`~pprl.documents.envelope.seal` fills these two fields."""
+
+    SIGNED: ClassVar[bool] = True
+
+    signer: Card | None = dataclasses.field(default=None, metadata=OPTIONAL)
+    signature: bytes | None = dataclasses.field(default=None, metadata=OPTIONAL)
+
+
+def _check_header(data: Any, kinds: tuple[str, ...], source: str) -> None:
+    if not isinstance(data, dict) or "kind" not in data or "version" not in data:
+        raise DocumentError(f"{source}: not a pprl document (no kind/version)")
+    if data["kind"] not in kinds:
+        raise DocumentError(f"{source}: is a '{data['kind']}' document; expected {' or '.join(kinds)}")
+    if data["version"] != FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"{source}: {data['kind']} version {data['version']!r} is not supported "
+            f"(this pprl reads version {FORMAT_VERSION})"
+        )
+
+
+def document_class(kind: str) -> type[Document]:
+    """The class of a kind; DocumentError for a kind pprl does not know."""
+    _load_kinds()
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise DocumentError(f"'{kind}' is not a pprl document kind") from None
+
+
+def parse_document(data: Any, kinds: tuple[str, ...] | None, source: str) -> Document:
+    """Build whichever registered kind ``data`` is (limited to ``kinds`` if given)."""
+    _load_kinds()
+    _check_header(data, kinds or tuple(KINDS), source)
+    return KINDS[data["kind"]].from_dict(data, source)
+
+
+def _load_kinds() -> None:
+    import pprl.documents.kinds  # noqa: F401  (defines and registers every kind)
