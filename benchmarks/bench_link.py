@@ -33,7 +33,7 @@ from pathlib import Path
 
 from link_world import build_world, load_anonlink, median_time, to_bitarrays
 
-from pprl.protocol.link import link, load_linkage, load_submission
+from pprl.protocol.files import link, load_linkage, load_submission
 from pprl.sim.synth import generate_population
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             ours, theirs = statistics.median(ours_times), statistics.median(anchor_times)
             anchor_entities = sum(1 for g in groups if len(g) >= 2)
             doc = load_linkage(out)
-            same = anchor_entities == result.entities and all(len(e["members"]) >= 2 for e in doc["payload"]["entities"])
+            same = anchor_entities == result.entities and all(len(e.members) >= 2 for e in doc.payload.entities)
             rows.append((threshold, result, ours, theirs, same))
             print(f"  threshold {threshold!s:>4} (used {result.threshold:.4f}, blocking {result.blocking}): "
                   f"ours {ours:.3f}s  anonlink {theirs:.3f}s  ratio {theirs / ours:.2f}x  "

@@ -51,7 +51,7 @@ import pandas as pd
 from link_world import build_world, load_anonlink, to_bitarrays
 
 from pprl.matching.quality import evaluate_groups
-from pprl.protocol.link import link, load_submission
+from pprl.protocol.files import link, load_submission
 from pprl.sim.evaluation import evaluate_linkage
 from pprl.sim.synth import generate_population
 

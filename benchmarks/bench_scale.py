@@ -49,7 +49,7 @@ def _child(spec: dict) -> dict:
     import pickle
 
     if spec["tool"] == "anonlink":
-        from pprl.protocol.link import load_submission
+        from pprl.protocol.files import load_submission
 
         anonlink = load_anonlink()
         world = pickle.loads(Path(spec["world"]).read_bytes())
@@ -62,7 +62,7 @@ def _child(spec: dict) -> dict:
         groups = anonlink.solving.greedy_solve(cands)
         return {"seconds": time.perf_counter() - t0, "peak_gib": peak_rss_gib(),
                 "entities": sum(1 for g in groups if len(g) >= 2)}
-    from pprl.protocol.link import link
+    from pprl.protocol.files import link
 
     world = pickle.loads(Path(spec["world"]).read_bytes())
     t0 = time.perf_counter()
@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             world_file.write_bytes(pickle.dumps(world))
             print(f"bench_scale: generated and submitted in {time.perf_counter() - t0:.0f}s (not counted)")
         world = pickle.loads(world_file.read_bytes())
-        from pprl.protocol.link import load_submission
+        from pprl.protocol.files import load_submission
 
-        sizes = [load_submission(p).header["records"] for p in world.submissions]
+        sizes = [load_submission(p).doc.header.records for p in world.submissions]
         print(f"bench_scale: {sizes[0]:,} x {sizes[1]:,} records ({sizes[0] * sizes[1]:,} pairs), schema-cn, 1024-bit CLKs")
         results = {}
         for name, blocking in (("ours (lsh)", "lsh"), ("anchor (no blocking)", "none")):

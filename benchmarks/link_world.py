@@ -22,9 +22,10 @@ from typing import Any
 import pandas as pd
 
 from pprl.documents import Card
-from pprl.protocol.identity import PartyKey, init_party, load_card, load_key
-from pprl.protocol.submit import submit
-from pprl.protocol.secret import combine_secrets, load_secret, share_secret
+from pprl.protocol.files import init_party, load_card, load_key
+from pprl.protocol.identity import PartyKey
+from pprl.protocol.files import submit
+from pprl.protocol.files import combine_secrets, load_secret, share_secret
 
 from anchors import load_anonlink, to_bitarrays  # noqa: E402,F401  (re-exported)
 

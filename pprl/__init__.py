@@ -1,39 +1,62 @@
 """pprl: privacy-preserving record linkage and encrypted score sharing.
 
-The names below are what a pipeline needs; each party's steps live in
-``pprl.protocol`` and the primitives in ``pprl.crypto``, ``pprl.encoding`` and ``pprl.matching``.
+The names below are what a pipeline needs, loaded on first use so that
+``import pprl`` stays light. Each party's steps live in :mod:`pprl.protocol`
+(on messages in memory; :mod:`pprl.protocol.files` over files), the documents
+in :mod:`pprl.documents`, the primitives in :mod:`pprl.crypto`,
+:mod:`pprl.encoding` and :mod:`pprl.matching`.
 """
 
-from tqdm import tqdm as _tqdm
+from __future__ import annotations
 
-# tqdm's monitor thread would outlive every progress bar; a live thread stops
-# the encoder from forking workers safely, so pprl runs without it.
-_tqdm.monitor_interval = 0
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from pprl.protocol.audit import verify_log  # noqa: E402
-from pprl.errors import PPRLError  # noqa: E402
-from pprl.protocol.decrypt import decrypt_release, paillier_keygen  # noqa: E402
-from pprl.protocol.link import link  # noqa: E402
-from pprl.protocol.aggregate import aggregate  # noqa: E402
-from pprl.protocol.identity import init_party, load_card, load_key  # noqa: E402
-from pprl.protocol.submit import submit  # noqa: E402
-from pprl.protocol.secret import combine_secrets, share_secret  # noqa: E402
-from pprl.sim.synth import generate_population  # noqa: E402
+from pprl.errors import PPRLError
 
 __version__ = "0.1.0"
-__all__ = [
-    "PPRLError",
-    "__version__",
-    "aggregate",
-    "combine_secrets",
-    "decrypt_release",
-    "generate_population",
-    "init_party",
-    "link",
-    "load_card",
-    "load_key",
-    "paillier_keygen",
-    "share_secret",
-    "submit",
-    "verify_log",
-]
+
+if TYPE_CHECKING:
+    from pprl.protocol.files import (
+        aggregate,
+        combine_secrets,
+        decrypt_release,
+        init_party,
+        link,
+        load_card,
+        load_key,
+        paillier_keygen,
+        share_secret,
+        submit,
+        verify_log,
+    )
+    from pprl.sim.synth import generate_population
+
+_LAZY = {
+    "aggregate": "pprl.protocol.files",
+    "combine_secrets": "pprl.protocol.files",
+    "decrypt_release": "pprl.protocol.files",
+    "init_party": "pprl.protocol.files",
+    "link": "pprl.protocol.files",
+    "load_card": "pprl.protocol.files",
+    "load_key": "pprl.protocol.files",
+    "paillier_keygen": "pprl.protocol.files",
+    "share_secret": "pprl.protocol.files",
+    "submit": "pprl.protocol.files",
+    "verify_log": "pprl.protocol.files",
+    "generate_population": "pprl.sim.synth",
+}
+
+__all__ = ["PPRLError", "__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pprl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

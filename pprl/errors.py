@@ -7,6 +7,8 @@ Messages never contain a raw identifier or a plaintext score.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 __all__ = [
     "PPRLError",
     "SchemaError",
@@ -18,6 +20,7 @@ __all__ = [
     "SignatureError",
     "UnsupportedVersionError",
     "PolicyError",
+    "OptionError",
 ]
 
 
@@ -59,3 +62,21 @@ class UnsupportedVersionError(DocumentError):
 
 class PolicyError(PPRLError):
     """A release policy (e.g. minimum contributors) forbids the request."""
+
+
+class OptionError(PolicyError):
+    """A step's option is out of range or contradicts another, said in parameter terms.
+
+    The message is a template whose ``{name}`` fields are parameter names:
+    ``str(exc)`` reads "noise 'gaussian' needs delta in (0, 1)"; a front end
+    renders them its own way (the CLI: ``--delta``) with :meth:`render`.
+    """
+
+    def __init__(self, template: str, *names: str) -> None:
+        self.template = template
+        self.names = names
+        super().__init__(self.render(lambda name: name))
+
+    def render(self, name_of: Callable[[str], str]) -> str:
+        """The message with each parameter named by ``name_of``."""
+        return self.template.format(**{n: name_of(n) for n in self.names})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pprl.protocol.identity import init_party, load_card, load_key
+from pprl.protocol.files import init_party, load_card, load_key
 
 
 @pytest.fixture()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pprl.protocol.audit import append_entry, verify_log
+from pprl.protocol.files import append_entry, verify_log
 from pprl.errors import DocumentError, SignatureError
 
 

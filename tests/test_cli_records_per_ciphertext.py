@@ -11,7 +11,7 @@ import pytest
 from cli_runner import cli_consortium, linked_members, run
 
 from pprl.documents import b64d, b64e, read_document, sign_document, write_document
-from pprl.protocol.identity import load_key
+from pprl.protocol.files import load_key
 
 SCHEMA = Path(__file__).resolve().parents[1] / "examples" / "schema-cn.json"
 PLATFORMS = ["platform_1", "platform_2", "platform_3"]

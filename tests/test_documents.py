@@ -8,7 +8,7 @@ import pytest
 
 from pprl.documents import read_document, sign_document, verify_document, write_document
 from pprl.errors import DocumentError, SignatureError, UnsupportedVersionError
-from pprl.protocol.identity import init_party, load_key
+from pprl.protocol.files import init_party, load_key
 
 
 def test_sign_verify_and_trusted_cards(parties):

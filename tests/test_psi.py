@@ -20,7 +20,7 @@ import nacl.bindings
 import pandas as pd
 import pytest
 
-from pprl.protocol.audit import verify_log
+from pprl.protocol.files import verify_log
 from pprl.crypto import hash_to_curve
 from pprl.crypto import psi as psi_crypto
 from pprl.crypto.paillier.packing import PackingSpec, unpack
@@ -39,9 +39,9 @@ from pprl.encoding.normalise.identifiers import (
     normalise_resident_id,
     resident_id_check_char,
 )
-from pprl.protocol.decrypt import decrypt_release
-from pprl.protocol.identity import init_party, load_card, load_key
-from pprl.protocol.submit import load_paillier_public
+from pprl.protocol.files import decrypt_release
+from pprl.protocol.files import init_party, load_card, load_key
+from pprl.protocol.files import load_paillier_public
 from pprl.protocol.psi import (
     aggregate_intersection,
     blind_identifiers,

@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from pprl.errors import DecryptionError, DocumentError, KeyMismatchError
-from pprl.protocol.secret import combine_secrets, load_secret, share_secret
+from pprl.protocol.files import combine_secrets, load_secret, share_secret
 
 PLATFORMS = ["platform_1", "platform_2", "platform_3"]
 

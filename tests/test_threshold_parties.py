@@ -37,8 +37,8 @@ from pprl.errors import (
 )
 from pprl.protocol.threshold import dealer as th
 from pprl.protocol.threshold import holder as threshold_holder
-from pprl.protocol.identity import init_party, load_card, load_key
-from pprl.protocol.submit import load_paillier_public
+from pprl.protocol.files import init_party, load_card, load_key
+from pprl.protocol.files import load_paillier_public
 from pprl.protocol.threshold.dealer import load_threshold_public, threshold_keygen
 from pprl.protocol.threshold.combine import combine_release
 from pprl.protocol.threshold.holder import load_share, partial_decrypt_release

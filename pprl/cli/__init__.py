@@ -12,7 +12,7 @@ import sys
 import click
 
 from pprl import __version__
-from pprl.errors import PPRLError
+from pprl.errors import OptionError, PPRLError
 
 __all__ = ["cli", "main"]
 
@@ -26,7 +26,11 @@ class _Group(click.Group):
         except PPRLError as exc:
             if (ctx.find_root().obj or {}).get("debug"):
                 raise
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(exc, OptionError):  # library messages name parameters; here they are flags
+                text = exc.render(lambda name: "--" + name.replace("_", "-"))
+            else:
+                text = str(exc)
+            message = text.splitlines()[0] if text else type(exc).__name__
             raise click.ClickException(message) from None
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from pprl.cli import cli, say
-from pprl.protocol.identity import ROLES, init_party, load_card, load_cards, load_key
-from pprl.protocol.secret import combine_secrets, share_secret
+from pprl.protocol.roles import ROLES
 
 
 @cli.command("init")
@@ -24,6 +23,8 @@ def init_cmd(name: str, role: str, directory: str) -> None:
     Example:
       pprl init platform_1 --role platform --dir keys
     """
+    from pprl.protocol.files import init_party, load_card
+
     key_path, card_path = init_party(name, role, directory)
     card = load_card(card_path)
     say(f"wrote {key_path} (private, mode 0600) and {card_path}")
@@ -49,6 +50,8 @@ def share_cmd(me: str, peers: tuple[str, ...], out: str) -> None:
           --peers keys/platform_2.card.json --peers keys/platform_3.card.json \\
           --out platform_1.share.json
     """
+    from pprl.protocol.files import load_cards, load_key, share_secret
+
     key = load_key(me)
     path = share_secret(key, load_cards(peers), out)
     say(f"wrote {path}: a share for {1 + len(peers)} platforms; pass it to each of them")
@@ -69,6 +72,8 @@ def combine_cmd(me: str, shares: tuple[str, ...], out: str) -> None:
       pprl secret combine --me keys/platform_1.key --shares platform_1.share.json \\
           --shares platform_2.share.json --shares platform_3.share.json --out platform_1.secret
     """
+    from pprl.protocol.files import combine_secrets, load_key
+
     secret = combine_secrets(load_key(me), shares, out)
     say(f"wrote {out} (private, mode 0600); participants: {', '.join(secret.participants)}")
     click.echo(f"linkage secret fingerprint {secret.fingerprint}")

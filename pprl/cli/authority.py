@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import click
 
-from pprl.protocol.audit import verify_log
+from typing import TYPE_CHECKING
+
 from pprl.cli import cli, progress_wanted, say
-from pprl.documents import Card
-from pprl.protocol.decrypt import (
-    combine_release_parts,
-    decrypt_release,
-    paillier_keygen,
-)
-from pprl.protocol.identity import load_cards, load_key
-from pprl.protocol.threshold.dealer import threshold_keygen
-from pprl.protocol.threshold.holder import partial_decrypt_release
+
+if TYPE_CHECKING:
+    from pprl.documents import Card
 
 FILE = click.Path(dir_okay=False)
 
@@ -46,6 +41,9 @@ def keygen_cmd(me, bits, directory, threshold, holders) -> None:
       pprl paillier keygen --me keys/authority.key --dir authority --threshold 2 \\
           --holders keys/holder_a.card.json --holders keys/holder_b.card.json --holders keys/holder_c.card.json
     """
+    from pprl.protocol.files import load_cards, load_key, paillier_keygen
+    from pprl.protocol.threshold.dealer import threshold_keygen
+
     key = load_key(me)
     if bool(threshold) != bool(holders):
         raise click.UsageError("--threshold and --holders go together")
@@ -104,6 +102,9 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
     the audit entry records the approvals (and is signed too with --me).
     --cards pins the bureau (release) and, with --combine, the dealer (key).
     """
+    from pprl.protocol.files import combine_release_parts, decrypt_release, load_cards, load_key
+    from pprl.protocol.threshold.holder import partial_decrypt_release
+
     trusted = load_cards(cards) if cards else None
     if partial and combine:
         raise click.UsageError("--partial and --combine are alternatives")
@@ -170,5 +171,7 @@ def audit_verify_cmd(log, cards) -> None:
     Example:
       pprl audit verify audit.log --cards keys/authority.card.json
     """
+    from pprl.protocol.files import load_cards, verify_log
+
     report = verify_log(log, load_cards(cards) if cards else None)
     click.echo(f"{log}: {report.entries} entries, chain and signatures OK (head {report.head[:16]})")

@@ -5,9 +5,6 @@ from __future__ import annotations
 import click
 
 from pprl.cli import cli, progress_wanted, say
-from pprl.protocol.link import link
-from pprl.protocol.aggregate import aggregate
-from pprl.protocol.identity import load_cards, load_key
 
 FILE = click.Path(dir_okay=False)
 
@@ -89,6 +86,8 @@ def link_cmd(me, cards, submissions, threshold, blocking, out) -> None:
           --submissions platform_1.submission.json --submissions platform_2.submission.json \\
           --out linkage.json
     """
+    from pprl.protocol.files import link, load_cards, load_key
+
     result = link(
         load_key(me), load_cards(cards), submissions, threshold, out, blocking=blocking, progress=progress_wanted()
     )
@@ -129,6 +128,8 @@ def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsi
           --submissions platform_1.submission.json --submissions platform_2.submission.json \\
           --min-contributors 2 --noise laplace --epsilon 1.0 --out release.json
     """
+    from pprl.protocol.files import aggregate, load_cards, load_key
+
     result = aggregate(
         load_key(me), linkage, submissions, min_contributors, out, cards=load_cards(cards) if cards else None,
         noise=noise, epsilon=epsilon, delta=delta, progress=progress_wanted(),

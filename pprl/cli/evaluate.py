@@ -5,8 +5,6 @@ from __future__ import annotations
 import click
 
 from pprl.cli import cli, say
-from pprl.sim.evaluation import evaluate_linkage, evaluation_json
-from pprl.protocol.identity import load_cards
 
 __all__ = ["evaluate_cmd"]
 
@@ -34,6 +32,9 @@ def evaluate_cmd(linkage, maps, truth, plot, cards, as_json) -> None:
       pprl evaluate --linkage linkage.json --maps platform_1.sub.json.map.csv \\
           --maps platform_2.sub.json.map.csv --truth data/truth.csv --plot linkage.png
     """
+    from pprl.protocol.files import load_cards
+    from pprl.sim.evaluation import evaluate_linkage, evaluation_json
+
     result = evaluate_linkage(linkage, maps, truth, plot=plot, cards=load_cards(cards) if cards else None)
     click.echo(evaluation_json(result) if as_json else result.render())
     if result.plot is not None:

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import click
 
 from pprl.cli import cli, progress_wanted, say
-from pprl.documents import write_atomic
 from pprl.errors import DataValidationError
-from pprl.encoding.clk import encode_records, to_clkhash_json
-from pprl.encoding.schema import load_schema
-from pprl.protocol.identity import load_card, load_key
-from pprl.protocol.submit import parse_clip, submit
-from pprl.protocol.secret import load_secret
-from pprl.protocol.tables import read_table
 
 FILE = click.Path(dir_okay=False)
 
@@ -23,6 +18,25 @@ FILE = click.Path(dir_okay=False)
 def split_columns(values: tuple[str, ...]) -> list[str]:
     """Accept ``--scores a,b`` and ``--scores a --scores b`` alike."""
     return [c.strip() for v in values for c in v.split(",") if c.strip()]
+
+
+def parse_clip(specs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
+    """``COL=LO:HI`` strings -> {column: (lo, hi)}; DataValidationError if malformed."""
+    out: dict[str, tuple[Decimal, Decimal]] = {}
+    for spec in specs:
+        column, eq, bounds = spec.partition("=")
+        lo_text, colon, hi_text = bounds.partition(":")
+        column = column.strip()
+        if not (column and eq and colon):
+            raise DataValidationError(f"--clip '{spec}': expected COL=LO:HI, e.g. repay_score=0:1000")
+        try:
+            lo, hi = Decimal(lo_text.strip()), Decimal(hi_text.strip())
+        except InvalidOperation:
+            raise DataValidationError(f"--clip '{spec}': LO and HI must be numbers") from None
+        if column in out:
+            raise DataValidationError(f"--clip names column '{column}' twice")
+        out[column] = (lo, hi)
+    return out
 
 
 @cli.command("submit")
@@ -59,6 +73,8 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
           --data platform_1.csv --id-column user_id --scores repay_score,spend_score,travel_score \\
           --clip repay_score=0:1000 --clip spend_score=0:50000 --out platform_1.submission.json
     """
+    from pprl.protocol.files import load_card, load_key, submit
+
     key = load_key(me)
     result = submit(
         key,
@@ -102,6 +118,12 @@ def encode_cmd(schema, secret, clkhash_secret, data, out) -> None:
       pprl encode --schema examples/schema-cn-clkhash.json --clkhash-secret secret.txt \\
           --data people.csv --out clks.json
     """
+    from pprl.documents import write_atomic
+    from pprl.encoding.clk import encode_records, to_clkhash_json
+    from pprl.encoding.schema import load_schema
+    from pprl.protocol.files import load_secret
+    from pprl.protocol.tables import read_table
+
     if bool(secret) == bool(clkhash_secret):
         raise click.UsageError("give exactly one of --secret and --clkhash-secret")
     if secret:

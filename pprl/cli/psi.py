@@ -8,7 +8,7 @@ import click
 
 from pprl.cli import cli, progress_wanted, say
 from pprl.encoding.normalise.identifiers import IDENTIFIER_KINDS
-from pprl.protocol.identity import load_card, load_cards, load_key
+from pprl.protocol.files import load_card, load_cards, load_key
 from pprl.protocol.psi import (
     aggregate_intersection,
     blind_identifiers,

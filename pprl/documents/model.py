@@ -214,6 +214,16 @@ class Document(Part):
         """The whole document as it travels: kind, version, fields, then signer and signature."""
         return {"kind": self.KIND, "version": self.VERSION, **super().to_dict()}
 
+    @property
+    def source(self) -> str:
+        """Where the document came from, for error messages: its file (set by ``from_dict``), else its kind."""
+        return str(self.__dict__.get("_source") or f"the {self.KIND}")
+
+    def from_source(self: D, source: str) -> D:
+        """This document, naming ``source`` in the errors it leads to (not part of the document)."""
+        self.__dict__["_source"] = source
+        return self
+
     @functools.cached_property
     def wire(self) -> dict[str, Any]:
         """``to_dict()``, computed once (do not modify it)."""
@@ -234,7 +244,7 @@ class Document(Part):
         """
         _check_header(data, (cls.KIND,), source)
         validate_document(data, cls.KIND, source, full=full)
-        return cls._build(data, source)
+        return cls._build(data, source).from_source(source)
 
     def public_header(self) -> dict[str, Any]:
         """What ``pprl inspect`` shows: kind, version, the PUBLIC fields and who signed."""

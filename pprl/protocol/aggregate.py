@@ -1,43 +1,21 @@
 """The bureau's second step: sum ciphertexts per linked entity into a release for the authority.
 
 Each record's scores travel packed in one ciphertext, so one homomorphic sum
-per entity adds every column at once. The release payload's ``sums`` holds
-one entry, ``packed``; its header carries the packing spec the authority
-needs to unpack the column sums. When the platforms packed several records
-per ciphertext (``pprl submit --records-per-ciphertext``), each record is
-first aligned onto the spec's target slots and every sum gets fresh masks
-over the other records' slots (:mod:`pprl.crypto.paillier.packing_records`).
-
-Only entities with enough contributing platforms are released. The bureau
-never holds a key that opens the sums; the release carries ciphertexts only.
-
-Release noise (optional, ``noise="laplace"`` or ``"gaussian"``)
-    Needs every submission to declare the same clip range for every score
-    column (``pprl submit --clip``). Each platform contributes at most one
-    record per entity, so one person's record changes an entity's column sum
-    by at most Δ = max(|lo|, |hi|) (fixed-point units). Per released entity
-    and column the bureau samples integer noise (discrete Laplace with scale
-    Δ/ε, or discrete Gaussian with σ from the classic bound
-    sqrt(2 ln(1.25/δ))·Δ/ε), packs the noise values as one extra packed
-    row (slot offset B, count slot 1) and adds its encryption to the
-    entity's sum. The noise is thus one more "summand": the release
-    declares it, and the authority unpacks with contributors + 1 summands.
-    So that the packing headroom holds, a noise value is clipped to ±B, and
-    parameters are refused unless that clipping has probability < 2^-64
-    per value (B ≥ 45·scale for Laplace, B ≥ 10·σ for Gaussian): the
-    clipping never happens in practice and the headroom proof stays intact.
+per entity adds every column at once. With several records per ciphertext,
+each record is first aligned onto the spec's target slots and every sum gets
+fresh masks over the other records' slots. Only entities with enough
+contributing platforms are released; the release carries ciphertexts only.
+Optional release noise (discrete Laplace or Gaussian, added under
+encryption as one extra packed summand): docs/release-policy.md.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,12 +24,12 @@ from pprl.crypto.noise import discrete_gaussian, discrete_laplace, gaussian_sigm
 from pprl.crypto.paillier.packing import PackingSpec, pack_rows
 from pprl.crypto.paillier.packing_records import blinding_vector, record_addresses, sum_records
 from pprl.crypto.paillier.vector import EncryptedVector, encode_fixed
-from pprl.documents import Card, b64e, document_hash, sign_document, write_document
-from pprl.errors import DocumentError, PolicyError
-from pprl.protocol.link import check_consistent, load_linkage, load_submission, paillier_key_of
+from pprl.documents import Card, Linkage, Release, ReleaseHeader, ReleasePayload, Submission, seal
+from pprl.errors import DocumentError, OptionError, PolicyError
 from pprl.protocol.identity import PartyKey
+from pprl.protocol.link import VerifiedSubmission, check_consistent, open_linkage, open_submission, paillier_key_of
 
-__all__ = ["NOISE_MECHANISMS", "ReleaseResult", "aggregate"]
+__all__ = ["NOISE_MECHANISMS", "AggregateOptions", "Aggregated", "aggregate_release"]
 
 NOISE_MECHANISMS = ("laplace", "gaussian")
 #: Refuse noise whose chance of exceeding the packing bound B is not below 2^-64 per value.
@@ -60,70 +38,106 @@ _GAUSSIAN_TAIL = 10  # exp(-10^2 / 2) < 2^-64
 
 
 @dataclass(frozen=True)
-class ReleaseResult:
-    """What ``aggregate`` wrote and how many entities it released and held back."""
+class AggregateOptions:
+    """The bureau's release policy for one release; checked once, here.
 
-    path: Path
+    Attributes:
+        min_contributors: release an entity only if at least this many platforms contributed.
+        noise: None, "laplace" or "gaussian": differentially private noise on every released sum.
+        epsilon: with noise, the privacy parameter per score column.
+        delta: with gaussian noise, the privacy parameter delta.
+        progress: show progress bars.
+    """
+
+    min_contributors: int = 2
+    noise: str | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_contributors, bool) or not isinstance(self.min_contributors, int) \
+                or self.min_contributors < 1:
+            raise OptionError("{min_contributors} must be at least 1", "min_contributors")
+        noise, epsilon, delta = self.noise, self.epsilon, self.delta
+        if noise is None:
+            if epsilon is not None or delta is not None:
+                raise OptionError("{epsilon}/{delta} need {noise} laplace|gaussian", "epsilon", "delta", "noise")
+            return
+        if noise not in NOISE_MECHANISMS:
+            raise OptionError(f"{{noise}} must be one of {', '.join(NOISE_MECHANISMS)}, not '{noise}'", "noise")
+        if epsilon is None or not math.isfinite(epsilon) or epsilon <= 0:
+            raise OptionError(f"{{noise}} {noise} needs a finite {{epsilon}} > 0", "noise", "epsilon")
+        if noise == "laplace" and delta not in (None, 0, 0.0):
+            raise OptionError("{noise} laplace is pure epsilon-DP; {delta} applies only to {noise} gaussian",
+                              "noise", "delta")
+        if noise == "gaussian" and (delta is None or not 0 < delta < 1):
+            raise OptionError("{noise} gaussian needs {delta} in (0, 1)", "noise", "delta")
+
+
+@dataclass(frozen=True)
+class Aggregated:
+    """The signed release and how many entities it released and held back."""
+
+    release: Release
     released: int
     suppressed: int
 
 
-def aggregate(
+def aggregate_release(
     me: PartyKey,
-    linkage: str | os.PathLike[str],
-    submissions: Sequence[str | os.PathLike[str]],
-    min_contributors: int,
-    out: str | os.PathLike[str],
-    *,
+    linkage: Linkage,
+    submissions: Sequence[Submission],
+    options: AggregateOptions,
     cards: Sequence[Card] | None = None,
-    noise: str | None = None,
-    epsilon: float | None = None,
-    delta: float | None = None,
-    progress: bool = False,
-) -> ReleaseResult:
+) -> Aggregated:
     """Sum each score column per entity under encryption; release only well-supported entities.
 
-    With ``noise`` ("laplace" or "gaussian", with ``epsilon`` and for
-    gaussian ``delta``), add differentially private integer noise to each
-    released sum under encryption (see the module docstring). Submissions
-    with several records per ciphertext are aligned and masked on the way
-    (:mod:`pprl.crypto.paillier.packing_records`); ``progress`` shows that work.
+    Args:
+        me: the bureau (the linkage must be its own).
+        linkage: the signed linkage the sums follow.
+        submissions: exactly the submissions the linkage was built from.
+        options: minimum contributors and optional noise.
+        cards: platform cards the submissions' signers must be among.
+
+    Raises:
+        DocumentError: submissions that are not the linkage's, or disagree.
+        PolicyError: no score columns, noise that the declared clip ranges or packing cannot honour.
     """
-    if min_contributors < 1:
-        raise PolicyError("--min-contributors must be at least 1")
-    _check_noise_args(noise, epsilon, delta)
-    link_doc = load_linkage(linkage, [me.card])
-    subs = {s.platform: s for s in (load_submission(p, cards) for p in submissions)}
-    expected = {e["platform"]: e["hash"] for e in link_doc["header"]["submissions"]}
+    open_linkage(linkage, [me.card])
+    source = linkage.source
+    subs = {s.platform: s for s in (open_submission(d, cards) for d in submissions)}
+    expected = {e.platform: e.hash for e in linkage.header.submissions}
     for platform, digest in expected.items():
         if platform not in subs:
-            raise DocumentError(f"{linkage}: links a submission from '{platform}' that was not given")
+            raise DocumentError(f"{source}: links a submission from '{platform}' that was not given")
         if subs[platform].hash != digest:
-            raise DocumentError(f"{subs[platform].path}: is not the submission the linkage was built from")
+            raise DocumentError(f"{subs[platform].source}: is not the submission the linkage was built from")
     for platform, sub in subs.items():
         if platform not in expected:
-            raise DocumentError(f"{sub.path}: not part of linkage {linkage}")
+            raise DocumentError(f"{sub.source}: not part of linkage {source}")
     ordered = [subs[p] for p in expected]
     check_consistent(ordered)
-    columns = ordered[0].header["score_columns"]
+    first = ordered[0].doc.header
+    columns = first.score_columns
     for s in ordered:
-        if s.header["score_columns"] != columns:
-            raise DocumentError(f"{s.path}: score columns {s.header['score_columns']} differ from {ordered[0].path}'s {columns}")
-        if s.header["score_decimals"] != ordered[0].header["score_decimals"]:
-            raise DocumentError(f"{s.path}: score precision differs from {ordered[0].path}'s")
+        h = s.doc.header
+        if h.score_columns != columns:
+            raise DocumentError(f"{s.source}: score columns {h.score_columns} differ from {ordered[0].source}'s {columns}")
+        if h.score_decimals != first.score_decimals:
+            raise DocumentError(f"{s.source}: score precision differs from {ordered[0].source}'s")
     if not columns:
         raise PolicyError("the submissions carry no score columns (linkage-only); nothing to aggregate")
-    fingerprint = ordered[0].header["paillier_fingerprint"]
-
-    spec = PackingSpec.from_dict(ordered[0].header["packing"])
+    spec = PackingSpec.from_dict(first.packing)
     key = paillier_key_of(ordered[0])
     spec.check_key(key)  # a submission's spec must fit the key before anything is summed under it
     addresses, position = {}, 0
     for s in ordered:
         count = -(-len(s.tokens) // spec.records_per_ciphertext)
-        if len(s.scores["packed"]) != count * key.ciphertext_bytes:
+        packed = s.doc.payload.scores_packed or b""
+        if len(packed) != count * key.ciphertext_bytes:
             raise DocumentError(
-                f"{s.path}: encrypted scores are not {count} ciphertexts for {len(s.tokens)} records at "
+                f"{s.source}: encrypted scores are not {count} ciphertexts for {len(s.tokens)} records at "
                 f"{spec.records_per_ciphertext} records per ciphertext"
             )
         addresses[s.platform] = record_addresses(position, len(s.tokens), spec)
@@ -131,102 +145,79 @@ def aggregate(
     token_index = {s.platform: {t: i for i, t in enumerate(s.tokens)} for s in ordered}
     released_ids, contributors, groups = [], [], []
     suppressed = 0
-    for entity in link_doc["payload"]["entities"]:
-        members = entity["members"]
-        if len({m[0] for m in members}) < min_contributors:
+    for entity in linkage.payload.entities:
+        members = entity.members
+        if len({m[0] for m in members}) < options.min_contributors:
             suppressed += 1
             continue
         try:
             groups.append([addresses[p][token_index[p][t]] for p, t, _ in members])
         except KeyError:
-            raise DocumentError(f"{linkage}: entity {entity['entity_id']} names a token no submission has") from None
-        released_ids.append(entity["entity_id"])
+            raise DocumentError(f"{source}: entity {entity.entity_id} names a token no submission has") from None
+        released_ids.append(entity.entity_id)
         contributors.append(len(members))
 
     clip = _common_clip(ordered)
     policy = None
-    if noise is not None:
-        policy = _noise_policy(noise, epsilon, delta, clip, columns, ordered, spec)
+    if options.noise is not None:
+        policy = _noise_policy(options, clip, columns, ordered, spec)
     extra = 1 if policy is not None else 0
     if any(c + extra > spec.max_summands for c in contributors):
         raise PolicyError(
             f"an entity has more than {spec.max_summands - extra} records"
             + (" (plus the noise row)" if extra else "") + ", beyond the packing's headroom"
         )
-    vectors = [EncryptedVector.from_bytes(key, s.scores["packed"]) for s in ordered]
-    summed = sum_records(EncryptedVector.concat(vectors), groups, spec, progress=progress)
+    vectors = [EncryptedVector.from_bytes(key, s.doc.payload.scores_packed or b"") for s in ordered]
+    summed = sum_records(EncryptedVector.concat(vectors), groups, spec, progress=options.progress)
     if released_ids and (policy is not None or spec.records_per_ciphertext > 1):
         noise_rows = _noise_rows(spec, policy, columns, len(released_ids)) if policy is not None else None
-        summed = summed + blinding_vector(key, spec, len(released_ids), noise_rows, progress=progress)
-    sums = {"packed": b64e(summed.to_bytes())}
-    doc = {
-        "kind": "release",
-        "version": 1,
-        "header": {
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "linkage_hash": document_hash(link_doc),
-            "paillier_fingerprint": fingerprint,
-            "paillier_key": key.to_dict(),
-            "score_columns": columns,
-            "score_decimals": ordered[0].header["score_decimals"],
-            "packing": spec.to_dict(),
-            "min_contributors": min_contributors,
-            "clip": clip,
-            "noise": policy,
-            "entities": len(released_ids),
-            "suppressed": suppressed,
-        },
-        "payload": {"entity_ids": released_ids, "contributors": contributors, "sums": sums},
-    }
-    path = write_document(out, sign_document(doc, me.identity, me.card))
-    return ReleaseResult(path=path, released=len(released_ids), suppressed=suppressed)
+        summed = summed + blinding_vector(key, spec, len(released_ids), noise_rows, progress=options.progress)
+    header = ReleaseHeader(
+        linkage_hash=linkage.hash,
+        paillier_fingerprint=key.fingerprint,
+        paillier_key=key.to_dict(),
+        score_columns=columns,
+        score_decimals=first.score_decimals,
+        packing=spec.to_dict(),
+        min_contributors=options.min_contributors,
+        clip=clip,
+        noise=policy,
+        entities=len(released_ids),
+        suppressed=suppressed,
+    )
+    payload = ReleasePayload(entity_ids=released_ids, contributors=contributors, sums={"packed": summed.to_bytes()})
+    release = seal(Release(header=header, payload=payload), me.identity, me.card)
+    return Aggregated(release=release, released=len(released_ids), suppressed=suppressed)
 
 
-def _check_noise_args(noise: str | None, epsilon: float | None, delta: float | None) -> None:
-    """PolicyError for an incoherent noise request (before any file is read)."""
-    if noise is None:
-        if epsilon is not None or delta is not None:
-            raise PolicyError("--epsilon/--delta need --noise laplace|gaussian")
-        return
-    if noise not in NOISE_MECHANISMS:
-        raise PolicyError(f"--noise must be one of {', '.join(NOISE_MECHANISMS)}, not '{noise}'")
-    if epsilon is None or not math.isfinite(epsilon) or epsilon <= 0:
-        raise PolicyError(f"--noise {noise} needs a finite --epsilon > 0")
-    if noise == "laplace" and delta not in (None, 0, 0.0):
-        raise PolicyError("--noise laplace is pure epsilon-DP; --delta applies only to --noise gaussian")
-    if noise == "gaussian" and (delta is None or not 0 < delta < 1):
-        raise PolicyError("--noise gaussian needs --delta in (0, 1)")
-
-
-def _common_clip(ordered: Sequence[Any]) -> dict[str, list[str]] | None:
+def _common_clip(ordered: Sequence[VerifiedSubmission]) -> dict[str, list[str]] | None:
     """The clip ranges every submission declares, or None if they differ or some declare none."""
-    first = ordered[0].header.get("clip") or {}
+    first = ordered[0].doc.header.clip or {}
     for s in ordered[1:]:
-        if (s.header.get("clip") or {}) != first:
+        if (s.doc.header.clip or {}) != first:
             return None
     return dict(first) or None
 
 
 def _noise_policy(
-    noise: str,
-    epsilon: float | None,
-    delta: float | None,
+    options: AggregateOptions,
     clip: Mapping[str, list[str]] | None,
     columns: Sequence[str],
-    ordered: Sequence[Any],
+    ordered: Sequence[VerifiedSubmission],
     spec: PackingSpec,
 ) -> dict[str, Any]:
     """The release header's noise parameters; PolicyError when they cannot be honoured."""
+    noise, epsilon, delta = str(options.noise), options.epsilon, options.delta
     missing = [c for c in columns if clip is None or c not in clip]
     if missing:
-        declared = {json.dumps(s.header.get("clip") or {}, sort_keys=True) for s in ordered}
+        declared = {json.dumps(s.doc.header.clip or {}, sort_keys=True) for s in ordered}
         why = ("the submissions declare different clip ranges" if len(declared) > 1
                else f"no clip range declared for {', '.join(missing)}")
-        raise PolicyError(
-            f"noise needs every submission to declare the same clip range for every score column "
-            f"(pprl submit --clip COL=LO:HI): {why}"
+        raise OptionError(
+            "noise needs every submission to declare the same clip range for every score column "
+            f"(made when submitting, {{clip}} COL=LO:HI): {why}", "clip"
         )
-    eps = float(epsilon)  # checked by _check_noise_args
+    eps = float(epsilon or 0.0)  # checked by AggregateOptions
     decimals = spec.decimals
     sensitivity: dict[str, int] = {}
     for c in columns:
@@ -237,17 +228,19 @@ def _noise_policy(
         if noise == "laplace":
             scale = Fraction(sensitivity[c]) / Fraction(repr(eps))
             if _LAPLACE_TAIL * scale > spec.bound:
-                raise PolicyError(f"noise scale for '{c}' is too large for the packing bound; raise --epsilon")
+                raise OptionError(f"noise scale for '{c}' is too large for the packing bound; raise {{epsilon}}",
+                                  "epsilon")
             params[c] = {"scale": str(scale), "scale_float": float(scale)}
         else:
-            sigma2 = gaussian_sigma(sensitivity[c], eps, float(delta))
+            sigma2 = gaussian_sigma(sensitivity[c], eps, float(delta or 0.0))
             if _GAUSSIAN_TAIL**2 * sigma2 > spec.bound**2:
-                raise PolicyError(f"noise sigma for '{c}' is too large for the packing bound; raise --epsilon")
+                raise OptionError(f"noise sigma for '{c}' is too large for the packing bound; raise {{epsilon}}",
+                                  "epsilon")
             params[c] = {"sigma2": str(sigma2), "sigma": math.sqrt(sigma2)}
     return {
         "mechanism": noise,
         "epsilon": eps,
-        "delta": float(delta) if noise == "gaussian" else 0.0,
+        "delta": float(delta or 0.0) if noise == "gaussian" else 0.0,
         "bound": "classic: sigma = sqrt(2 ln(1.25/delta)) * sensitivity / epsilon" if noise == "gaussian"
                  else "scale = sensitivity / epsilon",
         "sensitivity_fixed": sensitivity,

@@ -7,41 +7,25 @@ Appending rewrites the file atomically after checking the chain so far.
 
 A release decrypted with a threshold key also carries the T holders' signed
 ``decryption-approval`` documents, each bound to the release hash. When the
-parts were combined without a combiner key (``pprl decrypt --combine``
-without ``--me``), those approvals are the entry's only signatures: the
+parts were combined without a combiner key (no combiner key), those approvals are the entry's only signatures: the
 entry is then "attested" rather than signed, and ``verify_log`` requires at
 least the threshold's number of valid approvals from distinct holders (with
 trusted cards, from those cards: list the holders' cards then). Such
 an entry's own fields are protected by the chain from the next signed entry
-on; give ``--me`` when the log's head must be signed.
+on; give a combiner key when the log's head must be signed.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from pprl.crypto.identity import IdentityKey
-from pprl.documents import (
-    Card,
-    document_hash,
-    sign_document,
-    verify_document,
-    write_atomic,
-)
-from pprl.errors import (
-    DocumentError,
-    PPRLError,
-    SignatureError,
-    UnsupportedVersionError,
-)
+from pprl.documents import Card, document_hash, now, sign_document, verify_document
+from pprl.errors import DocumentError, PPRLError, SignatureError, UnsupportedVersionError
 
-__all__ = ["GENESIS", "AuditReport", "append_entry", "read_log", "verify_approval", "verify_log"]
+__all__ = ["GENESIS", "AuditReport", "next_entry", "verify_approval", "verify_entries"]
 
 GENESIS = "0" * 64
 
@@ -54,35 +38,19 @@ class AuditReport:
     head: str
 
 
-def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Parse a log into entries (an absent file is an empty log)."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    entries = []
-    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            raise DocumentError(f"{p}: entry {number} is not valid JSON (damaged or tampered)") from None
-        if not isinstance(entry, dict) or entry.get("kind") != "audit-entry":
-            raise DocumentError(f"{p}: entry {number} is not an audit entry")
-        entries.append(entry)
-    return entries
-
-
-def verify_log(path: str | os.PathLike[str], trusted: Sequence[Card] | None = None) -> AuditReport:
-    """Check every entry's signature and the hash chain; name the first bad entry."""
+def verify_entries(
+    entries: Sequence[Mapping[str, Any]], trusted: Sequence[Card] | None = None, *, source: str = "audit log"
+) -> AuditReport:
+    """Check every entry's signature (or holder approvals) and the hash chain; name the first bad entry."""
     previous = GENESIS
-    entries = read_log(path)
     for number, entry in enumerate(entries, start=1):
-        where = f"{path}: entry {number}"
+        where = f"{source}: entry {number}"
         if entry.get("version") != 1:
             raise UnsupportedVersionError(f"{where}: version {entry.get('version')!r} is not supported")
         if entry.get("seq") != number:
-            raise DocumentError(f"{where}: sequence number is {entry.get('seq')!r}, expected {number} (entries removed or reordered)")
+            raise DocumentError(
+                f"{where}: sequence number is {entry.get('seq')!r}, expected {number} (entries removed or reordered)"
+            )
         if entry.get("prev") != previous:
             raise DocumentError(f"{where}: hash chain broken (an earlier entry was changed, removed or reordered)")
         if "signature" in entry or "approvals" not in entry:
@@ -127,20 +95,23 @@ def _verify_approvals(entry: Mapping[str, Any], trusted: Sequence[Card] | None, 
         raise SignatureError(f"{where}: {len(holders)} distinct holder approvals, the key needs {threshold}")
 
 
-def append_entry(
-    path: str | os.PathLike[str],
+def next_entry(
+    entries: Sequence[Mapping[str, Any]],
     key: IdentityKey | None,
     signer: Card | None,
     event: str,
     details: Mapping[str, Any],
+    *,
+    source: str = "audit log",
 ) -> dict[str, Any]:
-    """Append an entry after checking the existing chain; return the entry.
+    """The entry that extends ``entries`` (checked first): signed by ``key`` as ``signer``.
 
-    Signed by ``key`` (as ``signer``); with no key, ``details`` must carry
-    holder approvals that attest it (see the module notes).
+    With no key, ``details`` must carry holder approvals that attest it (see the module notes).
+    Entries stay JSON objects: an event's details are its own (a release's are
+    :class:`pprl.documents.AuditEntry`'s fields).
     """
     try:
-        report = verify_log(path)
+        report = verify_entries(entries, source=source)
     except PPRLError as exc:
         raise DocumentError(f"refusing to append to a damaged audit log: {exc}") from None
     entry = {
@@ -148,18 +119,11 @@ def append_entry(
         "version": 1,
         "seq": report.entries + 1,
         "prev": report.head,
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": now(),
         "event": event,
         **dict(details),
     }
     if key is not None and signer is not None:
-        entry = sign_document(entry, key, signer)
-    else:
-        _verify_approvals(entry, None, "new audit entry")
-    p = Path(path)
-    existing = p.read_bytes() if p.exists() else b""
-    if existing and not existing.endswith(b"\n"):
-        existing += b"\n"
-    line = json.dumps(entry, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
-    write_atomic(p, existing + line)
+        return sign_document(entry, key, signer)
+    _verify_approvals(entry, None, "new audit entry")
     return entry

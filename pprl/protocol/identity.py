@@ -1,33 +1,23 @@
-"""Party identities on disk: ``NAME.key`` (private, 0600) and ``NAME.card.json``.
+"""Party identities: a private identity key and a public, self-signed card.
 
-A card is self-signed, which proves the card's author holds the private key;
-whether the card really is "the bureau" is settled out of band by comparing
-the printed fingerprint.
+A card proves its author holds the private key; whether the card really is
+"the bureau" is settled out of band by comparing the printed fingerprint.
+Files: :func:`pprl.protocol.files.init_party`, ``load_key``, ``load_card``.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from pprl.crypto.identity import IdentityKey
-from pprl.documents import (
-    Card,
-    b64d,
-    b64e,
-    read_document,
-    sign_document,
-    verify_document,
-    write_document,
-)
-from pprl.errors import DocumentError, KeyFormatError
+from pprl.documents import Card, CardDocument, IdentityKeyDocument, seal, verify
+from pprl.errors import KeyFormatError
+from pprl.protocol.roles import ROLES
 
-__all__ = ["ROLES", "PartyKey", "init_party", "load_key", "load_card", "load_cards"]
+__all__ = ["ROLES", "PartyKey", "card_document", "check_name_role", "create_identity", "key_document",
+           "open_card", "open_key"]
 
-ROLES = ("platform", "bureau", "authority")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -47,7 +37,8 @@ class PartyKey:
         return self.card.role
 
 
-def _check_name_role(name: str, role: str) -> None:
+def check_name_role(name: str, role: str) -> None:
+    """KeyFormatError unless ``name`` is a valid party name and ``role`` a known role."""
     if not _NAME.match(name):
         raise KeyFormatError(
             f"party name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -56,63 +47,39 @@ def _check_name_role(name: str, role: str) -> None:
         raise KeyFormatError(f"role {role!r} must be one of {', '.join(ROLES)}")
 
 
-def init_party(name: str, role: str, directory: str | os.PathLike[str], *, force: bool = False) -> tuple[Path, Path]:
-    """Create a fresh identity; return (key path, card path). Refuses to overwrite a key."""
-    _check_name_role(name, role)
-    d = Path(directory)
-    key_path, card_path = d / f"{name}.key", d / f"{name}.card.json"
-    if key_path.exists() and not force:
-        raise DocumentError(f"{key_path}: already exists; refusing to overwrite an identity key")
+def create_identity(name: str, role: str) -> PartyKey:
+    """A fresh identity (Ed25519 + X25519 seeds from the OS) for party ``name`` in ``role``."""
+    check_name_role(name, role)
     identity = IdentityKey.generate()
-    card = Card(name=name, role=role, public=identity.public())
-    write_document(
-        key_path,
-        {
-            "kind": "key",
-            "version": 1,
-            "name": name,
-            "role": role,
-            "sign_seed": b64e(identity.sign_seed),
-            "agree_seed": b64e(identity.agree_seed),
-        },
-        private=True,
-    )
-    card_doc = sign_document({"kind": "card", "version": 1, "fingerprint": card.fingerprint}, identity, card)
-    write_document(card_path, card_doc)
-    return key_path, card_path
-
-
-def load_key(path: str | os.PathLike[str]) -> PartyKey:
-    """Read a private identity key file."""
-    doc = read_document(path, "key")
-    try:
-        identity = IdentityKey(
-            sign_seed=b64d(doc["sign_seed"], f"{path}: sign_seed"),
-            agree_seed=b64d(doc["agree_seed"], f"{path}: agree_seed"),
-        )
-        name, role = str(doc["name"]), str(doc["role"])
-    except (KeyError, DocumentError, KeyFormatError):
-        raise KeyFormatError(f"{path}: not a valid pprl identity key") from None
-    _check_name_role(name, role)
     return PartyKey(card=Card(name=name, role=role, public=identity.public()), identity=identity)
 
 
-def load_card(path: str | os.PathLike[str]) -> Card:
-    """Read a party card and check its self-signature and fingerprint."""
-    doc = read_document(path, "card")
-    card = verify_document(doc, source=str(path))
-    if doc.get("fingerprint") != card.fingerprint:
-        raise KeyFormatError(f"{path}: fingerprint does not match the card's keys")
-    _check_name_role(card.name, card.role)
+def key_document(me: PartyKey) -> IdentityKeyDocument:
+    """The private key document (written 0600)."""
+    return IdentityKeyDocument(
+        name=me.name, role=me.role, sign_seed=me.identity.sign_seed, agree_seed=me.identity.agree_seed
+    )
+
+
+def card_document(me: PartyKey) -> CardDocument:
+    """The public card, self-signed."""
+    return seal(CardDocument(fingerprint=me.card.fingerprint), me.identity, me.card)
+
+
+def open_key(doc: IdentityKeyDocument) -> PartyKey:
+    """The identity a key document holds; KeyFormatError if it is not a valid one."""
+    try:
+        identity = IdentityKey(sign_seed=doc.sign_seed, agree_seed=doc.agree_seed)
+    except KeyFormatError:
+        raise KeyFormatError(f"{doc.source}: not a valid pprl identity key") from None
+    check_name_role(doc.name, doc.role)
+    return PartyKey(card=Card(name=doc.name, role=doc.role, public=identity.public()), identity=identity)
+
+
+def open_card(doc: CardDocument) -> Card:
+    """A card after checking its self-signature and fingerprint."""
+    card = verify(doc, source=doc.source)
+    if doc.fingerprint != card.fingerprint:
+        raise KeyFormatError(f"{doc.source}: fingerprint does not match the card's keys")
+    check_name_role(card.name, card.role)
     return card
-
-
-def load_cards(paths: Iterable[str | os.PathLike[str]]) -> list[Card]:
-    """Read several cards; names must be unique."""
-    cards: list[Card] = []
-    for p in paths:
-        card = load_card(p)
-        if any(c.name == card.name for c in cards):
-            raise DocumentError(f"{p}: a second card for party '{card.name}'")
-        cards.append(card)
-    return cards

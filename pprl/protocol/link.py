@@ -3,9 +3,9 @@
 The bureau sees CLKs, opaque tokens and ciphertexts; it never holds the
 linkage secret or the Paillier private key. Every submission is verified
 (signature against the platforms' cards, one schema, one linkage secret, one
-Paillier key) before any of it is used.  Linking picks its Dice threshold
-from the data unless told one (:mod:`pprl.matching.thresholds`) and blocks
-with keyed LSH when that pays (:mod:`pprl.matching.blocking`).
+Paillier key) before any of it is used. Linking picks its Dice threshold from
+the data unless told one and blocks with keyed LSH when that pays. Design:
+docs/design.md (automatic threshold, LSH blocking).
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ import csv
 import io
 import itertools
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,15 +23,18 @@ import numpy as np
 from pprl.crypto.paillier.vector import PaillierPublicKey
 from pprl.documents import (
     Card,
-    b64d,
+    Entity,
+    LinkedSubmission,
+    Linkage,
+    LinkageHeader,
+    LinkagePayload,
+    Submission,
+    Table,
     canonical_json,
-    document_hash,
-    read_document,
-    sign_document,
-    verify_document,
-    write_document,
+    seal,
+    verify,
 )
-from pprl.errors import DocumentError, KeyMismatchError, PolicyError
+from pprl.errors import DocumentError, KeyMismatchError, OptionError, PolicyError
 from pprl.matching.blocking import BlockingReport, derive_seed, lsh_candidates, plan_blocking
 from pprl.matching.dice.similarity import Candidates, find_candidates
 from pprl.matching.solve import greedy_solve
@@ -42,93 +42,157 @@ from pprl.matching.thresholds import best_match_sample, choose_threshold
 from pprl.protocol.identity import PartyKey
 
 __all__ = [
+    "BLOCKING_MODES",
     "CANDIDATE_COLUMNS",
     "SAMPLE_COLUMNS",
     "SAMPLE_SIZE",
-    "LoadedSubmission",
-    "LinkResult",
-    "load_submission",
-    "load_linkage",
-    "link",
+    "LinkOptions",
+    "LinkReport",
+    "Linked",
+    "VerifiedSubmission",
     "check_consistent",
+    "link_submissions",
+    "open_linkage",
+    "open_submission",
     "paillier_key_of",
 ]
 
+#: Records sampled (per run) for the automatic threshold and the blocking design.
+SAMPLE_SIZE = 1000
+BLOCKING_MODES = ("auto", "lsh", "none")
+#: Columns of the linkage payload's candidate table (CSV text, one row per candidate pair).
+CANDIDATE_COLUMNS = ("platform_a", "token_a", "platform_b", "token_b", "similarity")
+#: Columns of the payload's sample table: a sampled record's best and second-best match on another platform.
+SAMPLE_COLUMNS = ("platform", "token", "other_platform", "partner_token", "best", "second_best")
+
 
 @dataclass(frozen=True)
-class LoadedSubmission:
-    """A verified submission, decoded."""
+class VerifiedSubmission:
+    """A submission whose signature and shape were checked, with its encodings as an array."""
 
-    path: str
+    doc: Submission
     platform: str
-    header: dict[str, Any]
-    tokens: list[str]
-    clks: np.ndarray
-    scores: dict[str, bytes] = field(repr=False)
-    hash: str = ""
+    clks: np.ndarray = field(repr=False)
+
+    @property
+    def source(self) -> str:
+        return self.doc.source
+
+    @property
+    def tokens(self) -> list[str]:
+        return self.doc.payload.tokens
+
+    @property
+    def hash(self) -> str:
+        return self.doc.hash
 
 
-def load_submission(path: str | os.PathLike[str], cards: Sequence[Card] | None = None) -> LoadedSubmission:
-    """Read and verify one submission; refuse it unless signed by one of ``cards``."""
-    doc = read_document(path, "submission")
-    signer = verify_document(doc, cards, source=str(path), role="platform")
-    header, payload = doc.get("header", {}), doc.get("payload", {})
-    try:
-        if header["platform"] != signer.name:
-            raise DocumentError(f"{path}: header names '{header['platform']}' but '{signer.name}' signed it")
-        tokens = list(payload["tokens"])
-        width = int(header["clk_bytes"])
-        raw = b64d(payload["clks"], f"{path}: clks")
-        scores = {}
-        if header["score_columns"]:
-            if not isinstance(header.get("packing"), dict):
-                raise DocumentError(f"{path}: scores without a packing spec")
-            scores["packed"] = b64d(payload["scores_packed"], f"{path}: scores_packed")
-    except (KeyError, TypeError, ValueError):
-        raise DocumentError(f"{path}: submission is missing header or payload fields") from None
-    n = int(header["records"])
-    if len(tokens) != n or len(set(tokens)) != n or width <= 0 or len(raw) != n * width:
-        raise DocumentError(f"{path}: record counts, tokens and encodings disagree")
-    clks = np.frombuffer(raw, dtype=np.uint8).reshape(n, width)
-    return LoadedSubmission(str(path), signer.name, header, tokens, clks, scores, document_hash(doc))
+def open_submission(doc: Submission, cards: Sequence[Card] | None = None) -> VerifiedSubmission:
+    """Verify one submission (signed by a platform among ``cards``) and check its counts agree."""
+    source = doc.source
+    signer = verify(doc, cards, source=source, role="platform")
+    header, payload = doc.header, doc.payload
+    if header.platform != signer.name:
+        raise DocumentError(f"{source}: header names '{header.platform}' but '{signer.name}' signed it")
+    if header.score_columns:
+        if not isinstance(header.packing, dict):
+            raise DocumentError(f"{source}: scores without a packing spec")
+        if payload.scores_packed is None:
+            raise DocumentError(f"{source}: submission is missing header or payload fields")
+    n, width, tokens = header.records, header.clk_bytes, payload.tokens
+    if len(tokens) != n or len(set(tokens)) != n or width <= 0 or len(payload.clks) != n * width:
+        raise DocumentError(f"{source}: record counts, tokens and encodings disagree")
+    clks = np.frombuffer(payload.clks, dtype=np.uint8).reshape(n, width)
+    return VerifiedSubmission(doc=doc, platform=signer.name, clks=clks)
 
 
-def check_consistent(subs: Sequence[LoadedSubmission]) -> None:
+def check_consistent(subs: Sequence[VerifiedSubmission]) -> None:
+    """Refuse submissions from one platform twice, or under different schemas, secrets, keys or packings."""
     if not subs:
         raise DocumentError("no submissions given")
     first = subs[0]
     seen: dict[str, str] = {}
     for s in subs:
         if s.platform in seen:
-            raise DocumentError(f"{s.path}: a second submission from '{s.platform}' (first: {seen[s.platform]})")
-        seen[s.platform] = s.path
+            raise DocumentError(f"{s.source}: a second submission from '{s.platform}' (first: {seen[s.platform]})")
+        seen[s.platform] = s.source
         for field_name, what in [
             ("schema_hash", "linkage schema"),
             ("linkage_key_id", "linkage secret"),
             ("clk_bytes", "encoding length"),
         ]:
-            if s.header.get(field_name) != first.header.get(field_name):
-                raise KeyMismatchError(f"{s.path}: uses a different {what} than {first.path}")
-    keys = {s.header.get("paillier_fingerprint") for s in subs} - {None}
+            if getattr(s.doc.header, field_name) != getattr(first.doc.header, field_name):
+                raise KeyMismatchError(f"{s.source}: uses a different {what} than {first.source}")
+    keys = {s.doc.header.paillier_fingerprint for s in subs} - {None}
     if len(keys) > 1:
-        raise KeyMismatchError(f"{subs[-1].path}: submissions are encrypted under different Paillier keys")
-    packings = {canonical_json(s.header.get("packing")) for s in subs if s.header.get("packing") is not None}
+        raise KeyMismatchError(f"{subs[-1].source}: submissions are encrypted under different Paillier keys")
+    packings = {canonical_json(s.doc.header.packing) for s in subs if s.doc.header.packing is not None}
     if len(packings) > 1:
-        raise KeyMismatchError(f"{subs[-1].path}: submissions pack their scores differently")
+        raise KeyMismatchError(f"{subs[-1].source}: submissions pack their scores differently")
 
 
-def paillier_key_of(sub: LoadedSubmission) -> PaillierPublicKey:
-    key = PaillierPublicKey.from_dict(sub.header["paillier_key"])
-    if key.fingerprint != sub.header["paillier_fingerprint"]:
-        raise KeyMismatchError(f"{sub.path}: Paillier key does not match its fingerprint")
+def paillier_key_of(sub: VerifiedSubmission) -> PaillierPublicKey:
+    """The Paillier public key a submission's scores are under, checked against its fingerprint."""
+    header = sub.doc.header
+    if header.paillier_key is None:
+        raise KeyMismatchError(f"{sub.source}: carries no Paillier key")
+    key = PaillierPublicKey.from_dict(header.paillier_key)
+    if key.fingerprint != header.paillier_fingerprint:
+        raise KeyMismatchError(f"{sub.source}: Paillier key does not match its fingerprint")
     return key
 
 
-@dataclass(frozen=True)
-class LinkResult:
-    """What ``link`` wrote, with the figures the link report prints."""
+def open_linkage(doc: Linkage, trusted: Sequence[Card] | None = None) -> Linkage:
+    """Verify a linkage document (signed by a bureau among ``trusted``)."""
+    verify(doc, trusted, source=doc.source, role="bureau")
+    return doc
 
-    path: Path
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """How the bureau links; checked once, here.
+
+    Attributes:
+        threshold: Dice similarity in (0, 1], or None to choose it from the data ("auto").
+        blocking: "auto" (LSH when it is estimated to pay at pair completeness 0.99), "lsh" or "none".
+        sample_size: records sampled for the automatic threshold and the blocking design.
+        workers: processes for the comparisons (None: all cores).
+        progress: show progress bars.
+    """
+
+    threshold: float | None = None
+    blocking: str = "auto"
+    sample_size: int = SAMPLE_SIZE
+    workers: int | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        t = self.threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < float(t) <= 1.0):
+            raise OptionError(f"{{threshold}} {t} must be 'auto' or a number in (0, 1]", "threshold")
+        if self.blocking not in BLOCKING_MODES:
+            raise OptionError(f"{{blocking}} '{self.blocking}' must be one of auto, lsh, none", "blocking")
+        if isinstance(self.sample_size, bool) or not isinstance(self.sample_size, int) or self.sample_size < 1:
+            raise OptionError("{sample_size} must be a positive integer", "sample_size")
+
+    @classmethod
+    def parse_threshold(cls, threshold: float | str) -> float | None:
+        """None for "auto", else the number (OptionError for anything outside (0, 1])."""
+        if isinstance(threshold, str):
+            if threshold.strip().lower() == "auto":
+                return None
+            try:
+                return float(threshold)
+            except ValueError:
+                raise OptionError(f"{{threshold}} '{threshold}' must be 'auto' or a number in (0, 1]",
+                                  "threshold") from None
+        return threshold
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    """The figures the link report prints."""
+
     entities: int
     candidate_pairs: int
     linked_records: int
@@ -146,28 +210,12 @@ class LinkResult:
     sample_pair_completeness: float | None = None
 
 
-#: Records sampled (per run) for the automatic threshold and the blocking design.
-SAMPLE_SIZE = 1000
+@dataclass(frozen=True)
+class Linked:
+    """What linking gives: the signed linkage and its report."""
 
-
-def _check_threshold(threshold: float | str) -> float | None:
-    """None for "auto", else the number (refusing anything outside (0, 1])."""
-    if isinstance(threshold, str):
-        if threshold.strip().lower() == "auto":
-            return None
-        try:
-            threshold = float(threshold)
-        except ValueError:
-            raise PolicyError(f"threshold '{threshold}' must be 'auto' or a number in (0, 1]") from None
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) <= 1.0:
-        raise PolicyError(f"threshold {threshold} must be 'auto' or a number in (0, 1]")
-    return float(threshold)
-
-
-#: Columns of the linkage payload's candidate table (CSV text, one row per candidate pair).
-CANDIDATE_COLUMNS = ("platform_a", "token_a", "platform_b", "token_b", "similarity")
-#: Columns of the payload's sample table: a sampled record's best and second-best match on another platform.
-SAMPLE_COLUMNS = ("platform", "token", "other_platform", "partner_token", "best", "second_best")
+    linkage: Linkage
+    report: LinkReport
 
 
 def _csv_text(rows: Iterable[list[Any]]) -> str:
@@ -216,58 +264,47 @@ def _pair_codes(dataset: np.ndarray, record: np.ndarray, sizes: Sequence[int]) -
     return lo * int(offsets[-1]) + hi
 
 
-def link(
-    me: PartyKey,
-    cards: Sequence[Card],
-    submissions: Sequence[str | os.PathLike[str]],
-    threshold: float | str,
-    out: str | os.PathLike[str],
-    *,
-    blocking: str = "auto",
-    progress: bool = False,
-    sample_size: int = SAMPLE_SIZE,
-    workers: int | None = None,
-) -> LinkResult:
-    """Verify submissions, compare encodings (Dice), solve greedily, write the signed linkage.
+def link_submissions(
+    me: PartyKey, cards: Sequence[Card] | None, submissions: Sequence[Submission], options: LinkOptions
+) -> Linked:
+    """Verify submissions, compare encodings (Dice), solve greedily, sign the linkage.
 
-    ``threshold`` is a Dice similarity in (0, 1] or ``"auto"``: chosen from
-    the similarity distribution of a keyed sample of records
-    (:mod:`pprl.matching.thresholds`).  ``blocking`` is ``"auto"`` (LSH when
-    it is estimated to pay at pair completeness 0.99), ``"lsh"`` or
-    ``"none"`` (:mod:`pprl.matching.blocking`).  Both are keyed by a public
-    seed derived from the submissions' hashes, so the same submissions
-    always give the same linkage.  The header records the threshold and how
-    it was chosen, the blocking figures and the candidate-pair count; each
-    entity carries an estimated ``match_probability``; the payload also keeps
-    the candidate pairs and the sample's best matches (tokens and
-    similarities only) so that ``pprl evaluate`` can measure the run.
+    Threshold and blocking are keyed by a public seed derived from the
+    submissions' hashes, so the same submissions always give the same
+    linkage. The header records the threshold and how it was chosen, the
+    blocking figures and the candidate-pair count; each entity carries an
+    estimated ``match_probability``; the payload also keeps the candidate
+    pairs and the sample's best matches (tokens and similarities only) so
+    that an evaluation can measure the run.
+
+    Raises:
+        SignatureError: a submission not signed by a platform among ``cards``.
+        DocumentError, KeyMismatchError: submissions that do not belong together.
+        PolicyError: fewer than two platforms.
     """
-    fixed = _check_threshold(threshold)
-    if blocking not in ("auto", "lsh", "none"):
-        raise PolicyError(f"blocking '{blocking}' must be one of auto, lsh, none")
-    subs = [load_submission(p, cards) for p in submissions]
+    subs = [open_submission(doc, cards) for doc in submissions]
     check_consistent(subs)
     if len(subs) < 2:
         raise PolicyError("linkage needs submissions from at least two platforms")
     datasets = [s.clks for s in subs]
     sizes = [len(s.tokens) for s in subs]
     seed = derive_seed(*sorted(s.hash for s in subs))
-    sample = best_match_sample(datasets, size=sample_size, seed=seed, workers=workers)
+    sample = best_match_sample(datasets, size=options.sample_size, seed=seed, workers=options.workers)
     choice = choose_threshold(sample.top1, sample.top2)
-    if fixed is None:
+    if options.threshold is None:
         t, method, reason = choice.threshold, choice.method, choice.reason
     else:
-        t, method, reason = fixed, "fixed", ""
-    plan = plan_blocking(datasets, t, mode=blocking, seed=seed, sample=sample)  # type: ignore[arg-type]
+        t, method, reason = float(options.threshold), "fixed", ""
+    plan = plan_blocking(datasets, t, mode=options.blocking, seed=seed, sample=sample)  # type: ignore[arg-type]
     report: BlockingReport | None = None
     if plan.method == "lsh" and plan.design is not None:
         candidates, report = lsh_candidates(
             datasets, t, seed=seed, bands=plan.design.bands, bits_per_band=plan.design.bits_per_band,
-            sample=sample, progress=progress,
+            sample=sample, progress=options.progress,
         )
     else:
-        extra = {} if workers is None else {"workers": workers}
-        candidates = find_candidates(datasets, t, progress=progress, **extra)
+        extra = {} if options.workers is None else {"workers": options.workers}
+        candidates = find_candidates(datasets, t, progress=options.progress, **extra)
     sample_pc = None
     if report is not None:
         wanted = sample.top1 >= t
@@ -288,10 +325,14 @@ def link(
             probabilities = np.round(np.minimum.reduceat(post, starts), 6).tolist()
     names = [s.platform for s in subs]
     tokens = [s.tokens for s in subs]
-    entities = []
-    for number, (group, group_sims, probability) in enumerate(zip(groups, sims, probabilities), start=1):
-        members = [[names[d], tokens[d][r], round(s, 6)] for (d, r), s in zip(group, group_sims)]
-        entities.append({"entity_id": f"E{number:07d}", "members": members, "match_probability": probability})
+    entities = [
+        Entity(
+            entity_id=f"E{number:07d}",
+            members=[[names[d], tokens[d][r], round(s, 6)] for (d, r), s in zip(group, group_sims)],
+            match_probability=probability,
+        )
+        for number, (group, group_sims, probability) in enumerate(zip(groups, sims, probabilities), start=1)
+    ]
     pairs_total = int(sum(a * b for a, b in itertools.combinations(sizes, 2)))
     comparisons = report.comparisons if report is not None else pairs_total
     blocking_header: dict[str, Any] = {
@@ -323,40 +364,33 @@ def link(
             sample.partner.tolist(), sample.top1.tolist(), sample.top2.tolist(),
         )
     )
-    first = subs[0].header
-    doc = {
-        "kind": "linkage",
-        "version": 1,
-        "header": {
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "threshold": t,
-            "threshold_method": method,
-            "threshold_choice": {**choice.as_dict(), "sample_records": sample.records_sampled,
-                                 **({"used": False} if fixed is not None else {})},
-            "method": "dice+greedy",
-            "schema_hash": first["schema_hash"],
-            "linkage_key_id": first["linkage_key_id"],
-            "paillier_fingerprint": next(
-                (s.header["paillier_fingerprint"] for s in subs if s.header.get("paillier_fingerprint")), None
-            ),
-            "submissions": [{"platform": s.platform, "records": len(s.tokens), "hash": s.hash} for s in subs],
-            "blocking": blocking_header,
-            "candidate_pairs": len(candidates),
-            "entities": len(entities),
-        },
-        "payload": {
-            "entities": entities,
-            "candidates": {"columns": list(CANDIDATE_COLUMNS), "csv": candidate_rows},
-            "sample": {"columns": list(SAMPLE_COLUMNS), "csv": sample_rows},
-        },
-    }
-    path = write_document(out, sign_document(doc, me.identity, me.card))
-    linked = sum(len(e["members"]) for e in entities)
-    return LinkResult(
-        path=path,
+    first = subs[0].doc.header
+    header = LinkageHeader(
+        threshold=t,
+        threshold_method=method,
+        threshold_choice={**choice.as_dict(), "sample_records": sample.records_sampled,
+                          **({"used": False} if options.threshold is not None else {})},
+        method="dice+greedy",
+        schema_hash=first.schema_hash,
+        linkage_key_id=first.linkage_key_id,
+        paillier_fingerprint=next(
+            (s.doc.header.paillier_fingerprint for s in subs if s.doc.header.paillier_fingerprint), None
+        ),
+        submissions=[LinkedSubmission(platform=s.platform, records=len(s.tokens), hash=s.hash) for s in subs],
+        blocking=blocking_header,
+        candidate_pairs=len(candidates),
+        entities=len(entities),
+    )
+    payload = LinkagePayload(
+        entities=entities,
+        candidates=Table(columns=list(CANDIDATE_COLUMNS), csv=candidate_rows),
+        sample=Table(columns=list(SAMPLE_COLUMNS), csv=sample_rows),
+    )
+    linkage = seal(Linkage(header=header, payload=payload), me.identity, me.card)
+    figures = LinkReport(
         entities=len(entities),
         candidate_pairs=len(candidates),
-        linked_records=linked,
+        linked_records=sum(len(e.members) for e in entities),
         threshold=t,
         threshold_method=method,
         threshold_reason=reason,
@@ -370,10 +404,4 @@ def link(
         estimated_pair_completeness=report.estimated_pair_completeness if report is not None else None,
         sample_pair_completeness=sample_pc,
     )
-
-
-def load_linkage(path: str | os.PathLike[str], trusted: Sequence[Card] | None = None) -> dict[str, Any]:
-    """Read and verify a linkage document (signed by a bureau)."""
-    doc = read_document(path, "linkage")
-    verify_document(doc, trusted, source=str(path), role="bureau")
-    return doc
+    return Linked(linkage=linkage, report=figures)

@@ -15,28 +15,16 @@ swaps keys or files is caught.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from pprl.crypto.exchange import hkdf_sha256, unwrap, wrap
-from pprl.documents import (
-    Card,
-    b64d,
-    b64e,
-    canonical_json,
-    read_document,
-    sign_document,
-    verify_document,
-    write_document,
-)
+from pprl.documents import Card, SecretDocument, Share, SharePayload, canonical_json, seal, verify
 from pprl.errors import DecryptionError, DocumentError, KeyFormatError, KeyMismatchError
 from pprl.protocol.identity import PartyKey
 
-__all__ = ["LinkageSecret", "share_secret", "combine_secrets", "load_secret", "secret_fingerprint"]
+__all__ = ["LinkageSecret", "combine_shares", "make_share", "open_secret", "secret_document", "secret_fingerprint"]
 
 SHARE_BYTES = 32
 _CONTEXT = b"pprl-linkage-secret-share-v1"
@@ -73,8 +61,8 @@ class LinkageSecret:
         return hkdf_sha256(self.secret, 16, salt=b"pprl-key-id-v1", info=b"linkage").hex()
 
 
-def share_secret(me: PartyKey, peers: Sequence[Card], out: str | os.PathLike[str]) -> Path:
-    """Draw this platform's share and write it wrapped for itself and every peer."""
+def make_share(me: PartyKey, peers: Sequence[Card]) -> Share:
+    """Draw this platform's share and wrap it for itself and every peer."""
     if me.role != "platform":
         raise KeyFormatError(f"only platforms take part in the linkage secret; '{me.name}' is a {me.role}")
     participants = [me.card] + [p for p in peers if p.name != me.name]
@@ -85,56 +73,51 @@ def share_secret(me: PartyKey, peers: Sequence[Card], out: str | os.PathLike[str
         if p.role != "platform":
             raise KeyFormatError(f"card '{p.name}' is a {p.role}; only platforms may receive linkage-secret shares")
     share = secrets.token_bytes(SHARE_BYTES)
-    wrapped = {
-        p.name: b64e(wrap(me.identity, me.name, p.public.agree_pub, p.name, share, _CONTEXT))
-        for p in participants
-    }
-    doc = {
-        "kind": "share",
-        "version": 1,
-        "participants": sorted((p.to_signer() for p in participants), key=lambda s: s["name"]),
-        "commitment": _commitment(share),
-        "payload": {"wrapped": wrapped},
-    }
-    return write_document(out, sign_document(doc, me.identity, me.card))
+    wrapped = {p.name: wrap(me.identity, me.name, p.public.agree_pub, p.name, share, _CONTEXT) for p in participants}
+    doc = Share(
+        participants=sorted((p.to_signer() for p in participants), key=lambda s: s["name"]),
+        commitment=_commitment(share),
+        payload=SharePayload(wrapped=wrapped),
+    )
+    return seal(doc, me.identity, me.card)
 
 
-def combine_secrets(me: PartyKey, share_paths: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str]) -> LinkageSecret:
-    """Open every platform's share, check they agree, and write the combined secret (0600)."""
-    loaded: list[tuple[str, dict[str, Any], Card]] = []
-    for path in share_paths:
-        doc = read_document(path, "share")
-        signer = verify_document(doc, source=str(path), role="platform")
-        if me.name not in doc.get("payload", {}).get("wrapped", {}):
+def combine_shares(me: PartyKey, shares: Sequence[Share]) -> LinkageSecret:
+    """Open every platform's share, check they agree, and derive the combined secret."""
+    loaded: list[tuple[Share, Card]] = []
+    for doc in shares:
+        signer = verify(doc, source=doc.source, role="platform")
+        if me.name not in doc.payload.wrapped:
             raise DecryptionError(
-                f"{path}: '{me.name}' is not among this share's recipients; only the participating platforms can open it"
+                f"{doc.source}: '{me.name}' is not among this share's recipients; only the participating "
+                "platforms can open it"
             )
-        loaded.append((str(path), doc, signer))
+        loaded.append((doc, signer))
     if not loaded:
         raise DocumentError("no share files given")
-    mine = [entry for entry in loaded if entry[2].name == me.name]
+    mine = [entry for entry in loaded if entry[1].name == me.name]
     if not mine:
-        raise DocumentError(f"your own share (signed by '{me.name}') is missing from --shares")
-    own_doc, own_signer = mine[0][1], mine[0][2]
+        raise DocumentError(f"your own share (signed by '{me.name}') is missing from the shares")
+    own_doc, own_signer = mine[0]
     if own_signer.public != me.card.public:
-        raise KeyMismatchError(f"{mine[0][0]}: signed as '{me.name}' but not with this key")
-    participants = own_doc["participants"]
+        raise KeyMismatchError(f"{own_doc.source}: signed as '{me.name}' but not with this key")
+    participants = own_doc.participants
     by_name = {p["name"]: Card.from_signer(p) for p in participants}
     opened: dict[str, bytes] = {}
-    for path, doc, signer in loaded:
-        if canonical_json(doc["participants"]) != canonical_json(participants):
-            raise KeyMismatchError(f"{path}: lists different participants or keys than your own share")
+    for doc, signer in loaded:
+        if canonical_json(doc.participants) != canonical_json(participants):
+            raise KeyMismatchError(f"{doc.source}: lists different participants or keys than your own share")
         if signer.name in opened:
-            raise DocumentError(f"{path}: a second share from '{signer.name}'")
+            raise DocumentError(f"{doc.source}: a second share from '{signer.name}'")
         if by_name[signer.name].public != signer.public:
-            raise KeyMismatchError(f"{path}: signed by a key that is not '{signer.name}''s")
-        blob = b64d(doc["payload"]["wrapped"][me.name], f"{path}: wrapped share")
+            raise KeyMismatchError(f"{doc.source}: signed by a key that is not '{signer.name}''s")
+        blob = doc.payload.wrapped[me.name]
         try:
             share = unwrap(me.identity, me.name, signer.public.agree_pub, signer.name, blob, _CONTEXT)
         except DecryptionError:
-            raise DecryptionError(f"{path}: cannot open the share with this key (wrong key, or tampered)") from None
-        if _commitment(share) != doc["commitment"]:
-            raise DecryptionError(f"{path}: share does not match its commitment (tampered)")
+            raise DecryptionError(f"{doc.source}: cannot open the share with this key (wrong key, or tampered)") from None
+        if _commitment(share) != doc.commitment:
+            raise DecryptionError(f"{doc.source}: share does not match its commitment (tampered)")
         opened[signer.name] = share
     missing = sorted(set(by_name) - set(opened))
     if missing:
@@ -142,30 +125,20 @@ def combine_secrets(me: PartyKey, share_paths: Iterable[str | os.PathLike[str]],
     names = tuple(sorted(opened))
     ikm = b"".join(opened[n] for n in names)
     secret = hkdf_sha256(ikm, 32, salt=b"pprl-linkage-secret-v1", info=canonical_json(participants))
-    result = LinkageSecret(owner=me.name, participants=names, secret=secret)
-    write_document(
-        out,
-        {
-            "kind": "secret",
-            "version": 1,
-            "owner": me.name,
-            "participants": list(names),
-            "fingerprint": result.fingerprint,
-            "secret": b64e(secret),
-        },
-        private=True,
+    return LinkageSecret(owner=me.name, participants=names, secret=secret)
+
+
+def secret_document(secret: LinkageSecret) -> SecretDocument:
+    """The combined secret as its private document (written 0600)."""
+    return SecretDocument(
+        owner=secret.owner, participants=list(secret.participants), fingerprint=secret.fingerprint,
+        secret=secret.secret,
     )
-    return result
 
 
-def load_secret(path: str | os.PathLike[str]) -> LinkageSecret:
-    """Read a combined linkage secret file."""
-    doc = read_document(path, "secret")
-    try:
-        secret = b64d(doc["secret"], f"{path}: secret")
-        result = LinkageSecret(owner=str(doc["owner"]), participants=tuple(doc["participants"]), secret=secret)
-    except (KeyError, TypeError):
-        raise KeyFormatError(f"{path}: not a valid linkage secret file") from None
-    if result.fingerprint != doc.get("fingerprint"):
-        raise KeyFormatError(f"{path}: secret does not match its fingerprint (damaged)")
+def open_secret(doc: SecretDocument) -> LinkageSecret:
+    """The secret a document holds, checked against its fingerprint."""
+    result = LinkageSecret(owner=doc.owner, participants=tuple(doc.participants), secret=doc.secret)
+    if result.fingerprint != doc.fingerprint:
+        raise KeyFormatError(f"{doc.source}: secret does not match its fingerprint (damaged)")
     return result

@@ -1,24 +1,19 @@
 """A platform's step: turn its own users into one signed submission for the bureau.
 
 Identifiers become CLKs under the linkage secret; a record's score columns
-are packed into one Paillier plaintext (fixed-point slots with headroom, see
-pprl.crypto.paillier.packing) and encrypted under the authority's key; each record gets a random
-opaque token. The submission carries no raw identifier, no plaintext score
-and no platform user id. The platform keeps ``SUBMISSION.map.csv`` (0600),
-its private way back from token to its own user id.
+are packed into one Paillier plaintext (fixed-point slots with headroom) and
+encrypted under the authority's key; each record gets a random opaque token.
+The submission carries no raw identifier, no plaintext score and no platform
+user id; the token map (token -> the platform's own user id) stays with the
+platform. Design: docs/design.md (packing, DJN encryption).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,52 +21,95 @@ import pandas as pd
 from pprl.crypto.paillier.packing import PackingSpec, encrypt_packed, fixed_bound
 from pprl.crypto.paillier.vector import PaillierPublicKey, decode_fixed, encode_fixed
 from pprl.crypto.shuffle import random_permutation
-from pprl.documents import Card, b64e, read_document, sign_document, verify_document, write_atomic, write_document
-from pprl.errors import DataValidationError, KeyMismatchError
+from pprl.documents import Card, PaillierPub, Submission, SubmissionHeader, SubmissionPayload, seal, verify
 from pprl.encoding.clk import encode_with_report
-from pprl.encoding.schema import Schema, load_schema
+from pprl.encoding.schema import Schema
+from pprl.errors import DataValidationError, KeyMismatchError, OptionError
 from pprl.protocol.identity import PartyKey
-from pprl.protocol.secret import LinkageSecret, load_secret
-from pprl.protocol.tables import load_records, require_columns
+from pprl.protocol.secret import LinkageSecret
+from pprl.protocol.tables import require_columns
 
 __all__ = [
-    "Submission",
+    "ENCRYPTIONS",
     "SCORE_DECIMALS",
-    "load_paillier_public",
-    "parse_clip",
+    "PreparedSubmission",
+    "SubmitOptions",
+    "open_paillier_public",
+    "prepare_submission",
     "score_packing",
-    "submit",
-    "map_path_for",
 ]
 
 SCORE_DECIMALS = 2
 SCORE_MAX_ABS = 10**9  # largest |score| a platform may submit
 MAX_CONTRIBUTORS = 64  # most records one entity may sum (one per platform)
+#: How scores may be encrypted: the key's DJN base (default) or classic r^n randomness.
+ENCRYPTIONS = ("djn", "plain")
 
 
 @dataclass(frozen=True)
-class Submission:
-    """What ``submit`` wrote."""
+class SubmitOptions:
+    """What a platform decides for one submission; checked once, here.
 
-    path: Path
-    map_path: Path
-    records: int
-    score_columns: tuple[str, ...]
+    Attributes:
+        id_column: the platform's own user id column (goes only into the token map).
+        scores: score columns to encrypt (none: a linkage-only submission).
+        clip: {score column: (lo, hi)}: clip those columns to [lo, hi] before
+            encryption and declare the ranges in the signed header (what release
+            noise is calibrated to).
+        encryption: "djn" (the key's DJN base) or "plain" (classic r^n randomness).
+        records_per_ciphertext: pack this many records into each ciphertext;
+            every platform of a run must agree.
+        progress: show progress bars.
+    """
+
+    id_column: str
+    scores: tuple[str, ...] = ()
+    clip: Mapping[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    encryption: str = "djn"
+    records_per_ciphertext: int = 1
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scores", tuple(self.scores))
+        if not self.id_column:
+            raise OptionError("{id_column} must name a column", "id_column")
+        if len(set(self.scores)) != len(self.scores):
+            raise OptionError("{scores} names a column twice", "scores")
+        if self.encryption not in ENCRYPTIONS:
+            raise OptionError(f"encryption must be one of {', '.join(ENCRYPTIONS)}, not '{self.encryption}'")
+        rpc = self.records_per_ciphertext
+        if isinstance(rpc, bool) or not isinstance(rpc, int) or not 1 <= rpc <= 16:
+            raise OptionError("{records_per_ciphertext} must be an integer from 1 to 16", "records_per_ciphertext")
+        if rpc != 1 and not self.scores:
+            raise OptionError("{records_per_ciphertext} applies to encrypted scores: name {scores}",
+                              "records_per_ciphertext", "scores")
+        for column in self.clip:
+            if column not in self.scores:
+                raise OptionError(f"{{clip}} names '{column}', which is not one of the {{scores}} columns", "clip",
+                                  "scores")
+
+
+@dataclass(frozen=True)
+class PreparedSubmission:
+    """A platform's signed submission and what stays with the platform.
+
+    Attributes:
+        submission: the signed document for the bureau.
+        token_map: (token, the platform's own user id) per record: private, never sent.
+        notes: what encoding noticed (missing or invalid values per feature).
+    """
+
+    submission: Submission
+    token_map: list[tuple[str, str]] = field(repr=False)
     notes: tuple[str, ...] = ()
-    score_bytes: int = 0  # encrypted scores as they travel (base64 text)
 
 
-def map_path_for(out: str | os.PathLike[str]) -> Path:
-    return Path(f"{os.fspath(out)}.map.csv")
-
-
-def load_paillier_public(path: str | os.PathLike[str], authority: Card | None = None) -> PaillierPublicKey:
-    """Read the authority's signed Paillier public key, verifying signature and fingerprint."""
-    doc = read_document(path, "paillier-pub")
-    verify_document(doc, None if authority is None else [authority], source=str(path), role="authority")
-    key = PaillierPublicKey.from_dict(doc["key"])
-    if key.fingerprint != doc.get("fingerprint"):
-        raise KeyMismatchError(f"{path}: key does not match its fingerprint")
+def open_paillier_public(doc: PaillierPub, authority: Card | None = None) -> PaillierPublicKey:
+    """The authority's Paillier public key, after its signature (by ``authority`` if given) and fingerprint."""
+    verify(doc, None if authority is None else [authority], source=doc.source, role="authority")
+    key = PaillierPublicKey.from_dict(doc.key)
+    if key.fingerprint != doc.fingerprint:
+        raise KeyMismatchError(f"{doc.source}: key does not match its fingerprint")
     return key
 
 
@@ -91,25 +129,6 @@ def score_packing(columns: Sequence[str], key: PaillierPublicKey, records_per_ci
     )
 
 
-def parse_clip(specs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
-    """``COL=LO:HI`` strings (``--clip``) -> {column: (lo, hi)}; DataValidationError if malformed."""
-    out: dict[str, tuple[Decimal, Decimal]] = {}
-    for spec in specs:
-        column, eq, bounds = spec.partition("=")
-        lo_text, colon, hi_text = bounds.partition(":")
-        column = column.strip()
-        if not (column and eq and colon):
-            raise DataValidationError(f"--clip '{spec}': expected COL=LO:HI, e.g. repay_score=0:1000")
-        try:
-            lo, hi = Decimal(lo_text.strip()), Decimal(hi_text.strip())
-        except InvalidOperation:
-            raise DataValidationError(f"--clip '{spec}': LO and HI must be numbers") from None
-        if column in out:
-            raise DataValidationError(f"--clip names column '{column}' twice")
-        out[column] = (lo, hi)
-    return out
-
-
 def _clip_ranges(
     clip: Mapping[str, tuple[Decimal, Decimal]] | None, columns: Sequence[str]
 ) -> dict[str, tuple[int, int]]:
@@ -122,7 +141,7 @@ def _clip_ranges(
     out: dict[str, tuple[int, int]] = {}
     for column, pair in (clip or {}).items():
         if column not in columns:
-            raise DataValidationError(f"--clip names '{column}', which is not one of the --scores columns")
+            raise OptionError(f"{{clip}} names '{column}', which is not one of the {{scores}} columns", "clip", "scores")
         try:
             lo, hi = (Decimal(str(v)) if not isinstance(v, Decimal) else v for v in pair)
         except (TypeError, ValueError, InvalidOperation):
@@ -167,111 +186,87 @@ def _fixed_point_scores(
     return matrix
 
 
-def submit(
+def prepare_submission(
     me: PartyKey,
-    schema: Schema | str | os.PathLike[str],
-    secret: LinkageSecret | str | os.PathLike[str],
-    data: pd.DataFrame | str | os.PathLike[str],
-    id_column: str,
-    out: str | os.PathLike[str],
+    schema: Schema,
+    secret: LinkageSecret,
+    records: pd.DataFrame,
+    options: SubmitOptions,
+    paillier: PaillierPublicKey | None = None,
     *,
-    paillier: PaillierPublicKey | str | os.PathLike[str] | None = None,
-    scores: Sequence[str] = (),
-    authority: Card | None = None,
-    progress: bool = False,
-    clip: Mapping[str, tuple[Decimal, Decimal]] | None = None,
-    encryption: str | None = None,
-    records_per_ciphertext: int = 1,
-) -> Submission:
-    """Encode, encrypt and sign this platform's records; write the submission and its token map.
+    source: str = "data",
+) -> PreparedSubmission:
+    """Encode, encrypt and sign this platform's records.
 
-    ``clip`` ({score column: (lo, hi)}) clips those columns' values to
-    [lo, hi] before encryption and declares the ranges in the signed header,
-    so the bureau knows each record's contribution is bounded (what its
-    optional release noise is calibrated to). ``encryption="plain"`` uses
-    classic r^n randomness instead of the key's DJN base (see
-    :mod:`pprl.crypto.paillier.djn` for when a platform might want that).
-    ``records_per_ciphertext`` > 1 packs that many records into each
-    ciphertext (:mod:`pprl.crypto.paillier.packing_records`): a submission that many
-    times smaller and faster to make; every platform of a run must agree.
+    Args:
+        me: the platform's identity (signs the submission).
+        schema: the consortium's linkage schema.
+        secret: the platform's combined linkage secret.
+        records: the platform's users, one row each, values as strings.
+        options: id column, score columns and how to encrypt them.
+        paillier: the authority's public key, verified (needed with score columns).
+        source: how errors name ``records`` (its file).
+
+    Returns:
+        The signed submission and the private token map.
+
+    Raises:
+        DataValidationError: a missing column, a repeated id, a score that is not a number.
+        KeyMismatchError: the secret belongs to another party.
+        OptionError: options that do not fit the key (records per ciphertext).
     """
-    schema = schema if isinstance(schema, Schema) else load_schema(schema)
-    secret = secret if isinstance(secret, LinkageSecret) else load_secret(secret)
     if secret.owner != me.name:
         raise KeyMismatchError(f"the linkage secret belongs to '{secret.owner}', not '{me.name}'")
-    source, frame = load_records(data)
-    scores = tuple(scores)
-    require_columns(frame, [id_column, *scores], source)
-    duplicated = frame[id_column].duplicated()
+    frame = records.fillna("").astype(str)
+    if len(frame) == 0:
+        raise DataValidationError(f"{source}: no records")
+    scores = options.scores
+    require_columns(frame, [options.id_column, *scores], source)
+    duplicated = frame[options.id_column].duplicated()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated.to_numpy())[0]) + 1
-        raise DataValidationError(f"{source}: row {row}: id column '{id_column}' repeats an earlier id; ids must be unique")
+        raise DataValidationError(
+            f"{source}: row {row}: id column '{options.id_column}' repeats an earlier id; ids must be unique"
+        )
     if scores and paillier is None:
         raise DataValidationError("score columns were named but no Paillier public key was given")
-    key = None
-    if paillier is not None:
-        key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(paillier, authority)
-
-    if records_per_ciphertext != 1 and not (key is not None and scores):
-        raise DataValidationError("records per ciphertext applies to encrypted scores: name --scores and --paillier")
-    spec = score_packing(scores, key, records_per_ciphertext) if key is not None and scores else None
-    clip_fixed = _clip_ranges(clip, scores)
+    key = paillier if scores else None
+    spec = score_packing(scores, key, options.records_per_ciphertext) if key is not None else None
+    clip_fixed = _clip_ranges(options.clip, scores)
     fixed = _fixed_point_scores(frame, scores, source, clip_fixed)
     try:
-        encoded = encode_with_report(frame, schema, secret.secret, progress=progress)
+        encoded = encode_with_report(frame, schema, secret.secret, progress=options.progress)
     except DataValidationError as exc:
         raise DataValidationError(f"{source}: {exc}") from None
-    clks = encoded.clks
-    # Records leave in a random order so the file says nothing about the CSV's order.
+    # Records leave in a random order so the document says nothing about the table's order.
     order = random_permutation(len(frame))
-    clks = clks[order]
-    ids = frame[id_column].to_numpy()[order]
+    clks = encoded.clks[order]
+    ids = frame[options.id_column].to_numpy()[order]
+    method = "plain" if options.encryption == "plain" else None
     packed = (
-        encrypt_packed(key, fixed[order], spec, progress=progress, method=encryption).to_bytes()
-        if spec is not None else None
+        encrypt_packed(key, fixed[order], spec, progress=options.progress, method=method).to_bytes()
+        if key is not None and spec is not None else None
     )
     tokens = [secrets.token_hex(12) for _ in range(len(frame))]
-    packed_text = b64e(packed) if packed is not None else None
-
-    doc = {
-        "kind": "submission",
-        "version": 1,
-        "header": {
-            "platform": me.name,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "records": len(frame),
-            "schema_hash": schema.canonical_hash(),
-            "linkage_key_id": secret.key_id,
-            "clk_bytes": int(clks.shape[1]),
-            "paillier_fingerprint": key.fingerprint if key is not None else None,
-            "paillier_key": key.to_dict() if key is not None else None,
-            "score_columns": list(scores),
-            "score_decimals": SCORE_DECIMALS,
-            "packing": spec.to_dict() if spec is not None else None,
-            "clip": {
-                c: [str(v) for v in decode_fixed(list(clip_fixed[c]), SCORE_DECIMALS)]
-                for c in scores if c in clip_fixed
-            },
+    header = SubmissionHeader(
+        platform=me.name,
+        records=len(frame),
+        schema_hash=schema.canonical_hash(),
+        linkage_key_id=secret.key_id,
+        clk_bytes=int(clks.shape[1]),
+        paillier_fingerprint=key.fingerprint if key is not None else None,
+        paillier_key=key.to_dict() if key is not None else None,
+        score_columns=list(scores),
+        score_decimals=SCORE_DECIMALS,
+        packing=spec.to_dict() if spec is not None else None,
+        clip={
+            c: [str(v) for v in decode_fixed(list(clip_fixed[c]), SCORE_DECIMALS)] for c in scores if c in clip_fixed
         },
-        "payload": {
-            "tokens": tokens,
-            "clks": b64e(np.ascontiguousarray(clks).tobytes()),
-            "scores_packed": packed_text,
-        },
-    }
-    signed = sign_document(doc, me.identity, me.card)
-    map_path = map_path_for(out)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["token", id_column])
-    writer.writerows(zip(tokens, ids))
-    write_atomic(map_path, buffer.getvalue().encode("utf-8"), private=True)
-    try:
-        path = write_document(out, signed)
-    except BaseException:
-        map_path.unlink(missing_ok=True)
-        raise
-    return Submission(
-        path=path, map_path=map_path, records=len(frame), score_columns=scores,
-        notes=tuple(encoded.report.messages()), score_bytes=len(packed_text or ""),
+    )
+    payload = SubmissionPayload(tokens=tokens, clks=np.ascontiguousarray(clks).tobytes(), scores_packed=packed)
+    submission = seal(Submission(header=header, payload=payload), me.identity, me.card)
+    return PreparedSubmission(
+        submission=submission,
+        token_map=list(zip(tokens, (str(i) for i in ids))),
+        notes=tuple(encoded.report.messages()),
     )

@@ -20,16 +20,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from pprl.protocol.audit import verify_log
 from pprl.documents import Card
 from pprl.errors import DocumentError
 from pprl.matching.quality import LinkageQuality, evaluate_groups
-from pprl.protocol.decrypt import decrypt_release, paillier_keygen
-from pprl.protocol.link import link, load_linkage
-from pprl.protocol.identity import PartyKey, init_party, load_key
-from pprl.protocol.submit import submit
-from pprl.protocol.aggregate import aggregate
-from pprl.protocol.secret import combine_secrets, share_secret
+from pprl.protocol.files import (
+    aggregate,
+    combine_secrets,
+    decrypt_release,
+    init_party,
+    link,
+    load_key,
+    load_linkage,
+    paillier_keygen,
+    share_secret,
+    submit,
+    verify_log,
+)
+from pprl.protocol.identity import PartyKey
 
 __all__ = [
     "ConsortiumSummary",
@@ -233,7 +240,7 @@ def _check(
             scores[(name, row.user_id)] = {c: Decimal(getattr(row, c)) for c in SCORE_COLUMNS}
     truth_frame = pd.read_csv(root / "data" / "truth.csv", dtype=str, keep_default_na=False)
     truth = {(p, u): person for p, u, person in truth_frame.itertuples(index=False)}
-    entities = load_linkage(linkage_path)["payload"]["entities"]
+    entities = [e.to_dict() for e in load_linkage(linkage_path).payload.entities]
     groups = [[token_to_user[token] for _, token, _ in e["members"]] for e in entities]
     quality = evaluate_groups(groups, truth)
 

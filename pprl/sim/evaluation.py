@@ -61,7 +61,8 @@ from pprl.matching.quality import (
 )
 from pprl.matching.dice.similarity import Candidates
 from pprl.matching.solve import greedy_solve
-from pprl.protocol.link import CANDIDATE_COLUMNS, SAMPLE_COLUMNS, load_linkage
+from pprl.protocol.files import load_linkage
+from pprl.protocol.link import CANDIDATE_COLUMNS, SAMPLE_COLUMNS
 from pprl.protocol.tables import read_table, require_columns
 
 __all__ = ["Evaluation", "TRUTH_COLUMNS", "evaluate_linkage", "evaluation_json", "read_maps", "read_truth"]
@@ -366,7 +367,7 @@ def evaluate_linkage(
     cards: Sequence[Card] | None = None,
 ) -> Evaluation:
     """Measure ``linkage`` against ``truth`` (see the module docstring); optionally draw ``plot`` (PNG)."""
-    doc = load_linkage(linkage, cards)
+    doc = load_linkage(linkage, cards).wire
     header = doc.get("header", {})
     payload = doc.get("payload", {})
     maps_by_platform = read_maps(maps, doc, source=str(linkage))

@@ -109,8 +109,8 @@ def run_exact_demo(
     plaintext sum; to know which entity is which person, the check (and only
     the check) recomputes entity ids with all platforms' session keys.
     """
-    from pprl.protocol.audit import verify_log
-    from pprl.protocol.decrypt import decrypt_release, paillier_keygen
+    from pprl.protocol.files import verify_log
+    from pprl.protocol.files import decrypt_release, paillier_keygen
     from pprl.sim.synth import generate_population, write_population
 
     if platforms < 2:

@@ -45,7 +45,8 @@ from pprl.errors import (
 )
 from pprl.encoding.normalise.identifiers import normaliser_for
 from pprl.protocol.identity import PartyKey
-from pprl.protocol.submit import SCORE_DECIMALS, load_paillier_public, score_packing
+from pprl.protocol.files import load_paillier_public
+from pprl.protocol.submit import SCORE_DECIMALS, score_packing
 from pprl.protocol.psi.session import (
     REVEAL_KIND,
     ROUND_KIND,

@@ -1,0 +1,479 @@
+"""The party steps over files: read and check the documents, run the step, write what it returns.
+
+Each function here is a thin shell over a step that works on messages in
+memory (:mod:`pprl.protocol.submit`, ``link``, ``aggregate``, ``decrypt``,
+``secret``, ``identity``, ``audit``): it reads documents (kind, version and
+JSON Schema checked by :func:`pprl.documents.load`), calls the step, and
+writes its result atomically. Outputs are written only after the step
+succeeded, so a refused step leaves nothing behind. The CLI and pipelines
+that work with files use these; services and in-memory pipelines call the
+steps directly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pprl.crypto.identity import IdentityKey
+from pprl.crypto.paillier.vector import PaillierPrivateKey, PaillierPublicKey
+from pprl.documents import (
+    Card,
+    CardDocument,
+    IdentityKeyDocument,
+    Linkage,
+    PaillierKeyDocument,
+    PaillierPub,
+    Release,
+    SecretDocument,
+    Share,
+    Submission,
+    load,
+    save,
+    write_atomic,
+)
+from pprl.encoding.schema import Schema, load_schema
+from pprl.errors import DocumentError, KeyFormatError, PPRLError
+from pprl.protocol.aggregate import AggregateOptions, aggregate_release
+from pprl.protocol.audit import AuditReport, next_entry, verify_entries
+from pprl.protocol.decrypt import (
+    DecryptOptions,
+    Decrypted,
+    check_release_packing,
+    decrypt_sums,
+    new_paillier_key,
+    open_paillier_private,
+    privacy_budget,
+    publish,
+    unpack_release,
+)
+from pprl.protocol.identity import PartyKey, card_document, create_identity, key_document, open_card, open_key
+from pprl.protocol.link import LinkOptions, LinkReport, VerifiedSubmission, link_submissions, open_linkage, open_submission
+from pprl.protocol.secret import LinkageSecret, combine_shares, make_share, open_secret, secret_document
+from pprl.protocol.submit import SubmitOptions, open_paillier_public, prepare_submission
+from pprl.protocol.tables import load_records
+
+__all__ = [
+    "DecryptResult",
+    "KeygenResult",
+    "LinkResult",
+    "ReleaseResult",
+    "SubmitResult",
+    "aggregate",
+    "append_entry",
+    "combine_release_parts",
+    "combine_secrets",
+    "decrypt_release",
+    "init_party",
+    "link",
+    "load_card",
+    "load_cards",
+    "load_key",
+    "load_linkage",
+    "load_paillier_private",
+    "load_paillier_public",
+    "load_secret",
+    "load_submission",
+    "map_path_for",
+    "paillier_keygen",
+    "read_log",
+    "share_secret",
+    "submit",
+    "verify_log",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+# -- identities -------------------------------------------------------------------------------------
+
+
+def init_party(name: str, role: str, directory: PathLike, *, force: bool = False) -> tuple[Path, Path]:
+    """Create a fresh identity in ``directory``: NAME.key (0600) and NAME.card.json. Refuses to overwrite a key."""
+    d = Path(directory)
+    key_path, card_path = d / f"{name}.key", d / f"{name}.card.json"
+    me = create_identity(name, role)
+    if key_path.exists() and not force:
+        raise DocumentError(f"{key_path}: already exists; refusing to overwrite an identity key")
+    save(key_path, key_document(me))
+    save(card_path, card_document(me))
+    return key_path, card_path
+
+
+def load_key(path: PathLike) -> PartyKey:
+    """Read a private identity key file."""
+    try:
+        doc = load(path, IdentityKeyDocument)
+    except KeyFormatError:
+        raise KeyFormatError(f"{path}: not a valid pprl identity key") from None
+    return open_key(doc)
+
+
+def load_card(path: PathLike) -> Card:
+    """Read a party card and check its self-signature and fingerprint."""
+    return open_card(load(path, CardDocument))
+
+
+def load_cards(paths: Iterable[PathLike]) -> list[Card]:
+    """Read several cards; names must be unique."""
+    cards: list[Card] = []
+    for p in paths:
+        card = load_card(p)
+        if any(c.name == card.name for c in cards):
+            raise DocumentError(f"{p}: a second card for party '{card.name}'")
+        cards.append(card)
+    return cards
+
+
+# -- the linkage secret -----------------------------------------------------------------------------
+
+
+def share_secret(me: PartyKey, peers: Sequence[Card], out: PathLike) -> Path:
+    """Draw this platform's share and write it wrapped for itself and every peer."""
+    return save(out, make_share(me, peers))
+
+
+def combine_secrets(me: PartyKey, share_paths: Iterable[PathLike], out: PathLike) -> LinkageSecret:
+    """Open every platform's share, check they agree, and write the combined secret (0600)."""
+    secret = combine_shares(me, [load(p, Share) for p in share_paths])
+    save(out, secret_document(secret))
+    return secret
+
+
+def load_secret(path: PathLike) -> LinkageSecret:
+    """Read a combined linkage secret file."""
+    return open_secret(load(path, SecretDocument))
+
+
+# -- Paillier keys ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeygenResult:
+    public_path: Path
+    private_path: Path
+    fingerprint: str
+
+
+def paillier_keygen(me: PartyKey, bits: int, directory: PathLike) -> KeygenResult:
+    """Generate the authority's Paillier keypair: DIR/paillier.pub.json (signed) and DIR/paillier.key (0600)."""
+    d = Path(directory)
+    private_path = d / "paillier.key"
+    if private_path.exists():
+        raise DocumentError(f"{private_path}: already exists; refusing to overwrite a Paillier private key")
+    pub, secret = new_paillier_key(me, bits)
+    save(private_path, secret)
+    public_path = save(d / "paillier.pub.json", pub)
+    return KeygenResult(public_path=public_path, private_path=private_path, fingerprint=pub.fingerprint)
+
+
+def load_paillier_public(path: PathLike, authority: Card | None = None) -> PaillierPublicKey:
+    """Read the authority's signed Paillier public key, verifying signature and fingerprint."""
+    return open_paillier_public(load(path, PaillierPub), authority)
+
+
+def load_paillier_private(path: PathLike) -> PaillierPrivateKey:
+    """Read the authority's Paillier private key."""
+    return open_paillier_private(load(path, PaillierKeyDocument))
+
+
+# -- submit -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What ``submit`` wrote."""
+
+    path: Path
+    map_path: Path
+    records: int
+    score_columns: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    score_bytes: int = 0  # encrypted scores as they travel (base64 text)
+
+
+def map_path_for(out: PathLike) -> Path:
+    """Where ``submit`` writes the private token map of submission ``out``."""
+    return Path(f"{os.fspath(out)}.map.csv")
+
+
+def submit(
+    me: PartyKey,
+    schema: Schema | PathLike,
+    secret: LinkageSecret | PathLike,
+    data: pd.DataFrame | PathLike,
+    id_column: str,
+    out: PathLike,
+    *,
+    paillier: PaillierPublicKey | PathLike | None = None,
+    scores: Sequence[str] = (),
+    authority: Card | None = None,
+    progress: bool = False,
+    clip: Mapping[str, tuple[Decimal, Decimal]] | None = None,
+    encryption: str | None = None,
+    records_per_ciphertext: int = 1,
+) -> SubmitResult:
+    """Encode, encrypt and sign this platform's records; write the submission and its token map (0600).
+
+    Options as :class:`pprl.protocol.submit.SubmitOptions`; ``authority`` pins
+    who must have signed ``paillier``.
+    """
+    options = SubmitOptions(
+        id_column=id_column, scores=tuple(scores), clip=dict(clip or {}), encryption=encryption or "djn",
+        records_per_ciphertext=records_per_ciphertext, progress=progress,
+    )
+    schema = schema if isinstance(schema, Schema) else load_schema(schema)
+    secret = secret if isinstance(secret, LinkageSecret) else load_secret(secret)
+    source, frame = load_records(data)
+    key = None
+    if paillier is not None:
+        key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(paillier, authority)
+    prepared = prepare_submission(me, schema, secret, frame, options, key, source=source)
+    map_path = map_path_for(out)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["token", id_column])
+    writer.writerows(prepared.token_map)
+    write_atomic(map_path, buffer.getvalue().encode("utf-8"), private=True)
+    try:
+        path = save(out, prepared.submission)
+    except BaseException:
+        map_path.unlink(missing_ok=True)
+        raise
+    packed = prepared.submission.wire["payload"]["scores_packed"]
+    return SubmitResult(
+        path=path, map_path=map_path, records=prepared.submission.header.records,
+        score_columns=options.scores, notes=prepared.notes, score_bytes=len(packed or ""),
+    )
+
+
+# -- link and aggregate -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkResult(LinkReport):
+    """What ``link`` wrote, with the figures the link report prints."""
+
+    path: Path = Path()
+
+
+def load_submission(path: PathLike, cards: Sequence[Card] | None = None) -> VerifiedSubmission:
+    """Read and verify one submission; refuse it unless signed by one of ``cards``."""
+    return open_submission(load(path, Submission), cards)
+
+
+def load_linkage(path: PathLike, trusted: Sequence[Card] | None = None) -> Linkage:
+    """Read and verify a linkage document (signed by a bureau among ``trusted``)."""
+    return open_linkage(load(path, Linkage), trusted)
+
+
+def link(
+    me: PartyKey,
+    cards: Sequence[Card],
+    submissions: Sequence[PathLike],
+    threshold: float | str,
+    out: PathLike,
+    *,
+    blocking: str = "auto",
+    progress: bool = False,
+    sample_size: int | None = None,
+    workers: int | None = None,
+) -> LinkResult:
+    """Verify submissions, link them (:func:`pprl.protocol.link.link_submissions`), write the signed linkage.
+
+    ``threshold`` is a Dice similarity in (0, 1] or ``"auto"``.
+    """
+    extra = {} if sample_size is None else {"sample_size": sample_size}
+    options = LinkOptions(threshold=LinkOptions.parse_threshold(threshold), blocking=blocking, workers=workers,
+                          progress=progress, **extra)
+    linked = link_submissions(me, cards, [load(p, Submission) for p in submissions], options)
+    path = save(out, linked.linkage)
+    return LinkResult(path=path, **vars(linked.report))
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """What ``aggregate`` wrote and how many entities it released and held back."""
+
+    path: Path
+    released: int
+    suppressed: int
+
+
+def aggregate(
+    me: PartyKey,
+    linkage: PathLike,
+    submissions: Sequence[PathLike],
+    min_contributors: int,
+    out: PathLike,
+    *,
+    cards: Sequence[Card] | None = None,
+    noise: str | None = None,
+    epsilon: float | None = None,
+    delta: float | None = None,
+    progress: bool = False,
+) -> ReleaseResult:
+    """Sum each score column per entity under encryption (:func:`pprl.protocol.aggregate.aggregate_release`)."""
+    options = AggregateOptions(min_contributors=min_contributors, noise=noise, epsilon=epsilon, delta=delta,
+                               progress=progress)
+    result = aggregate_release(
+        me, load(linkage, Linkage), [load(p, Submission) for p in submissions], options, cards
+    )
+    path = save(out, result.release)
+    return ReleaseResult(path=path, released=result.released, suppressed=result.suppressed)
+
+
+# -- the audit log ----------------------------------------------------------------------------------
+
+
+def read_log(path: PathLike) -> list[dict[str, Any]]:
+    """Parse a log into entries, one JSON object per line (an absent file is an empty log)."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    entries = []
+    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            raise DocumentError(f"{p}: entry {number} is not valid JSON (damaged or tampered)") from None
+        if not isinstance(entry, dict) or entry.get("kind") != "audit-entry":
+            raise DocumentError(f"{p}: entry {number} is not an audit entry")
+        entries.append(entry)
+    return entries
+
+
+def verify_log(path: PathLike, trusted: Sequence[Card] | None = None) -> AuditReport:
+    """Check every entry's signature and the hash chain; name the first bad entry."""
+    return verify_entries(read_log(path), trusted, source=str(path))
+
+
+def _append_line(path: PathLike, entry: Mapping[str, Any]) -> None:
+    """Append one entry to the log file, atomically (the whole file is rewritten)."""
+    p = Path(path)
+    existing = p.read_bytes() if p.exists() else b""
+    if existing and not existing.endswith(b"\n"):
+        existing += b"\n"
+    line = json.dumps(entry, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
+    write_atomic(p, existing + line)
+
+
+def append_entry(
+    path: PathLike, key: IdentityKey | None, signer: Card | None, event: str, details: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Append an entry after checking the existing chain; return the entry."""
+    try:
+        entries = read_log(path)
+    except DocumentError as exc:
+        raise DocumentError(f"refusing to append to a damaged audit log: {exc}") from None
+    entry = next_entry(entries, key, signer, event, details, source=str(path))
+    _append_line(path, entry)
+    return entry
+
+
+# -- decrypt ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecryptResult:
+    path: Path
+    entities: int
+    audit_entry: int
+
+
+def _log_then_write(decrypted: Decrypted, audit_log: PathLike, out: PathLike) -> DecryptResult:
+    """Append the entry first, then write the table: no plaintext leaves without its log entry."""
+    _append_line(audit_log, decrypted.entry)
+    path = write_atomic(out, decrypted.table)
+    return DecryptResult(path=path, entities=decrypted.entities, audit_entry=int(decrypted.entry["seq"]))
+
+
+def _checked_log(audit_log: PathLike) -> list[dict[str, Any]]:
+    """The log's entries after checking its chain (errors name the file)."""
+    try:
+        entries = read_log(audit_log)
+        verify_entries(entries, source=str(audit_log))
+    except PPRLError as exc:
+        raise DocumentError(f"refusing to use a damaged audit log: {exc}") from None
+    return entries
+
+
+def decrypt_release(
+    me: PartyKey,
+    paillier_key: PaillierPrivateKey | PathLike,
+    release: PathLike,
+    audit_log: PathLike,
+    out: PathLike,
+    *,
+    cards: Sequence[Card] | None = None,
+    progress: bool = False,
+    max_epsilon: float | None = None,
+) -> DecryptResult:
+    """Verify a release, decrypt its per-entity sums, log the release, write the CSV.
+
+    ``max_epsilon``: refuse (nothing written or logged) when the running
+    epsilon of any score column in ``audit_log`` would exceed it, or the
+    release carries no noise.
+    """
+    options = DecryptOptions(max_epsilon=max_epsilon, progress=progress)
+    if me.role != "authority":
+        raise KeyFormatError(f"only an authority decrypts releases; '{me.name}' is a {me.role}")
+    private = paillier_key if isinstance(paillier_key, PaillierPrivateKey) else load_paillier_private(paillier_key)
+    doc = load(release, Release)
+    decrypted = decrypt_sums(me, private, doc, _checked_log(audit_log), options, cards)
+    return _log_then_write(decrypted, audit_log, out)
+
+
+def combine_release_parts(
+    me: PartyKey | None,
+    parts: Sequence[PathLike],
+    release: PathLike,
+    paillier_public: PathLike | None,
+    audit_log: PathLike,
+    out: PathLike,
+    *,
+    cards: Sequence[Card] | None = None,
+    authority: Card | Sequence[Card] | None = None,
+    progress: bool = False,
+    max_epsilon: float | None = None,
+) -> DecryptResult:
+    """Combine T holders' verified partial decryptions of a release; log it and write the CSV.
+
+    ``me`` (an authority) signs the audit entry and opens parts encrypted for
+    it; without it the entry is attested by the holders' approvals alone.
+    ``paillier_public`` defaults to the public key the parts carry;
+    ``authority`` pins its dealer. ``max_epsilon`` as for :func:`decrypt_release`.
+    """
+    from pprl.protocol.threshold.combine import combine_release
+
+    options = DecryptOptions(max_epsilon=max_epsilon, progress=progress)
+    if me is not None and me.role != "authority":
+        raise KeyFormatError(f"only an authority combines decryption parts; '{me.name}' is a {me.role}")
+    combined = combine_release(parts, release, paillier_public, me=me, cards=cards, authority=authority,
+                               progress=progress)
+    doc = Release.from_dict(combined.release, str(release))
+    spec = check_release_packing(doc)
+    log = _checked_log(audit_log)
+    budget = privacy_budget(doc, log, options.max_epsilon)
+    if spec is not None:
+        spec.check_key(combined.setup.public.public)  # a spec too big for the key could have wrapped
+    columns = unpack_release(doc, combined.sums, spec)
+    extra = {
+        **budget,
+        "threshold": combined.setup.public.threshold,
+        "threshold_holders": list(combined.holders),
+        "approvals": list(combined.approvals),
+    }
+    decrypted = publish(me, doc, columns, log, extra, release_hash=combined.release_hash)
+    return _log_then_write(decrypted, audit_log, out)
