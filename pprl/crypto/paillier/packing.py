@@ -5,7 +5,10 @@ offset slots, ``P = Σ_j (v_j + B) · 2^(j·s)``, optionally with a count slot.
 :class:`PackingSpec` refuses parameters for which a sum of up to
 ``max_summands`` records could carry or wrap; :func:`unpack` needs the number of
 records summed. Several records per ciphertext:
-:mod:`pprl.crypto.paillier.packing_records`.
+:mod:`pprl.crypto.paillier.packing_records`. Dict form (in submission and release
+headers): ``{"scheme": "pprl-pack", "version": 1, "slots", "slot_bits", "bound",
+"max_summands", "decimals", "count_slot"}``, plus ``"records_per_ciphertext"``
+and ``"mask_bits"`` when R > 1.
 
 Design and headroom proof: docs/design.md#packing-score-columns
 """
