@@ -36,7 +36,7 @@ bench: $(VENV)/.installed-bench
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
 
 docs: $(VENV)/.installed-docs
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) $(WORKDIR) build *.egg-info site
