@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= demo-run
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]'
 	touch $@
 
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $@
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/pprl demo --workdir $(WORKDIR)
 
@@ -31,5 +35,8 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
 
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) $(WORKDIR) build *.egg-info
+	rm -rf $(VENV) $(WORKDIR) build *.egg-info site

@@ -1,27 +1,13 @@
 """RFC 9380 hash_to_curve for the suite curve25519_XMD:SHA-512_ELL2_RO_.
 
-What
-    ``hash_to_group(messages, dst)`` maps each message to a point of the
-    prime-order subgroup of Curve25519 and returns its Montgomery
-    u-coordinate (32 bytes little-endian), ready for X25519:
+``hash_to_group(messages, dst)`` maps each message to a point of the prime-order
+subgroup of Curve25519 and returns its Montgomery u-coordinate (32 bytes
+little-endian), ready for X25519. The fast path is the C extension
+``pprl.crypto._h2c`` (constant time); the plain-integer reference here follows
+the RFC line by line and is the fallback (slow, not constant time). Test
+vectors: ``tests/vectors/rfc9380.json``.
 
-    1. ``expand_message_xmd`` (SHA-512) -> 96 uniform bytes (RFC 9380 5.3.1);
-    2. ``hash_to_field``: two 48-byte big-endian integers mod p (L = 48);
-    3. ``map_to_curve_elligator2_curve25519`` on each (RFC 9380 6.7.1);
-    4. add the two points, multiply by the cofactor 8 (``h_eff = 8``).
-
-Why two implementations
-    The fast path is the C extension ``pprl.crypto._h2c`` (SHA-512 for
-    expand_message_xmd, constant-time field arithmetic, one exponentiation
-    per map, one inversion per batch, GIL released throughout). This module also carries a plain-integer reference that
-    follows the RFC's math line by line, with affine Montgomery-curve
-    arithmetic -- a different route from the C code's Edwards formulas, so
-    the tests' cross-check means something. The reference is the fallback
-    when the extension is not built; it is correct but slow (about 100 us per
-    message) and, being Python integer code, not constant time.
-
-The test vectors of RFC 9380 Appendix J.4.1 and K.3 are in
-``tests/vectors/rfc9380.json``.
+Design: docs/psi.md#hash-to-group
 """
 
 from __future__ import annotations

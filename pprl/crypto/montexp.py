@@ -1,21 +1,12 @@
 """Many modular exponentiations with one exponent and one modulus: base^e mod M.
 
-Paillier CRT decryption (:func:`pprl.crypto.paillier.engine.decrypt_chunk`)
-raises every ciphertext of a batch to p-1 mod p² and q-1 mod q².
-:func:`powmod_many` runs such a batch through the C extension
-``pprl.crypto._montexp`` (Montgomery multiplication on AVX-512 IFMA, several
-times faster than GMP's ``mpz_powm`` at 2048-bit moduli) when the CPU has
-IFMA and the modulus is odd and at most :data:`MAX_BITS` bits, and through
-``gmpy2.powmod`` otherwise; both give identical results.  Set
-``PPRL_NO_IFMA=1`` to force gmpy2 (read at every call, for tests and
-comparisons).
+:func:`powmod_many` (Paillier CRT decryption) and :class:`MontgomeryTable` /
+:func:`table_products` (DJN encryption's fixed-base products) run on the C
+extension ``pprl.crypto._montexp`` when the CPU has AVX-512 IFMA and the modulus
+fits :data:`MAX_BITS`, on gmpy2 otherwise, with identical results.
+``PPRL_NO_IFMA=1`` forces gmpy2. Not constant time (like ``gmpy2.powmod``).
 
-Like ``gmpy2.powmod``, the C path is not constant time: it is a fixed-window
-method whose table index is a window of the exponent.
-
-:class:`MontgomeryTable` and :func:`table_products` do the same for DJN
-encryption's fixed-base products (:class:`pprl.crypto.paillier.fixed_base_table.FixedBaseTable`):
-one exponent per product, one base and modulus for the whole table.
+Design: docs/design.md#ifma-kernels
 """
 
 from __future__ import annotations

@@ -1,26 +1,11 @@
 """Exact integer noise samplers for releasing sums with differential privacy.
 
-Both samplers draw every random bit from :mod:`secrets` (the OS CSPRNG) and
-use only exact rational arithmetic (:class:`fractions.Fraction`), never
-floating-point sampling, so their output distributions are exactly the
-stated ones (no floating-point artefacts an attacker could exploit, the
-failure mode of textbook ``-scale * log(U)`` samplers).
+Discrete Laplace (two-sided geometric) and discrete Gaussian samplers, and
+:func:`gaussian_sigma` (the classic bound). Every random bit comes from
+:mod:`secrets` and all arithmetic is exact (:class:`fractions.Fraction`), never
+floating-point sampling.
 
-Discrete Laplace (two-sided geometric)
-    P(X = x) ∝ exp(-|x| / t) for integer x and scale t > 0; variance
-    2·q / (1 - q)² with q = exp(-1/t). Adding it with t = Δ/ε to an integer
-    query of sensitivity Δ gives ε-differential privacy.
-
-Discrete Gaussian
-    P(X = x) ∝ exp(-x² / (2σ²)) for integer x. Sampled by rejection from the
-    discrete Laplace (Canonne, Kamath, Steinke, "The Discrete Gaussian for
-    Differential Privacy", NeurIPS 2020, Algorithms 1-3).
-
-:func:`gaussian_sigma` gives σ from the *classic* bound
-σ = sqrt(2·ln(1.25/δ))·Δ/ε (Dwork & Roth 2014, Theorem A.1; valid for
-0 < ε < 1). Canonne–Kamath–Steinke show the discrete Gaussian with integer
-sensitivity enjoys essentially the same privacy as the continuous one at the
-same σ (it satisfies the same ε²/2-zCDP bound).
+Design: docs/release-policy.md#noise-samplers
 """
 
 from __future__ import annotations

@@ -1,73 +1,12 @@
 """ECDH private set intersection: hash identifiers into a prime-order group and blind them.
 
-Group
-    The prime-order subgroup (order L = 2^252 + 27742317777372353535851937790883648493)
-    of Curve25519, written as 32-byte little-endian Montgomery u-coordinates and
-    exponentiated with X25519 (libsodium's constant-time ``crypto_scalarmult``,
-    reached through PyNaCl). A u-coordinate names the pair {P, -P}; for hashed
-    points a clash between P and -Q has probability about 2^-252, so equal
-    u-coordinates mean equal identifiers.
+The group is the prime-order subgroup of Curve25519 (X25519 through PyNaCl);
+identifiers are hashed with RFC 9380 hash_to_curve
+(:mod:`pprl.crypto.hash_to_curve`) under a session-specific DST, blinded with a
+fresh per-session key and re-blinded by every other party. Nothing here writes
+files, prints, or logs a key, an identifier or a point.
 
-    Why not ristretto255: PyNaCl's bindings (up to 1.6.2) expose no
-    ristretto255 function, and the libsodium bundled in its wheels exports
-    none either (checked with ``nm -D``); pycryptodome has no hash-to-curve
-    at all. Ristretto255 is a quotient encoding of this same prime-order
-    group, so security is the same, and X25519 is about three times faster
-    here than ``crypto_scalarmult_ed25519`` (30 us against 90 us; the latter
-    re-checks subgroup membership on every call).
-
-Hash to group (RFC 9380 hash_to_curve, constant time, no try-and-increment)
-    The standard suite curve25519_XMD:SHA-512_ELL2_RO_ (RFC 9380 section
-    8.5), in ``pprl.crypto.hash_to_curve``:
-    ``expand_message_xmd``(SHA-512, 96 bytes) -> ``hash_to_field``: two
-    48-byte big-endian integers mod p -> Elligator 2 on each -> add -> clear
-    the cofactor (times 8) -> the Montgomery u-coordinate of the result, which
-    lies in the prime-order subgroup. The DST is ``SUITE || len(domain)`` (2
-    bytes big-endian) ``|| domain``, hashed by RFC 9380's oversize-DST rule
-    if longer than 255 bytes, so sessions and identifier kinds hash to
-    unrelated points; ``SUITE`` names the version, so this construction never
-    collides with the earlier one (``pprl-psi-h2g-v1``: SHA-512 then
-    libsodium's ``from_uniform`` twice).
-
-    Why it is safe: this is the random-oracle construction of RFC 9380 (two
-    independent maps added, not the non-uniform ``encode_to_curve``), which
-    the ECDH-PSI security argument assumes; it is indifferentiable from a
-    random oracle into the group. Elligator 2 is a straight-line map -- no
-    retries, so the time taken says nothing about the identifier -- and the
-    map, the curve arithmetic and the conversion run in the C extension
-    ``pprl.crypto._h2c`` in constant time (masked selections, no
-    data-dependent branch or index). Its output is checked in the tests
-    against RFC 9380's own vectors (Appendix J.4.1) and, on thousands of
-    random inputs, against a pure-Python reference written from the RFC's
-    math with a different route (affine Montgomery arithmetic); the
-    reference is the fallback when the extension is not built (correct but
-    about 10x slower, and Python integers are not constant time).
-
-    Cost: about 8.7 us per identifier on one core, all in C with the GIL
-    released (0.9 us of SHA-512 for expand_message_xmd; 7.8 us for the two
-    maps -- one exponentiation each -- the complete Edwards addition, three
-    doublings and the u-coordinate, whose inversions are batched into one
-    per batch by Montgomery's trick), against 60 us for the libsodium
-    construction it replaces. An X25519 blinding costs about 31 us.
-
-Keys and blinding
-    A blinding key is 32 fresh random bytes (``secrets``), one per party per
-    session; X25519 clamps it to 8·k' + 2^254, a nonzero multiple of 8 mod L.
-    Blinding is ``H(x)^k`` = X25519(k, u(H(x))); re-blinding another party's
-    element is X25519(k, element). Scalar multiplication commutes, so after
-    every party has applied its key each element is H(x)^(k_1···k_K) whatever
-    the order, and equal values mean equal identifiers. Elements received from
-    a peer are checked for length and canonical encoding (u < 2^255 - 19);
-    X25519's clamping makes small-subgroup inputs harmless, and libsodium's
-    refusal of an all-zero result is reported as an invalid element.
-
-Speed
-    Hashing is one C call per batch and every exponentiation one libsodium
-    call; both release the GIL, so large inputs are split over threads (one
-    per core) without pickling or forking. Inputs are handled in batches so
-    the batch inversion amortises.
-
-Nothing here writes files, prints, or logs a key, an identifier or a point.
+Design: docs/psi.md#group
 """
 
 from __future__ import annotations

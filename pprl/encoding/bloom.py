@@ -1,24 +1,10 @@
 """Bloom-filter bit positions for tokens, exactly as clkhash computes them.
 
-Why: a CLK is the OR of the bits set by every token of every hashed feature.
-clkhash offers two ways to pick a token's bits:
+``blakeHash`` and ``doubleHash`` positions, memoised per token
+(:class:`TokenHasher`); filters are Python ints whose big-endian bytes equal
+bitarray's ``tobytes()``, so whole filters OR and fold as single int operations.
 
-* ``blakeHash``: keyed BLAKE2b of the token with salt ``str(i)`` for the
-  i-th block of 32 positions; each little-endian 16-bit word of the 64-byte
-  digest, modulo the filter length, is one position.
-* ``doubleHash`` (Schnell et al.): ``(h_sha1 + i * h_md5) mod l`` for
-  ``i < k``, with HMAC-SHA1 and HMAC-MD5 read as big-endian integers; with
-  ``prevent_singularity`` a zero ``h_md5`` is re-drawn from HMAC-MD5 of the
-  token followed by ``chr(j).encode()`` for j = 0, 1, ...
-
-Filters are held as Python ints with bit ``length - 1 - p`` standing for
-position ``p``, so ``int.to_bytes(..., "big")`` gives exactly bitarray's
-(big-endian) ``tobytes()`` and OR/XOR of whole filters are single int
-operations. Each token's mask is memoised per feature, which is where most
-of the speed over clkhash comes from.
-
-Note on byte order: clkhash unpacks the BLAKE2b digest in the machine's native
-order; we fix little-endian, which is what clkhash does on every x86/ARM host.
+Design: docs/design.md#clk-encoding
 """
 
 from __future__ import annotations

@@ -1,27 +1,12 @@
 """Encode records into CLKs (cryptographic long-term keys), bit-identical to clkhash.
 
-Why: platforms encode their customers' identifiers locally and send only the
-CLKs; the bureau links CLKs from several sources, some of which may be made
-with clkhash itself, so ours must match clkhash 0.18 byte for byte. Every
-value is checked against its feature's format first, and a bad value is
-reported by row and column only -- the value is personal data and never
-appears in a message.
+The public API (:func:`encode_records`, :func:`encode_with_report`) and the
+report of missing or refused values per feature. Every value is checked against
+its feature's format first; a bad value is reported by row and column only,
+never by value. The work is column-major (:mod:`pprl.encoding.masks`,
+:mod:`pprl.encoding.columns`, :mod:`pprl.encoding.workers`).
 
-The work is column-major: each feature maps its values to filter masks
-through a memo (value -> mask, and inside it token -> mask), the masks of a
-row are OR-ed as Python ints, folded, and written out
-(:mod:`pprl.encoding.masks`). The records are first read into one list
-of strings per hashed feature (:mod:`pprl.encoding.columns`), and large
-inputs are split over processes (:mod:`pprl.encoding.workers`). This
-module holds the public API and the report.
-
-Schemas with pprl extensions (``"version": "3+pprl"``) add two steps: a
-feature's ``normalise`` runs on each distinct raw value before the format
-check (a value it refuses counts as missing: no bits), and a derived feature
-(``source``) reads another feature's column. ``encode_with_report`` also
-returns how many values of each feature were missing or refused, so a
-caller can say "resident_id: 12 invalid values treated as missing" without
-ever showing a value.
+Design: docs/design.md#clk-encoding
 """
 
 from __future__ import annotations

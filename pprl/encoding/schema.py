@@ -1,25 +1,12 @@
 """Load and validate clkhash linkage schemas (v3; v2 is converted on load).
 
-Why: every party that encodes records for linkage must use the same schema,
-and our encoder must reproduce clkhash's CLKs bit for bit from it. clkhash
-reports the first jsonschema violation it meets (and crashes on a few schemas
-jsonschema lets through); here every problem in the schema is collected and
-raised together in one ``SchemaError`` that names the offending feature, so a
-schema author can fix everything in one pass. The loader is deliberately a
-little stricter than clkhash (unknown keys inside features, duplicate
-identifiers, ``xorFolds`` that clkhash would silently ignore), but any schema
-it accepts is accepted by clkhash and encodes identically there -- unless it
-declares ``"version": "3+pprl"``.
+:func:`load_schema` collects every problem in a schema and raises them together
+in one ``SchemaError`` that names the offending feature. Any schema it accepts
+is accepted by clkhash and encodes identically there, unless it declares the
+pprl extensions (``"version": "3+pprl"``: ``normalise`` blocks and derived
+features with ``source``), which clkhash refuses.
 
-pprl extensions (``"version": "3+pprl"`` only): a feature may carry
-``"normalise": {"type": ..., options}`` (see ``pprl.encoding.normalise``),
-applied to each value before the format check and tokeniser, and a *derived*
-feature may read another feature's column with ``"source": "<identifier>"``
-instead of a column of its own (e.g. a pinyin feature computed from
-``name``). clkhash 0.18 silently ignores unknown keys, so it would encode such
-a schema differently; the version string is what makes clkhash refuse it, and
-a plain version 2/3 schema that uses an extension key is refused here. Unknown
-normaliser types and options are errors, never ignored.
+Design: docs/schema.md
 """
 
 from __future__ import annotations

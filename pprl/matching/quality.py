@@ -1,18 +1,10 @@
 """Pairwise linkage quality: precision, recall and F1 against a known truth.
 
-Linkage can only be measured where the true entities are known (synthetic
-populations, benchmarks).  We use the standard pairwise measures: every
-unordered pair of records placed in one predicted entity is a predicted
-link, every unordered pair of records that share a true entity is a true
-link.  This counts a three-record entity as three links, so partially
-correct groups earn partial credit.  Counting uses group sizes only
-(``n * (n - 1) / 2`` per group), never the quadratic list of pairs.
+:func:`evaluate_groups` (pairwise measures from group sizes only),
+:func:`pair_completeness` (share of true pairs among candidate pairs) and
+:func:`threshold_curve` (precision, recall and F1 over a range of thresholds).
 
-Two more measures serve blocking and threshold choice:
-:func:`pair_completeness` is the share of true pairs among a set of
-candidate pairs (what blocking and the threshold left the solver to work
-with: an upper bound on recall), and :func:`threshold_curve` gives
-precision, recall and F1 of scored links over a range of thresholds.
+Design: docs/design.md#measuring-a-linkage
 """
 
 from __future__ import annotations

@@ -1,31 +1,11 @@
 """Greedy multi-party solving: turn candidate pairs into entities.
 
-Each record ends up in at most one group (entity).  The rules are anonlink's
-``greedy_solve`` (``anonlink.solving``), reimplemented so that pprl needs no
-anonlink at run time and gives exactly the same groups:
+:func:`greedy_solve` applies anonlink's ``greedy_solve`` rules, reimplemented so
+that pprl needs no anonlink at run time and gives exactly the same groups;
+``deduplicated=True`` (the default) also refuses any group with two records of
+one dataset.
 
-* candidate pairs are taken in decreasing similarity; ties are broken by
-  ``(dataset[0], dataset[1], record[0], record[1])`` ascending, which is the
-  order anonlink's ``find_candidate_pairs`` produces;
-* a pair of two ungrouped records starts a new group of two;
-* a pair of a grouped and an ungrouped record adds the new record if the
-  group has exactly one member; otherwise the new record becomes a
-  singleton group with one edge to that group;
-* a pair of records in two different groups adds one edge between the
-  groups, and the groups are merged once every pair of records across them
-  has been seen as a candidate (``edges == |G0| * |G1|``).  The bigger group
-  absorbs the smaller one (on a tie, the group of the pair's first record).
-
-This "every pair must be a candidate" rule means that, when the candidates
-are distinct pairs that each join two *different* datasets (as
-:func:`~pprl.matching.dice.similarity.find_candidates` guarantees), no group can
-hold two records of one dataset.  Hand-made candidates may repeat a pair
-(each repeat counts as another edge) or join two records of one dataset;
-``deduplicated=True`` (the default) then still refuses any group or merge
-with two records of one dataset, exactly as anonlink's
-``probabilistic_greedy_solve(candidates, merge_threshold=1.0,
-deduplicated=True)``.  ``deduplicated=False`` is exactly anonlink's
-``greedy_solve`` in every case.
+Design: docs/design.md#solving
 """
 
 from __future__ import annotations

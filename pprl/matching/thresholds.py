@@ -1,42 +1,11 @@
 """Choosing the Dice threshold from the similarities alone, without labels.
 
-Why: the right threshold depends on the schema, the data's quality and the
-population size (the best *wrong* match of a record grows with the number of
-records it is compared with), so a fixed 0.8 is often far off: on heavily
-corrupted data it throws away a quarter of the true matches, on clean data it
-lets in false ones.  The bureau has no ground truth, but the similarities
-themselves show two populations, and we fit them.
+:func:`best_match_sample` (each sampled record's best and second-best
+similarity), :func:`fit_mixture` (a two-component Gaussian mixture on the logit
+scale, deterministic EM) and :func:`choose_threshold` (where a best match
+becomes more likely right than wrong, clamped to [0.5, 0.95]).
 
-What we look at: for a sample of records (keyed, deterministic), each
-record's best and second-best Dice similarity to the records of every other
-platform (:func:`best_match_sample`).  A record that is on the other platform
-usually has its true match as best (top-1) similarity, a record that is not
-has a best *non*-match there; the second-best similarity is almost always a
-non-match (one record per person per platform).  So the top-1 values form a
-two-population mixture (matches and best non-matches), and the top-2 values
-show the non-match population on its own.
-
-The model (:func:`fit_mixture`): a two-component Gaussian mixture on
-``logit(similarity)`` (similarities clipped to [0.001, 0.999]).  The two
-components (non-match, match) are shared by the top-1 and the top-2 values;
-each of the two groups has its own match weight.  That keeps the non-match
-component well determined even when nearly every record has a match (e.g.
-FEBRL4, where top-1 alone is one population).  EM runs in numpy from a
-deterministic start (non-match from the median and MAD of the top-2 values,
-match from the top-1 values well above them), so the same sample always gives
-the same fit.
-
-The threshold (:func:`choose_threshold`) is the similarity between the two
-component means at which the posterior probability that a top-1 pair is a
-match, ``P(match | s)``, crosses 0.5 -- the threshold that minimises the
-expected number of wrong decisions on best-match pairs -- clamped to
-[0.5, 0.95].  When nearly every record has a match (the posterior is above
-0.5 even at the non-match mean, so expected errors only fall with the
-threshold), it is the non-match mean plus two standard deviations instead:
-above all but 2.3 % of the best non-matches, which bounds the wrong
-candidates and hedges against a misfit.  When the sample is too small or the fit shows no separate
-match population, the default 0.8 is used and the method says why.  The
-fitted posterior also gives every linked pair an estimated match probability.
+Design: docs/design.md#automatic-threshold
 """
 
 from __future__ import annotations

@@ -1,37 +1,12 @@
 """Measuring a linkage against a known truth: what ``pprl evaluate`` runs.
 
-Who can do this: whoever holds the ground truth and the platforms' token
-maps -- in practice a test or benchmark set-up with synthetic data (``pprl
-synth`` writes ``truth.csv``), or a pilot where platforms pool labelled
-records.  The bureau alone cannot: it has no truth and no map.
+:func:`evaluate_linkage` reads the signed linkage, the platforms' token maps and
+a truth CSV (``platform,user_id,person``) and measures precision, recall, F1,
+pair completeness, blocking pair completeness, the reduction ratio and the
+curves against the threshold. Only whoever holds the truth and the maps can run
+it; the bureau cannot.
 
-Inputs: the signed linkage (verified), each platform's ``SUBMISSION.map.csv``
-(``token,<id column>``; which platform a map belongs to is read from
-``NAME=PATH`` or inferred from the tokens the linkage mentions), and a truth
-CSV ``platform,user_id,person``.
-
-What is measured, and why it is sound:
-
-* precision, recall, F1 -- pairwise, over the linkage's entities
-  (:func:`pprl.matching.quality.evaluate_groups`), against the true pairs
-  among the *submitted* records only (a person a platform never submitted
-  cannot be linked);
-* pair completeness -- the share of those true pairs found among the
-  linkage's candidate pairs, which ``pprl link`` stores in the payload (the
-  pairs at or above the threshold that the comparison step, blocked or not,
-  handed to the solver).  It is the recall ceiling the solver had; a true
-  pair missing there was lost to the threshold or to blocking;
-* blocking pair completeness -- with LSH blocking, the share of the sampled
-  best matches that are true matches at or above the threshold which
-  blocking found (``pprl link`` compared the sampled records with every
-  record, so this isolates what blocking lost);
-* reduction ratio -- from the linkage header: 1 - compared pairs / all pairs;
-* curves -- precision / recall / F1 against the threshold, exactly for
-  thresholds at and above the linkage's own (re-solving the stored
-  candidates), and estimated over the whole range from the sampled best
-  matches (a sampled record's best match counts as a link when its
-  similarity reaches the threshold, and as right when it is the same
-  person).
+Design: docs/design.md#measuring-a-linkage
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """Synthetic Chinese population with ground truth, split over K platforms.
 
-Record linkage can only be measured against a known answer, and real personal
-data must never be used for that. This module draws a population of people
-(name, gender, date of birth, mobile, 18-character PRC resident ID with a
-correct check digit, address), puts each person on one or more platforms, and
-gives every platform its own copy with its own opaque user id, its own scores
-(repayment, spending and travel spending, each driven by a latent trait of the
-person so a person's scores agree across platforms) and its own realistic mess: homophone and traditional-character name variants,
-dropped fields, date/phone/ID format variants, digit typos, shortened
-addresses. ``truth`` says which row on which platform is which person.
+:func:`generate_population` draws people, puts each on one or more platforms and
+gives every platform its own corrupted copy, its own user ids and scores;
+``truth`` says which row on which platform is which person. Same seed, same
+frames.
 
-Everything is drawn with numpy from one seed (same seed, same frames); Faker
-is only used once to build the name and address pools, so 200k people take
-seconds, not minutes.
+Design: docs/design.md#synthetic-population
 """
 
 from __future__ import annotations

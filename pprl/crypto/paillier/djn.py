@@ -1,80 +1,13 @@
 """Fast Paillier obfuscation in the Damgård–Jurik–Nielsen (DJN) form, with fixed-base tables.
 
-Scheme
-    Classic Paillier hides m as ``(1 + m·n) · r^n mod n²`` with r uniform in
-    Z*_n: one |n|-bit exponentiation mod n² per value. In the DJN form
-    (Damgård, Jurik, Nielsen, "A generalization of Paillier's public-key
-    system with applications to electronic voting", IJIS 2010; Jurik's PhD
-    thesis, 2003; HEU's ZPaillier) the key holder picks once a random unit x,
-    sets h = -x² mod n and publishes ``h_s = h^n mod n²`` (field ``djn_hs``
-    of the public key). Encryption is ``c = (1 + m·n) · h_s^a mod n²`` with a
-    fresh exponent a uniform in [0, 2^ℓ). Because ``h_s^a = (h^a)^n`` is an
-    n-th residue, c is an ordinary Paillier ciphertext: decryption (ours and
-    phe's), addition and scalar multiplication are unchanged.
+Encryption is ``c = (1 + m·n) · h_s^a mod n²`` with ``h_s`` (field ``djn_hs``)
+from the signed public key and a fresh exponent a of ℓ = |n|/2 bits by default;
+the result is an ordinary Paillier ciphertext. Fixed-base window tables, sized
+to a memory budget, cached per process and on disk only when asked
+(``cache_dir=``, ``PPRL_CACHE_DIR``), make ``h_s^a`` one product per window, in
+Montgomery form on AVX-512 IFMA (``PPRL_NO_IFMA=1`` selects gmpy2).
 
-Exponent length
-    ℓ = |n|/2 by default: 1024 bits at |n| = 2048, 1536 at |n| = 3072 — the
-    "full-length" exponent of HEU's ZPaillier. A caller may choose another
-    ℓ, but never below 2κ for the modulus' security level κ (NIST SP 800-57:
-    κ = 80/112/128 at 1024/2048/3072 bits), the short length DJN suggest.
-
-Why it is secure (sketch of the standard argument)
-    (1) If a were uniform modulo ord(h), h^a would be a uniform element of
-        the cyclic group <h>. For a Blum modulus with gcd(p-1, q-1) = 2 (what
-        :func:`generate_keypair` makes) and a random x, <h> is, except with
-        negligible probability, a subgroup of small index of the Jacobi-one
-        group J_n. Encrypting with r uniform in such a subgroup instead of
-        all of Z*_n is IND-CPA under the decisional composite residuosity
-        (DCR) assumption together with the subgroup-indistinguishability
-        assumption DJN state for J_n (an element's membership in <h> cannot
-        be told from its being random in J_n without the factorisation).
-    (2) With ℓ = |n|/2 the short exponent costs nothing further: Håstad,
-        Schrift and Shamir (JCSS 1993) show that exponentiation modulo a
-        composite hides |n|/2 bits, i.e. h^a with a < 2^(|n|/2) is
-        indistinguishable from h^a with a full-length a as long as n cannot
-        be factored (implied by DCR). Shorter ℓ (down to 2κ) additionally
-        needs the short-exponent indistinguishability assumption.
-    Trust: h_s comes from the key holder inside the signed ``paillier-pub``
-    document, as n does. Publicly only its form can be checked (a unit, not
-    ±1 mod n); the private key checks it is an n-th residue. A malicious key
-    holder could publish an h of small order, leaving fresh ciphertexts
-    guessable by whoever sees them (the bureau); under the honest-but-curious
-    model this does not arise, and a platform unwilling to rely on it
-    encrypts with ``method="plain"`` (classic r^n).
-
-Fixed-base tables (comb / windowed method)
-    With window w, precompute T[i][j] = h_s^(j·2^(w·i)) mod n² for
-    i < ⌈ℓ/w⌉ and 0 < j < 2^w. Then h_s^a = ∏_i T[i][a_i] over the base-2^w
-    digits a_i of a: ⌈ℓ/w⌉ - 1 modular multiplications and no squarings
-    (103 instead of ~1,230 for a sliding-window powmod at ℓ = 1024, w = 10).
-    The default w is the largest ≤ 12 whose table stays under a memory
-    budget: 64 MiB for ordinary jobs (w = 10 and 54 MB at 2048 bits, ~0.5 s
-    to build; w = 9 at 3072 bits) and 256 MiB from :data:`LARGE_JOB` values
-    on (w = 12 and 180 MB at 2048 bits, ~1.7 s to build, 85 instead of 102
-    multiplications: measured 2,190 against 1,840 obfuscations/s on one
-    core; w = 11 at 3072 bits), where the faster table repays its build
-    many times over. (Those figures are gmpy2's.) With AVX-512 IFMA and n²
-    ≤ 4158 bits (keys ≤ 2078 bits) the table is built and kept in Montgomery
-    form only (:class:`~pprl.crypto.montexp.MontgomeryTable`: 640 bytes per
-    entry at 2048 bits, 225 MB at w = 12, one buffer whose pages forked
-    workers share) and the products run in C, several in lockstep: ~3.5x
-    faster to build, ~4x as many products per second (benchmarks/README.md).
-    ``PPRL_NO_IFMA=1`` selects gmpy2; results are identical.
-    Tables are cached per process (a small LRU keyed by n, h_s, ℓ, w) and
-    inherited by forked worker processes; on disk only when asked for
-    (``cache_dir=`` or the ``PPRL_CACHE_DIR`` environment variable), since
-    they are large and throwaway test keys would litter a default location.
-    A cache file carries a magic, a JSON header (fingerprint, SHA-256 of
-    h_s, ℓ, w, entry width), the entries and a SHA-256 trailer, and is
-    written atomically (temp file + rename). On load the digest, the header
-    and cheap algebraic checks (T[0][1] = h_s, each row's first entry
-    continues the previous row, random entries T[i][j] = T[i][j-1]·T[i][1])
-    must all pass, or the table is rebuilt and the file replaced. The table
-    is derived from public data only, so the file needs no secrecy.
-
-Side channels: table lookups are indexed by secret digits (on both paths)
-and gmpy2 is not constant-time; the IFMA path at least multiplies for every
-digit, zero or not. Our adversaries read files, not the encrypting machine.
+Design and security argument: docs/design.md#djn-encryption
 """
 
 from __future__ import annotations

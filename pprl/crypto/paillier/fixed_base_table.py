@@ -1,4 +1,4 @@
-"""Fixed-base window tables: T[i][j] = base^(j·2^(w·i)) mod M, so base^e is one product per window.
+"""Fixed-base window tables: ``T[i][j] = base^(j·2^(w·i)) mod M``, so base^e is one product per window.
 
 DJN encryption (:mod:`pprl.crypto.paillier.djn`) raises one public base h_s
 to a fresh random exponent per ciphertext; with this table that costs about
@@ -31,7 +31,7 @@ _SPOT_CHECKS = 32
 
 
 class FixedBaseTable:
-    """Precomputed powers T[i][j] = base^(j·2^(w·i)) mod ``modulus`` for fast ``base^e``.
+    """Precomputed powers ``T[i][j] = base^(j·2^(w·i))`` mod ``modulus`` for fast ``base^e``.
 
     Either ``rows`` of ``mpz`` (:meth:`build`) or, for the IFMA kernel, only a
     :class:`~pprl.crypto.montexp.MontgomeryTable` ``mont`` (:meth:`build_fast`,

@@ -1,22 +1,13 @@
 """Paillier key pairs: validation, fingerprints, dict form, and phe interop.
 
-Split out of :mod:`pprl.crypto.paillier.vector` (which re-exports everything here) to
-keep modules small. Keys are frozen dataclasses holding plain ints; the CRT
-constants the decryptor needs are derived once per private key and cached.
+Split out of :mod:`pprl.crypto.paillier.vector` (which re-exports everything here).
+Keys are frozen dataclasses holding plain ints; untrusted key material enters
+through ``from_dict`` and is parsed strictly (:class:`~pprl.errors.KeyFormatError`,
+:class:`~pprl.errors.KeyMismatchError`). No error message, ``repr`` or ``str``
+ever shows ``p`` or ``q``. The optional DJN base ``djn_hs`` only speeds up
+encryption.
 
-Untrusted key material enters through ``from_dict``: it is parsed strictly
-(canonical base64, no leading zero bytes, declared ``bits`` must match) and
-refused with :class:`~pprl.errors.KeyFormatError` when malformed, or with
-:class:`~pprl.errors.KeyMismatchError` when a private key does not belong to
-the public key it is paired with. No error message, ``repr`` or ``str`` ever
-shows ``p`` or ``q``.
-
-DJN base (optional): ``djn_hs`` = h^n mod n², h = -x² mod n for a random
-unit x chosen once by the key holder (see :mod:`pprl.crypto.paillier.djn`).
-It only speeds up encryption: equality, hashing and the fingerprint depend on
-n alone. It is as trustworthy as the signed document carrying it; publicly
-only its form is checked, the private key checks it is an n-th residue.
-Dicts without it (older files) still load and encrypt with r^n.
+Design: docs/design.md#paillier-scheme
 """
 
 from __future__ import annotations

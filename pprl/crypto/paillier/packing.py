@@ -1,55 +1,16 @@
 """Several score columns in one Paillier plaintext ("packing"), with proven headroom.
 
-Encoding
-    A record's k score columns, signed integers after fixed-point encoding
-    (:func:`~pprl.crypto.paillier.fixedpoint.encode_fixed`) with |v| ≤ B,
-    become the single plaintext
+A record's k fixed-point score columns (|v| ≤ B) become one plaintext of
+offset slots, ``P = Σ_j (v_j + B) · 2^(j·s)``, optionally with a count slot.
+:class:`PackingSpec` refuses parameters for which a sum of up to
+``max_summands`` records could carry or wrap; :func:`unpack` needs the number of
+records summed. Several records per ciphertext:
+:mod:`pprl.crypto.paillier.packing_records`. Dict form (in submission and release
+headers): ``{"scheme": "pprl-pack", "version": 1, "slots", "slot_bits", "bound",
+"max_summands", "decimals", "count_slot"}``, plus ``"records_per_ciphertext"``
+and ``"mask_bits"`` when R > 1.
 
-        P = Σ_j (v_j + B) · 2^(j·s),   j = 0 (least significant) … k-1,
-
-    where s = ``slot_bits`` and the offset B (= ``bound``) makes every slot
-    non-negative. Multiplying ciphertexts adds plaintexts, so after the
-    bureau sums m records, slot j holds S_j = Σ v_j + m·B, and the column
-    sum is S_j - m·B. **The decoder therefore needs m for every aggregate**:
-    the number of records summed, which the bureau knows and releases (its
-    ``contributors`` count).
-
-Headroom (why nothing wraps)
-    :class:`PackingSpec` refuses (PolicyError) unless 2·B·M < 2^s, i.e.
-    s ≥ bitlen(2·B·M), for M = ``max_summands``; :meth:`PackingSpec.check_key`
-    refuses unless k·s ≤ |n| - 3 (``total_bits``). :func:`pack_rows` refuses any |v| > B
-    (DataValidationError naming row and column, never the value). Then for
-    every m ≤ M: 0 ≤ S_j ≤ 2·B·m < 2^s, so no slot carries into the next, and
-    P < 2^(k·s) ≤ 2^(|n|-3) < n/4, so the sum never wraps mod n (and a packed
-    plaintext is also a valid non-negative signed plaintext, below n//3).
-    Decoding refuses (DecryptionError) a plaintext ≥ 2^(k·s) or a slot above
-    2·B·m — a tampered or foreign ciphertext, or a wrong m — and refuses
-    (PolicyError) m > M. (With a count slot, read k + 1 for k throughout.)
-
-Count slot (optional, ``count_slot=True``)
-    One more slot, above the k value slots, holds 1 per record, so a sum of
-    m records carries m itself. The decoder then checks the released count
-    against it (or takes it from there): a wrong count would otherwise shift
-    each column sum by a multiple of B, and is caught only when it pushes a
-    slot over its headroom. M < 2^s always holds, so the slot cannot carry.
-
-Decryption at speed
-    Because P < 2^(k·s), when k·s + 64 < |p| the authority decrypts mod p
-    only (one half-size exponentiation instead of two). A garbage ciphertext
-    then decrypts to a value uniform in [0, p), which is ≥ 2^(k·s), and so
-    refused, except with probability < 2^-64.
-
-Several records per ciphertext (``records_per_ciphertext`` = R > 1)
-    R records share one plaintext in an interleaved layout with masking room
-    per slot; the bureau aligns each record onto common target slots before
-    summing and masks the rest. :mod:`pprl.crypto.paillier.packing_records` has the
-    layout and its proof; :func:`pack_rows` and :func:`unpack` handle it here.
-
-Dict form (travels in submission and release headers)
-    ``{"scheme": "pprl-pack", "version": 1, "slots": k, "slot_bits": s,
-    "bound": B, "max_summands": M, "decimals": d, "count_slot": bool}``,
-    plus ``"records_per_ciphertext": R, "mask_bits": σ`` when R > 1;
-    ``decimals`` records the fixed-point scale (values are v·10^-d).
+Design and headroom proof: docs/design.md#packing-score-columns
 """
 
 from __future__ import annotations

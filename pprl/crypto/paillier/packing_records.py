@@ -1,61 +1,11 @@
 """Several records in one Paillier ciphertext, summed per entity without any extra round.
 
-Why
-    A ciphertext is 2·|n| bits whatever it holds. With one record per
-    ciphertext (:mod:`pprl.crypto.paillier.packing`) a submission costs 512 bytes per
-    record at 2048 bits; packing R records per ciphertext divides both the
-    platform's upload and its encryption work by R. The bureau must still
-    add each *record* into its own entity's sum. It can do that alone,
-    because multiplying a plaintext by 2^t (raising the ciphertext to 2^t)
-    shifts every slot up by t bits: it shifts each record's slots onto one
-    common *target* position, and masks whatever else lands around them.
+R records share one plaintext in an interleaved layout with masking room per
+slot. The bureau aligns each record onto common target slots (raising its
+ciphertext to a power of two, :func:`sum_records`) and masks everything but the
+targets under one fresh encryption per entity (:func:`blinding_vector`).
 
-Layout (R records, F = k value slots + count slot, slot width s)
-    Each slot position is w = s + σ + 1 bits wide (σ = ``mask_bits``, 40).
-    Field f of the record in slot j (0 ≤ j < R) sits at position f·R + j:
-    the fields are interleaved, so aligning a record moves it by at most
-    (R - 1)·w bits, not (R - 1)·F·w. A platform's ciphertext c holds
-    records c·R … c·R + R - 1 of its (shuffled) submission; unused slots
-    of the last ciphertext are zero.
-
-Aligning and summing (the bureau)
-    Record j of a ciphertext is raised to 2^((R-1-j)·w): its field f lands on
-    the target position f·R + R - 1. Another slot i of the same ciphertext
-    lands on f·R + i + R - 1 - j, which is a target only when i = j (a shift
-    of at most R - 1 positions cannot reach the next field's target). So
-    after summing m aligned records, each target holds exactly the sum of the
-    entity's records for its field, below 2^s by the headroom proof of
-    :class:`~pprl.crypto.paillier.packing.PackingSpec`, and the positions between
-    targets hold sums of *other* records' fields ("garbage").
-
-Masks (what the key holder may not see)
-    The garbage lies in F + 1 regions of R - 1 positions each: below every
-    target (positions f·R … f·R + R - 2, f = 0 … F - 1) and above the last one
-    (f = F). Each region's garbage is below 2^((R-2)·w + s), since every
-    position holds less than 2^s. The bureau adds, under one fresh
-    encryption per entity, a uniform mask in [0, 2^((R-2)·w + s + σ)) to
-    every region. Garbage plus mask stays below 2^((R-1)·w), so nothing
-    carries into a target, and the masked region is within statistical
-    distance 2^-σ of a value independent of the garbage. The key holder
-    therefore learns the targets (the aggregate, as with one record per
-    ciphertext) and, per region, nothing but negligible statistical bias
-    (over a whole release, by the union bound, at most (F + 1)·E·2^-σ for
-    E entities: below 2^-21 for 100,000 entities with σ = 40; a spec may
-    set a larger ``mask_bits`` at the cost of fewer records per ciphertext).
-    The same encryption carries the release noise, if any, on the targets.
-    The largest plaintext is below 2^((F·R + R - 1)·w), which
-    ``PackingSpec.check_key`` keeps at most |n| - 3 bits, so nothing wraps.
-
-Costs (2048-bit key, the consortium's 4 slots of 44 bits: R ≤ 5)
-    Platform: 1/R of the encryptions and bytes (5 records = 15 values per
-    512-byte ciphertext, about 34 bytes per value). Bureau: (R - 1)·w
-    modular squarings per ciphertext (340 for R = 5: 1.3 ms with gmpy2, 0.5 ms
-    on AVX-512 IFMA, see :mod:`pprl.crypto.montexp`) to align
-    its records, plus one encryption per entity for the masks. Key holder:
-    the aggregate is larger than p, so decryption needs both CRT halves
-    (about twice the one-record case, which decrypts mod p only). The trust
-    model is unchanged: an honest-but-curious bureau, which could always
-    add any plaintext it likes under the public key.
+Design, layout and proof: docs/design.md#several-records-per-ciphertext
 """
 
 from __future__ import annotations

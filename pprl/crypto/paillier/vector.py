@@ -1,52 +1,14 @@
 """Paillier encryption of score vectors: what platforms, the bureau and the authority share.
 
-Scheme
-    Paillier (1999) over n = p·q with the generator fixed at g = n + 1, as
-    python-paillier (``phe``) uses, so keys and ciphertexts are
-    interchangeable with phe's. Since (n+1)^m = 1 + m·n (mod n²), encryption
-    is ``c = (1 + m·n) · ρ mod n²`` for a fresh random n-th residue ρ:
-    ``ρ = h_s^a`` (DJN form, the default when the key carries ``djn_hs``:
-    a full-length |n|/2-bit exponent over a precomputed fixed-base table,
-    ~15x faster; see :mod:`pprl.crypto.paillier.djn` for the security
-    argument) or ``ρ = r^n`` with r uniform in Z*_n (``method="plain"``,
-    phe's way). Randomness comes from the OS CSPRNG (:mod:`secrets`).
-    Multiplying ciphertexts adds plaintexts mod n, which is how the bureau
-    sums per linked person without being able to read anything. Several
-    score columns can share one plaintext: see :mod:`pprl.crypto.paillier.packing`.
+:class:`EncryptedVector` (fixed-width ciphertexts that add and scale like an
+array), :func:`encrypt_vector` / :func:`decrypt_vector` and the fixed-point
+helpers; keys are re-exported from :mod:`pprl.crypto.paillier.keys`. phe's
+conventions (g = n + 1, signed values below n//3), DJN or plain randomness, CRT
+decryption. Results are not re-randomised automatically
+(:meth:`EncryptedVector.rerandomize`). Nothing here prints or logs a plaintext,
+a ciphertext or a key.
 
-Signed encoding
-    Scores are signed integers (see :func:`encode_fixed` for decimals). A
-    value m with |m| < n//3 is encrypted as m mod n. On decryption, raw
-    results in [0, n//3) are positive, results in (n - n//3, n) are m - n
-    (negative), and anything in between is an overflow and raises
-    DecryptionError. This is phe's convention (``max_int = n//3 - 1``).
-    **A homomorphic sum is only correct while the true sum stays below n//3
-    in magnitude** (about 10^616 at 2048 bits): a hard limit, detected, not
-    absorbed.
-
-Decryption
-    With the factorisation, by the Chinese remainder theorem (as phe does):
-    m_p = L_p(c^(p-1) mod p²)·h_p mod p and m_q likewise, with
-    L_x(u) = (u-1)/x and h_x = L_x(g^(x-1) mod x²)^-1 mod x precomputed per
-    key, then m = m_p + ((m_q - m_p)·p^-1 mod q)·p. Two half-size
-    exponentiations cost about a quarter of one mod n².
-
-Serialisation
-    A vector is the concatenation of its ciphertexts, each written as a
-    fixed-width big-endian unsigned integer of ``ciphertext_bytes`` bytes
-    (the byte length of n², e.g. 512 bytes at 2048 bits), so a blob's length
-    depends only on the vector length. On reading, every ciphertext must
-    satisfy 0 < c < n² and gcd(c, n) = 1. Keys serialise via ``to_dict``.
-
-Randomisation
-    Homomorphic results are not re-randomised automatically (a one-element
-    group sum *is* that ciphertext; scalar products are deterministic); call
-    :meth:`EncryptedVector.rerandomize` before handing results to anyone who
-    also saw the inputs.
-
-Inputs may be sequences, numpy arrays or pandas Series; large ones are
-spread over processes (``workers``, tqdm bar with ``progress``). Nothing in
-this module prints or logs a plaintext, a ciphertext or a key.
+Design: docs/design.md#paillier-scheme
 """
 
 from __future__ import annotations

@@ -1,51 +1,13 @@
 """Normalisers: bring real-world values to one canonical form before they are tokenised.
 
-Why: a CLK only links two records if equal facts give equal tokens. Chinese
-identifiers arrive in many harmless variants -- full-width digits, a lower-case
-``x`` in a resident ID, the old 15-digit card, ``+86 138 0013 8000``,
-``1990年3月7日``, traditional characters, ``·`` inside a name -- and each
-variant costs similarity it should not. A schema feature may name one
-normaliser (the pprl schema extension ``"normalise"``); the encoder applies it
-to every value before the feature's format check and tokeniser. A normaliser
-returns the canonical text, or ``None`` for a value that is missing or cannot
-be valid, which the encoder treats as missing: no tokens, no bits.
+A schema feature may name one normaliser (the pprl schema extension
+``"normalise"``); this module holds the schema block (:func:`parse_normaliser`)
+and the registry of types (``cn_resident_id``, ``cn_mobile``, ``cn_name``,
+``date``, ``gender``, ``text``). A normaliser returns the canonical text, or
+``None`` (treated as missing); every one is idempotent, never raises on a string,
+never logs a value, and is memoised per distinct value.
 
-Every normaliser is idempotent (``n(n(x)) == n(x)``), never raises on a
-string, never logs a value, and is memoised per distinct value, so encoding
-cost grows with the number of distinct values, not of rows. The functions
-live in ``chinese`` (names, pinyin, simplification) and ``values`` (dates,
-gender, text); this module holds the schema block and the registry.
-
-Types (``{"type": ..., options}``):
-
-``cn_resident_id``
-    PRC resident identity number: NFKC, separators removed, ``x`` -> ``X``,
-    15 -> 18 digits, birth date and check character verified
-    (:func:`pprl.encoding.normalise.identifiers.normalise_resident_id`, the same canonical
-    form as the exact-identifier PSI path).
-``cn_mobile``
-    Mainland mobile number: ``+86`` / ``0086`` and separators removed,
-    ``1[3-9]`` plus 9 digits (:func:`pprl.encoding.normalise.identifiers.normalise_mobile`).
-``cn_name``
-    Person name: NFKC, traditional -> simplified (OpenCC), lower case, every
-    character that is not a letter or digit (``·``, ``•``, spaces, hyphens)
-    removed. ``"output": "han"`` (default) keeps the characters;
-    ``"output": "pinyin"`` gives toneless pinyin without spaces, the surname
-    read as a surname (曾 zeng, 单 shan, 解 xie, 区 ou), so homophone typos
-    (张伟 / 章伟) still agree.
-``date``
-    ``1990-03-07``, ``1990/3/7``, ``1990.3.7``, ``19900307``, ``1990年3月7日``
-    (an ``HH:MM[:SS]`` time after it is dropped) -> ``1990-03-07``
-    (``"output": "iso"``, default) or ``19900307`` (``"output": "compact"``);
-    year first only, and the date must exist.
-``gender``
-    男 / 男性 / M / male -> ``M``; 女 / 女性 / F / female -> ``F``; anything
-    else is missing.
-``text``
-    Free text such as addresses: NFKC, traditional -> simplified
-    (``"simplify"``, default true), lower case (``"lower"``, default true),
-    and ``"strip"``: ``"punctuation"`` (default: keep only letters and
-    digits), ``"space"`` (drop whitespace only) or ``"none"``.
+Design: docs/schema.md#normalising-chinese-identifiers-pprl-schema-extension
 """
 
 from __future__ import annotations

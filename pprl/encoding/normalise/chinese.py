@@ -1,18 +1,10 @@
 """Chinese text: traditional -> simplified characters, person names, toneless pinyin.
 
-Why: the same person's name is written 陳小明 on one platform and 陈小明 or
-陈·小明 on another, and a homophone typo (章伟 for 张伟) is the commonest
-error of pinyin input methods. Names are cleaned to simplified characters,
-and a second, derived feature encodes their toneless pinyin so such typos
-still agree.
+Characters are converted one at a time, never as phrases, so the result is
+idempotent; the tables come from OpenCC (``t2s``) and pypinyin, and the only
+table kept here is the surname readings of heteronymous characters.
 
-Characters are converted one at a time, never as phrases: phrase rules make a
-character's result depend on its neighbours, so a one-character typo could
-change the neighbours too, and repeated conversion could drift (OpenCC's
-phrase mode is not idempotent). The tables come from OpenCC (``t2s``) and
-pypinyin; the only table kept here is the surname readings of heteronymous
-characters, because pypinyin has no surname mode
-(mozillazg/python-pinyin#297).
+Design: docs/schema.md#derived-features-and-pinyin
 """
 
 from __future__ import annotations

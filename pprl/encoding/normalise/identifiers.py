@@ -1,28 +1,11 @@
 """Canonical forms of exact identifiers: PRC resident identity numbers and mobile numbers.
 
-Exact-match private set intersection compares identifiers bit for bit after
-hashing, so every harmless variant of one number (full-width digits, a
-lower-case check character, the old 15-digit card, "+86", spaces, dashes)
-must map to one canonical string before hashing, and anything that cannot
-be a valid number must map to nothing (``None``) rather than to a guess.
+Every harmless variant of one number maps to one canonical string, and anything
+that cannot be a valid number to ``None``; the exact-identifier PSI path and the
+``cn_resident_id`` / ``cn_mobile`` normalisers share these functions. They never
+log or echo the value they were given.
 
-Resident identity number (GB 11643-1999)
-    18 characters: 6-digit region, 8-digit birth date YYYYMMDD, 3-digit
-    sequence, check character from ISO 7064 MOD 11-2 over the first 17
-    digits (weights 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2, remainder r gives
-    "10X98765432"[r]). The 15-digit first-generation number has a 2-digit year
-    and no check character; it is upgraded by inserting "19" before the year
-    and appending the computed check character. A valid number has a nonzero
-    first digit, a real calendar date and (for 18 characters) the right check
-    character; anything else is ``None``.
-
-Mobile number
-    Eleven digits ``1[3-9]XXXXXXXXX`` after removing the country code
-    ("+86", "0086", or a bare "86" in front of eleven digits), spaces and
-    separators (- . / parentheses). Anything else is ``None``.
-
-Both accept full-width characters (NFKC). Functions never log or echo the
-value they were given.
+Design: docs/schema.md#resident-id-and-mobile-canonical-forms
 """
 
 from __future__ import annotations

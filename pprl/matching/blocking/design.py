@@ -1,36 +1,12 @@
 """Keyed LSH design for blocking: bit positions from a public seed, and how many bands of how many bits.
 
-Part of the blocking described in :mod:`pprl.matching.blocking`, which
-gives the model: a pair at Hamming distance ``h`` shares one band of ``b``
-random positions out of ``l`` with probability ``q = C(l - h, b) / C(l, b)``,
-and at least one of ``L`` bands with probability ``1 - (1 - q) ** L``
-(:func:`collision_probability`).
+:func:`collision_probability`, :func:`derive_seed` and :func:`band_positions`,
+:func:`design_lsh` (bands and bits per band for a target pair completeness at
+the lowest estimated cost) and :func:`plan_blocking` (whether LSH pays at all).
+The 64-bit lanes and popcounts used here (:func:`as_lanes`,
+:func:`popcount64`) serve :mod:`pprl.matching.blocking.candidates` too.
 
-The bit positions are drawn from a public per-run seed (:func:`derive_seed`,
-by default the hash of the submissions being linked;
-:func:`band_positions`) because the bureau must be able to draw them and it
-does not hold the linkage secret.
-
-Parameters (:func:`design_lsh`): for each ``b`` in 8..64 the smallest ``L``
-whose estimated pair completeness reaches the target (default 0.99), and of
-those the design with the lowest estimated cost (hashing ``L`` bands of every
-record plus comparing the expected number of colliding pairs, estimated from
-random pairs of the data).  Pair completeness is estimated on the pairs that
-matter -- the sampled best matches at or above the threshold
-(:func:`pprl.matching.thresholds.best_match_sample`, with their exact Hamming
-distances) -- and, without a sample, for a worst-case pair exactly at the
-threshold with 99th-percentile popcounts.  Both figures are reported.  With
-``mode="auto"`` (:func:`plan_blocking`) LSH is used only when the total
-number of pairs is at least :data:`MIN_PAIRS_FOR_LSH`, a design meets the
-target, and its estimated time is under half the brute-force time
-(measured throughputs of this module and of the Dice kernel in use); on
-data whose encodings leave little room between matches and non-matches (a
-low threshold, a high fill rate) no design meets the target and the bureau
-compares everything.
-
-The 64-bit lanes and popcounts used to measure the data here
-(:func:`as_lanes`, :func:`popcount64`) serve candidate generation
-(:mod:`pprl.matching.blocking.candidates`) too.
+Design: docs/design.md#lsh-blocking
 """
 
 from __future__ import annotations

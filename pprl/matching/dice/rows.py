@@ -1,22 +1,12 @@
 """Encoding arrays prepared for a Dice comparison, and the popcount windows of a comparison.
 
-Part of the Dice candidate generation described in
-:mod:`pprl.matching.dice.similarity`; both kernels (:mod:`pprl.matching.dice.native`
-and :mod:`pprl.matching.dice.fallback`) work on what this module prepares.
-
-* each encoding is a ``uint8`` array of shape ``(n_records, l // 8)``, one row
-  per CLK in clkhash's ``bitarray.tobytes()`` layout; :func:`prepare` counts
-  its bits once (``np.bitwise_count`` on numpy >= 2, a byte lookup table
-  before) and sorts its rows by popcount;
-* the layout each kernel needs (transposed 64-bit lanes for numpy, zero-padded
-  64-byte-aligned words for the C kernel) is built on first use, so an array
-  only pays for the kernel that compares it;
-* a :class:`Job` pairs two prepared arrays: each left row only looks at the
-  right rows whose popcount can still reach the threshold (a pair can only
-  reach ``t`` if ``2 min(|A|, |B|) / (|A| + |B|) >= t``).
-
-The helpers the kernels and the public API share (:func:`anonlink_delta`,
+Part of the Dice candidate generation (:mod:`pprl.matching.dice.similarity`):
+:func:`prepare` counts and sorts an array's rows by popcount and builds each
+kernel's layout on first use; a :class:`Job` pairs two prepared arrays. The
+helpers the kernels and the public API share (:func:`anonlink_delta`,
 :func:`occurrence`, :func:`empty_triples`) live here too.
+
+Design: docs/design.md#dice-similarity
 """
 
 from __future__ import annotations

@@ -1,49 +1,11 @@
 """Dice-coefficient candidate pairs between Bloom-filter encodings (CLKs).
 
-The bureau links platforms' users by comparing their CLKs: every pair of
-records from two different platforms whose Dice coefficient
-``2|A & B| / (|A| + |B|)`` reaches a threshold becomes a *candidate pair*,
-and a solver (:mod:`pprl.matching.solve`) turns candidates into entities.
+The public API and its argument checks: :func:`find_candidates` (equal to
+anonlink's ``find_candidate_pairs`` with ``dice_coefficient_accelerated``,
+popcount window included) and :func:`dice_pairs` (exact window). The native C
+kernel or the numpy fallback computes the blocks (:data:`NATIVE` says which).
 
-Why our own implementation: the project must not depend on anonlink at run
-time (its pins clash with ours), yet results must be identical to anonlink's
-``find_candidate_pairs`` with ``dice_coefficient_accelerated`` so that
-benchmarks and the reference tool agree.
-
-* each encoding is a ``uint8`` array of shape ``(n_records, l // 8)``, one row
-  per CLK in clkhash's ``bitarray.tobytes()`` layout;
-* similarities are ``(2 * |A & B|) / (|A| + |B|)`` in float64 exactly as
-  anonlink's C++ computes them, so values are bit-for-bit equal; the Dice
-  coefficient of two all-zero rows is 0.0.
-
-How, in the modules that do it: both sides are sorted by popcount and each
-left row only looks at the right rows whose popcount can still reach the
-threshold (:mod:`pprl.matching.dice.rows`); left rows are cut into blocks of
-at most ``chunk_rows`` rows which run on ``workers`` threads, so memory stays
-bounded (:mod:`pprl.matching.dice.compare`).  Two interchangeable kernels
-compute the blocks, with identical results: the C extension
-``pprl.matching.dice._dice`` built with the package (:mod:`pprl.matching.dice.native`)
-and a pure-numpy fallback, used when the extension cannot be imported or the
-environment variable ``PPRL_NO_NATIVE`` is set to anything but ``0``
-(:mod:`pprl.matching.dice.fallback`).  :data:`NATIVE` says which one is in use.
-
-anonlink-compatible pruning: anonlink's C++ skips a pair when
-``|pa - pb| > (uint32)(2 * pa * (1/t - 1))`` with ``pa`` the popcount of the
-left record.  Floating-point rounding makes that window one short for some
-thresholds (e.g. t = 0.75, pa = 30, pb = 50 and A a subset of B: Dice is
-exactly 0.75 but anonlink drops the pair).  :func:`dice_pairs` is exact by
-default; :func:`find_candidates` reproduces anonlink's window by default so
-its output equals anonlink's.  (For thresholds below about 4e-6 anonlink's
-window overflows a uint32, which is undefined behaviour in C++; we apply no
-window there.)
-
-Top-k: ``k`` keeps, for each left record, its ``k`` best pairs (highest
-similarity, ties to the lower right index), as anonlink's
-``dice_coefficient_accelerated(..., k=k)`` does; :func:`find_candidates`
-then also applies anonlink's ``find_candidate_pairs`` rule of at most ``k``
-pairs per record per dataset pair on both sides.
-
-This module holds the public API and its argument checks.
+Design: docs/design.md#dice-similarity
 """
 
 from __future__ import annotations

@@ -1,40 +1,11 @@
 """Threshold Paillier keys: safe primes, one trusted dealer, Shamir shares of the secret.
 
-Split out of :mod:`pprl.crypto.paillier.threshold.partials` (which re-exports everything here);
-see that module for the decryption protocol.
+Split out of :mod:`pprl.crypto.paillier.threshold.partials` (which re-exports
+everything here). :func:`deal` makes the key (Shoup 2000 / Damgård–Jurik 2001,
+s = 1) and hands out the shares; the dealer is trusted at keygen only. The
+public key is an ordinary Paillier key with g = n + 1.
 
-Key generation (Shoup 2000 / Damgård–Jurik 2001, s = 1)
-    n = p·q with *safe* primes p = 2p'+1, q = 2q'+1, and m = p'·q'. The
-    secret exponent d satisfies d ≡ 0 (mod m) and d ≡ 1 (mod n); it is
-    Shamir-shared with a random polynomial f of degree T-1 over the integers
-    mod n·m, f(0) = d, and holder i (1-based) receives s_i = f(i) mod n·m.
-    Δ = ℓ! for ℓ holders keeps every Lagrange coefficient an integer, so
-    nobody ever needs to invert anything modulo the secret group order.
-    The verification base v is a random square mod n² (with overwhelming
-    probability a generator of the cyclic group of squares, of order n·m),
-    and each holder's verification key is v_i = v^(Δ·s_i) mod n². The public
-    key is an ordinary :class:`~pprl.crypto.paillier.vector.PaillierPublicKey` with
-    g = n + 1, so everything encrypted with ``encrypt_vector`` under it can
-    be threshold-decrypted unchanged.
-
-Trust assumption: a trusted dealer at key generation only
-    One party (the authority's ``keygen``) draws p, q, d and the polynomial,
-    hands out the shares and then discards p, q, d and the coefficients: no
-    file or object holding them outlives :func:`deal`. During that call the
-    dealer could keep a copy and later decrypt alone; the scheme cannot
-    detect that, so the dealer must be trusted *at keygen* (run it on a clean
-    machine, in front of the holders, and destroy it afterwards). After
-    keygen no single holder, and no coalition of fewer than T holders, learns
-    anything about d or any plaintext. Python cannot scrub memory: the
-    discarded values stay in the dealer process's freed heap until it exits.
-
-Safe primes
-    A safe prime p = 2p'+1 of ``bits`` bits is found by sieving a window of
-    candidates p' ≡ 5 (mod 6) against the small primes (removing any p' with
-    p' ≡ 0 or 2p'+1 ≡ 0 modulo one of them), then a base-2 Fermat test on p'
-    and on p, and finally ``gmpy2.is_prime`` with :data:`PRIME_ROUNDS`
-    Miller–Rabin rounds on both. p and q get their top two bits set, so
-    n = p·q has exactly the requested number of bits.
+Design and trust assumption: docs/threshold.md#key-generation
 """
 
 from __future__ import annotations

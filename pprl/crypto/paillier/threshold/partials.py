@@ -1,52 +1,12 @@
 """T-of-ℓ threshold Paillier decryption: no single party can decrypt.
 
-Keys (safe primes, the trusted dealer, shares s_i of d, Δ = ℓ!, the
-verification base v and keys v_i = v^(Δ·s_i)) are in
-:mod:`pprl.crypto.paillier.threshold.keys`, re-exported here. The public key is an
-ordinary :class:`~pprl.crypto.paillier.vector.PaillierPublicKey` (g = n + 1), so any
-:class:`~pprl.crypto.paillier.vector.EncryptedVector` made by ``encrypt_vector`` and
-summed by the bureau decrypts here unchanged.
-
-Partial decryption (Shoup 2000; Damgård–Jurik 2001 with s = 1)
-    Holder i publishes c_i = c^(2Δ·s_i) mod n² for every ciphertext c.
-
-Proof of correct partial decryption (one per vector, batched)
-    The statement is, for every element k, log_{c_k^4}(c_{i,k}^2) =
-    log_v(v_i) (= Δ·s_i). Rather than one proof per element, the holder
-    proves it once for random linear combinations: with 128-bit weights w_k
-    derived by SHAKE-256 from a SHA-256 transcript of (domain, n, v, v_i,
-    holder index, context, every c_k, every c_{i,k}), let
-    C = Π c_k^(w_k) and C_i = Π c_{i,k}^(w_k) and prove
-    log_{C^4}(C_i^2) = log_v(v_i) with the Chaum–Pedersen-style proof of
-    Damgård–Jurik: r random of |Δ| + |n²| + 256 + 128 bits, a = (C^4)^r,
-    b = v^r, e = SHA-256(domain, transcript, C^4, C_i^2, a, b) (256 bits),
-    z = r + e·Δ·s_i over the integers; the proof is (e, z). Verification
-    recomputes a = (C^4)^z·(C_i^2)^(-e), b = v^z·v_i^(-e) and e.
-    Soundness of the batching: every c_{i,k}^2 / c_k^(4Δ s_i) lies in the
-    group of squares mod n², of order n·p'·q', which has no element of
-    order below min(p', q'); a wrong element survives random 128-bit weights
-    with probability about 2^-128 (the small-exponent batch test of
-    Bellare–Garay–Rabin). Squaring (c^4, c_i^2) removes the ±1 components
-    a cheating holder could otherwise add undetected. z hides Δ·s_i up to a
-    statistical distance of 2^-128. The transcript binds the ciphertexts,
-    the holder index and a caller ``context`` (the party layer passes the
-    release hash and column), so a part cannot be replayed for another
-    ciphertext, holder or release. A failed proof names the holder; which
-    element is wrong is not identified (the whole part is refused).
-
-Combining
-    For a set S of T holders, λ_i = Δ·Π_{j∈S, j≠i} j/(j-i) is an integer;
-    c' = Π c_i^(2λ_i) = c^(4Δ²·d) = 1 + 4Δ²·m·n (mod n²) because
-    d ≡ 0 (mod p'q') and d ≡ 1 (mod n), so m = L(c')·(4Δ²)^-1 mod n with
-    L(u) = (u-1)/n. Results are sign-decoded exactly as ``decrypt_vector``
-    does: [0, n//3) positive, (n - n//3, n) negative, the middle third is an
-    overflow (DecryptionError naming the position).
-
-Cost: a holder's part is one exponentiation mod n² with a |n²|-bit exponent
-per value (CRT is impossible without the factorisation), about 2x an
-encryption; the batched proof adds a multi-exponentiation with 128-bit
-exponents. Big vectors are spread over worker processes (``workers``).
+:func:`partial_decrypt` (one holder's part with a batched proof of correct
+partial decryption), :func:`verify_partial` and :func:`combine_partials`; keys
+are in :mod:`pprl.crypto.paillier.threshold.keys`, re-exported here. Anything
+made by ``encrypt_vector`` and summed by the bureau decrypts here unchanged.
 Nothing here prints or logs a share, a plaintext or a ciphertext.
+
+Design and proofs: docs/threshold.md#partial-decryption-and-proofs
 """
 
 from __future__ import annotations
