@@ -152,15 +152,15 @@ def intersection_sum(k: int, n: int, bits: int, scores: int, workers: int | None
     from pprl.crypto.paillier.vector import generate_keypair
     from pprl.protocol.files import decrypt_release
     from pprl.protocol.files import init_party, load_card, load_key
-    from pprl.protocol.psi import (
+    from pprl.protocol.files import (
         aggregate_intersection,
         blind_identifiers,
         count_intersection,
         init_session,
         load_session,
         reblind_round,
-        reblind_schedule,
     )
+    from pprl.protocol.psi import reblind_schedule
 
     columns = [f"score_{j}" for j in range(scores)]
     print(f"intersection-sum, {k} platforms x {n:,} records, {scores} score column(s) at {bits} bits, "

@@ -42,17 +42,16 @@ from pprl.encoding.normalise.identifiers import (
 from pprl.protocol.files import decrypt_release
 from pprl.protocol.files import init_party, load_card, load_key
 from pprl.protocol.files import load_paillier_public
-from pprl.protocol.psi import (
+from pprl.protocol.files import (
     aggregate_intersection,
     blind_identifiers,
     count_intersection,
     init_session,
     load_session,
     reblind_round,
-    reblind_schedule,
     reveal_members,
-    ring_order,
 )
+from pprl.protocol.psi import reblind_schedule, ring_order
 from pprl.sim.psi_demo import run_exact_demo
 from pprl.protocol.threshold.dealer import threshold_keygen
 from pprl.protocol.threshold.combine import combine_release

@@ -8,17 +8,19 @@ import click
 
 from pprl.cli import cli, progress_wanted, say
 from pprl.encoding.normalise.identifiers import IDENTIFIER_KINDS
-from pprl.protocol.files import load_card, load_cards, load_key
-from pprl.protocol.psi import (
+from pprl.protocol.files import (
     aggregate_intersection,
     blind_identifiers,
     count_intersection,
     init_session,
+    load_card,
+    load_cards,
+    load_key,
     load_session,
     reblind_round,
-    reblind_schedule,
     reveal_members,
 )
+from pprl.protocol.psi import reblind_schedule
 
 __all__ = ["psi_group"]
 

@@ -81,7 +81,7 @@ class CardDocument(SignedDocument):
     fingerprint: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SharePayload(Part):
     wrapped: dict[str, bytes]
 
@@ -164,9 +164,10 @@ class PaillierShare(SignedDocument):
 # -- the CLK path: submission -> linkage -> release ------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SubmissionHeader(Part):
     platform: str
+    created: str = ""
     records: int
     schema_hash: str
     linkage_key_id: str
@@ -177,10 +178,9 @@ class SubmissionHeader(Part):
     score_decimals: int
     packing: dict[str, Any] | None = None
     clip: dict[str, list[str]] = field(default_factory=dict)
-    created: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SubmissionPayload(Part):
     tokens: list[str]
     clks: bytes = field(repr=False)
@@ -199,7 +199,7 @@ class Submission(SignedDocument):
     payload: SubmissionPayload
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LinkedSubmission(Part):
     """A submission a linkage was built from."""
 
@@ -208,7 +208,7 @@ class LinkedSubmission(Part):
     hash: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Entity(Part):
     """A linked entity: [platform, token, similarity] per member."""
 
@@ -217,7 +217,7 @@ class Entity(Part):
     match_probability: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Table(Part):
     """A table carried as CSV text."""
 
@@ -225,8 +225,9 @@ class Table(Part):
     csv: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LinkageHeader(Part):
+    created: str = ""
     threshold: float
     threshold_method: str
     threshold_choice: dict[str, Any]
@@ -238,10 +239,9 @@ class LinkageHeader(Part):
     blocking: dict[str, Any]
     candidate_pairs: int
     entities: int
-    created: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LinkagePayload(Part):
     entities: list[Entity]
     candidates: Table
@@ -260,23 +260,23 @@ class Linkage(SignedDocument):
     payload: LinkagePayload
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReleaseHeader(Part):
+    created: str = ""
     linkage_hash: str
     paillier_fingerprint: str
     paillier_key: dict[str, Any]
     score_columns: list[str]
     score_decimals: int
-    min_contributors: int
-    entities: int
-    suppressed: int
     packing: dict[str, Any] | None = None
+    min_contributors: int
     clip: dict[str, list[str]] | None = None
     noise: dict[str, Any] | None = None
-    created: str = ""
+    entities: int
+    suppressed: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReleasePayload(Part):
     entity_ids: list[str]
     contributors: list[int]
@@ -308,16 +308,17 @@ class DecryptionApproval(SignedDocument):
     )
     CREATED: ClassVar[str] = "created"
 
+    created: str = ""
     release_hash: str
     paillier_fingerprint: str
     paillier_pub_hash: str
     holder: str
     index: int
-    created: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DecryptionPartHeader(Part):
+    created: str = ""
     release_hash: str
     paillier_fingerprint: str
     paillier_pub_hash: str
@@ -327,10 +328,9 @@ class DecryptionPartHeader(Part):
     combiner: str | None
     score_columns: list[str]
     entities: int
-    created: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DecryptionPartPayload(Part):
     proofs: dict[str, Any]
     approval: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
@@ -354,14 +354,14 @@ class DecryptionPart(SignedDocument):
 # -- the exact path: PSI --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PsiSessionHeader(Part):
     session_id: str
+    created: str = ""
     protocol: str
     identifier: Any
     reveal_intersection: bool
     platforms: list[dict[str, Any]]
-    created: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -375,7 +375,7 @@ class PsiSession(SignedDocument):
     header: PsiSessionHeader
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PsiRoundHeader(Part):
     session_id: str
     session_hash: str
@@ -384,15 +384,15 @@ class PsiRoundHeader(Part):
     complete: bool
     records: int
     input_hash: str | None
+    created: str = ""
     paillier_fingerprint: str | None
     paillier_key: dict[str, Any] | None
     score_columns: list[str]
     score_decimals: int
     packing: dict[str, Any] | None
-    created: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PsiRoundPayload(Part):
     elements: bytes = field(repr=False)
     scores: dict[str, bytes] = field(repr=False)
@@ -411,7 +411,7 @@ class PsiRound(SignedDocument):
     payload: PsiRoundPayload
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PsiRevealHeader(Part):
     session_id: str
     session_hash: str
@@ -422,7 +422,7 @@ class PsiRevealHeader(Part):
     created: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PsiRevealPayload(Part):
     tokens: list[str]
     entity_ids: list[str]
@@ -441,7 +441,7 @@ class PsiReveal(SignedDocument):
     payload: PsiRevealPayload
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PsiStatePayload(Part):
     tokens: dict[str, str] | None
 
@@ -460,10 +460,10 @@ class PsiState(Document):
     session_hash: str
     round_hash: str
     id_column: str
+    created: str = ""
     secret: bytes = field(repr=False)
     session: dict[str, Any]
     payload: PsiStatePayload = field(repr=False)
-    created: str = ""
 
 
 # -- the audit log --------------------------------------------------------------------------------
@@ -483,6 +483,7 @@ class AuditEntry(SignedDocument):
 
     seq: int
     prev: str
+    time: str = ""
     event: str
     release_hash: str
     linkage_hash: str | None
@@ -499,4 +500,3 @@ class AuditEntry(SignedDocument):
     threshold: int | None = field(default=None, metadata=OPTIONAL)
     threshold_holders: list[str] | None = field(default=None, metadata=OPTIONAL)
     approvals: list[dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)
-    time: str = ""

@@ -17,7 +17,7 @@ import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,10 @@ from pprl.documents import (
     Linkage,
     PaillierKeyDocument,
     PaillierPub,
+    PsiReveal,
+    PsiRound,
+    PsiSession,
+    PsiState,
     Release,
     SecretDocument,
     Share,
@@ -58,12 +62,40 @@ from pprl.protocol.decrypt import (
 )
 from pprl.protocol.identity import PartyKey, card_document, create_identity, key_document, open_card, open_key
 from pprl.protocol.link import LinkOptions, LinkReport, VerifiedSubmission, link_submissions, open_linkage, open_submission
+from pprl.protocol.psi import (
+    BlindOptions,
+    IntersectionCounts,
+    ReblindOptions,
+    Session,
+    State,
+    blind,
+    check_session,
+    count_rounds,
+    open_session,
+    open_state,
+    reblind,
+    reveal_table,
+    sum_rounds,
+)
 from pprl.protocol.secret import LinkageSecret, combine_shares, make_share, open_secret, secret_document
 from pprl.protocol.submit import SubmitOptions, open_paillier_public, prepare_submission
 from pprl.protocol.tables import load_records
 
 __all__ = [
+    "BlindResult",
     "DecryptResult",
+    "PsiReleaseResult",
+    "ReblindResult",
+    "RevealResult",
+    "SessionResult",
+    "aggregate_intersection",
+    "blind_identifiers",
+    "count_intersection",
+    "init_session",
+    "load_session",
+    "load_state",
+    "reblind_round",
+    "reveal_members",
     "KeygenResult",
     "LinkResult",
     "ReleaseResult",
@@ -477,3 +509,166 @@ def combine_release_parts(
     }
     decrypted = publish(me, doc, columns, log, extra, release_hash=combined.release_hash)
     return _log_then_write(decrypted, audit_log, out)
+
+
+# -- the exact path: PSI ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    path: Path
+    session_id: str
+    platforms: tuple[str, ...]
+
+
+def init_session(
+    me: PartyKey, cards: Sequence[Card], out: PathLike, *, identifier: str = "resident_id",
+    reveal_intersection: bool = False,
+) -> SessionResult:
+    """Open a PSI session (bureau) and write it: fresh id, the platforms in ring order, the identifier kind."""
+    doc = open_session(me, cards, identifier=identifier, reveal_intersection=reveal_intersection)
+    path = save(out, doc)
+    return SessionResult(path=path, session_id=doc.header.session_id,
+                         platforms=tuple(p["name"] for p in doc.header.platforms))
+
+
+def load_session(path: PathLike, bureau: Card | None = None) -> Session:
+    """Read and verify a session; with ``bureau``, it must be the one who signed it."""
+    return check_session(load(path, PsiSession), bureau)
+
+
+def load_state(path: PathLike, me: PartyKey) -> State:
+    """Read and open this platform's PSI state."""
+    return open_state(load(path, PsiState), me)
+
+
+@dataclass(frozen=True)
+class BlindResult:
+    path: Path
+    state_path: Path
+    records: int
+    skipped: int
+    score_columns: tuple[str, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def blind_identifiers(
+    me: PartyKey,
+    session: Session | PathLike,
+    data: pd.DataFrame | PathLike,
+    id_column: str,
+    out: PathLike,
+    state: PathLike,
+    *,
+    identifier: str | None = None,
+    identifier_column: str | None = None,
+    paillier: PaillierPublicKey | PathLike | None = None,
+    scores: Sequence[str] = (),
+    authority: Card | None = None,
+    bureau: Card | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    encryption: str | None = None,
+) -> BlindResult:
+    """Round 1 (platform): blind, shuffle and encrypt; write the signed round ``out`` and the private ``state`` (0600)."""
+    options = BlindOptions(id_column=id_column, identifier_column=identifier_column, identifier=identifier,
+                           scores=tuple(scores), encryption=encryption or "djn", workers=workers, progress=progress)
+    sess = session if isinstance(session, Session) else load_session(session, bureau)
+    state_path = Path(state)
+    if state_path.exists():
+        raise DocumentError(f"{state_path}: already exists; refusing to overwrite a PSI state (it holds a session key)")
+    source, frame = load_records(data)
+    key = None
+    if options.scores and paillier is not None:
+        key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(paillier, authority)
+    blinded = blind(me, sess, frame, options, key, source=source)
+    save(state_path, blinded.state)
+    try:
+        path = save(out, blinded.round)
+    except BaseException:
+        state_path.unlink(missing_ok=True)
+        raise
+    return BlindResult(path, state_path, blinded.records, blinded.skipped, blinded.score_columns, blinded.timings)
+
+
+@dataclass(frozen=True)
+class ReblindResult:
+    path: Path
+    origin: str
+    hops: tuple[str, ...]
+    records: int
+    complete: bool
+
+
+def reblind_round(
+    me: PartyKey,
+    state: PathLike,
+    input: PathLike,
+    out: PathLike,
+    *,
+    rerandomize: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+) -> ReblindResult:
+    """One hop (platform): re-blind another platform's list and write it (:func:`pprl.protocol.psi.reblind`)."""
+    options = ReblindOptions(rerandomize=rerandomize, workers=workers, progress=progress)
+    doc = reblind(me, load_state(state, me), load(input, PsiRound), options)
+    path = save(out, doc)
+    h = doc.header
+    return ReblindResult(path, h.origin, tuple(h.hops), h.records, h.complete)
+
+
+def count_intersection(me: PartyKey, session: Session | PathLike, inputs: Sequence[PathLike]) -> IntersectionCounts:
+    """Cardinality only (bureau): persons on two or more platforms, by number of platforms."""
+    sess = session if isinstance(session, Session) else load_session(session, me.card)
+    return count_rounds(me, sess, [load(p, PsiRound) for p in inputs])
+
+
+@dataclass(frozen=True)
+class PsiReleaseResult:
+    path: Path
+    released: int
+    suppressed: int
+    intersection: int
+    transcript_hash: str
+    reveal_paths: tuple[Path, ...] = ()
+
+
+def aggregate_intersection(
+    me: PartyKey,
+    session: Session | PathLike,
+    inputs: Sequence[PathLike],
+    min_contributors: int,
+    out: PathLike,
+    *,
+    reveal_dir: PathLike | None = None,
+) -> PsiReleaseResult:
+    """Match and sum (bureau, :func:`pprl.protocol.psi.sum_rounds`); write the release and, for a revealing
+    session, ``<platform>.reveal.json`` per platform into ``reveal_dir`` (default: the release's directory).
+    """
+    sess = session if isinstance(session, Session) else load_session(session, me.card)
+    result = sum_rounds(me, sess, [load(p, PsiRound) for p in inputs], min_contributors)
+    directory = Path(reveal_dir) if reveal_dir is not None else Path(out).parent
+    written: list[Path] = []
+    try:
+        written.append(save(out, result.release))
+        for platform, reveal in result.reveals.items():
+            written.append(save(directory / f"{platform}.reveal.json", reveal))
+    except BaseException:
+        for w in written:
+            w.unlink(missing_ok=True)
+        raise
+    return PsiReleaseResult(written[0], result.released, result.suppressed, result.intersection,
+                            result.transcript_hash, tuple(written[1:]))
+
+
+@dataclass(frozen=True)
+class RevealResult:
+    path: Path
+    members: int
+
+
+def reveal_members(me: PartyKey, state: PathLike, input: PathLike, out: PathLike) -> RevealResult:
+    """Map the bureau's reveal back to my own users (platform): CSV ``<id column>,entity_id,contributors``, 0600."""
+    table, members = reveal_table(me, load_state(state, me), load(input, PsiReveal))
+    return RevealResult(write_atomic(out, table, private=True), members)

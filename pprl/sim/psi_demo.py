@@ -27,19 +27,15 @@ from pprl.sim.consortium import (
     make_identities,
     prepare_workdir,
 )
-from pprl.protocol.psi.bureau import _entity_id, _entity_key, aggregate_intersection
-from pprl.protocol.psi.platform import (
-    _load_state,
-    _State,
+from pprl.protocol.files import (
+    aggregate_intersection,
     blind_identifiers,
-    reblind_round,
-)
-from pprl.protocol.psi.session import (
-    PsiSession,
     init_session,
     load_session,
-    reblind_schedule,
+    load_state,
+    reblind_round,
 )
+from pprl.protocol.psi import Session, State, entity_id, entity_key, reblind_schedule
 
 __all__ = ["ExactDemoSummary", "run_exact_demo"]
 
@@ -173,10 +169,10 @@ def run_exact_demo(
         holders = truth.groupby("person")["platform"].nunique()
         shared_people = holders[holders >= 2]
         released_people = holders[holders >= min_contributors]
-        states = [_load_state(root / n / "psi.state", keys[n]) for n in names]
+        states = [load_state(root / n / "psi.state", keys[n]) for n in names]
         expected = _expected_sums(
             population, released_people.index.tolist(), sess, states, identifier, score_columns,
-            _entity_key(keys["bureau"], sess.session_id),
+            entity_key(keys["bureau"], sess.session_id),
         )
         got = pd.read_csv(decrypted.path, dtype=str, keep_default_na=False)
         match = len(got) == len(expected)
@@ -206,11 +202,11 @@ def run_exact_demo(
 def _expected_sums(
     population: Any,
     persons: list[str],
-    session: PsiSession,
-    states: list[_State],
+    session: Session,
+    states: list[State],
     identifier: str,
     score_columns: Sequence[str],
-    entity_key: bytes,
+    key: bytes,
 ) -> dict[str, tuple[int, dict[str, Decimal]]]:
     """Entity id -> (contributors, plaintext sums), computed with every platform's key (demo check only)."""
     wanted = set(persons)
@@ -232,5 +228,5 @@ def _expected_sums(
     for person, element in zip(people, psi_crypto.split_elements(blob)):
         rows = per_person[person]
         sums = {c: sum((Decimal(r[c]) for r in rows), Decimal(0)) for c in score_columns}
-        out[_entity_id(entity_key, element)] = (len(rows), sums)
+        out[entity_id(key, element)] = (len(rows), sums)
     return out

@@ -6,26 +6,26 @@ and re-blinds every other platform's list once; the bureau matches the fully
 blinded lists and sums Paillier ciphertexts per matched person; the authority
 decrypts the release with the unchanged ``pprl decrypt``.
 
-Steps and documents (all signed, all written atomically)
-    1. ``init_session`` (bureau) -> ``psi-session``: random session id, the
+Steps and documents (all signed)
+    1. ``open_session`` (bureau) -> ``psi-session``: random session id, the
        platforms in ring order (their public cards), identifier kind,
        whether platforms get their own intersection members back.
-    2. ``blind_identifiers`` (each platform) -> ``psi-round`` with hops
+    2. ``blind`` (each platform) -> ``psi-round`` with hops
        [me]: its identifiers normalised, hashed to the group and raised to
        its key k_p, shuffled, each with its Paillier-encrypted scores
        (2-decimal fixed point, every column packed into one ciphertext per
        record with a count slot, exactly as ``submit`` packs them); plus a 0600 ``psi-state``
        holding k_p that never leaves the platform.
-    3. ``reblind_round`` (each platform, K-1 times): the bureau hands
+    3. ``reblind`` (each platform, K-1 times): the bureau hands
        platform j the list of origin j-s at step s = 1..K-1 (a ring:
        origin i visits i+1, i+2, ... in session order). Platform j checks it
        is the next hop, applies k_j to every element, reshuffles elements
        with their ciphertexts (and tokens) attached, signs.
-    4. ``aggregate_intersection`` (bureau): takes the K complete lists
+    4. ``sum_rounds`` (bureau): takes the K complete lists
        (every element is now H(x)^(k_1···k_K)), groups equal elements, keeps
        persons on >= ``min_contributors`` platforms, sums their packed
        ciphertexts, and writes a ``release`` in exactly the format
-       :func:`pprl.protocol.link.aggregate` writes, so ``pprl decrypt``
+       the CLK path's aggregate step writes, so ``pprl decrypt``
        decrypts and audit-logs it unchanged. ``linkage_hash`` there is the
        hash of this PSI transcript (session hash + the K final lists' hashes).
        Entity ids are opaque: an HMAC of the fully blinded element under a
@@ -58,55 +58,47 @@ error message: rows are named by number, never by value.
 
 Code: sessions in :mod:`pprl.protocol.psi.session`, the platforms' steps in
 :mod:`pprl.protocol.psi.platform`, the bureau's in :mod:`pprl.protocol.psi.bureau`;
-this module re-exports their public names.
+the same steps over files in :mod:`pprl.protocol.files`. Design: docs/psi.md.
 """
 
 from __future__ import annotations
 
-from pprl.protocol.psi.bureau import (
-    IntersectionCounts,
-    PsiReleaseResult,
-    aggregate_intersection,
-    count_intersection,
-)
+from pprl.protocol.psi.bureau import IntersectionCounts, IntersectionRelease, count_rounds, entity_id, entity_key, sum_rounds
 from pprl.protocol.psi.platform import (
-    BlindResult,
-    LoadedRound,
-    ReblindResult,
-    RevealResult,
-    blind_identifiers,
-    load_round,
-    reblind_round,
-    reveal_members,
+    BlindOptions,
+    Blinded,
+    ReblindOptions,
+    State,
+    VerifiedRound,
+    blind,
+    check_round,
+    open_state,
+    reblind,
+    reveal_table,
 )
-from pprl.protocol.psi.session import (
-    PROTOCOL,
-    PsiSession,
-    SessionResult,
-    init_session,
-    load_session,
-    reblind_schedule,
-    ring_order,
-)
+from pprl.protocol.psi.session import PROTOCOL, Session, check_session, open_session, reblind_schedule, ring_order
 
 __all__ = [
-    "BlindResult",
-    "IntersectionCounts",
-    "LoadedRound",
     "PROTOCOL",
-    "PsiReleaseResult",
-    "PsiSession",
-    "ReblindResult",
-    "RevealResult",
-    "SessionResult",
-    "aggregate_intersection",
-    "blind_identifiers",
-    "count_intersection",
-    "init_session",
-    "load_round",
-    "load_session",
-    "reblind_round",
+    "BlindOptions",
+    "Blinded",
+    "IntersectionCounts",
+    "IntersectionRelease",
+    "ReblindOptions",
+    "Session",
+    "State",
+    "VerifiedRound",
+    "blind",
+    "check_round",
+    "check_session",
+    "count_rounds",
+    "entity_id",
+    "entity_key",
+    "open_session",
+    "open_state",
+    "reblind",
     "reblind_schedule",
-    "reveal_members",
+    "reveal_table",
     "ring_order",
+    "sum_rounds",
 ]

@@ -1,85 +1,74 @@
-"""PSI, the bureau's step: match the fully blinded lists, count or sum per person, write the release and reveals.
+"""PSI, the bureau's step: match the fully blinded lists, count or sum per person, sign the release and reveals.
 
-Part of the exact-identifier path described in :mod:`pprl.protocol.psi`.
+Part of the exact-identifier path (docs/psi.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from pprl.crypto.paillier.packing import PackingSpec
-from pprl.crypto.paillier.vector import (
-    EncryptedVector,
-    PaillierPublicKey,
-)
+from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
 from pprl.documents import (
-    b64e,
+    PsiReveal,
+    PsiRevealHeader,
+    PsiRevealPayload,
+    PsiRound,
+    Release,
+    ReleaseHeader,
+    ReleasePayload,
     document_hash,
-    sign_document,
-    write_document,
+    seal,
 )
-from pprl.errors import (
-    DocumentError,
-    KeyMismatchError,
-    PolicyError,
-)
+from pprl.errors import DocumentError, KeyMismatchError, OptionError, PolicyError
 from pprl.protocol.identity import PartyKey
-from pprl.protocol.psi.platform import LoadedRound, load_round
-from pprl.protocol.psi.session import (
-    REVEAL_KIND,
-    PsiSession,
-    _now,
-    load_session,
-    ring_order,
-)
+from pprl.protocol.psi.platform import VerifiedRound, check_round
+from pprl.protocol.psi.session import Session, ring_order
 
 __all__ = [
     "IntersectionCounts",
-    "PsiReleaseResult",
-    "aggregate_intersection",
-    "count_intersection",
+    "IntersectionRelease",
+    "count_rounds",
+    "entity_id",
+    "entity_key",
+    "sum_rounds",
 ]
 
 _ENTITY_DOMAIN = b"pprl-psi-entity-v1"
 
 
-# --------------------------------------------------------------------------- bureau: match and sum
-
-
 @dataclass(frozen=True)
 class _Matched:
-    session: PsiSession
-    rounds: list[LoadedRound]
+    session: Session
+    rounds: list[VerifiedRound]
     groups: list[list[int]]          # global indices (rounds concatenated in session order)
     group_elements: list[bytes]
     transcript_hash: str
 
 
-def _match(me: PartyKey, session: PsiSession | str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]]) -> _Matched:
-    sess = session if isinstance(session, PsiSession) else load_session(session, me.card)
-    if me.role != "bureau" or sess.bureau.name != me.name or sess.bureau.public != me.card.public:
-        raise KeyMismatchError(f"{sess.path}: this session was opened by '{sess.bureau.name}', not by '{me.name}'")
-    rounds: dict[str, LoadedRound] = {}
-    for p in inputs:
-        rnd = load_round(p, sess)
+def _match(me: PartyKey, session: Session, rounds: Sequence[PsiRound]) -> _Matched:
+    if me.role != "bureau" or session.bureau.name != me.name or session.bureau.public != me.card.public:
+        raise KeyMismatchError(
+            f"{session.source}: this session was opened by '{session.bureau.name}', not by '{me.name}'"
+        )
+    by_origin: dict[str, VerifiedRound] = {}
+    for doc in rounds:
+        rnd = check_round(doc, session)
         if not rnd.complete:
-            missing = [n for n in ring_order(sess.names, rnd.origin) if n not in rnd.hops]
-            raise PolicyError(f"{p}: still needs blinding by {', '.join(missing)}")
-        if rnd.origin in rounds:
-            raise DocumentError(f"{p}: a second list from '{rnd.origin}' (first: {rounds[rnd.origin].path})")
-        rounds[rnd.origin] = rnd
-    missing = [n for n in sess.names if n not in rounds]
+            missing = [n for n in ring_order(session.names, rnd.origin) if n not in rnd.hops]
+            raise PolicyError(f"{rnd.source}: still needs blinding by {', '.join(missing)}")
+        if rnd.origin in by_origin:
+            raise DocumentError(f"{rnd.source}: a second list from '{rnd.origin}' (first: {by_origin[rnd.origin].source})")
+        by_origin[rnd.origin] = rnd
+    missing = [n for n in session.names if n not in by_origin]
     if missing:
-        raise PolicyError(f"no complete list from {', '.join(missing)}; give one --inputs per platform")
-    ordered = [rounds[n] for n in sess.names]
+        raise PolicyError(f"no complete list from {', '.join(missing)}; give one list per platform")
+    ordered = [by_origin[n] for n in session.names]
     first = ordered[0]
     for r in ordered[1:]:
         for name, what in [
@@ -88,13 +77,13 @@ def _match(me: PartyKey, session: PsiSession | str | os.PathLike[str], inputs: S
             ("score_decimals", "score precision"),
             ("packing", "score packing"),
         ]:
-            if r.header.get(name) != first.header.get(name):
-                raise KeyMismatchError(f"{r.path}: uses different {what} than {first.path}")
+            if getattr(r.header, name) != getattr(first.header, name):
+                raise KeyMismatchError(f"{r.source}: uses different {what} than {first.source}")
 
     arrays = [np.frombuffer(r.elements, dtype="V32") for r in ordered]
     for r, arr in zip(ordered, arrays):
         if len(np.unique(arr)) != len(arr):
-            raise DocumentError(f"{r.path}: repeats an element (a platform listed one person twice)")
+            raise DocumentError(f"{r.source}: repeats an element (a platform listed one person twice)")
     everything = np.concatenate(arrays)
     uniq, inverse, counts = np.unique(everything, return_inverse=True, return_counts=True)
     shared = np.flatnonzero(counts >= 2)
@@ -102,11 +91,11 @@ def _match(me: PartyKey, session: PsiSession | str | os.PathLike[str], inputs: S
     starts = np.concatenate([[0], np.cumsum(counts)])
     groups = [members[starts[g] : starts[g + 1]].tolist() for g in shared]
     group_elements = [uniq[g].tobytes() for g in shared]
-    transcript = document_hash({"session": sess.hash, "inputs": [r.hash for r in ordered]})
-    return _Matched(sess, ordered, groups, group_elements, transcript)
+    transcript = document_hash({"session": session.hash, "inputs": [r.hash for r in ordered]})
+    return _Matched(session, ordered, groups, group_elements, transcript)
 
 
-def _entity_key(me: PartyKey, session_id: str) -> bytes:
+def entity_key(me: PartyKey, session_id: str) -> bytes:
     """The bureau's per-session key for entity ids, derived from its own private seed.
 
     Keyed, so a platform cannot turn a fully blinded list it produced itself
@@ -116,7 +105,8 @@ def _entity_key(me: PartyKey, session_id: str) -> bytes:
     return hashlib.sha256(_ENTITY_DOMAIN + me.identity.sign_seed + bytes.fromhex(session_id)).digest()
 
 
-def _entity_id(key: bytes, element: bytes) -> str:
+def entity_id(key: bytes, element: bytes) -> str:
+    """The opaque entity id of a fully blinded element under the bureau's session key."""
     return "E" + hmac.new(key, element, hashlib.sha256).hexdigest()[:20]
 
 
@@ -129,11 +119,9 @@ class IntersectionCounts:
     by_contributors: dict[int, int]
 
 
-def count_intersection(
-    me: PartyKey, session: PsiSession | str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]]
-) -> IntersectionCounts:
+def count_rounds(me: PartyKey, session: Session, rounds: Sequence[PsiRound]) -> IntersectionCounts:
     """Cardinality only (bureau): persons on two or more platforms, by number of platforms."""
-    m = _match(me, session, inputs)
+    m = _match(me, session, rounds)
     sizes: dict[int, int] = {}
     for g in m.groups:
         sizes[len(g)] = sizes.get(len(g), 0) + 1
@@ -141,115 +129,83 @@ def count_intersection(
 
 
 @dataclass(frozen=True)
-class PsiReleaseResult:
-    path: Path
+class IntersectionRelease:
+    """The bureau's signed release of the intersection's sums, and one reveal per platform (revealing sessions)."""
+
+    release: Release
+    reveals: dict[str, PsiReveal] = field(repr=False)
     released: int
     suppressed: int
     intersection: int
     transcript_hash: str
-    reveal_paths: tuple[Path, ...] = ()
 
 
-def aggregate_intersection(
-    me: PartyKey,
-    session: PsiSession | str | os.PathLike[str],
-    inputs: Sequence[str | os.PathLike[str]],
-    min_contributors: int,
-    out: str | os.PathLike[str],
-    *,
-    reveal_dir: str | os.PathLike[str] | None = None,
-) -> PsiReleaseResult:
-    """Match the fully blinded lists (bureau), sum ciphertexts per person, write the release.
+def sum_rounds(me: PartyKey, session: Session, rounds: Sequence[PsiRound], min_contributors: int) -> IntersectionRelease:
+    """Match the fully blinded lists (bureau), sum ciphertexts per person, sign the release.
 
-    The release has exactly the layout of :func:`pprl.protocol.link.aggregate`'s,
-    with ``linkage_hash`` set to the PSI transcript hash. Entities are the
-    persons on two or more platforms (one platform's own users are never
-    released, whatever ``min_contributors``); ``suppressed`` counts those
-    below ``min_contributors``. With a revealing
-    session, also writes ``<platform>.reveal.json`` per platform into
-    ``reveal_dir`` (default: the release's directory).
+    The release has exactly the CLK path's layout, with ``linkage_hash`` set
+    to the PSI transcript hash. Entities are the persons on two or more
+    platforms (one platform's own users are never released, whatever
+    ``min_contributors``); ``suppressed`` counts those below
+    ``min_contributors``. A revealing session also gets one signed reveal per platform.
     """
     if isinstance(min_contributors, bool) or not isinstance(min_contributors, int) or min_contributors < 1:
-        raise PolicyError("--min-contributors must be at least 1")
-    m = _match(me, session, inputs)
-    sess, ordered = m.session, m.rounds
-    columns = list(ordered[0].header["score_columns"])
+        raise OptionError("{min_contributors} must be at least 1", "min_contributors")
+    m = _match(me, session, rounds)
+    ordered = m.rounds
+    header0 = ordered[0].header
+    columns = list(header0.score_columns)
     if not columns:
-        raise PolicyError("the lists carry no score columns; nothing to sum (use `pprl psi count` for the size)")
-    key = PaillierPublicKey.from_dict(ordered[0].header["paillier_key"])
-    spec = PackingSpec.from_dict(ordered[0].header["packing"])
+        raise PolicyError("the lists carry no score columns; nothing to sum (count the intersection instead)")
+    key = PaillierPublicKey.from_dict(header0.paillier_key or {})
+    spec = PackingSpec.from_dict(header0.packing)
     if len(ordered) > spec.max_summands:
         raise PolicyError(f"{len(ordered)} platforms exceed the packing's headroom of {spec.max_summands} summands")
-    entity_key = _entity_key(me, sess.session_id)
-    released = [
-        (_entity_id(entity_key, e), g) for e, g in zip(m.group_elements, m.groups) if len(g) >= min_contributors
-    ]
+    ekey = entity_key(me, session.session_id)
+    released = [(entity_id(ekey, e), g) for e, g in zip(m.group_elements, m.groups) if len(g) >= min_contributors]
     released.sort()
     suppressed = len(m.groups) - len(released)
     groups = [g for _, g in released]
     vectors = [EncryptedVector.from_bytes(key, r.scores["packed"]) for r in ordered]
-    sums = {"packed": b64e(EncryptedVector.concat(vectors).sum_groups(groups).to_bytes())}
-    doc = {
-        "kind": "release",
-        "version": 1,
-        "header": {
-            "created": _now(),
-            "linkage_hash": m.transcript_hash,
-            "paillier_fingerprint": key.fingerprint,
-            "paillier_key": key.to_dict(),
-            "score_columns": columns,
-            "score_decimals": ordered[0].header["score_decimals"],
-            "packing": spec.to_dict(),
-            "min_contributors": min_contributors,
-            "clip": None,
-            "noise": None,
-            "entities": len(released),
-            "suppressed": suppressed,
-        },
-        "payload": {
-            "entity_ids": [e for e, _ in released],
-            "contributors": [len(g) for g in groups],
-            "sums": sums,
-        },
-    }
-    release = sign_document(doc, me.identity, me.card)
-    reveals: list[tuple[Path, dict[str, Any]]] = []
-    if sess.reveal_intersection:
-        directory = Path(reveal_dir) if reveal_dir is not None else Path(out).parent
+    sums = {"packed": EncryptedVector.concat(vectors).sum_groups(groups).to_bytes()}
+    header = ReleaseHeader(
+        linkage_hash=m.transcript_hash,
+        paillier_fingerprint=key.fingerprint,
+        paillier_key=key.to_dict(),
+        score_columns=columns,
+        score_decimals=header0.score_decimals,
+        packing=spec.to_dict(),
+        min_contributors=min_contributors,
+        clip=None,
+        noise=None,
+        entities=len(released),
+        suppressed=suppressed,
+    )
+    payload = ReleasePayload(entity_ids=[e for e, _ in released], contributors=[len(g) for g in groups], sums=sums)
+    release = seal(Release(header=header, payload=payload), me.identity, me.card)
+    reveals: dict[str, PsiReveal] = {}
+    if session.reveal_intersection:
         offsets = np.cumsum([0, *[r.records for r in ordered]])
         for p, r in enumerate(ordered):
+            tokens = r.tokens or []
             rows = []
             for entity, g in released:
                 for i in g:
                     if offsets[p] <= i < offsets[p + 1]:
-                        rows.append((r.tokens[i - offsets[p]], entity, len(g)))  # type: ignore[index]
-            reveal = {
-                "kind": REVEAL_KIND,
-                "version": 1,
-                "header": {
-                    "session_id": sess.session_id,
-                    "session_hash": sess.hash,
-                    "platform": r.origin,
-                    "release_hash": document_hash(release),
-                    "min_contributors": min_contributors,
-                    "members": len(rows),
-                    "created": _now(),
-                },
-                "payload": {
-                    "tokens": [t for t, _, _ in rows],
-                    "entity_ids": [e for _, e, _ in rows],
-                    "contributors": [c for _, _, c in rows],
-                },
-            }
-            reveals.append((directory / f"{r.origin}.reveal.json", sign_document(reveal, me.identity, me.card)))
-    written: list[Path] = []
-    try:
-        path = write_document(out, release)
-        written.append(path)
-        for reveal_path, reveal_doc in reveals:
-            written.append(write_document(reveal_path, reveal_doc))
-    except BaseException:
-        for w in written:
-            w.unlink(missing_ok=True)
-        raise
-    return PsiReleaseResult(path, len(released), suppressed, len(m.groups), m.transcript_hash, tuple(written[1:]))
+                        rows.append((tokens[i - offsets[p]], entity, len(g)))
+            reveal = PsiReveal(
+                header=PsiRevealHeader(
+                    session_id=session.session_id,
+                    session_hash=session.hash,
+                    platform=r.origin,
+                    release_hash=release.hash,
+                    min_contributors=min_contributors,
+                    members=len(rows),
+                ),
+                payload=PsiRevealPayload(
+                    tokens=[t for t, _, _ in rows], entity_ids=[e for _, e, _ in rows],
+                    contributors=[c for _, _, c in rows],
+                ),
+            )
+            reveals[r.origin] = seal(reveal, me.identity, me.card)
+    return IntersectionRelease(release, reveals, len(released), suppressed, len(m.groups), m.transcript_hash)

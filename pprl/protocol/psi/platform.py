@@ -1,74 +1,59 @@
 """PSI rounds, the platforms' steps: blind (round 1), re-blind another platform's list (one hop), read the reveal.
 
-Part of the exact-identifier path described in :mod:`pprl.protocol.psi`.
+Part of the exact-identifier path (docs/psi.md).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 import secrets
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pprl.crypto import psi as psi_crypto
 from pprl.crypto.paillier.packing import PackingSpec, encrypt_packed
-from pprl.crypto.paillier.vector import (
-    EncryptedVector,
-    PaillierPublicKey,
-    encode_fixed,
-)
+from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey, encode_fixed
 from pprl.documents import (
-    Card,
-    b64d,
-    b64e,
-    document_hash,
-    read_document,
-    sign_document,
-    verify_document,
-    write_atomic,
-    write_document,
+    PsiReveal,
+    PsiRound,
+    PsiRoundHeader,
+    PsiRoundPayload,
+    PsiSession,
+    PsiState,
+    PsiStatePayload,
+    now,
+    seal,
+    verify,
 )
+from pprl.encoding.normalise.identifiers import normaliser_for
 from pprl.errors import (
     DataValidationError,
     DocumentError,
     KeyFormatError,
     KeyMismatchError,
+    OptionError,
     PolicyError,
 )
-from pprl.encoding.normalise.identifiers import normaliser_for
 from pprl.protocol.identity import PartyKey
-from pprl.protocol.files import load_paillier_public
-from pprl.protocol.submit import SCORE_DECIMALS, score_packing
-from pprl.protocol.psi.session import (
-    REVEAL_KIND,
-    ROUND_KIND,
-    SESSION_KIND,
-    STATE_KIND,
-    PsiSession,
-    _now,
-    load_session,
-    ring_order,
-    session_from_doc,
-)
-from pprl.protocol.tables import load_records, require_columns
+from pprl.protocol.psi.session import Session, check_session, ring_order
+from pprl.protocol.submit import ENCRYPTIONS, SCORE_DECIMALS, score_packing
+from pprl.protocol.tables import require_columns
 
 __all__ = [
-    "BlindResult",
-    "LoadedRound",
-    "ReblindResult",
-    "RevealResult",
-    "blind_identifiers",
-    "load_round",
-    "reblind_round",
-    "reveal_members",
+    "BlindOptions",
+    "Blinded",
+    "ReblindOptions",
+    "State",
+    "VerifiedRound",
+    "blind",
+    "check_round",
+    "open_state",
+    "reblind",
+    "reveal_table",
 ]
 
 
@@ -76,49 +61,46 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class LoadedRound:
+class VerifiedRound:
     """A verified ``psi-round``: one origin's list after the hops listed."""
 
-    path: str
-    doc: dict[str, Any] = field(repr=False)
-    hash: str
+    doc: PsiRound = field(repr=False)
     origin: str
     hops: tuple[str, ...]
     records: int
     elements: bytes = field(repr=False)
     scores: dict[str, bytes] = field(repr=False)
     tokens: list[str] | None = field(repr=False)
-    header: dict[str, Any] = field(repr=False)
+
+    @property
+    def source(self) -> str:
+        return self.doc.source
+
+    @property
+    def hash(self) -> str:
+        return self.doc.hash
+
+    @property
+    def header(self) -> PsiRoundHeader:
+        return self.doc.header
 
     @property
     def complete(self) -> bool:
-        return bool(self.header.get("complete"))
+        return bool(self.doc.header.complete)
 
 
-def load_round(path: str | os.PathLike[str], session: PsiSession) -> LoadedRound:
-    """Read a round file and check everything before use: signature by the platform whose
-    hop it is, session, ring order, sizes, encodings."""
-    source = str(path)
-    doc = read_document(path, ROUND_KIND)
-    signer = verify_document(doc, list(session.platforms), source=source, role="platform")
-    header, payload = doc.get("header"), doc.get("payload")
-    try:
-        if header["session_id"] != session.session_id or header["session_hash"] != session.hash:
-            raise DocumentError(f"{source}: belongs to another PSI session than {session.path}")
-        origin = str(header["origin"])
-        hops = tuple(str(h) for h in header["hops"])
-        n = int(header["records"])
-        columns = list(header["score_columns"])
-        elements = b64d(payload["elements"], f"{source}: elements")
-        packing = header.get("packing")
-        scores = {"packed": b64d(payload["scores"]["packed"], f"{source}: scores.packed")} if columns else {}
-        tokens = payload.get("tokens")
-        complete = header["complete"]
-        fingerprint = header["paillier_fingerprint"]
-        key_dict = header["paillier_key"]
-        decimals = header["score_decimals"]
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise DocumentError(f"{source}: round is missing header or payload fields") from None
+def check_round(doc: PsiRound, session: Session) -> VerifiedRound:
+    """Check a round before use: signature by the platform whose hop it is, session, ring order, sizes, encodings."""
+    source = doc.source
+    signer = verify(doc, list(session.platforms), source=source, role="platform")
+    header, payload = doc.header, doc.payload
+    if header.session_id != session.session_id or header.session_hash != session.hash:
+        raise DocumentError(f"{source}: belongs to another PSI session than {session.source}")
+    origin, hops, n, columns = header.origin, tuple(header.hops), header.records, list(header.score_columns)
+    elements, tokens = payload.elements, payload.tokens
+    if columns and "packed" not in payload.scores:
+        raise DocumentError(f"{source}: round is missing header or payload fields")
+    scores = {"packed": payload.scores["packed"]} if columns else {}
     names = session.names
     if origin not in names:
         raise DocumentError(f"{source}: origin '{origin}' is not a platform of this session")
@@ -126,22 +108,22 @@ def load_round(path: str | os.PathLike[str], session: PsiSession) -> LoadedRound
         raise DocumentError(f"{source}: hops do not follow the session's ring order")
     if signer.name != hops[-1]:
         raise DocumentError(f"{source}: signed by '{signer.name}' but the last hop is '{hops[-1]}'")
-    if complete is not (len(hops) == len(names)):
+    if header.complete is not (len(hops) == len(names)):
         raise DocumentError(f"{source}: 'complete' does not match its hops")
     if n < 1 or psi_crypto.check_elements(elements, f"{source}: elements") != n:
         raise DocumentError(f"{source}: record count and elements disagree")
     if len(set(columns)) != len(columns):
         raise DocumentError(f"{source}: a score column is listed twice")
     if columns:
-        if not isinstance(key_dict, dict):
+        if not isinstance(header.paillier_key, dict):
             raise DocumentError(f"{source}: has scores but no Paillier key")
-        key = PaillierPublicKey.from_dict(key_dict)
-        if key.fingerprint != fingerprint:
+        key = PaillierPublicKey.from_dict(header.paillier_key)
+        if key.fingerprint != header.paillier_fingerprint:
             raise KeyMismatchError(f"{source}: Paillier key does not match its fingerprint")
-        if decimals != SCORE_DECIMALS:
-            raise DocumentError(f"{source}: score precision {decimals!r} is not {SCORE_DECIMALS}")
+        if header.score_decimals != SCORE_DECIMALS:
+            raise DocumentError(f"{source}: score precision {header.score_decimals!r} is not {SCORE_DECIMALS}")
         try:
-            spec = PackingSpec.from_dict(packing)
+            spec = PackingSpec.from_dict(header.packing)
         except (DataValidationError, DocumentError, KeyError, TypeError, ValueError):
             raise DocumentError(f"{source}: has scores but no valid packing spec") from None
         if spec != score_packing(columns, key):
@@ -158,7 +140,7 @@ def load_round(path: str | os.PathLike[str], session: PsiSession) -> LoadedRound
             raise DocumentError(f"{source}: tokens are missing or malformed (the session reveals the intersection)")
     elif tokens is not None:
         raise DocumentError(f"{source}: carries tokens but the session does not reveal the intersection")
-    return LoadedRound(source, doc, document_hash(doc), origin, hops, n, elements, scores, tokens, header)
+    return VerifiedRound(doc, origin, hops, n, elements, scores, tokens)
 
 
 def _permute_rows(blob: bytes, order: np.ndarray, width: int) -> bytes:
@@ -170,9 +152,43 @@ def _permute_rows(blob: bytes, order: np.ndarray, width: int) -> bytes:
 
 
 @dataclass(frozen=True)
-class BlindResult:
-    path: Path
-    state_path: Path
+class BlindOptions:
+    """A platform's choices for round 1; checked once, here.
+
+    Attributes:
+        id_column: the platform's own user id column (kept only in its state).
+        identifier_column: the column holding the session's identifier (default: the identifier's name).
+        identifier: if given, the identifier kind the platform expects the session to match on.
+        scores: score columns to encrypt.
+        encryption: "djn" or "plain" (as for submissions).
+        workers: threads/processes (None: every CPU).
+        progress: show progress bars.
+    """
+
+    id_column: str
+    identifier_column: str | None = None
+    identifier: str | None = None
+    scores: tuple[str, ...] = ()
+    encryption: str = "djn"
+    workers: int | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scores", tuple(self.scores))
+        if len(set(self.scores)) != len(self.scores):
+            raise DataValidationError("a score column is named twice")
+        if self.encryption not in ENCRYPTIONS:
+            raise OptionError(f"encryption must be one of {', '.join(ENCRYPTIONS)}, not '{self.encryption}'")
+        if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
+            raise OptionError("{workers} must be at least 1", "workers")
+
+
+@dataclass(frozen=True)
+class Blinded:
+    """Round 1 of one platform: its signed list for the ring and its private state (0600, the key)."""
+
+    round: PsiRound
+    state: PsiState = field(repr=False)
     records: int
     skipped: int
     score_columns: tuple[str, ...]
@@ -183,47 +199,37 @@ def _row_numbers(mask: np.ndarray) -> list[int]:
     return (np.flatnonzero(mask) + 1).tolist()
 
 
-def blind_identifiers(
+def blind(
     me: PartyKey,
-    session: PsiSession | str | os.PathLike[str],
-    data: pd.DataFrame | str | os.PathLike[str],
-    id_column: str,
-    out: str | os.PathLike[str],
-    state: str | os.PathLike[str],
+    session: Session,
+    records: pd.DataFrame,
+    options: BlindOptions,
+    paillier: PaillierPublicKey | None = None,
     *,
-    identifier: str | None = None,
-    identifier_column: str | None = None,
-    paillier: PaillierPublicKey | str | os.PathLike[str] | None = None,
-    scores: Sequence[str] = (),
-    authority: Card | None = None,
-    bureau: Card | None = None,
-    workers: int | None = None,
-    progress: bool = False,
-    encryption: str | None = None,
-) -> BlindResult:
+    source: str = "data",
+) -> Blinded:
     """Round 1 (platform): normalise, hash, blind with a fresh key, shuffle, attach encrypted scores.
 
     Rows whose identifier is missing or invalid are left out (counted in
     ``skipped``); two rows with the same normalised identifier are refused.
-    Writes the signed round ``out`` and the private ``state`` (0600, the key).
+
+    Raises:
+        KeyMismatchError: not a platform of this session, or the session matches on another identifier.
+        DataValidationError: missing columns, repeated ids or identifiers, scores that are not numbers.
     """
-    sess = session if isinstance(session, PsiSession) else load_session(session, bureau)
-    mine = sess.card(me.name)
+    mine = session.card(me.name)
     if mine is None or mine.public != me.card.public or me.role != "platform":
-        raise KeyMismatchError(f"{sess.path}: '{me.name}' is not one of this session's platforms")
-    if identifier is not None and identifier != sess.identifier:
+        raise KeyMismatchError(f"{session.source}: '{me.name}' is not one of this session's platforms")
+    if options.identifier is not None and options.identifier != session.identifier:
         raise KeyMismatchError(
-            f"{sess.path}: the session matches on '{sess.identifier}', not '{identifier}'"
+            f"{session.source}: the session matches on '{session.identifier}', not '{options.identifier}'"
         )
-    kind = sess.identifier
-    column = identifier_column or kind
-    state_path = Path(state)
-    if state_path.exists():
-        raise DocumentError(f"{state_path}: already exists; refusing to overwrite a PSI state (it holds a session key)")
-    source, frame = load_records(data)
-    scores = tuple(scores)
-    if len(set(scores)) != len(scores):
-        raise DataValidationError("a score column is named twice")
+    kind = session.identifier
+    column = options.identifier_column or kind
+    frame = records.fillna("").astype(str)
+    if len(frame) == 0:
+        raise DataValidationError(f"{source}: no records")
+    scores, id_column = options.scores, options.id_column
     require_columns(frame, [id_column, column, *scores], source)
     duplicated = frame[id_column].duplicated().to_numpy()
     if duplicated.any():
@@ -231,9 +237,7 @@ def blind_identifiers(
         raise DataValidationError(f"{source}: row {row}: id column '{id_column}' repeats an earlier id; ids must be unique")
     if scores and paillier is None:
         raise DataValidationError("score columns were named but no Paillier public key was given")
-    key = None
-    if scores:
-        key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(paillier, authority)
+    key = paillier if scores else None
 
     normalise = normaliser_for(kind)
     normalised = [normalise(v) for v in frame[column].tolist()]
@@ -261,211 +265,164 @@ def blind_identifiers(
     psi_key = psi_crypto.PSIKey.generate()
     started = time.perf_counter()
     elements = psi_crypto.blind(
-        psi_key, [values.iloc[int(i)] for i in order], sess.domain, workers=workers, progress=progress
+        psi_key, [values.iloc[int(i)] for i in order], session.domain, workers=options.workers,
+        progress=options.progress,
     )
     blinded = time.perf_counter()
     ciphertexts = {}
-    if spec is not None:
+    if key is not None and spec is not None:
         # one packed ciphertext per record holds every score column (and a count slot)
         matrix = np.array([fixed[c] for c in scores], dtype=object).T[order]
         ciphertexts["packed"] = encrypt_packed(
-            key, matrix, spec, workers=workers, progress=progress, method=encryption
+            key, matrix, spec, workers=options.workers, progress=options.progress,
+            method="plain" if options.encryption == "plain" else None,
         ).to_bytes()
     timings = {"blind": blinded - started, "encrypt": time.perf_counter() - blinded}
     user_ids = frame[id_column].to_numpy()[kept][order].tolist()
-    tokens = [secrets.token_hex(16) for _ in range(len(kept))] if sess.reveal_intersection else None
-
-    payload: dict[str, Any] = {
-        "elements": b64e(elements),
-        "scores": {c: b64e(v) for c, v in ciphertexts.items()},
-    }
-    if tokens is not None:
-        payload["tokens"] = tokens
-    doc = {
-        "kind": ROUND_KIND,
-        "version": 1,
-        "header": {
-            "session_id": sess.session_id,
-            "session_hash": sess.hash,
-            "origin": me.name,
-            "hops": [me.name],
-            "complete": False,
-            "records": len(kept),
-            "input_hash": None,
-            "created": _now(),
-            "paillier_fingerprint": key.fingerprint if key is not None else None,
-            "paillier_key": key.to_dict() if key is not None else None,
-            "score_columns": list(scores),
-            "score_decimals": SCORE_DECIMALS,
-            "packing": spec.to_dict() if spec is not None else None,
-        },
-        "payload": payload,
-    }
-    signed = sign_document(doc, me.identity, me.card)
-    state_doc = {
-        "kind": STATE_KIND,
-        "version": 1,
-        "platform": me.name,
-        "session_id": sess.session_id,
-        "session_hash": sess.hash,
-        "round_hash": document_hash(signed),
-        "id_column": id_column,
-        "created": _now(),
-        "secret": b64e(psi_key.to_bytes()),
-        "session": sess.doc,
-        "payload": {"tokens": dict(zip(tokens, user_ids)) if tokens is not None else None},
-    }
-    write_document(state_path, state_doc, private=True)
-    try:
-        path = write_document(out, signed)
-    except BaseException:
-        state_path.unlink(missing_ok=True)
-        raise
-    return BlindResult(path, state_path, len(kept), int((~valid).sum()), scores, timings)
+    tokens = [secrets.token_hex(16) for _ in range(len(kept))] if session.reveal_intersection else None
+    header = PsiRoundHeader(
+        session_id=session.session_id,
+        session_hash=session.hash,
+        origin=me.name,
+        hops=[me.name],
+        complete=False,
+        records=len(kept),
+        input_hash=None,
+        paillier_fingerprint=key.fingerprint if key is not None else None,
+        paillier_key=key.to_dict() if key is not None else None,
+        score_columns=list(scores),
+        score_decimals=SCORE_DECIMALS,
+        packing=spec.to_dict() if spec is not None else None,
+    )
+    signed = seal(PsiRound(header=header, payload=PsiRoundPayload(elements=elements, scores=ciphertexts, tokens=tokens)), me.identity, me.card)
+    state = seal(PsiState(
+        platform=me.name,
+        session_id=session.session_id,
+        session_hash=session.hash,
+        round_hash=signed.hash,
+        id_column=id_column,
+        secret=psi_key.to_bytes(),
+        session=session.doc.wire,
+        payload=PsiStatePayload(tokens=dict(zip(tokens, user_ids)) if tokens is not None else None),
+    ))
+    return Blinded(signed, state, len(kept), int((~valid).sum()), scores, timings)
 
 
 # --------------------------------------------------------------------------- platform: state
 
 
 @dataclass(frozen=True)
-class _State:
-    path: str
+class State:
+    """A platform's opened PSI state: its session key and token map."""
+
+    source: str
     platform: str
-    session: PsiSession
+    session: Session
     key: psi_crypto.PSIKey = field(repr=False)
     id_column: str
     tokens: dict[str, str] | None = field(repr=False)
 
 
-def _load_state(path: str | os.PathLike[str], me: PartyKey) -> _State:
-    source = str(path)
-    doc = read_document(path, STATE_KIND)
-    try:
-        platform = str(doc["platform"])
-        secret = b64d(doc["secret"], f"{source}: secret")
-        session_doc = doc["session"]
-        id_column = str(doc["id_column"])
-        tokens = doc["payload"]["tokens"]
-    except (KeyError, TypeError):
-        raise KeyFormatError(f"{source}: not a valid PSI state") from None
-    if platform != me.name:
-        raise KeyMismatchError(f"{source}: belongs to '{platform}', not '{me.name}'")
-    if not isinstance(session_doc, dict) or session_doc.get("kind") != SESSION_KIND:
+def open_state(doc: PsiState, me: PartyKey) -> State:
+    """Open this platform's state: its own, its session intact and naming this key."""
+    source = doc.source
+    if doc.platform != me.name:
+        raise KeyMismatchError(f"{source}: belongs to '{doc.platform}', not '{me.name}'")
+    if not isinstance(doc.session, dict) or doc.session.get("kind") != "psi-session":
         raise KeyFormatError(f"{source}: not a valid PSI state (no session)")
-    session = session_from_doc(session_doc, f"{source}: session", None)
-    if session.session_id != doc.get("session_id") or session.hash != doc.get("session_hash"):
+    session = check_session(PsiSession.from_dict(doc.session, f"{source}: session"))
+    if session.session_id != doc.session_id or session.hash != doc.session_hash:
         raise KeyFormatError(f"{source}: session does not match the state (damaged)")
     mine = session.card(me.name)
     if mine is None or mine.public != me.card.public:
         raise KeyMismatchError(f"{source}: '{me.name}' with this key is not a platform of the session")
-    if len(secret) != 32:
+    if len(doc.secret) != 32:
         raise KeyFormatError(f"{source}: not a valid PSI state (key length)")
+    tokens = doc.payload.tokens
     if tokens is not None and not isinstance(tokens, dict):
         raise KeyFormatError(f"{source}: not a valid PSI state (tokens)")
-    return _State(source, platform, session, psi_crypto.PSIKey(secret), id_column, tokens)
+    return State(source, doc.platform, session, psi_crypto.PSIKey(doc.secret), doc.id_column, tokens)
 
 
 # --------------------------------------------------------------------------- platform: reblind
 
 
 @dataclass(frozen=True)
-class ReblindResult:
-    path: Path
-    origin: str
-    hops: tuple[str, ...]
-    records: int
-    complete: bool
+class ReblindOptions:
+    """One hop's choices: ``rerandomize`` refreshes the ciphertexts' randomness; workers, progress."""
+
+    rerandomize: bool = False
+    workers: int | None = None
+    progress: bool = False
 
 
-def reblind_round(
-    me: PartyKey,
-    state: str | os.PathLike[str],
-    input: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    rerandomize: bool = False,
-    workers: int | None = None,
-    progress: bool = False,
-) -> ReblindResult:
+def reblind(me: PartyKey, state: State, round: PsiRound, options: ReblindOptions) -> PsiRound:
     """One hop (platform): apply my key to another platform's list, reshuffle, sign.
 
     Refused unless the list belongs to this session, is not my own, and I am
-    its next hop in ring order. Ciphertexts (and tokens) move with their
-    element; ``rerandomize`` also refreshes the ciphertexts' randomness.
+    its next hop in ring order. Ciphertexts (and tokens) move with their element.
     """
-    st = _load_state(state, me)
-    rnd = load_round(input, st.session)
+    rnd = check_round(round, state.session)
+    source = rnd.source
     if rnd.origin == me.name:
-        raise PolicyError(f"{input}: is {me.name}'s own list; a platform never re-blinds its own list")
+        raise PolicyError(f"{source}: is {me.name}'s own list; a platform never re-blinds its own list")
     if rnd.complete:
-        raise PolicyError(f"{input}: is already blinded by every platform; it goes to the bureau")
-    expected = ring_order(st.session.names, rnd.origin)[len(rnd.hops)]
+        raise PolicyError(f"{source}: is already blinded by every platform; it goes to the bureau")
+    expected = ring_order(state.session.names, rnd.origin)[len(rnd.hops)]
     if expected != me.name:
-        raise PolicyError(f"{input}: its next hop is '{expected}', not '{me.name}'")
+        raise PolicyError(f"{source}: its next hop is '{expected}', not '{me.name}'")
     n = rnd.records
-    elements = psi_crypto.reblind(st.key, rnd.elements, workers=workers, progress=progress, what=f"{input}: elements")
+    elements = psi_crypto.reblind(state.key, rnd.elements, workers=options.workers, progress=options.progress,
+                                  what=f"{source}: elements")
     order = psi_crypto.random_permutation(n)
     scores = dict(rnd.scores)
     if scores:
-        pkey = PaillierPublicKey.from_dict(rnd.header["paillier_key"])
+        pkey = PaillierPublicKey.from_dict(rnd.header.paillier_key or {})
         width = pkey.ciphertext_bytes
-        if rerandomize:
+        if options.rerandomize:
             scores = {
-                c: EncryptedVector.from_bytes(pkey, blob).rerandomize(workers=workers, progress=progress).to_bytes()
+                c: EncryptedVector.from_bytes(pkey, blob).rerandomize(workers=options.workers,
+                                                                      progress=options.progress).to_bytes()
                 for c, blob in scores.items()
             }
         scores = {c: _permute_rows(blob, order, width) for c, blob in scores.items()}
-    payload: dict[str, Any] = {
-        "elements": b64e(_permute_rows(elements, order, psi_crypto.ELEMENT_BYTES)),
-        "scores": {c: b64e(v) for c, v in scores.items()},
-    }
-    if rnd.tokens is not None:
-        payload["tokens"] = [rnd.tokens[int(i)] for i in order]
-    hops = (*rnd.hops, me.name)
-    complete = len(hops) == len(st.session.names)
-    header = dict(rnd.header)
-    header.update({"hops": list(hops), "complete": complete, "input_hash": rnd.hash, "created": _now()})
-    doc = {"kind": ROUND_KIND, "version": 1, "header": header, "payload": payload}
-    path = write_document(out, sign_document(doc, me.identity, me.card))
-    return ReblindResult(path, rnd.origin, hops, n, complete)
+    tokens = [rnd.tokens[int(i)] for i in order] if rnd.tokens is not None else None
+    hops = [*rnd.hops, me.name]
+    header = PsiRoundHeader(**{
+        **vars(rnd.header), "hops": hops, "complete": len(hops) == len(state.session.names),
+        "input_hash": rnd.hash, "created": now(),
+    })
+    payload = PsiRoundPayload(elements=_permute_rows(elements, order, psi_crypto.ELEMENT_BYTES), scores=scores,
+                              tokens=tokens)
+    return seal(PsiRound(header=header, payload=payload), me.identity, me.card)
 
 
 # --------------------------------------------------------------------------- platform: reveal
 
 
-@dataclass(frozen=True)
-class RevealResult:
-    path: Path
-    members: int
+def reveal_table(me: PartyKey, state: State, doc: PsiReveal) -> tuple[bytes, int]:
+    """Map the bureau's reveal back to my own users (platform): CSV ``<id column>,entity_id,contributors``.
 
-
-def reveal_members(
-    me: PartyKey, state: str | os.PathLike[str], input: str | os.PathLike[str], out: str | os.PathLike[str]
-) -> RevealResult:
-    """Map the bureau's reveal back to my own users (platform): CSV ``<id column>,entity_id,contributors``, 0600."""
-    st = _load_state(state, me)
-    if st.tokens is None:
-        raise PolicyError(f"{state}: this session does not reveal the intersection")
-    doc = read_document(input, REVEAL_KIND)
-    verify_document(doc, [st.session.bureau], source=str(input), role="bureau")
-    try:
-        header, payload = doc["header"], doc["payload"]
-        if header["session_id"] != st.session.session_id or header["session_hash"] != st.session.hash:
-            raise DocumentError(f"{input}: belongs to another PSI session")
-        if header["platform"] != me.name:
-            raise DocumentError(f"{input}: is addressed to '{header['platform']}', not '{me.name}'")
-        tokens, entities, contributors = payload["tokens"], payload["entity_ids"], payload["contributors"]
-    except (KeyError, TypeError):
-        raise DocumentError(f"{input}: reveal is missing header or payload fields") from None
+    Returns the CSV (private: it names the platform's users) and its member count.
+    """
+    source = doc.source
+    if state.tokens is None:
+        raise PolicyError(f"{state.source}: this session does not reveal the intersection")
+    verify(doc, [state.session.bureau], source=source, role="bureau")
+    header, payload = doc.header, doc.payload
+    if header.session_id != state.session.session_id or header.session_hash != state.session.hash:
+        raise DocumentError(f"{source}: belongs to another PSI session")
+    if header.platform != me.name:
+        raise DocumentError(f"{source}: is addressed to '{header.platform}', not '{me.name}'")
+    tokens, entities, contributors = payload.tokens, payload.entity_ids, payload.contributors
     if not (len(tokens) == len(entities) == len(contributors)):
-        raise DocumentError(f"{input}: tokens, entities and contributors disagree")
+        raise DocumentError(f"{source}: tokens, entities and contributors disagree")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([st.id_column, "entity_id", "contributors"])
+    writer.writerow([state.id_column, "entity_id", "contributors"])
     for t, e, c in zip(tokens, entities, contributors):
-        user = st.tokens.get(t) if isinstance(t, str) else None
+        user = state.tokens.get(t) if isinstance(t, str) else None
         if user is None:
-            raise DocumentError(f"{input}: names a token this platform never issued")
+            raise DocumentError(f"{source}: names a token this platform never issued")
         writer.writerow([user, e, c])
-    path = write_atomic(out, buffer.getvalue().encode("utf-8"), private=True)
-    return RevealResult(path, len(tokens))
+    return buffer.getvalue().encode("utf-8"), len(tokens)
