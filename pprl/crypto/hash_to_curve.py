@@ -17,7 +17,8 @@ Why two implementations
     follows the RFC's math line by line, with affine Montgomery-curve
     arithmetic -- a different route from the C code's Edwards formulas, so
     the tests' cross-check means something. The reference is the fallback
-    when the extension is not built; it is correct but slow (about 100 us per
+    when the extension is not built or ``PPRL_NO_H2C`` is set (read at every
+    call, :mod:`pprl._native`); it is correct but slow (about 100 us per
     message) and, being Python integer code, not constant time.
 
 The test vectors of RFC 9380 Appendix J.4.1 and K.3 are in
@@ -28,15 +29,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from types import ModuleType
 
+from pprl._native import disabled, load
 from pprl.errors import DataValidationError
 
 __all__ = [
     "HAVE_C",
+    "HAVE_H2C",
     "ORDER",
     "P",
     "expand_message_xmd",
     "field_bytes",
+    "h2c_enabled",
     "hash_to_curve_reference",
     "hash_to_field",
     "hash_to_group",
@@ -60,13 +65,21 @@ Z = 2
 L = 48
 _SQRT_M1 = pow(2, (P - 1) // 4, P)  # a square root of -1 (2 is a non-square)
 
-try:
-    from pprl.crypto import _h2c
-except ImportError:  # pragma: no cover - the extension is built by setup.py
-    _h2c = None
+#: The environment switch that sends :func:`hash_to_group` to the Python reference (read at every call).
+SWITCH = "PPRL_NO_H2C"
 
-#: True when the C extension is available.
-HAVE_C = _h2c is not None
+# The extension, None when it was not built (it is optional).
+_h2c: ModuleType | None = load("pprl.crypto._h2c")
+
+#: True when the C extension is built (it runs on any CPU it builds for).
+HAVE_H2C: bool = _h2c is not None
+#: The older name of :data:`HAVE_H2C`.
+HAVE_C = HAVE_H2C
+
+
+def h2c_enabled() -> bool:
+    """True when :func:`hash_to_group` runs in C now (built, and ``PPRL_NO_H2C`` not set)."""
+    return _h2c is not None and not disabled(SWITCH)
 
 Point = tuple[int, int] | None  # affine (u, v) on Curve25519; None is the point at infinity
 
@@ -260,9 +273,9 @@ def hash_to_group(messages: Sequence[bytes], dst: bytes) -> bytes:
     GIL released; without it the pure-Python reference runs. ``dst`` must
     already be 1 to 255 bytes (see :func:`make_dst`).
     """
-    if _h2c is None:
+    if _h2c is None or not h2c_enabled():
         return hash_to_group_reference(messages, dst)
-    out = _h2c.hash_to_u(messages, dst)
+    out: bytes = _h2c.hash_to_u(messages, dst)
     if _has_zero_element(out):
         raise DataValidationError("an identifier hashed to the neutral element; cannot blind it")
     return out

@@ -24,7 +24,7 @@ bounded (:mod:`pprl.matching.dice.compare`).  Two interchangeable kernels
 compute the blocks, with identical results: the C extension
 ``pprl.matching.dice._dice`` built with the package (:mod:`pprl.matching.dice.native`)
 and a pure-numpy fallback, used when the extension cannot be imported or the
-environment variable ``PPRL_NO_NATIVE`` is set to anything but ``0``
+environment variable ``PPRL_NO_DICE`` (or ``PPRL_NO_NATIVE``) is set to anything but ``0``
 (:mod:`pprl.matching.dice.fallback`).  :data:`NATIVE` says which one is in use.
 
 anonlink-compatible pruning: anonlink's C++ skips a pair when
@@ -58,8 +58,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pprl.errors import DataValidationError
+from pprl.matching.dice import native as _dice_native
 from pprl.matching.dice.compare import compare
-from pprl.matching.dice.native import NATIVE
 from pprl.matching.dice.rows import Window, occurrence, prepare
 
 __all__ = [
@@ -69,6 +69,15 @@ __all__ = [
     "find_candidates",
     "popcounts",
 ]
+
+NATIVE: bool  # provided by __getattr__, read on access: True when the native kernel is in use now
+
+
+def __getattr__(name: str) -> object:
+    """``NATIVE``: :func:`pprl.matching.dice.native.dice_enabled`, evaluated on access (the switch may change)."""
+    if name == "NATIVE":
+        return _dice_native.dice_enabled()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
