@@ -148,6 +148,19 @@ def test_fallbacks_match_pow(monkeypatch):
     assert montexp.powmod_many(bases, m >> 1, m) == _want(bases, m >> 1, m)
 
 
+@needs_ifma
+def test_switch_is_read_at_every_call(monkeypatch):
+    """PPRL_NO_IFMA follows pprl._native.disabled: "" and "0" keep the C path, anything else turns it off."""
+    m = _odd(1024)
+    bases = [_rng.getrandbits(1024) for _ in range(5)]
+    fast = montexp.powmod_many(bases, m >> 3, m)
+    for value, on in (("", True), ("0", True), (" 0 ", True), ("1", False), ("yes", False)):
+        monkeypatch.setenv("PPRL_NO_IFMA", value)
+        assert montexp.ifma_enabled() is on and montexp.modulus_supported(m) is on
+        assert montexp.HAVE_IFMA
+        assert montexp.powmod_many(bases, m >> 3, m) == fast == _want(bases, m >> 3, m)
+
+
 # --- decryption through both paths -----------------------------------------------------------
 
 
