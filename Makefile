@@ -2,9 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# ruff and mypy live in a venv of their own: clkhash (in the test venv) pins mypy_extensions<0.5, mypy needs >=1.
+LINT_VENV ?= .venv-lint
+LINT_PY := $(LINT_VENV)/bin/python
 WORKDIR ?= demo-run
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +25,27 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]'
 	touch $@
 
+# The `lint` extra of setup.cfg, read from there so the bounds live in one place.
+$(LINT_VENV)/.installed: setup.cfg
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_PY) -m pip install -q --upgrade pip
+	$(LINT_PY) -m pip install -q $$($(LINT_PY) -c "import configparser as c; p = c.ConfigParser(); \
+		p.read('setup.cfg'); print(p['options.extras_require']['lint'])")
+	touch $@
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/pprl demo --workdir $(WORKDIR)
 
-test: $(VENV)/.installed-test
+# mypy checks pprl against the packages of the test venv (numpy, click, ... and their stubs).
+lint: $(LINT_VENV)/.installed $(VENV)/.installed-test
+	$(LINT_VENV)/bin/ruff check pprl tests benchmarks examples cli.py
+	$(LINT_VENV)/bin/mypy --python-executable $(PY) pprl
+
+test: lint $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed-bench
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(WORKDIR) build *.egg-info
+	rm -rf $(VENV) $(LINT_VENV) $(WORKDIR) build *.egg-info .mypy_cache .ruff_cache
