@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from pprl.protocol.audit import verify_log
 from pprl.documents.envelope import Card
 from pprl.errors import DocumentError
 from pprl.matching.quality import LinkageQuality, evaluate_groups
-from pprl.protocol.decrypt import decrypt_release, paillier_keygen
-from pprl.protocol.link import link, load_linkage
-from pprl.protocol.identity import PartyKey, init_party, load_key
-from pprl.protocol.submit import submit
 from pprl.protocol.aggregate import aggregate
+from pprl.protocol.audit import verify_log
+from pprl.protocol.decrypt import decrypt_release, paillier_keygen
+from pprl.protocol.identity import PartyKey, init_party, load_key
+from pprl.protocol.link import link, load_linkage
 from pprl.protocol.secret import combine_secrets, share_secret
+from pprl.protocol.submit import submit
 
 __all__ = [
     "ConsortiumSummary",

@@ -17,15 +17,9 @@ from typing import Any
 import pandas as pd
 
 from pprl.crypto import psi as psi_crypto
+from pprl.encoding.normalise.identifiers import normaliser_for
 from pprl.errors import (
     PolicyError,
-)
-from pprl.encoding.normalise.identifiers import normaliser_for
-from pprl.sim.consortium import (
-    SCORE_COLUMNS,
-    StepTimer,
-    make_identities,
-    prepare_workdir,
 )
 from pprl.protocol.psi.bureau import _entity_id, _entity_key, aggregate_intersection
 from pprl.protocol.psi.platform import (
@@ -39,6 +33,12 @@ from pprl.protocol.psi.session import (
     init_session,
     load_session,
     reblind_schedule,
+)
+from pprl.sim.consortium import (
+    SCORE_COLUMNS,
+    StepTimer,
+    make_identities,
+    prepare_workdir,
 )
 
 __all__ = ["ExactDemoSummary", "run_exact_demo"]
