@@ -22,8 +22,8 @@ from jsonschema import Draft202012Validator
 from referencing.exceptions import Unresolvable
 
 from pprl.cli.tools import DOCUMENT_KINDS
-from pprl.documents.validation import MAX_CHARS, MAX_ITEMS, SCHEMA_KINDS, registry, schema_for, validate_document
 from pprl.documents.envelope import read_document, sign_document, write_document
+from pprl.documents.validation import MAX_CHARS, MAX_ITEMS, SCHEMA_KINDS, registry, schema_for, validate_document
 from pprl.errors import DocumentError
 from pprl.protocol.identity import load_card, load_key
 from pprl.protocol.threshold.dealer import threshold_keygen

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from pprl.crypto import montexp
+from pprl.crypto.paillier.engine import decrypt_chunk, decrypt_chunk_mod_p
 from pprl.crypto.paillier.packing import PackingSpec, decrypt_packed, encrypt_packed, fixed_bound
 from pprl.crypto.paillier.vector import decrypt_vector, encrypt_vector, generate_keypair
-from pprl.crypto.paillier.engine import decrypt_chunk, decrypt_chunk_mod_p
 
 needs_ifma = pytest.mark.skipif(
     not montexp.HAVE_IFMA,

@@ -20,12 +20,16 @@ import nacl.bindings
 import pandas as pd
 import pytest
 
-from pprl.protocol.audit import verify_log
 from pprl.crypto import hash_to_curve
 from pprl.crypto import psi as psi_crypto
 from pprl.crypto.paillier.packing import PackingSpec, unpack
 from pprl.crypto.paillier.vector import generate_keypair
 from pprl.documents.envelope import read_document, sign_document, write_document
+from pprl.encoding.normalise.identifiers import (
+    normalise_mobile,
+    normalise_resident_id,
+    resident_id_check_char,
+)
 from pprl.errors import (
     DataValidationError,
     DocumentError,
@@ -34,14 +38,9 @@ from pprl.errors import (
     PPRLError,
     SignatureError,
 )
-from pprl.encoding.normalise.identifiers import (
-    normalise_mobile,
-    normalise_resident_id,
-    resident_id_check_char,
-)
+from pprl.protocol.audit import verify_log
 from pprl.protocol.decrypt import decrypt_release
 from pprl.protocol.identity import init_party, load_card, load_key
-from pprl.protocol.submit import load_paillier_public
 from pprl.protocol.psi import (
     aggregate_intersection,
     blind_identifiers,
@@ -53,10 +52,11 @@ from pprl.protocol.psi import (
     reveal_members,
     ring_order,
 )
-from pprl.sim.psi_demo import run_exact_demo
-from pprl.protocol.threshold.dealer import threshold_keygen
+from pprl.protocol.submit import load_paillier_public
 from pprl.protocol.threshold.combine import combine_release
+from pprl.protocol.threshold.dealer import threshold_keygen
 from pprl.protocol.threshold.holder import partial_decrypt_release
+from pprl.sim.psi_demo import run_exact_demo
 
 # ------------------------------------------------------------------ normaliser
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from cli_runner import cli_consortium, linked_members, run
 
-from pprl.protocol.audit import read_log
 from pprl.crypto.noise import (
     discrete_gaussian,
     discrete_laplace,
@@ -24,6 +23,7 @@ from pprl.crypto.noise import (
     gaussian_sigma,
 )
 from pprl.errors import DataValidationError, PolicyError
+from pprl.protocol.audit import read_log
 from pprl.protocol.submit import parse_clip
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,13 +19,13 @@ import pytest
 import pprl
 from pprl.crypto.exchange import unwrap
 from pprl.crypto.paillier.packing import PackingSpec, unpack
+from pprl.crypto.paillier.threshold.partials import PartialDecryption, partial_decrypt
 from pprl.crypto.paillier.vector import (
     EncryptedVector,
     PaillierPublicKey,
     decode_fixed,
     encrypt_vector,
 )
-from pprl.crypto.paillier.threshold.partials import PartialDecryption, partial_decrypt
 from pprl.documents.envelope import b64d, b64e, read_document, sign_document, write_document
 from pprl.errors import (
     DecryptionError,
@@ -35,12 +35,12 @@ from pprl.errors import (
     PolicyError,
     SignatureError,
 )
-from pprl.protocol.threshold import dealer as th
-from pprl.protocol.threshold import holder as threshold_holder
 from pprl.protocol.identity import init_party, load_card, load_key
 from pprl.protocol.submit import load_paillier_public
-from pprl.protocol.threshold.dealer import load_threshold_public, threshold_keygen
+from pprl.protocol.threshold import dealer as th
+from pprl.protocol.threshold import holder as threshold_holder
 from pprl.protocol.threshold.combine import combine_release
+from pprl.protocol.threshold.dealer import load_threshold_public, threshold_keygen
 from pprl.protocol.threshold.holder import load_share, partial_decrypt_release
 
 SCHEMA = Path(__file__).resolve().parent.parent / "examples" / "schema-cn.json"
