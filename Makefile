@@ -2,9 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# ruff and mypy live in a venv of their own: clkhash (in the test venv) pins mypy_extensions<0.5, mypy needs >=1.
+LINT_VENV ?= .venv-lint
+LINT_PY := $(LINT_VENV)/bin/python
 WORKDIR ?= demo-run
 
-.PHONY: demo test bench docs clean
+.PHONY: demo test lint bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +29,23 @@ $(VENV)/.installed-docs: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[docs]'
 	touch $@
 
+# The `lint` extra of setup.cfg, read from there so the bounds live in one place.
+$(LINT_VENV)/.installed: setup.cfg
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_PY) -m pip install -q --upgrade pip
+	$(LINT_PY) -m pip install -q $$($(LINT_PY) -c "import configparser as c; p = c.ConfigParser(); \
+		p.read('setup.cfg'); print(p['options.extras_require']['lint'])")
+	touch $@
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/pprl demo --workdir $(WORKDIR)
 
-test: $(VENV)/.installed-test
+# mypy checks pprl against the packages of the test venv (numpy, click, ... and their stubs).
+lint: $(LINT_VENV)/.installed $(VENV)/.installed-test
+	$(LINT_VENV)/bin/ruff check pprl tests benchmarks examples cli.py
+	$(LINT_VENV)/bin/mypy --python-executable $(PY) pprl
+
+test: lint $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed-bench
@@ -39,4 +55,4 @@ docs: $(VENV)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) $(WORKDIR) build *.egg-info site
+	rm -rf $(VENV) $(LINT_VENV) $(WORKDIR) build *.egg-info site .mypy_cache .ruff_cache

@@ -3,15 +3,17 @@ and the AVX-512 IFMA modular exponentiation behind Paillier decryption.
 
 Everything else (metadata, dependencies, packages) lives in setup.cfg; this
 file only declares ``pprl.matching.dice._dice``, ``pprl.crypto._h2c`` and
-``pprl.crypto._montexp`` because setup.cfg cannot. ``_h2c`` needs a compiler
-with ``unsigned __int128`` (gcc, clang on 64-bit targets); it is declared
-optional, so where it cannot be built the install still succeeds and
-``pprl.crypto.hash_to_curve`` falls back to its pure-Python reference (same
-outputs, ~10x slower; the C-path tests skip). ``_montexp`` is optional too:
-its AVX-512 functions carry ``target("avx512f,avx512ifma")`` attributes and
-run only when the CPU reports IFMA at run time; off x86-64 (or with another
-compiler) it builds as a stub whose ``available()`` is False, and
-``pprl.crypto.montexp`` uses gmpy2.
+``pprl.crypto._montexp`` because setup.cfg cannot.  All three follow one
+policy: declared ``optional``, built with the same flags, so where one cannot
+be built the install still succeeds and its loader falls back to a pure path
+with identical results (see ``pprl/_native.py``): the numpy Dice kernel
+(``pprl.matching.dice.fallback``, an order of magnitude slower), the Python reference of
+``pprl.crypto.hash_to_curve`` (~10x slower; ``_h2c`` needs ``unsigned
+__int128``: gcc or clang on 64-bit targets) and gmpy2 for ``pprl.crypto.montexp``
+(``_montexp``'s AVX-512 functions carry ``target("avx512f,avx512ifma")``
+attributes and run only when the CPU reports IFMA at run time; off x86-64 it
+builds as a stub whose ``available()`` is False).  The tests check that the
+extensions were built where they should be.
 
 Flags: -O3 for the kernel loops, and -ffp-contract=off so the compiler never
 fuses a multiply and an add into an FMA -- similarities must stay
@@ -43,7 +45,7 @@ class _BuildExt(build_ext):
 
 setup(
     ext_modules=[
-        Extension("pprl.matching.dice._dice", sources=["pprl/matching/dice/_dice.c"]),
+        Extension("pprl.matching.dice._dice", sources=["pprl/matching/dice/_dice.c"], optional=True),
         Extension("pprl.crypto._h2c", sources=["pprl/crypto/_h2c.c"], depends=["pprl/crypto/_sha512.h"],
                   optional=True),
         Extension("pprl.crypto._montexp", sources=["pprl/crypto/_montexp.c"], optional=True),

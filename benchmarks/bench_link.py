@@ -73,10 +73,13 @@ def main(argv: list[str] | None = None) -> int:
             ours_times, anchor_times = [], []
             result = groups = None
             for _ in range(args.repeats):  # interleaved, so a busy machine slows both alike
-                t, _, result = median_time(lambda: link(world.bureau, world.cards, world.submissions, threshold, out), 1)
+                def run(threshold=threshold, out=out):
+                    return link(world.bureau, world.cards, world.submissions, threshold, out)
+
+                t, _, result = median_time(run, 1)
                 ours_times.append(t)
                 t_used = result.threshold
-                t, _, groups = median_time(lambda: anchor(t_used), 1)
+                t, _, groups = median_time(lambda t_used=t_used: anchor(t_used), 1)
                 anchor_times.append(t)
             ours, theirs = statistics.median(ours_times), statistics.median(anchor_times)
             anchor_entities = sum(1 for g in groups if len(g) >= 2)

@@ -65,9 +65,9 @@ class Ours:
     def __init__(self, cfg: dict[str, Any]) -> None:
         import numpy as np
 
+        from pprl.crypto.paillier.djn import djn_params, get_table
         from pprl.crypto.paillier.packing import PackingSpec, decrypt_packed, encrypt_packed
         from pprl.crypto.paillier.vector import generate_keypair
-        from pprl.crypto.paillier.djn import djn_params, get_table
         from pprl.protocol.submit import score_packing
 
         self.pub, self.priv = generate_keypair(cfg["bits"])
@@ -284,7 +284,8 @@ class Child:
         self.name, self.skipped, self.rates = cfg["name"], None, {"enc": [], "dec": []}
         self.info: dict[str, Any] = {}
         cmd = [sys.executable, os.path.abspath(__file__), "--_child", json.dumps(cfg)]
-        self.stderr = tempfile.TemporaryFile(mode="w+")  # a pipe could fill up and stall the child
+        # a pipe could fill up and stall the child; open as long as this object lives
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
             cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True
         )

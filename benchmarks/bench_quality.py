@@ -65,7 +65,8 @@ SWEEP = np.round(np.arange(0.50, 0.951, 0.01), 2)
 
 def clkhash_encode(frame: pd.DataFrame, schema_path: Path, secret: bytes) -> np.ndarray:
     """clkhash's CLKs for the frame's rows (columns in the schema's order), as uint8 rows."""
-    from clkhash import clk, schema as clkhash_schema
+    from clkhash import clk
+    from clkhash import schema as clkhash_schema
 
     spec = json.loads(schema_path.read_text(encoding="utf-8"))
     columns = [f["identifier"] for f in spec["features"]]

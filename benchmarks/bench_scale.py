@@ -159,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
               f"[{'met' if ours['peak_gib'] < MEMORY_TARGET_GIB else 'NOT met'}]")
         if args.anonlink:
             r = run_child({"tool": "anonlink", "world": str(world_file), "threshold": ours["threshold"]})
-            print(f"  anonlink (1 thread)    {r['seconds']:7.1f}s  peak {r['peak_gib']:5.2f} GiB  entities {r['entities']:,}  "
-                  f"ratio anonlink/ours {r['seconds'] / ours['seconds']:.2f}x")
+            print(
+                f"  anonlink (1 thread)    {r['seconds']:7.1f}s  peak {r['peak_gib']:5.2f} GiB  entities {r['entities']:,}  "
+                f"ratio anonlink/ours {r['seconds'] / ours['seconds']:.2f}x"
+            )
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from anchors import load_anonlink, to_bitarrays  # noqa: E402,F401  (re-exported)
 
 from pprl.documents import Card
 from pprl.protocol.files import init_party, load_card, load_key
@@ -84,7 +85,9 @@ def build_world(
 
 def truth_of(population_truth: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(platform, user_id) -> person from pprl.sim.synth's truth frame."""
-    return {(p, u): person for p, u, person in population_truth[["platform", "user_id", "person"]].itertuples(index=False)}
+    return {
+        (p, u): person for p, u, person in population_truth[["platform", "user_id", "person"]].itertuples(index=False)
+    }
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:

@@ -29,7 +29,8 @@ def test_clkhash_secret_gives_clkhash_output(tmp_path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from clkhash import clk, schema as clkhash_schema
+        from clkhash import clk
+        from clkhash import schema as clkhash_schema
 
         theirs = clk.generate_clk_from_csv(
             io.StringIO(data.read_text(encoding="utf-8")),

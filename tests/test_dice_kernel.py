@@ -28,6 +28,7 @@ from test_similarity import (
     to_bitarrays,
 )
 
+from pprl._native import disabled
 from pprl.matching.dice import compare as dice_compare
 from pprl.matching.dice import native as dice_native
 from pprl.matching.dice import rows as dice_rows
@@ -74,8 +75,8 @@ def brute_top_k(a, b, t, k):
 
 def test_native_extension_is_built():
     """The C kernel must be importable wherever the package was installed."""
-    if os.environ.get("PPRL_NO_NATIVE", "").strip() not in ("", "0"):
-        pytest.skip("PPRL_NO_NATIVE is set")
+    if disabled(dice_native.SWITCH, dice_native.SWITCH_ALIAS):
+        pytest.skip("PPRL_NO_DICE or PPRL_NO_NATIVE is set")
     assert similarity.NATIVE, "pprl.matching.dice._dice is missing: reinstall with `pip install -e .`"
     isas = dice_native._native.isas()
     assert isas[0] == "generic"
@@ -93,6 +94,28 @@ def test_no_native_environment_variable_selects_numpy():
         [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["False", "False", "None"]
+
+
+@pytest.mark.parametrize("switch", ["PPRL_NO_DICE", "PPRL_NO_NATIVE"])
+def test_switch_is_read_at_every_call_and_numpy_gives_the_same_pairs(switch, monkeypatch):
+    """PPRL_NO_DICE (and its older name PPRL_NO_NATIVE) flips the kernel in-process; the pairs do not change."""
+    if not dice_native.HAVE_DICE:
+        pytest.skip("native kernel not built")
+    for name in ("PPRL_NO_DICE", "PPRL_NO_NATIVE"):
+        monkeypatch.delenv(name, raising=False)
+    a, b = random_pair(11, 97, 83, 64)
+    assert dice_native.dice_enabled() and similarity.NATIVE
+    native = {t: as_triples(*dice_pairs(a, b, t, workers=1)) for t in (0.3, 0.7, 0.9)}
+    monkeypatch.setenv(switch, "1")
+    assert not dice_native.dice_enabled() and not dice_native.loaded() and not similarity.NATIVE
+    assert dice_native.HAVE_DICE
+    with pytest.raises(RuntimeError):
+        dice_native.NativeRun(dice_rows.Job.create(dice_rows.prepare(a), dice_rows.prepare(b), 0.5, "exact", None, 64))
+    numpy = {t: as_triples(*dice_pairs(a, b, t, workers=1)) for t in (0.3, 0.7, 0.9)}
+    assert numpy == native
+    assert sum(map(len, native.values())) > 20  # the test compares something
+    monkeypatch.setenv(switch, "0")
+    assert dice_native.dice_enabled() and similarity.NATIVE
 
 
 # --- all kernels agree with brute force --------------------------------------------

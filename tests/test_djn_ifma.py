@@ -10,10 +10,10 @@ import pytest
 
 from pprl.crypto import montexp
 from pprl.crypto.paillier import djn as paillier_djn
-from pprl.crypto.paillier.packing import PackingSpec, decrypt_packed, encrypt_packed, fixed_bound
-from pprl.crypto.paillier.vector import decrypt_vector, encrypt_vector, generate_keypair
 from pprl.crypto.paillier.djn import FixedBaseTable, djn_params, get_table
 from pprl.crypto.paillier.engine import encrypt_raw
+from pprl.crypto.paillier.packing import PackingSpec, decrypt_packed, encrypt_packed, fixed_bound
+from pprl.crypto.paillier.vector import decrypt_vector, encrypt_vector, generate_keypair
 from pprl.errors import DataValidationError
 
 needs_ifma = pytest.mark.skipif(

@@ -22,10 +22,10 @@ clkhash_schema = pytest.importorskip("clkhash.schema")
 clkhash_clk = pytest.importorskip("clkhash.clk")
 from clkhash.serialization import serialize_bitarray
 
-from pprl.errors import DataValidationError, DocumentError, PPRLError
 from pprl.encoding import bloom
 from pprl.encoding.clk import encode_records, from_clkhash_json, to_clkhash_json
 from pprl.encoding.schema import load_schema
+from pprl.errors import DataValidationError, DocumentError, PPRLError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SECRET = b"correct horse battery staple"
@@ -143,7 +143,8 @@ KINDS = {
 }
 
 
-def make_schema(kinds: list[tuple[str, dict | None]], *, l: int = 1024, xor_folds: int | None = None,
+def make_schema(kinds: list[tuple[str, dict | None]], *, l: int = 1024,  # noqa: E741
+                xor_folds: int | None = None,
                 kdf: dict | None = None, ignored_first: bool = True) -> dict:
     features = [{"identifier": "id", "ignored": True}] if ignored_first else []
     for name, hash_ in kinds:

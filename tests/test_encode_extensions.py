@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pprl.errors import DataValidationError
 from pprl.encoding.clk import EncodeReport, encode_records, encode_with_report
-from pprl.matching.quality import evaluate_groups
 from pprl.encoding.normalise import Normaliser
 from pprl.encoding.schema import EXTENDED_VERSION, load_schema
+from pprl.errors import DataValidationError
 from pprl.matching.dice.similarity import find_candidates
+from pprl.matching.quality import evaluate_groups
 from pprl.matching.solve import greedy_solve
 from pprl.sim.synth import generate_population
 

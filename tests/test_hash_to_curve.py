@@ -28,6 +28,12 @@ P = h2c.P
 needs_c = pytest.mark.skipif(not h2c.HAVE_C, reason="the C extension pprl.crypto._h2c is not built")
 
 
+@pytest.fixture(autouse=True)
+def _c_path_on(monkeypatch):
+    """The C-path tests run the C path even when the suite runs with PPRL_NO_H2C set."""
+    monkeypatch.delenv("PPRL_NO_H2C", raising=False)
+
+
 def _le(b: bytes) -> int:
     return int.from_bytes(b, "little")
 
@@ -213,6 +219,30 @@ def test_fallback_is_the_reference(monkeypatch):
     fast = h2c.hash_to_group(msgs, b"pprl-test-fallback")
     monkeypatch.setattr(h2c, "_h2c", None)
     assert h2c.hash_to_group(msgs, b"pprl-test-fallback") == fast
+
+
+@needs_c
+def test_switch_sends_hash_to_group_to_the_reference_at_every_call(monkeypatch):
+    """PPRL_NO_H2C, read at every call, runs the Python reference: same output as the C path."""
+    monkeypatch.delenv("PPRL_NO_H2C", raising=False)
+    msgs = [f"id-{i}".encode() for i in range(20)] + [b"", bytes(range(256))]
+    assert h2c.h2c_enabled()
+    fast = h2c.hash_to_group(msgs, b"pprl-test-switch")
+    calls = []
+    reference = h2c.hash_to_group_reference
+
+    def counted(messages, dst):
+        calls.append(len(messages))
+        return reference(messages, dst)
+
+    monkeypatch.setattr(h2c, "hash_to_group_reference", counted)
+    monkeypatch.setenv("PPRL_NO_H2C", "1")
+    assert not h2c.h2c_enabled() and h2c.HAVE_H2C and h2c.HAVE_C
+    assert h2c.hash_to_group(msgs, b"pprl-test-switch") == fast
+    assert calls == [len(msgs)]
+    monkeypatch.setenv("PPRL_NO_H2C", "0")
+    assert h2c.h2c_enabled()
+    assert h2c.hash_to_group(msgs, b"pprl-test-switch") == fast and calls == [len(msgs)]
 
 
 def test_field_bytes_is_expand_message_xmd():

@@ -18,11 +18,11 @@ from clkhash import comparators as ck_comparators
 from clkhash import field_formats as ck_formats
 from clkhash.key_derivation import generate_key_lists
 
-from pprl.errors import SchemaError
 from pprl.encoding.field_formats import parse_format
 from pprl.encoding.keys import derive_feature_keys, hkdf
 from pprl.encoding.schema import Schema, load_schema
 from pprl.encoding.tokens import ExactComparison, NgramComparison, NumericComparison
+from pprl.errors import SchemaError
 
 HERE = Path(__file__).resolve().parent
 SCHEMA_CN_PATH = HERE.parent / "examples" / "schema-cn-clkhash.json"

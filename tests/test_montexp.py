@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from pprl.crypto import montexp
+from pprl.crypto.paillier.engine import decrypt_chunk, decrypt_chunk_mod_p
 from pprl.crypto.paillier.packing import PackingSpec, decrypt_packed, encrypt_packed, fixed_bound
 from pprl.crypto.paillier.vector import decrypt_vector, encrypt_vector, generate_keypair
-from pprl.crypto.paillier.engine import decrypt_chunk, decrypt_chunk_mod_p
 
 needs_ifma = pytest.mark.skipif(
     not montexp.HAVE_IFMA,
@@ -146,6 +146,19 @@ def test_fallbacks_match_pow(monkeypatch):
     m = _odd(2048)
     bases = [_rng.getrandbits(2048) for _ in range(4)]
     assert montexp.powmod_many(bases, m >> 1, m) == _want(bases, m >> 1, m)
+
+
+@needs_ifma
+def test_switch_is_read_at_every_call(monkeypatch):
+    """PPRL_NO_IFMA follows pprl._native.disabled: "" and "0" keep the C path, anything else turns it off."""
+    m = _odd(1024)
+    bases = [_rng.getrandbits(1024) for _ in range(5)]
+    fast = montexp.powmod_many(bases, m >> 3, m)
+    for value, on in (("", True), ("0", True), (" 0 ", True), ("1", False), ("yes", False)):
+        monkeypatch.setenv("PPRL_NO_IFMA", value)
+        assert montexp.ifma_enabled() is on and montexp.modulus_supported(m) is on
+        assert montexp.HAVE_IFMA
+        assert montexp.powmod_many(bases, m >> 3, m) == fast == _want(bases, m >> 3, m)
 
 
 # --- decryption through both paths -----------------------------------------------------------

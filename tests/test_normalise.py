@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from pprl.errors import SchemaError
-from pprl.encoding.normalise.identifiers import normalise_resident_id as psi_resident_id
 from pprl.encoding.normalise import (
     NORMALISER_TYPES,
     Normaliser,
@@ -25,7 +23,9 @@ from pprl.encoding.normalise import (
     simplify,
     tables_fingerprint,
 )
+from pprl.encoding.normalise.identifiers import normalise_resident_id as psi_resident_id
 from pprl.encoding.schema import EXTENDED_VERSION, load_schema
+from pprl.errors import SchemaError
 from pprl.sim.synth import generate_population
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

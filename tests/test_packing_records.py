@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from pprl.crypto.paillier.engine import decrypt_chunk
 from pprl.crypto.paillier.packing import PackingSpec, decrypt_packed, encrypt_packed, fixed_bound, pack_rows, unpack
 from pprl.crypto.paillier.packing_records import (
     blinding_plaintexts,
@@ -15,9 +16,8 @@ from pprl.crypto.paillier.packing_records import (
     record_addresses,
     sum_records,
 )
-from pprl.crypto.paillier.vector import EncryptedVector, generate_keypair
-from pprl.crypto.paillier.engine import decrypt_chunk
 from pprl.crypto.paillier.threshold.partials import combine_partials, deal, partial_decrypt
+from pprl.crypto.paillier.vector import EncryptedVector, generate_keypair
 from pprl.errors import DataValidationError, DecryptionError, DocumentError, PolicyError
 from pprl.protocol.submit import score_packing
 

@@ -15,6 +15,13 @@ import phe
 import pytest
 
 from pprl.crypto.paillier import djn as paillier_djn
+from pprl.crypto.paillier.djn import (
+    FixedBaseTable,
+    default_window,
+    djn_params,
+    get_table,
+    min_exponent_bits,
+)
 from pprl.crypto.paillier.vector import (
     EncryptedVector,
     PaillierPrivateKey,
@@ -22,13 +29,6 @@ from pprl.crypto.paillier.vector import (
     decrypt_vector,
     encrypt_vector,
     generate_keypair,
-)
-from pprl.crypto.paillier.djn import (
-    FixedBaseTable,
-    default_window,
-    djn_params,
-    get_table,
-    min_exponent_bits,
 )
 from pprl.errors import (
     DataValidationError,

@@ -55,7 +55,9 @@ from pprl.protocol.psi import reblind_schedule, ring_order
 from pprl.sim.psi_demo import run_exact_demo
 from pprl.protocol.threshold.dealer import threshold_keygen
 from pprl.protocol.threshold.combine import combine_release
+from pprl.protocol.threshold.dealer import threshold_keygen
 from pprl.protocol.threshold.holder import partial_decrypt_release
+from pprl.sim.psi_demo import run_exact_demo
 
 # ------------------------------------------------------------------ normaliser
 

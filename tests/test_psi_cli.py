@@ -100,7 +100,7 @@ def test_release_decrypts_to_exact_plaintext_sums(world):
             assert Decimal(row[f"{column}_sum"]) == sum(Decimal(rows_by_user[m][column]) for m in members)
     # and nobody is missing: every person with the same valid resident ID on 2+ platforms is there
     by_rid = {}
-    for (name, user), r in rows_by_user.items():
+    for (name, _user), r in rows_by_user.items():
         rid = normalise_resident_id(r["resident_id"])
         if rid is not None:
             by_rid.setdefault(rid, set()).add(name)

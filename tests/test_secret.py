@@ -35,7 +35,9 @@ def test_all_platforms_get_the_same_secret(parties, shares, tmp_path):
 def test_fresh_ceremony_gives_a_fresh_secret(parties, shares, tmp_path):
     keys, cards = parties
     first = combine_secrets(keys["platform_1"], shares, tmp_path / "a.secret")
-    again = [share_secret(keys[n], [cards[p] for p in PLATFORMS if p != n], tmp_path / f"{n}.again.json") for n in PLATFORMS]
+    again = [
+        share_secret(keys[n], [cards[p] for p in PLATFORMS if p != n], tmp_path / f"{n}.again.json") for n in PLATFORMS
+    ]
     second = combine_secrets(keys["platform_1"], again, tmp_path / "b.secret")
     assert first.secret != second.secret
 

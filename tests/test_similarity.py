@@ -10,8 +10,8 @@ from anchors import load_anonlink as _load_anonlink
 from anchors import to_bitarrays  # noqa: F401  (test_dice_kernel imports it from here)
 
 from pprl.errors import DataValidationError
-from pprl.matching.dice import native as dice_native
 from pprl.matching.dice import fallback as dice_numpy
+from pprl.matching.dice import native as dice_native
 from pprl.matching.dice import rows as dice_rows
 from pprl.matching.dice.similarity import Candidates, dice_pairs, find_candidates, popcounts
 

@@ -14,7 +14,6 @@ import random
 import gmpy2
 import pytest
 
-from pprl.crypto.paillier.vector import EncryptedVector, encrypt_vector, generate_keypair, raw_encrypt
 from pprl.crypto.paillier.threshold.partials import (
     PartialDecryption,
     PartialProof,
@@ -26,6 +25,7 @@ from pprl.crypto.paillier.threshold.partials import (
     partial_decrypt,
     verify_partial,
 )
+from pprl.crypto.paillier.vector import EncryptedVector, encrypt_vector, generate_keypair, raw_encrypt
 from pprl.errors import (
     DataValidationError,
     DecryptionError,

@@ -19,6 +19,7 @@ import pytest
 import pprl
 from pprl.crypto.exchange import unwrap
 from pprl.crypto.paillier.packing import PackingSpec, unpack
+from pprl.crypto.paillier.threshold.partials import PartialDecryption, partial_decrypt
 from pprl.crypto.paillier.vector import (
     EncryptedVector,
     PaillierPublicKey,
@@ -41,6 +42,7 @@ from pprl.protocol.files import init_party, load_card, load_key
 from pprl.protocol.files import load_paillier_public
 from pprl.protocol.threshold.dealer import load_threshold_public, threshold_keygen
 from pprl.protocol.threshold.combine import combine_release
+from pprl.protocol.threshold.dealer import load_threshold_public, threshold_keygen
 from pprl.protocol.threshold.holder import load_share, partial_decrypt_release
 
 SCHEMA = Path(__file__).resolve().parent.parent / "examples" / "schema-cn.json"

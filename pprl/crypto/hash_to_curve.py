@@ -4,7 +4,8 @@
 subgroup of Curve25519 and returns its Montgomery u-coordinate (32 bytes
 little-endian), ready for X25519. The fast path is the C extension
 ``pprl.crypto._h2c`` (constant time); the plain-integer reference here follows
-the RFC line by line and is the fallback (slow, not constant time). Test
+the RFC line by line and is the fallback (slow, not constant time), used when the
+extension is not built or ``PPRL_NO_H2C`` is set (read at every call: :mod:`pprl._native`). Test
 vectors: ``tests/vectors/rfc9380.json``.
 
 Design: docs/psi.md#hash-to-group
@@ -14,15 +15,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from types import ModuleType
 
+from pprl._native import disabled, load
 from pprl.errors import DataValidationError
 
 __all__ = [
     "HAVE_C",
+    "HAVE_H2C",
     "ORDER",
     "P",
     "expand_message_xmd",
     "field_bytes",
+    "h2c_enabled",
     "hash_to_curve_reference",
     "hash_to_field",
     "hash_to_group",
@@ -46,13 +51,21 @@ Z = 2
 L = 48
 _SQRT_M1 = pow(2, (P - 1) // 4, P)  # a square root of -1 (2 is a non-square)
 
-try:
-    from pprl.crypto import _h2c
-except ImportError:  # pragma: no cover - the extension is built by setup.py
-    _h2c = None
+#: The environment switch that sends :func:`hash_to_group` to the Python reference (read at every call).
+SWITCH = "PPRL_NO_H2C"
 
-#: True when the C extension is available.
-HAVE_C = _h2c is not None
+# The extension, None when it was not built (it is optional).
+_h2c: ModuleType | None = load("pprl.crypto._h2c")
+
+#: True when the C extension is built (it runs on any CPU it builds for).
+HAVE_H2C: bool = _h2c is not None
+#: The older name of :data:`HAVE_H2C`.
+HAVE_C = HAVE_H2C
+
+
+def h2c_enabled() -> bool:
+    """True when :func:`hash_to_group` runs in C now (built, and ``PPRL_NO_H2C`` not set)."""
+    return _h2c is not None and not disabled(SWITCH)
 
 Point = tuple[int, int] | None  # affine (u, v) on Curve25519; None is the point at infinity
 
@@ -246,9 +259,9 @@ def hash_to_group(messages: Sequence[bytes], dst: bytes) -> bytes:
     GIL released; without it the pure-Python reference runs. ``dst`` must
     already be 1 to 255 bytes (see :func:`make_dst`).
     """
-    if _h2c is None:
+    if _h2c is None or not h2c_enabled():
         return hash_to_group_reference(messages, dst)
-    out = _h2c.hash_to_u(messages, dst)
+    out: bytes = _h2c.hash_to_u(messages, dst)
     if _has_zero_element(out):
         raise DataValidationError("an identifier hashed to the neutral element; cannot blind it")
     return out

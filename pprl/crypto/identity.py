@@ -74,7 +74,7 @@ class IdentityKey:
             raise KeyFormatError("private key seeds must be 32 bytes each")
 
     @classmethod
-    def generate(cls) -> "IdentityKey":
+    def generate(cls) -> IdentityKey:
         """Fresh keys from the library's CSPRNG."""
         sign = ECC.generate(curve="Ed25519")
         agree = ECC.generate(curve="Curve25519")

@@ -4,28 +4,26 @@
 :func:`table_products` (DJN encryption's fixed-base products) run on the C
 extension ``pprl.crypto._montexp`` when the CPU has AVX-512 IFMA and the modulus
 fits :data:`MAX_BITS`, on gmpy2 otherwise, with identical results.
-``PPRL_NO_IFMA=1`` forces gmpy2. Not constant time (like ``gmpy2.powmod``).
+``PPRL_NO_IFMA=1`` forces gmpy2 (read at every call: :mod:`pprl._native`). Not constant time (like ``gmpy2.powmod``).
 
 Design: docs/design.md#ifma-kernels
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
+from types import ModuleType
 from typing import Any
 
 import gmpy2
 
-try:
-    from pprl.crypto import _montexp
-except ImportError:  # not built (optional extension) or not importable
-    _montexp = None
+from pprl._native import disabled, load
 
 __all__ = [
     "HAVE_IFMA",
     "MAX_BITS",
     "MIN_BITS",
+    "SWITCH",
     "MontgomeryTable",
     "ifma_enabled",
     "limbs_for",
@@ -33,6 +31,12 @@ __all__ = [
     "powmod_many",
     "table_products",
 ]
+
+#: The environment switch that sends every call to gmpy2 (read at every call).
+SWITCH = "PPRL_NO_IFMA"
+
+# The extension, None when it was not built (it is optional).
+_montexp: ModuleType | None = load("pprl.crypto._montexp")
 
 #: True when the extension is built and the CPU (and OS) support AVX-512F + IFMA.
 HAVE_IFMA: bool = _montexp is not None and bool(_montexp.available())
@@ -52,13 +56,20 @@ def limbs_for(bits: int) -> int:
 
 def ifma_enabled() -> bool:
     """True when :func:`powmod_many` may use the C path (built, CPU support, no ``PPRL_NO_IFMA``)."""
-    return HAVE_IFMA and os.environ.get("PPRL_NO_IFMA", "") in ("", "0")
+    return HAVE_IFMA and not disabled(SWITCH)
 
 
 def modulus_supported(modulus: int) -> bool:
     """True when the C path is enabled (:func:`ifma_enabled`) and takes this modulus (odd, MIN_BITS..MAX_BITS)."""
     modulus = int(modulus)
     return ifma_enabled() and modulus & 1 == 1 and MIN_BITS <= modulus.bit_length() <= MAX_BITS
+
+
+def _extension() -> ModuleType:
+    """The built extension (the switch is the callers' business: a built table is still converted back in C)."""
+    if _montexp is None:
+        raise RuntimeError("pprl.crypto._montexp is not built")
+    return _montexp
 
 
 def _use_c(exponent: int, modulus: int) -> bool:
@@ -88,7 +99,7 @@ def powmod_many(bases: Iterable[Any], exponent: int, modulus: int) -> list[Any]:
         return [gmpy2.powmod(b, e, m) for b in items]
     nbytes, limbs, r2, k0 = _mont_params(modulus)
     blob = b"".join(int(b % modulus).to_bytes(nbytes, "little") for b in items)
-    out = _montexp.powmod_batch(
+    out = _extension().powmod_batch(
         blob,
         exponent.to_bytes((exponent.bit_length() + 7) // 8, "little"),
         modulus.to_bytes(nbytes, "little"),
@@ -182,7 +193,7 @@ class MontgomeryTable:
     def plain_rows(self) -> list[list[Any]]:
         """The entries back as ``mpz`` rows (rows[i][0] = 1), for the disk form and gmpy2 fallbacks."""
         per = 1 << self.window
-        out = _montexp.from_montgomery(self.data, self.modulus.to_bytes(self.nbytes, "little"), self.k0, self.limbs)
+        out = _extension().from_montgomery(self.data, self.modulus.to_bytes(self.nbytes, "little"), self.k0, self.limbs)
         nb, from_bytes = self.nbytes, gmpy2.mpz.from_bytes
         flat = [from_bytes(out[i : i + nb], "little") for i in range(0, len(out), nb)]
         return [[gmpy2.mpz(1), *flat[r * per + 1 : (r + 1) * per]] for r in range(self.rows)]
@@ -208,7 +219,7 @@ def table_products(table: MontgomeryTable, exponents: Sequence[int]) -> list[Any
         raise ValueError(f"exponents must be in [0, 2^{bits}) for this table")
     ebytes = (bits + 7) // 8
     blob = b"".join(int(e).to_bytes(ebytes, "little") for e in exponents)
-    out = _montexp.table_products(
+    out = _extension().table_products(
         table.data, table.window, table.rows, blob, ebytes,
         table.modulus.to_bytes(table.nbytes, "little"), table.k0, table.limbs,
     )

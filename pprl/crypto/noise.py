@@ -34,7 +34,7 @@ def _fraction(x: object, name: str) -> Fraction:
         if not math.isfinite(x):
             raise DataValidationError(f"{name} must be finite")
         return Fraction(repr(x))
-    return Fraction(x)
+    return Fraction(x)  # type: ignore[call-overload]  # any other Real Fraction takes (ints, Rationals)
 
 
 def _bernoulli(p: Fraction) -> bool:

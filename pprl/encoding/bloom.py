@@ -149,7 +149,7 @@ class TokenHasher:
             macs = (k + 31) // 32
             # A keyed, salted BLAKE2b state copied per token skips re-hashing the key block.
             bases = [blake2b(key=key, salt=str(i).encode()) for i in range(macs)]
-            parts = []
+            parts: list[bytes] = []
             add = parts.append
             for t in tokens:
                 data = t.encode(enc)
@@ -164,11 +164,11 @@ class TokenHasher:
             key_sha1, key_md5 = self.keys
             pairs = [_double_hash_pair(t.encode(enc), key_sha1, key_md5, length,
                                        self.prevent_singularity) for t in tokens]
-            h = np.array(pairs, dtype=np.int64).reshape(n, 2)
-            pos = ((h[:, :1] + np.arange(k, dtype=np.int64)[None, :] * h[:, 1:]) % length).astype(np.intp)
+            hh = np.array(pairs, dtype=np.int64).reshape(n, 2)
+            pos = ((hh[:, :1] + np.arange(k, dtype=np.int64)[None, :] * hh[:, 1:]) % length).astype(np.intp)
         grid = np.zeros((n, length), dtype=np.uint8)
         grid[np.repeat(np.arange(n), pos.shape[1]), pos.ravel()] = 1
-        blob = memoryview(np.packbits(grid, axis=1)).cast("B")
+        blob = np.packbits(grid, axis=1).data.cast("B")
         width = (length + 7) // 8
         pad = -length % 8
         from_bytes = int.from_bytes
@@ -186,7 +186,7 @@ def fold_masks(masks: list[int], length: int, folds: int) -> list[int]:
     return masks
 
 
-def masks_to_bytes(masks: list[int], l: int) -> bytes:
+def masks_to_bytes(masks: list[int], l: int) -> bytes:  # noqa: E741 (clkhash's name for the filter length)
     """Concatenated ``bitarray.tobytes()`` of ``l``-bit filters (zero-padded to bytes)."""
     pad = -l % 8
     size = (l + 7) // 8

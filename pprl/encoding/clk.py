@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from pprl.errors import DataValidationError, DocumentError, PPRLError
 from pprl.encoding.columns import hashed_columns
+from pprl.encoding.keys import derive_feature_keys, secret_bytes
 from pprl.encoding.masks import (
     Counts,
     add_counts,
@@ -30,9 +30,9 @@ from pprl.encoding.masks import (
     encode_chunk,
     gc_paused,
 )
-from pprl.encoding.workers import encode_parallel, progress_bar
-from pprl.encoding.keys import derive_feature_keys, secret_bytes
 from pprl.encoding.schema import Feature, Schema
+from pprl.encoding.workers import encode_parallel, progress_bar
+from pprl.errors import DataValidationError, DocumentError, PPRLError
 
 __all__ = [
     "EncodeReport",

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from pprl.errors import DataValidationError
 from pprl.encoding.schema import Schema
+from pprl.errors import DataValidationError
 
 __all__ = ["hashed_columns"]
 

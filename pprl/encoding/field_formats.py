@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 __all__ = [
     "ENCODINGS",
@@ -288,7 +288,7 @@ def parse_format(obj: Any, problems: list[str]) -> FieldFormat | None:
                 problems.append(problem)
         if len(problems) > before:
             return None
-        return DateFormat(date_fmt, description)
+        return DateFormat(cast(str, date_fmt), description)  # checked above
 
     values = obj.get("values")
     if values is None:
@@ -299,4 +299,4 @@ def parse_format(obj: Any, problems: list[str]) -> FieldFormat | None:
         problems.append("format.values must not be empty")
     if len(problems) > before:
         return None
-    return EnumFormat(tuple(values), description)
+    return EnumFormat(tuple(cast(list[str], values)), description)  # checked above

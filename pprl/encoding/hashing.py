@@ -80,7 +80,8 @@ def parse_hashing(obj: Any, problems: list[str]) -> Hashing | None:
         if not _is_int(bits) or bits < 1:
             problems.append(f"hashing.strategy.{strategy} must be an integer >= 1")
 
-    hash_type, singular = "blakeHash", False
+    hash_type: Any = "blakeHash"  # a str once the checks below pass
+    singular = False
     raw_hash = obj.get("hash", {"type": "blakeHash"})
     if not isinstance(raw_hash, dict):
         problems.append("hashing.hash must be an object")

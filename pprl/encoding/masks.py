@@ -25,11 +25,11 @@ from itertools import chain, repeat
 from operator import itemgetter, or_
 from typing import Any, cast
 
-from pprl.errors import DataValidationError
 from pprl.encoding.bloom import TokenHasher, fold_masks, masks_to_bytes
 from pprl.encoding.field_formats import FieldFormat, StringFormat
 from pprl.encoding.normalise import Normaliser
 from pprl.encoding.schema import Feature, Hashing, Schema
+from pprl.errors import DataValidationError
 
 __all__ = [
     "VALUE_CACHE_SIZE",
@@ -168,7 +168,7 @@ class FeatureEncoder(dict):
         # A plain string format (no pattern or case rule) is checked inline below:
         # length bounds and encodability, exactly what its ``check`` tests.
         plain = type(fmt) is StringFormat and fmt.pattern is None and fmt.case == "mixed"
-        if plain:
+        if plain and isinstance(fmt, StringFormat):  # plain implies it
             min_len = fmt.min_length or 0
             max_len = fmt.max_length if fmt.max_length is not None else math.inf
             text_encoding = fmt.encoding
@@ -207,7 +207,7 @@ class FeatureEncoder(dict):
                     continue  # invalid: raises when looked up
                 text = canonical if fnorm is None else fnorm(canonical)
             try:
-                tokens = tokenize(text)
+                tokens = tokenize(cast(str, text))
             except (ValueError, OverflowError):
                 continue  # invalid: raises when looked up
             group = by_len.get(len(tokens))

@@ -20,14 +20,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, cast
 
-from pprl.errors import SchemaError
 from pprl.encoding.field_formats import FieldFormat, parse_format
 from pprl.encoding.hashing import Hashing, MissingValue, parse_hashing
 from pprl.encoding.keys import HASH_ALGORITHMS, KEYS_PER_FEATURE, max_hkdf_length
 from pprl.encoding.normalise import Normaliser, parse_normaliser
 from pprl.encoding.tokens import ExactComparison
+from pprl.errors import SchemaError
 
 __all__ = [
     "EXTENDED_VERSION",
@@ -97,7 +97,7 @@ class Schema:
     raw: dict
     version: int
     features: tuple[Feature, ...]
-    l: int
+    l: int  # noqa: E741 (clkhash's name for the filter length)
     xor_folds: int = 0
     kdf_type: str = "HKDF"
     kdf_hash: str = "SHA256"
@@ -255,7 +255,7 @@ def _parse_clk_config(cfg: Any, problems: list[str]) -> dict:
         return out
     for key in sorted(set(cfg) - {"l", "kdf", "xor_folds", "xorFolds"}):
         problems.append(f"clkConfig has unknown key {key!r}")
-    l = cfg.get("l")
+    l = cfg.get("l")  # noqa: E741 (clkhash's name)
     if l is None:
         problems.append("clkConfig.l is missing")
     elif not _is_int(l) or l < 1:
@@ -373,6 +373,7 @@ def _parse_feature(obj: Any, index: int, problems: list[str], extended: bool) ->
     problems.extend(f"{label}: {p}" for p in local)
     if local:
         return None
+    ident = cast(str, ident)  # checked above
     if ignored:
         return Feature(ident, True, description)
     return Feature(ident, False, description, fmt, hashing, normaliser, source)
@@ -411,7 +412,7 @@ def _cross_checks(features: list[Feature], total: int, known: set[str], cfg: dic
         problems.append(f"clkConfig.kdf: {total} features x {KEYS_PER_FEATURE} keys x "
                         f"keySize {key_size} = {need} bytes is more than HKDF-{cfg['kdf_hash']} "
                         f"can derive ({max_hkdf_length(cfg['kdf_hash'])})")
-    blake = [f.identifier for f in hashed if f.hashing.hash_type == "blakeHash"]
+    blake = [f.identifier for f in hashed if f.hashing is not None and f.hashing.hash_type == "blakeHash"]
     if blake and key_size > MAX_BLAKE_KEY_SIZE:
         problems.append(f"clkConfig.kdf.keySize {key_size} is larger than blakeHash allows "
                         f"({MAX_BLAKE_KEY_SIZE}), used by feature {blake[0]!r}")
@@ -472,7 +473,7 @@ def load_schema(source: SchemaSource) -> Schema:
         raise err
     return Schema(
         raw=raw,
-        version=int(version),
+        version=int(cast(int, version)),  # checked above
         features=tuple(features),
         l=cfg["l"],
         xor_folds=cfg["xor_folds"],

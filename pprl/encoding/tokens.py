@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 __all__ = [
     "COMPARISON_TYPES",
@@ -162,7 +162,7 @@ def parse_comparison(obj: Any, problems: list[str]) -> Comparison | None:
             problems.append(f"{where}.positional must be true or false")
         if len(problems) > before:
             return None
-        return NgramComparison(n, positional)
+        return NgramComparison(cast(int, n), positional)  # checked above
 
     if ctype == "exact":
         return None if len(problems) > before else ExactComparison()
@@ -183,7 +183,7 @@ def parse_comparison(obj: Any, problems: list[str]) -> Comparison | None:
     if len(problems) > before:
         return None
     try:
-        comparison = NumericComparison(threshold, resolution, precision)
+        comparison = NumericComparison(cast(float, threshold), cast(int, resolution), precision)  # checked above
     except OverflowError:
         problems.append(f"{where}.thresholdDistance is too large")
         return None

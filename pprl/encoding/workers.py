@@ -20,7 +20,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pprl.errors import PPRLError
 from pprl.encoding.masks import (
     Counts,
     add_counts,
@@ -29,6 +28,7 @@ from pprl.encoding.masks import (
     gc_paused,
 )
 from pprl.encoding.schema import Schema
+from pprl.errors import PPRLError
 
 __all__ = ["encode_parallel", "progress_bar"]
 

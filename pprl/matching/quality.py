@@ -49,7 +49,7 @@ def _pairs(n: int) -> int:
 
 
 def evaluate_groups(
-    groups: Iterable[Iterable[Hashable]], truth: Mapping[Hashable, Hashable]
+    groups: Iterable[Iterable[Hashable]], truth: Mapping[Any, Hashable]
 ) -> LinkageQuality:
     """Compare predicted entities with the true ones, pair by pair.
 
@@ -110,7 +110,7 @@ class PairCompleteness:
 
 
 def pair_completeness(
-    pairs: Iterable[tuple[Hashable, Hashable]], truth: Mapping[Hashable, Hashable]
+    pairs: Iterable[tuple[Hashable, Hashable]], truth: Mapping[Any, Hashable]
 ) -> PairCompleteness:
     """Fraction of true pairs (as in :func:`evaluate_groups`) that appear in ``pairs``.
 

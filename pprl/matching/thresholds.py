@@ -121,7 +121,7 @@ def _top2_numpy(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 
 def _top2(a: np.ndarray, b: np.ndarray, workers: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     try:
-        return dice_pairs(a, b, 0.0, k=2, workers=workers)  # type: ignore[call-arg]
+        return dice_pairs(a, b, 0.0, k=2, workers=workers)
     except TypeError:  # an older similarity module without k / workers
         return _top2_numpy(a, b)
 
@@ -285,7 +285,7 @@ def fit_mixture(
     converged = False
     iterations = 0
     loglik = -math.inf
-    for iterations in range(1, max_iter + 1):
+    for iterations in range(1, max_iter + 1):  # noqa: B007 (read after the loop)
         f0, f1 = component_densities()
         w = np.concatenate([np.full(n1, w1), np.full(xs.shape[0] - n1, w2)])
         num = w * f1
@@ -405,7 +405,9 @@ def choose_threshold(
     if not (f1[0] * 9.0 <= f0[0] and f0[1] * 9.0 <= f1[1]):
         return ThresholdChoice(default, "default", fit=None, reason="no separate match population in the similarities")
     if fit.n_top2 and fit.weight_top1 <= fit.weight_top2 + 0.01:
-        return ThresholdChoice(default, "default", fit=None, reason="best matches look no different from second-best ones")
+        return ThresholdChoice(
+            default, "default", fit=None, reason="best matches look no different from second-best ones"
+        )
     crossing = _crossing(fit)
     extra: dict[str, Any] = {}
     if crossing is not None:
@@ -420,6 +422,8 @@ def choose_threshold(
         crossing = 1.0 / (1.0 + math.exp(-(m0 + _SPARSE_NONMATCH_SD * fit.sd[0])))
         extra["rule"] = "non-match mean + 2 sd (nearly every record has a match)"
     else:
-        return ThresholdChoice(default, "default", fit=None, reason="posterior never reaches 0.5 below the match population")
+        return ThresholdChoice(
+            default, "default", fit=None, reason="posterior never reaches 0.5 below the match population"
+        )
     t = min(max(crossing, lo), hi)
     return ThresholdChoice(round(t, 6), "auto", fit=fit, clamped=t != crossing, extra=extra)

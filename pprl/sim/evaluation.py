@@ -26,6 +26,7 @@ import numpy as np
 
 from pprl.documents import Card
 from pprl.errors import DataValidationError, DocumentError
+from pprl.matching.dice.similarity import Candidates
 from pprl.matching.quality import (
     CurvePoint,
     LinkageQuality,
@@ -34,7 +35,6 @@ from pprl.matching.quality import (
     pair_completeness,
     threshold_curve,
 )
-from pprl.matching.dice.similarity import Candidates
 from pprl.matching.solve import greedy_solve
 from pprl.protocol.files import load_linkage
 from pprl.protocol.link import CANDIDATE_COLUMNS, SAMPLE_COLUMNS
@@ -271,7 +271,7 @@ def _pair_curve(entities: list[dict[str, Any]], groups: list[list[tuple[str, str
     time it reaches a threshold are the entities whose similarity reaches it.)
     """
     sims = [min(float(m[2]) for m in e["members"]) for e in entities]
-    missing = object()
+    missing: Any = object()
     right = [len(g) == 2 and truth.get(g[0], missing) is not missing and truth.get(g[0]) == truth.get(g[1], missing)
              for g in groups]
     grid = np.linspace(threshold, 1.0, _EXACT_STEPS)
@@ -360,8 +360,9 @@ def evaluate_linkage(
     try:
         entities = payload["entities"]
         groups = [[key(p, t) for p, t, _ in e["members"]] for e in entities]
-        candidates = [[pa, ta, pb, tb, float(sim)] for pa, ta, pb, tb, sim in _table(doc, "candidates", CANDIDATE_COLUMNS, str(linkage))]
-        sample = [[p, t, q, pt, float(s1), float(s2) if s2 else None]
+        candidates: list[list[Any]] = [[pa, ta, pb, tb, float(sim)]
+                                       for pa, ta, pb, tb, sim in _table(doc, "candidates", CANDIDATE_COLUMNS, str(linkage))]
+        sample: list[list[Any]] = [[p, t, q, pt, float(s1), float(s2) if s2 else None]
                   for p, t, q, pt, s1, s2 in _table(doc, "sample", SAMPLE_COLUMNS, str(linkage))]
     except (KeyError, TypeError, ValueError):
         raise DocumentError(f"{linkage}: linkage payload is malformed") from None
@@ -373,7 +374,7 @@ def evaluate_linkage(
     method = blocking.get("method", "none")
 
     # The sample: each row is a sampled record's best match on another platform.
-    missing = object()
+    missing: Any = object()
     present: dict[str, set[str]] = defaultdict(set)  # platform -> persons submitted there
     for (p, _u), person in truth_map.items():
         present[p].add(person)

@@ -45,24 +45,11 @@ REFERENCE_DATE = "2025-01-01"
 _WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
 _CHECK_CHARS = "10X98765432"
 # Real county-level codes (province, prefecture, district).
-_REGIONS = (
-    "110101 110102 110105 110108 120101 120104 130102 130104 140105 150102 210102 210202 "
-    "220102 230102 310101 310104 310115 320102 320506 330106 330212 340104 350203 360102 "
-    "370102 370202 410105 420106 430104 440103 440106 440305 440604 450103 460105 500103 "
-    "510107 520102 530102 540102 610113 620102 630104 640104 650102"
-).split()
-_MOBILE_PREFIXES = (
-    "130 131 132 133 134 135 136 137 138 139 145 147 150 151 152 153 155 156 157 158 159 "
-    "166 171 173 175 176 177 178 180 181 182 183 184 185 186 187 188 189 191 195 198 199"
-).split()
-_COMPOUND_SURNAMES = "司马 上官 诸葛 东方 慕容 皇甫 尉迟 公孙 令狐 端木 夏侯 西门".split()
+_REGIONS = ["110101", "110102", "110105", "110108", "120101", "120104", "130102", "130104", "140105", "150102", "210102", "210202", "220102", "230102", "310101", "310104", "310115", "320102", "320506", "330106", "330212", "340104", "350203", "360102", "370102", "370202", "410105", "420106", "430104", "440103", "440106", "440305", "440604", "450103", "460105", "500103", "510107", "520102", "530102", "540102", "610113", "620102", "630104", "640104", "650102"]  # noqa: E501 (one table per line)
+_MOBILE_PREFIXES = ["130", "131", "132", "133", "134", "135", "136", "137", "138", "139", "145", "147", "150", "151", "152", "153", "155", "156", "157", "158", "159", "166", "171", "173", "175", "176", "177", "178", "180", "181", "182", "183", "184", "185", "186", "187", "188", "189", "191", "195", "198", "199"]  # noqa: E501 (one table per line)
+_COMPOUND_SURNAMES = ["司马", "上官", "诸葛", "东方", "慕容", "皇甫", "尉迟", "公孙", "令狐", "端木", "夏侯", "西门"]
 # Groups of characters easily confused by ear or by pinyin input (each char in one group).
-_HOMOPHONE_GROUPS = (
-    "张章 王汪 李里礼 刘柳留 陈程 杨阳扬 黄皇 赵照 吴武 周州舟 明铭鸣 伟玮炜 芳方 丽莉俐 军君钧 "
-    "静婧靖 华桦 林琳霖 红虹宏 平萍 娟鹃 敏珉 燕艳 玲铃 婷亭 英莹瑛 杰洁 涛韬 辉晖 鹏朋 飞菲 "
-    "宇雨羽 浩昊 建健 峰锋 晨辰 瑞睿 文雯 东冬 志智 磊蕾 勇永 斌彬 兰岚 梅玫 霞侠 云芸 慧惠 "
-    "琴勤 徐许 胡湖 朱珠 郭国 何和 马玛 罗萝 梁良 于余 冯逢 邓登 彭蓬 肖萧 叶业 潘攀 蒋江 唐堂 韩寒"
-).split()
+_HOMOPHONE_GROUPS = ["张章", "王汪", "李里礼", "刘柳留", "陈程", "杨阳扬", "黄皇", "赵照", "吴武", "周州舟", "明铭鸣", "伟玮炜", "芳方", "丽莉俐", "军君钧", "静婧靖", "华桦", "林琳霖", "红虹宏", "平萍", "娟鹃", "敏珉", "燕艳", "玲铃", "婷亭", "英莹瑛", "杰洁", "涛韬", "辉晖", "鹏朋", "飞菲", "宇雨羽", "浩昊", "建健", "峰锋", "晨辰", "瑞睿", "文雯", "东冬", "志智", "磊蕾", "勇永", "斌彬", "兰岚", "梅玫", "霞侠", "云芸", "慧惠", "琴勤", "徐许", "胡湖", "朱珠", "郭国", "何和", "马玛", "罗萝", "梁良", "于余", "冯逢", "邓登", "彭蓬", "肖萧", "叶业", "潘攀", "蒋江", "唐堂", "韩寒"]  # noqa: E501 (one table per line)
 _HOMOPHONES = {ch: g.replace(ch, "") for g in _HOMOPHONE_GROUPS for ch in g}
 _TRADITIONAL = str.maketrans(
     "陈刘张杨黄赵吴郑孙马罗谢许冯邓韩叶苏卢蒋钱汤龙华伟军丽红兰凤国东刚鹏飞涛辉强艳欢宁杰云荣"
@@ -336,9 +323,9 @@ def _check_args(people: int, platforms: int, seed: int, overlap: float, corrupti
                               ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise SynthParameterError(f"{label} must be an integer >= {low}")
-    for label, value in (("overlap", overlap), ("corruption", corruption)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-                or not 0.0 <= value <= 1.0:
+    for label, share in (("overlap", overlap), ("corruption", corruption)):
+        if isinstance(share, bool) or not isinstance(share, (int, float, np.floating, np.integer)) \
+                or not 0.0 <= share <= 1.0:
             raise SynthParameterError(f"{label} must be a number in [0, 1]")
 
 

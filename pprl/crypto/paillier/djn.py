@@ -13,6 +13,7 @@ Design and security argument: docs/design.md#djn-encryption
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import secrets
@@ -213,10 +214,8 @@ def get_table(params: DJNParams) -> FixedBaseTable:
     if table is None:
         table = FixedBaseTable.build_fast(params.hs, n2, params.exponent_bits, params.window)
         if path is not None:
-            try:
+            with contextlib.suppress(OSError):  # a read-only or full cache directory only costs speed
                 _write_atomic(path, table.to_bytes(params.fingerprint, params.hs))
-            except OSError:
-                pass  # a read-only or full cache directory only costs speed
     _MEMO[key] = table
     while len(_MEMO) > _MEMO_SIZE:
         _MEMO.popitem(last=False)

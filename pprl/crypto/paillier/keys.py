@@ -242,11 +242,10 @@ class PaillierPrivateKey:
         if gmpy2.gcd(self.public_key.n, (p - 1) * (q - 1)) != 1:
             raise KeyFormatError("Paillier private key: gcd(n, (p-1)(q-1)) must be 1")
         hs = self.public_key.djn_hs
-        if hs is not None:
-            # n-th residues are exactly the units whose order divides (p-1)(q-1);
-            # anything else would shift every DJN plaintext by a random amount.
-            if gmpy2.powmod(hs, p - 1, p * p) != 1 or gmpy2.powmod(hs, q - 1, q * q) != 1:
-                raise KeyFormatError("Paillier key field 'djn_hs' is not an n-th residue")
+        # n-th residues are exactly the units whose order divides (p-1)(q-1);
+        # anything else would shift every DJN plaintext by a random amount.
+        if hs is not None and (gmpy2.powmod(hs, p - 1, p * p) != 1 or gmpy2.powmod(hs, q - 1, q * q) != 1):
+            raise KeyFormatError("Paillier key field 'djn_hs' is not an n-th residue")
 
     def with_djn(self) -> PaillierPrivateKey:
         """This key with a fresh DJN base in its public key (for keys made without one)."""

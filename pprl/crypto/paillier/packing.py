@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from pprl.crypto.paillier.packing_records import extract_targets, pack_records
-from pprl.crypto.paillier.vector import EncryptedVector, PaillierPrivateKey, PaillierPublicKey
 from pprl.crypto.paillier.engine import (
     decrypt_chunk,
     decrypt_chunk_mod_p,
@@ -32,6 +30,8 @@ from pprl.crypto.paillier.engine import (
     run_chunked,
 )
 from pprl.crypto.paillier.fixedpoint import MAX_DECIMALS, encode_fixed
+from pprl.crypto.paillier.packing_records import extract_targets, pack_records
+from pprl.crypto.paillier.vector import EncryptedVector, PaillierPrivateKey, PaillierPublicKey
 from pprl.errors import (
     DataValidationError,
     DecryptionError,

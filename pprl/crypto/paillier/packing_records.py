@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pprl.crypto.montexp import powmod_many
-from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
 from pprl.crypto.paillier.engine import encrypt_raw, run_chunked
+from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
 from pprl.errors import DataValidationError, DecryptionError
 
 if TYPE_CHECKING:

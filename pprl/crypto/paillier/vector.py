@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, SupportsIndex, cast
 
 import gmpy2
 import numpy as np
@@ -101,10 +101,10 @@ class EncryptedVector:
         n, nsquare = public_key.n, public_key.nsquare
         values = []
         for pos, c in enumerate(ciphertexts, start=1):
-            c = gmpy2.mpz(int(c)) if _is_index(c) else None
-            if c is None or not 0 < c < nsquare:
+            m = gmpy2.mpz(int(c)) if _is_index(c) else None
+            if m is None or not 0 < m < nsquare:
                 raise DocumentError(f"ciphertext at position {pos} is not valid for this key")
-            values.append(c)
+            values.append(m)
         _check_units(values, gmpy2.mpz(n))
         self._public_key = public_key
         self._c: tuple[Any, ...] = tuple(values)
@@ -198,7 +198,7 @@ class EncryptedVector:
         """
         n2 = gmpy2.mpz(self._public_key.nsquare)
         if _is_index(k):
-            kk = gmpy2.mpz(int(k))
+            kk = gmpy2.mpz(int(cast(SupportsIndex, k)))
             return EncryptedVector._trusted(
                 self._public_key, [gmpy2.powmod(c, kk, n2) for c in self._c]
             )

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from pprl.errors import SchemaError
-from pprl.encoding.normalise.identifiers import normalise_mobile, normalise_resident_id
 from pprl.encoding.normalise.chinese import (
     name_han,
     name_pinyin,
@@ -29,11 +27,13 @@ from pprl.encoding.normalise.chinese import (
     tables_fingerprint,
     to_pinyin,
 )
+from pprl.encoding.normalise.identifiers import normalise_mobile, normalise_resident_id
 from pprl.encoding.normalise.values import (
     normalise_date,
     normalise_gender,
     normalise_text,
 )
+from pprl.errors import SchemaError
 
 __all__ = [
     "NORMALISER_TYPES",

@@ -13,8 +13,8 @@ import hashlib
 from collections.abc import Callable
 from functools import lru_cache
 
-from pprl.errors import SchemaError
 from pprl.encoding.normalise.text import CACHE_SIZE, NOT_WORD, nfkc
+from pprl.errors import SchemaError
 
 __all__ = ["name_han", "name_pinyin", "normalise_name", "simplify", "tables_fingerprint", "to_pinyin"]
 

@@ -13,9 +13,9 @@ import datetime
 import re
 from functools import lru_cache
 
-from pprl.errors import SchemaError
-from pprl.encoding.normalise.text import CACHE_SIZE, NOT_WORD, SPACE, nfkc
 from pprl.encoding.normalise.chinese import simplify
+from pprl.encoding.normalise.text import CACHE_SIZE, NOT_WORD, SPACE, nfkc
+from pprl.errors import SchemaError
 
 __all__ = ["normalise_date", "normalise_gender", "normalise_text"]
 

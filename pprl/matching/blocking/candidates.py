@@ -203,7 +203,9 @@ def lsh_candidates(
     if bits_per_band > BITS_RANGE[1] or (length and bits_per_band > length):
         raise ValueError(f"bits_per_band must be at most {min(BITS_RANGE[1], length or BITS_RANGE[1])}, got {bits_per_band}")
     if pairs_total == 0 or length == 0:
-        return Candidates.empty(), BlockingReport("lsh", int(bands), int(bits_per_band), 0, pairs_total, 1.0, seed.hex())
+        return Candidates.empty(), BlockingReport(
+            "lsh", int(bands), int(bits_per_band), 0, pairs_total, 1.0, seed.hex()
+        )
 
     lanes = [as_lanes(d) for d in arrays]
     counts = [popcount_rows(x) for x in lanes]

@@ -269,7 +269,9 @@ def _keyed_ints(seed: bytes, label: str, n: int, count: int) -> np.ndarray:
 
 
 def _random_hamming(arrays: list[np.ndarray], seed: bytes) -> np.ndarray:
-    pairs = [(d, e) for d, e in itertools.combinations(range(len(arrays)), 2) if arrays[d].shape[0] and arrays[e].shape[0]]
+    pairs = [
+        (d, e) for d, e in itertools.combinations(range(len(arrays)), 2) if arrays[d].shape[0] and arrays[e].shape[0]
+    ]
     if not pairs:
         return np.empty(0)
     per = max(1, _RANDOM_PAIRS // len(pairs))
@@ -285,7 +287,9 @@ def _random_hamming(arrays: list[np.ndarray], seed: bytes) -> np.ndarray:
 def high_fill(arrays: list[np.ndarray]) -> float:
     """The 99th-percentile popcount of the records, as a fraction of the CLK length in bits."""
     length = arrays[0].shape[1] * 8
-    counts = np.concatenate([popcounts(d) for d in arrays if d.shape[0]]) if any(d.shape[0] for d in arrays) else np.zeros(1)
+    counts = (
+        np.concatenate([popcounts(d) for d in arrays if d.shape[0]]) if any(d.shape[0] for d in arrays) else np.zeros(1)
+    )
     return float(np.quantile(counts, 0.99)) / length if counts.size else 0.5
 
 
@@ -329,7 +333,13 @@ def plan_blocking(
         reason = "requested" if design.meets_target else f"requested; no design reaches pair completeness {target}"
         return BlockingPlan("lsh", design, pairs_total, brute, reason)
     if design is None:
-        return BlockingPlan("none", None, pairs_total, brute, f"no LSH design reaches pair completeness {target} at threshold {threshold}")
+        return BlockingPlan(
+            "none",
+            None,
+            pairs_total,
+            brute,
+            f"no LSH design reaches pair completeness {target} at threshold {threshold}",
+        )
     if design.estimated_seconds * _AUTO_SPEEDUP > brute:
         return BlockingPlan("none", design, pairs_total, brute, "LSH would not be clearly faster than comparing all")
     return BlockingPlan("lsh", design, pairs_total, brute, "LSH estimated faster at the target pair completeness")

@@ -59,7 +59,7 @@ def compare(
         return empty_triples()
     job = Job.create(pa, pb, t, window, k, chunk_rows)
     run: Callable[[int, int], Triples]
-    if dice_native.loaded():
+    if dice_native.dice_enabled():
         run = dice_native.NativeRun(job).block
     else:
         run = partial(numpy_block, job)

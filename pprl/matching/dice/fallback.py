@@ -2,7 +2,7 @@
 
 Part of the Dice candidate generation described in
 :mod:`pprl.matching.dice.similarity`; it runs when the C extension cannot be
-imported or ``PPRL_NO_NATIVE`` is set (see :mod:`pprl.matching.dice.native`),
+imported or ``PPRL_NO_DICE`` (``PPRL_NO_NATIVE``) is set (see :mod:`pprl.matching.dice.native`),
 with results identical to the native kernel's.
 
 Each block of left rows is compared in small tiles of pairs: the lanes of a

@@ -3,7 +3,8 @@
 The public API and its argument checks: :func:`find_candidates` (equal to
 anonlink's ``find_candidate_pairs`` with ``dice_coefficient_accelerated``,
 popcount window included) and :func:`dice_pairs` (exact window). The native C
-kernel or the numpy fallback computes the blocks (:data:`NATIVE` says which).
+kernel or the numpy fallback computes the blocks (:data:`NATIVE` says which;
+``PPRL_NO_DICE``, alias ``PPRL_NO_NATIVE``, forces the fallback: :mod:`pprl._native`).
 
 Design: docs/design.md#dice-similarity
 """
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pprl.errors import DataValidationError
+from pprl.matching.dice import native as _dice_native
 from pprl.matching.dice.compare import compare
-from pprl.matching.dice.native import NATIVE
 from pprl.matching.dice.rows import Window, occurrence, prepare
 
 __all__ = [
@@ -31,6 +32,15 @@ __all__ = [
     "find_candidates",
     "popcounts",
 ]
+
+NATIVE: bool  # provided by __getattr__, read on access: True when the native kernel is in use now
+
+
+def __getattr__(name: str) -> object:
+    """``NATIVE``: :func:`pprl.matching.dice.native.dice_enabled`, evaluated on access (the switch may change)."""
+    if name == "NATIVE":
+        return _dice_native.dice_enabled()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from typing import Any
 import gmpy2
 
 from pprl.crypto.montexp import powmod_many
-
 from pprl.errors import DataValidationError
 
 __all__ = [

@@ -278,8 +278,8 @@ def deal(
 
 def _self_test(tpk: ThresholdPublicKey, shares: Sequence[ThresholdKeyShare]) -> None:
     """Encrypt a random value and threshold-decrypt it; KeyFormatError if it fails."""
-    from pprl.crypto.paillier.vector import encrypt_vector
     from pprl.crypto.paillier.threshold.partials import combine_partials, partial_decrypt
+    from pprl.crypto.paillier.vector import encrypt_vector
 
     value = secrets.randbelow(tpk.public.max_int)
     enc = encrypt_vector(tpk.public, [value], workers=1)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import gmpy2
 
-from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey, decode_signed
 from pprl.crypto.paillier.threshold.engine import WEIGHT_BITS, Engine, aggregate_chunk, combine_chunk, power_chunk
 from pprl.crypto.paillier.threshold.keys import (
     MAX_HOLDERS,
@@ -30,6 +29,7 @@ from pprl.crypto.paillier.threshold.keys import (
     deal,
     generate_safe_prime,
 )
+from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey, decode_signed
 from pprl.errors import DataValidationError, DecryptionError, KeyMismatchError, PolicyError
 
 __all__ = [

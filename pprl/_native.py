@@ -1,0 +1,50 @@
+"""How pprl loads its optional C extensions: one rule for all three.
+
+Each extension (``pprl.matching.dice._dice``, ``pprl.crypto._h2c``,
+``pprl.crypto._montexp``) has one loader module (:mod:`pprl.matching.dice.native`,
+:mod:`pprl.crypto.hash_to_curve`, :mod:`pprl.crypto.montexp`) that
+
+- imports it once with :func:`load` (None when it was not built) and exposes
+  ``HAVE_<X>``: built and usable on this CPU, fixed at import;
+- honours one environment switch ``PPRL_NO_<X>`` through :func:`disabled`,
+  read at every call, so tests and benchmarks can flip it in-process. Set to
+  anything but ``""`` or ``"0"`` it sends the work to the pure-Python / numpy /
+  gmpy2 path, which gives identical results.
+
+=================  ============  ================================  ====================
+extension          flag          switch                            per-call check
+=================  ============  ================================  ====================
+``_dice``          ``HAVE_DICE`` ``PPRL_NO_DICE`` (alias           ``dice_enabled()``
+                                 ``PPRL_NO_NATIVE``)
+``_h2c``           ``HAVE_H2C``  ``PPRL_NO_H2C``                   ``h2c_enabled()``
+``_montexp``       ``HAVE_IFMA`` ``PPRL_NO_IFMA``                  ``ifma_enabled()``
+=================  ============  ================================  ====================
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+__all__ = ["disabled", "load"]
+
+
+def disabled(switch: str, *aliases: str) -> bool:
+    """True when the environment variable ``switch`` (or one of ``aliases``) is set and not ``""``/``"0"``.
+
+    Read from ``os.environ`` at every call; surrounding whitespace is ignored.
+    """
+    return any(os.environ.get(name, "").strip() not in ("", "0") for name in (switch, *aliases))
+
+
+def load(module_name: str) -> ModuleType | None:
+    """Import the C extension ``module_name``; None when it is not built (or cannot be imported here).
+
+    The switch is not consulted: an extension is imported whenever it exists, so
+    ``HAVE_<X>`` says what the build provides and :func:`disabled` decides per call.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        return None

@@ -1,0 +1,30 @@
+"""Type stub for the C extension ``pprl.matching.dice._dice`` (pprl/matching/dice/_dice.c)."""
+
+from typing_extensions import Buffer
+
+def isas() -> tuple[str, ...]:
+    """Kernel variants usable on this CPU ("generic", "popcnt", "avx512"), best last."""
+
+def need_table(threshold: float, nbits: int, /) -> bytes:
+    """uint32 need[s], s = 0..2*nbits: the smallest intersection reaching the threshold."""
+
+def pairs(
+    a: Buffer,
+    a_cnt: Buffer,
+    a_idx: Buffer,
+    b: Buffer,
+    b_cnt: Buffer,
+    b_rest: Buffer,
+    b_idx: Buffer,
+    lo: Buffer,
+    hi: Buffer,
+    need: Buffer,
+    nwords: int,
+    r0: int,
+    r1: int,
+    delta: float,
+    k: int,
+    isa: int,
+    /,
+) -> tuple[bytes, bytes, bytes]:
+    """Dice pairs of left rows r0..r1-1 (popcount order) reaching the threshold: (i int64, j int64, sim float64)."""
