@@ -150,13 +150,15 @@ def _two_party(n: int, workers: int, repeat: int, skip_theirs: bool) -> None:
 
 def intersection_sum(k: int, n: int, bits: int, scores: int, workers: int | None, decrypt: bool) -> None:
     from pprl.crypto.paillier.vector import generate_keypair
-    from pprl.protocol.files import decrypt_release
-    from pprl.protocol.files import init_party, load_card, load_key
     from pprl.protocol.files import (
         aggregate_intersection,
         blind_identifiers,
         count_intersection,
+        decrypt_release,
+        init_party,
         init_session,
+        load_card,
+        load_key,
         load_session,
         reblind_round,
     )

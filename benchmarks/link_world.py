@@ -23,12 +23,8 @@ import pandas as pd
 from anchors import load_anonlink, to_bitarrays  # noqa: E402,F401  (re-exported)
 
 from pprl.documents import Card
-from pprl.protocol.files import init_party, load_card, load_key
+from pprl.protocol.files import combine_secrets, init_party, load_card, load_key, load_secret, share_secret, submit
 from pprl.protocol.identity import PartyKey
-from pprl.protocol.files import submit
-from pprl.protocol.files import combine_secrets, load_secret, share_secret
-
-from anchors import load_anonlink, to_bitarrays  # noqa: E402,F401  (re-exported)
 
 __all__ = [
     "World",

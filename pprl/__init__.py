@@ -47,7 +47,22 @@ _LAZY = {
     "generate_population": "pprl.sim.synth",
 }
 
-__all__ = ["PPRLError", "__version__", *sorted(_LAZY)]
+__all__ = [
+    "PPRLError",
+    "__version__",
+    "aggregate",
+    "combine_secrets",
+    "decrypt_release",
+    "generate_population",
+    "init_party",
+    "link",
+    "load_card",
+    "load_key",
+    "paillier_keygen",
+    "share_secret",
+    "submit",
+    "verify_log",
+]
 
 
 def __getattr__(name: str) -> Any:

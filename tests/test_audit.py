@@ -4,9 +4,8 @@ import json
 
 import pytest
 
-from pprl.protocol.files import append_entry, verify_log
 from pprl.errors import DocumentError, SignatureError
-from pprl.protocol.audit import append_entry, verify_log
+from pprl.protocol.files import append_entry, verify_log
 
 
 def _log(parties, path, n=3):

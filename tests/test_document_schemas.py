@@ -12,7 +12,6 @@ log line it leaves must validate in full, items included.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from jsonschema import Draft202012Validator
 from referencing.exceptions import Unresolvable
 
 from pprl.cli.tools import DOCUMENT_KINDS
-from pprl.documents.validation import MAX_CHARS, MAX_ITEMS, SCHEMA_KINDS, registry, schema_for, validate_document
 from pprl.documents import KINDS, document_class, document_hash, read_document, sign_document, write_document
+from pprl.documents.validation import MAX_CHARS, MAX_ITEMS, SCHEMA_KINDS, registry, schema_for, validate_document
 from pprl.errors import DocumentError
 from pprl.protocol.files import load_card, load_key
 from pprl.protocol.threshold.dealer import threshold_keygen

@@ -20,12 +20,16 @@ import nacl.bindings
 import pandas as pd
 import pytest
 
-from pprl.protocol.files import verify_log
 from pprl.crypto import hash_to_curve
 from pprl.crypto import psi as psi_crypto
 from pprl.crypto.paillier.packing import PackingSpec, unpack
 from pprl.crypto.paillier.vector import generate_keypair
 from pprl.documents import read_document, sign_document, write_document
+from pprl.encoding.normalise.identifiers import (
+    normalise_mobile,
+    normalise_resident_id,
+    resident_id_check_char,
+)
 from pprl.errors import (
     DataValidationError,
     DocumentError,
@@ -34,26 +38,22 @@ from pprl.errors import (
     PPRLError,
     SignatureError,
 )
-from pprl.encoding.normalise.identifiers import (
-    normalise_mobile,
-    normalise_resident_id,
-    resident_id_check_char,
-)
-from pprl.protocol.files import decrypt_release
-from pprl.protocol.files import init_party, load_card, load_key
-from pprl.protocol.files import load_paillier_public
 from pprl.protocol.files import (
     aggregate_intersection,
     blind_identifiers,
     count_intersection,
+    decrypt_release,
+    init_party,
     init_session,
+    load_card,
+    load_key,
+    load_paillier_public,
     load_session,
     reblind_round,
     reveal_members,
+    verify_log,
 )
 from pprl.protocol.psi import reblind_schedule, ring_order
-from pprl.sim.psi_demo import run_exact_demo
-from pprl.protocol.threshold.dealer import threshold_keygen
 from pprl.protocol.threshold.combine import combine_release
 from pprl.protocol.threshold.dealer import threshold_keygen
 from pprl.protocol.threshold.holder import partial_decrypt_release

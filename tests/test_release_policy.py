@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cli_runner import cli_consortium, linked_members, run
 
-from pprl.protocol.files import read_log
+from pprl.cli.platform import parse_clip
 from pprl.crypto.noise import (
     discrete_gaussian,
     discrete_laplace,
@@ -24,7 +24,7 @@ from pprl.crypto.noise import (
     gaussian_sigma,
 )
 from pprl.errors import DataValidationError, PolicyError
-from pprl.cli.platform import parse_clip
+from pprl.protocol.files import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "examples" / "schema-cn.json"

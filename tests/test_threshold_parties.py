@@ -26,7 +26,6 @@ from pprl.crypto.paillier.vector import (
     decode_fixed,
     encrypt_vector,
 )
-from pprl.crypto.paillier.threshold.partials import PartialDecryption, partial_decrypt
 from pprl.documents import b64d, b64e, read_document, sign_document, write_document
 from pprl.errors import (
     DecryptionError,
@@ -36,11 +35,9 @@ from pprl.errors import (
     PolicyError,
     SignatureError,
 )
+from pprl.protocol.files import init_party, load_card, load_key, load_paillier_public
 from pprl.protocol.threshold import dealer as th
 from pprl.protocol.threshold import holder as threshold_holder
-from pprl.protocol.files import init_party, load_card, load_key
-from pprl.protocol.files import load_paillier_public
-from pprl.protocol.threshold.dealer import load_threshold_public, threshold_keygen
 from pprl.protocol.threshold.combine import combine_release
 from pprl.protocol.threshold.dealer import load_threshold_public, threshold_keygen
 from pprl.protocol.threshold.holder import load_share, partial_decrypt_release
@@ -175,7 +172,7 @@ def test_dealer_cannot_reopen_a_share(world) -> None:
     """Shares are wrapped with an ephemeral key: the dealer's own X25519 key does not open them."""
     doc = read_document(world["keygen"].share_paths["auditor_a"], "paillier-share")
     auth, holder = world["keys"]["authority"], world["cards"]["auditor_a"]
-    context = th._share_context(doc["fingerprint"], doc["index"], doc["paillier_pub_hash"])
+    context = th.share_context(doc["fingerprint"], doc["index"], doc["paillier_pub_hash"])
     blob = b64d(doc["wrapped_share"])
     for me_name, peer_name in [("authority", "auditor_a"), ("auditor_a", "authority")]:
         with pytest.raises(DecryptionError):

@@ -8,6 +8,7 @@ The CLI only parses options, calls ``pprl.protocol`` and prints. Every
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -20,7 +21,7 @@ __all__ = ["cli", "main"]
 class _Group(click.Group):
     """A group that turns pprl's own errors into one-line messages."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except PPRLError as exc:

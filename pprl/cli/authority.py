@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import click
-
 from typing import TYPE_CHECKING
+
+import click
 
 from pprl.cli import cli, progress_wanted, say
 
@@ -49,11 +49,11 @@ def keygen_cmd(me, bits, directory, threshold, holders) -> None:
         raise click.UsageError("--threshold and --holders go together")
     if threshold:
         say(f"dealing a {bits}-bit {threshold}-of-{len(holders)} threshold Paillier key (safe primes; can take a while)...")
-        result = threshold_keygen(key, bits, threshold, load_cards(holders), directory)
-        say(f"wrote {result.public_path} (send to platforms)")
-        for name, path in result.share_paths.items():
+        dealt = threshold_keygen(key, bits, threshold, load_cards(holders), directory)
+        say(f"wrote {dealt.public_path} (send to platforms)")
+        for name, path in dealt.share_paths.items():
             say(f"wrote {path} (for {name} only)")
-        click.echo(f"paillier key fingerprint {result.fingerprint} ({threshold}-of-{len(holders)})")
+        click.echo(f"paillier key fingerprint {dealt.fingerprint} ({threshold}-of-{len(holders)})")
         return
     say(f"generating a {bits}-bit Paillier key (a few seconds)...")
     result = paillier_keygen(key, bits, directory)
@@ -114,7 +114,7 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
         raise click.UsageError("--me is required (only --combine can do without it)")
     key = load_key(me) if me else None
     if partial:
-        if not share:
+        if key is None or not share:
             raise click.UsageError("--partial needs --share")
         target = load_cards([combiner])[0] if combiner else None
         path = partial_decrypt_release(key, share, release, out, cards=_pins(trusted, "bureau"), combiner=target,
@@ -131,7 +131,7 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
                                        authority=_dealer(trusted), progress=progress_wanted(),
                                        max_epsilon=max_epsilon)
     else:
-        if not paillier_key:
+        if key is None or not paillier_key:
             raise click.UsageError("give --paillier-key (or --partial / --combine for a threshold key)")
         result = decrypt_release(key, paillier_key, release, audit_log, out, cards=trusted,
                                  progress=progress_wanted(), max_epsilon=max_epsilon)
@@ -163,7 +163,9 @@ def audit_group() -> None:
 
 @audit_group.command("verify")
 @click.argument("log", type=click.Path(dir_okay=False, exists=True))
-@click.option("--cards", multiple=True, type=FILE, help="A card of a party allowed to sign entries (for holder-attested entries: the holders' cards); repeat.")
+@click.option("--cards", multiple=True, type=FILE,
+              help="A card of a party allowed to sign entries (for holder-attested entries: the holders' cards); "
+                   "repeat.")
 def audit_verify_cmd(log, cards) -> None:
     """Check the log's hash chain and every entry's signature; name the first bad entry.
 

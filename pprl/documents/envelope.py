@@ -13,6 +13,7 @@ docs/protocol.md#documents.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,7 +21,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pprl.crypto.identity import IdentityKey
 from pprl.documents.card import Card
@@ -77,10 +78,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, private: bool = F
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     return target
 
@@ -214,7 +213,8 @@ def seal(doc: D, key: IdentityKey | None = None, signer: Card | None = None, *, 
     body = {k: v for k, v in doc.to_dict().items() if k not in ("signer", "signature")}
     body["signer"] = signer.to_signer()
     signature = key.sign(SIGNATURE_DOMAIN + canonical_json(body))
-    return dataclasses.replace(doc, signer=signer, signature=signature)
+    sealed: D = dataclasses.replace(cast(Any, doc), signer=signer, signature=signature)
+    return sealed
 
 
 def _with_created(node: Any, path: list[str], value: str) -> Any:

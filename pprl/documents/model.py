@@ -86,13 +86,18 @@ def b64d(text: Any, what: str = "field") -> bytes:
         raise DocumentError(f"{what} is not valid base64") from None
 
 
-@functools.lru_cache(maxsize=None)
+_CODECS: dict[type, tuple[tuple[str, Any, bool], ...]] = {}
+
+
 def _codecs(cls: type) -> tuple[tuple[str, Any, bool], ...]:
-    """(name, resolved type, optional) per field of a dataclass, in declaration order."""
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    fields.sort(key=lambda f: f.name in _ENVELOPE)  # signer and signature last, as they are added
-    return tuple((f.name, hints[f.name], bool(f.metadata.get("optional"))) for f in fields)
+    """(name, resolved type, optional) per field of a dataclass, in declaration order (computed once per class)."""
+    found = _CODECS.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        fields.sort(key=lambda f: f.name in _ENVELOPE)  # signer and signature last, as they are added
+        found = _CODECS[cls] = tuple((f.name, hints[f.name], bool(f.metadata.get("optional"))) for f in fields)
+    return found
 
 
 _ENVELOPE = ("signer", "signature")

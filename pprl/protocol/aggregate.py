@@ -217,6 +217,7 @@ def _noise_policy(
             "noise needs every submission to declare the same clip range for every score column "
             f"(made when submitting, {{clip}} COL=LO:HI): {why}", "clip"
         )
+    clip = clip or {}
     eps = float(epsilon or 0.0)  # checked by AggregateOptions
     decimals = spec.decimals
     sensitivity: dict[str, int] = {}

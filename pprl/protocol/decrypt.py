@@ -29,7 +29,7 @@ from pprl.crypto.paillier.vector import (
     generate_keypair,
 )
 from pprl.documents import Card, PaillierKeyDocument, PaillierPub, Release, seal, verify
-from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError, OptionError, PolicyError, PPRLError
+from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError, OptionError, PPRLError
 from pprl.protocol.audit import next_entry, verify_entries
 from pprl.protocol.identity import PartyKey
 

@@ -50,8 +50,8 @@ from pprl.errors import DocumentError, KeyFormatError, PPRLError
 from pprl.protocol.aggregate import AggregateOptions, aggregate_release
 from pprl.protocol.audit import AuditReport, next_entry, verify_entries
 from pprl.protocol.decrypt import (
-    DecryptOptions,
     Decrypted,
+    DecryptOptions,
     check_release_packing,
     decrypt_sums,
     new_paillier_key,
@@ -61,7 +61,14 @@ from pprl.protocol.decrypt import (
     unpack_release,
 )
 from pprl.protocol.identity import PartyKey, card_document, create_identity, key_document, open_card, open_key
-from pprl.protocol.link import LinkOptions, LinkReport, VerifiedSubmission, link_submissions, open_linkage, open_submission
+from pprl.protocol.link import (
+    LinkOptions,
+    LinkReport,
+    VerifiedSubmission,
+    link_submissions,
+    open_linkage,
+    open_submission,
+)
 from pprl.protocol.psi import (
     BlindOptions,
     IntersectionCounts,

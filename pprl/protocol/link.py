@@ -24,10 +24,10 @@ from pprl.crypto.paillier.vector import PaillierPublicKey
 from pprl.documents import (
     Card,
     Entity,
-    LinkedSubmission,
     Linkage,
     LinkageHeader,
     LinkagePayload,
+    LinkedSubmission,
     Submission,
     Table,
     canonical_json,
@@ -303,8 +303,7 @@ def link_submissions(
             sample=sample, progress=options.progress,
         )
     else:
-        extra = {} if options.workers is None else {"workers": options.workers}
-        candidates = find_candidates(datasets, t, progress=options.progress, **extra)
+        candidates = find_candidates(datasets, t, progress=options.progress, workers=options.workers)
     sample_pc = None
     if report is not None:
         wanted = sample.top1 >= t

@@ -21,13 +21,6 @@ from pprl.encoding.normalise.identifiers import normaliser_for
 from pprl.errors import (
     PolicyError,
 )
-from pprl.encoding.normalise.identifiers import normaliser_for
-from pprl.sim.consortium import (
-    SCORE_COLUMNS,
-    StepTimer,
-    make_identities,
-    prepare_workdir,
-)
 from pprl.protocol.files import (
     aggregate_intersection,
     blind_identifiers,
@@ -37,6 +30,12 @@ from pprl.protocol.files import (
     reblind_round,
 )
 from pprl.protocol.psi import Session, State, entity_id, entity_key, reblind_schedule
+from pprl.sim.consortium import (
+    SCORE_COLUMNS,
+    StepTimer,
+    make_identities,
+    prepare_workdir,
+)
 
 __all__ = ["ExactDemoSummary", "run_exact_demo"]
 
@@ -106,8 +105,7 @@ def run_exact_demo(
     plaintext sum; to know which entity is which person, the check (and only
     the check) recomputes entity ids with all platforms' session keys.
     """
-    from pprl.protocol.files import verify_log
-    from pprl.protocol.files import decrypt_release, paillier_keygen
+    from pprl.protocol.files import decrypt_release, paillier_keygen, verify_log
     from pprl.sim.synth import generate_population, write_population
 
     if platforms < 2:

@@ -93,7 +93,7 @@ def _scale_half_even(dec: decimal.Decimal, decimals: int, position: int) -> int:
     return -result if sign else result
 
 
-def encode_fixed(values: Sequence[str | float | int], decimals: int) -> list[int]:
+def encode_fixed(values: Sequence[str | float | int | decimal.Decimal], decimals: int) -> list[int]:
     """Scores -> integers ``round_half_even(v · 10^decimals)``, exactly.
 
     Accepts decimal strings (optional sign, digits, point, exponent; ASCII

@@ -63,10 +63,17 @@ the same steps over files in :mod:`pprl.protocol.files`. Design: docs/psi.md.
 
 from __future__ import annotations
 
-from pprl.protocol.psi.bureau import IntersectionCounts, IntersectionRelease, count_rounds, entity_id, entity_key, sum_rounds
+from pprl.protocol.psi.bureau import (
+    IntersectionCounts,
+    IntersectionRelease,
+    count_rounds,
+    entity_id,
+    entity_key,
+    sum_rounds,
+)
 from pprl.protocol.psi.platform import (
-    BlindOptions,
     Blinded,
+    BlindOptions,
     ReblindOptions,
     State,
     VerifiedRound,

@@ -294,7 +294,8 @@ def blind(
         score_decimals=SCORE_DECIMALS,
         packing=spec.to_dict() if spec is not None else None,
     )
-    signed = seal(PsiRound(header=header, payload=PsiRoundPayload(elements=elements, scores=ciphertexts, tokens=tokens)), me.identity, me.card)
+    payload = PsiRoundPayload(elements=elements, scores=ciphertexts, tokens=tokens)
+    signed = seal(PsiRound(header=header, payload=payload), me.identity, me.card)
     state = seal(PsiState(
         platform=me.name,
         session_id=session.session_id,

@@ -24,7 +24,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pprl.protocol.audit import verify_approval
 from pprl.crypto.exchange import unwrap
 from pprl.crypto.paillier.threshold.partials import (
     PartialDecryption,
@@ -41,18 +40,19 @@ from pprl.errors import (
     PolicyError,
     SignatureError,
 )
+from pprl.protocol.audit import verify_approval
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.threshold.dealer import (
     PathLike,
     ThresholdSetup,
-    _parse_setup,
-    _part_context,
-    _proof_context,
     dealer_pins,
     load_threshold_public,
+    parse_setup,
+    part_context,
+    proof_context,
     verify_embedded_public,
 )
-from pprl.protocol.threshold.holder import _load_release
+from pprl.protocol.threshold.holder import load_release
 
 __all__ = ["CombinedRelease", "combine_release"]
 
@@ -92,7 +92,7 @@ def _setup_from_parts(
             continue
         where = f"{source}: embedded public key"
         dealer = verify_embedded_public(pub, where, dealer_pins(authority))
-        return _parse_setup(pub, where, document_hash(pub), dealer, allow_small)
+        return parse_setup(pub, where, document_hash(pub), dealer, allow_small)
     raise DocumentError(
         "the parts carry no public key (made with an older pprl); give the key's paillier.pub.json with --paillier"
     )
@@ -148,7 +148,7 @@ def _part_values(
     if me is None:  # _check_part refuses this first; kept so the guarantee does not rest on call order
         raise DecryptionError(f"{source}: part from holder '{name}' is encrypted for a combiner; combine with --me")
     try:
-        data = unwrap(me.identity, me.name, signer.public.agree_pub, name, blob, _part_context(release_hash, index))
+        data = unwrap(me.identity, me.name, signer.public.agree_pub, name, blob, part_context(release_hash, index))
     except DecryptionError:
         raise DecryptionError(
             f"{source}: cannot open the part from holder '{name}' with this key (wrong key, or tampered)"
@@ -184,7 +184,7 @@ def combine_release(
     else:
         raise PolicyError("no decryption parts given")
     tpk = setup.public
-    release = _load_release(release_path, tpk.public, cards, _allow_insecure)
+    release = load_release(release_path, tpk.public, cards, _allow_insecure)
     chosen: dict[int, tuple[str, str, dict[str, Any], Card]] = {}
     for source, pdoc in docs:
         name, index, signer = _check_part(source, pdoc, setup, release.hash, me)
@@ -213,7 +213,7 @@ def combine_release(
             try:
                 proof = PartialProof.from_dict(proofs.get(column))
                 part = PartialDecryption.from_bytes(public, index, data[k * width : (k + 1) * width], proof)
-                verify_partial(tpk, part, release.vectors[column], context=_proof_context(release.hash, column),
+                verify_partial(tpk, part, release.vectors[column], context=proof_context(release.hash, column),
                                workers=workers)
             except DecryptionError as exc:
                 raise DecryptionError(f"{source}: part from holder '{name}', column '{column}': {exc}") from None

@@ -33,12 +33,12 @@ from typing import Any
 
 from pprl.crypto.exchange import wrap
 from pprl.crypto.identity import IdentityKey
-from pprl.crypto.paillier.vector import PaillierPublicKey
 from pprl.crypto.paillier.threshold.partials import (
     MAX_HOLDERS,
     ThresholdPublicKey,
     deal,
 )
+from pprl.crypto.paillier.vector import PaillierPublicKey
 from pprl.documents import (
     Card,
     b64d,
@@ -65,6 +65,10 @@ __all__ = [
     "threshold_keygen",
     "load_threshold_public",
     "dealer_pins",
+    "parse_setup",
+    "part_context",
+    "proof_context",
+    "share_context",
     "verify_embedded_public",
 ]
 
@@ -80,15 +84,18 @@ def _framed(*items: bytes) -> bytes:
     return b"".join(len(x).to_bytes(4, "big") + x for x in items)
 
 
-def _share_context(fingerprint: str, index: int, pub_hash: str) -> bytes:
+def share_context(fingerprint: str, index: int, pub_hash: str) -> bytes:
+    """What a holder's wrapped share of key ``fingerprint`` is bound to (its index and the public key's hash)."""
     return _framed(_SHARE_CONTEXT, fingerprint.encode(), index.to_bytes(4, "big"), pub_hash.encode())
 
 
-def _part_context(release_hash: str, index: int) -> bytes:
+def part_context(release_hash: str, index: int) -> bytes:
+    """What a holder's part for ``release_hash`` is bound to when wrapped for its combiner."""
     return _framed(_PART_CONTEXT, release_hash.encode(), index.to_bytes(4, "big"))
 
 
-def _proof_context(release_hash: str, column: str) -> bytes:
+def proof_context(release_hash: str, column: str) -> bytes:
+    """What a partial decryption's proof of ``column`` in ``release_hash`` is bound to."""
     return _framed(_PROOF_CONTEXT, release_hash.encode(), column.encode("utf-8"))
 
 
@@ -136,7 +143,7 @@ def _threshold_object(tpk: ThresholdPublicKey, holders: Sequence[Card]) -> dict[
     }
 
 
-def _parse_setup(
+def parse_setup(
     doc: Mapping[str, Any], source: str, pub_hash: str, dealer: Card, allow_small: bool
 ) -> ThresholdSetup:
     """Rebuild a ThresholdSetup from a document's ``key`` and ``threshold`` fields."""
@@ -193,7 +200,7 @@ def load_threshold_public(
     """Read a signed threshold ``paillier.pub.json``; ``authority`` pins the dealer (a card, or cards it must be among)."""
     doc = read_document(path, "paillier-pub")
     dealer = verify_document(doc, dealer_pins(authority), source=str(path), role="authority")
-    return _parse_setup(doc, str(path), document_hash(doc), dealer, _allow_insecure)
+    return parse_setup(doc, str(path), document_hash(doc), dealer, _allow_insecure)
 
 
 def verify_embedded_public(pub: Any, where: str, dealers: Sequence[Card] | None) -> Card:
@@ -271,7 +278,7 @@ def threshold_keygen(
         ephemeral = IdentityKey.generate()  # only the holder can reopen the share, not the dealer
         blob = wrap(
             ephemeral, me.name, card.public.agree_pub, card.name, share.to_bytes(),
-            _share_context(public.fingerprint, share.index, pub_hash),
+            share_context(public.fingerprint, share.index, pub_hash),
         )
         share_doc = {
             "kind": "paillier-share",

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from pprl.crypto.exchange import unwrap, wrap
-from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
 from pprl.crypto.paillier.threshold.partials import (
     ThresholdKeyShare,
     partial_decrypt,
 )
+from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
 from pprl.documents import (
     Card,
     b64d,
@@ -45,14 +45,14 @@ from pprl.protocol.identity import PartyKey
 from pprl.protocol.threshold.dealer import (
     PathLike,
     ThresholdSetup,
-    _parse_setup,
-    _part_context,
-    _proof_context,
-    _share_context,
+    parse_setup,
+    part_context,
+    proof_context,
+    share_context,
     verify_embedded_public,
 )
 
-__all__ = ["LoadedShare", "approval_document", "load_share", "partial_decrypt_release"]
+__all__ = ["LoadedShare", "ReleaseSums", "approval_document", "load_release", "load_share", "partial_decrypt_release"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def load_share(
     pub_hash = doc.get("paillier_pub_hash")
     if not isinstance(pub_hash, str):
         raise DocumentError(f"{source}: malformed share (no paillier_pub_hash)")
-    setup = _parse_setup(doc, source, pub_hash, signer, _allow_insecure)
+    setup = parse_setup(doc, source, pub_hash, signer, _allow_insecure)
     index = setup.index_of(me.name)
     if doc.get("index") != index:
         raise DocumentError(f"{source}: share index disagrees with the holder list")
@@ -100,7 +100,7 @@ def load_share(
         raise DocumentError(f"{source}: malformed share (no wrapped share)") from None
     try:
         raw = unwrap(me.identity, me.name, ephemeral_pub, signer.name, blob,
-                     _share_context(setup.fingerprint, index, pub_hash))
+                     share_context(setup.fingerprint, index, pub_hash))
     except (DecryptionError, ValueError):
         raise DecryptionError(f"{source}: cannot open the share with this key (wrong key, or tampered)") from None
     try:
@@ -122,16 +122,18 @@ def _embedded_public(doc: Mapping[str, Any], source: str, pub_hash: str, dealer:
 
 
 @dataclass(frozen=True)
-class _Release:
+class ReleaseSums:
+    """A verified release with every column's sums parsed under the threshold key."""
+
     doc: dict[str, Any]
     hash: str
     columns: list[str]
     vectors: dict[str, EncryptedVector]
 
 
-def _load_release(
+def load_release(
     path: PathLike, public: PaillierPublicKey, cards: Sequence[Card] | None, allow_small: bool
-) -> _Release:
+) -> ReleaseSums:
     """Read and check a bureau-signed release under ``public``; parse every column's sums."""
     source = str(path)
     doc = read_document(path, "release")
@@ -157,7 +159,7 @@ def _load_release(
             vectors[column] = enc
     except (KeyError, TypeError):
         raise DocumentError(f"{source}: not a well-formed release") from None
-    return _Release(doc, document_hash(doc), list(columns), vectors)
+    return ReleaseSums(doc, document_hash(doc), list(columns), vectors)
 
 
 def approval_document(me: PartyKey, release_hash: str, setup: ThresholdSetup, index: int) -> dict[str, Any]:
@@ -176,7 +178,7 @@ def approval_document(me: PartyKey, release_hash: str, setup: ThresholdSetup, in
 
 
 def _part_document(
-    me: PartyKey, loaded: LoadedShare, release: _Release, combiner: Card | None, *, workers: int | None,
+    me: PartyKey, loaded: LoadedShare, release: ReleaseSums, combiner: Card | None, *, workers: int | None,
     progress: bool,
 ) -> dict[str, Any]:
     """The signed ``decryption-part`` for ``release`` (values wrapped for ``combiner`` if one is named)."""
@@ -185,7 +187,7 @@ def _part_document(
     blobs, proofs = [], {}
     for column in release.columns:
         part = partial_decrypt(
-            share, release.vectors[column], context=_proof_context(release.hash, column),
+            share, release.vectors[column], context=proof_context(release.hash, column),
             workers=workers, progress=progress,
         )
         blobs.append(part.values_to_bytes(public))
@@ -196,7 +198,7 @@ def _part_document(
         payload["values"] = b64e(values)
     else:
         payload["parts"] = b64e(wrap(me.identity, me.name, combiner.public.agree_pub, combiner.name, values,
-                                     _part_context(release.hash, share.index)))
+                                     part_context(release.hash, share.index)))
     if loaded.pub_doc is not None:
         payload["paillier_pub"] = loaded.pub_doc
     doc = {
@@ -242,7 +244,7 @@ def partial_decrypt_release(
     the dealer-signed public key, so a combiner needs nothing else.
     """
     loaded = load_share(me, share_path, dealer=dealer, _allow_insecure=_allow_insecure)
-    release = _load_release(release_path, loaded.setup.public.public, cards, _allow_insecure)
+    release = load_release(release_path, loaded.setup.public.public, cards, _allow_insecure)
     doc = _part_document(me, loaded, release, combiner, workers=workers, progress=progress)
     return write_document(out, doc)
 
