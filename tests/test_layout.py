@@ -99,3 +99,26 @@ def test_no_pure_reexport_modules(module, path):
         or (isinstance(node, (ast.Assign, ast.AnnAssign)) and "__all__" not in ast.unparse(node))
     ]
     assert defines, f"{module} only re-exports names; import them from where they are defined"
+
+
+HEAVY = ("numpy", "pandas", "Crypto", "jsonschema", "gmpy2", "nacl", "opencc", "pypinyin", "tqdm", "matplotlib")
+
+
+@pytest.mark.parametrize("statement", ["import pprl", "import pprl.cli", "import pprl.errors"])
+def test_start_up_loads_no_heavy_dependency(statement):
+    """`pprl --help` and `import pprl` load only what they need; each command loads its own on use."""
+    import subprocess
+    import sys
+
+    code = f"{statement}; import sys; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == [], f"{statement} loads {loaded}"
+
+
+def test_help_runs_without_loading_the_steps():
+    from click.testing import CliRunner
+
+    from pprl.cli import cli
+
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0 and "pprl demo" in result.output

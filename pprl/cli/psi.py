@@ -8,19 +8,6 @@ import click
 
 from pprl.cli import cli, progress_wanted, say
 from pprl.encoding.normalise.identifiers import IDENTIFIER_KINDS
-from pprl.protocol.files import (
-    aggregate_intersection,
-    blind_identifiers,
-    count_intersection,
-    init_session,
-    load_card,
-    load_cards,
-    load_key,
-    load_session,
-    reblind_round,
-    reveal_members,
-)
-from pprl.protocol.psi import reblind_schedule
 
 __all__ = ["psi_group"]
 
@@ -80,6 +67,8 @@ def init_cmd(me, cards, identifier, reveal_intersection, out) -> None:
           --cards keys/platform_2.card.json --cards keys/platform_3.card.json \\
           --identifier resident_id --out session.json
     """
+    from pprl.protocol.files import init_session, load_cards, load_key
+
     result = init_session(load_key(me), load_cards(cards), out, identifier=identifier,
                           reveal_intersection=reveal_intersection)
     say(f"wrote {result.path}: session {result.session_id} for {', '.join(result.platforms)} on {identifier}")
@@ -117,6 +106,8 @@ def blind_cmd(me, session, bureau, data, id_column, identifier, identifier_colum
           --scores repay_score,spend_score,travel_score --paillier authority/paillier.pub.json \\
           --authority keys/authority.card.json --out platform_1.r0.json --state platform_1.psi-state
     """
+    from pprl.protocol.files import blind_identifiers, load_card, load_key, load_session
+
     result = blind_identifiers(
         load_key(me), load_session(session, load_card(bureau) if bureau else None), data, id_column, out, state,
         identifier=identifier, identifier_column=identifier_column, paillier=paillier, scores=_columns(scores),
@@ -148,6 +139,8 @@ def reblind_cmd(me, state, input_, out, rerandomize, workers) -> None:
       pprl psi reblind --me keys/platform_2.key --state platform_2.psi-state \\
           --input platform_1.r0.json --out platform_1.r1.json
     """
+    from pprl.protocol.files import load_key, reblind_round
+
     result = reblind_round(load_key(me), state, input_, out, rerandomize=rerandomize, workers=workers,
                            progress=progress_wanted())
     where = "complete: give it to the bureau's aggregate" if result.complete else "next hop follows"
@@ -165,6 +158,9 @@ def route_cmd(session, bureau) -> None:
     Example:
       pprl psi route --session session.json
     """
+    from pprl.protocol.files import load_card, load_session
+    from pprl.protocol.psi import reblind_schedule
+
     sess = load_session(session, load_card(bureau) if bureau else None)
     click.echo("step,platform,list_of")
     for step, pairs in enumerate(reblind_schedule(sess), start=1):
@@ -195,6 +191,8 @@ def aggregate_cmd(me, session, inputs, min_contributors, out, reveal_dir) -> Non
           --inputs platform_1.r2.json --inputs platform_2.r2.json --inputs platform_3.r2.json \\
           --min-contributors 2 --out release.json
     """
+    from pprl.protocol.files import aggregate_intersection, load_key
+
     result = aggregate_intersection(load_key(me), session, inputs, min_contributors, out, reveal_dir=reveal_dir)
     say(f"wrote {result.path}: {result.intersection} persons on 2+ platforms, {result.released} released, "
         f"{result.suppressed} held back (< {min_contributors} platforms)")
@@ -215,6 +213,8 @@ def count_cmd(me, session, inputs) -> None:
       pprl psi count --me keys/bureau.key --session session.json \\
           --inputs platform_1.r1.json --inputs platform_2.r1.json
     """
+    from pprl.protocol.files import count_intersection, load_key
+
     counts = count_intersection(load_key(me), session, inputs)
     click.echo(json.dumps({
         "records": counts.records,
@@ -238,5 +238,7 @@ def reveal_cmd(me, state, input_, out) -> None:
       pprl psi reveal --me keys/platform_1.key --state platform_1.psi-state \\
           --input platform_1.reveal.json --out platform_1.members.csv
     """
+    from pprl.protocol.files import load_key, reveal_members
+
     result = reveal_members(load_key(me), state, input_, out)
     say(f"wrote {result.path} ({result.members} of your users released; private, mode 0600)")

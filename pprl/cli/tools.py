@@ -5,15 +5,21 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from typing import Any
 
 import click
 
 from pprl.cli import cli, progress_wanted, say
 from pprl.cli.bureau import ThresholdType
-from pprl.documents import KINDS, Linkage, load_any
 
-#: Every kind `pprl inspect` reads: all the registered kinds.
-DOCUMENT_KINDS = tuple(sorted(KINDS))
+
+def __getattr__(name: str) -> Any:
+    """``DOCUMENT_KINDS``: every kind `pprl inspect` reads, all the registered kinds (loaded on first use)."""
+    if name == "DOCUMENT_KINDS":
+        from pprl.documents import KINDS
+
+        return tuple(sorted(KINDS))
+    raise AttributeError(name)
 
 
 @cli.command("inspect")
@@ -29,7 +35,9 @@ def inspect_cmd(file, entities) -> None:
       pprl inspect platform_1.submission.json
       pprl inspect linkage.json --entities > entities.csv
     """
-    doc = load_any(file, DOCUMENT_KINDS)
+    from pprl.documents import KINDS, Linkage, load_any
+
+    doc = load_any(file, tuple(sorted(KINDS)))
     if entities:
         if not isinstance(doc, Linkage):
             raise click.UsageError(f"--entities needs a linkage document; {file} is a {doc.KIND}")

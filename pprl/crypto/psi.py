@@ -179,6 +179,7 @@ def _run(
     bar = None
     if progress:
         from tqdm import tqdm
+        tqdm.monitor_interval = 0  # no monitor thread: it would make a later fork unsafe
 
         bar = tqdm(total=total, desc=desc, unit="element", file=sys.stderr)
     try:

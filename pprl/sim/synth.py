@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from pprl.errors import DataValidationError
 
+tqdm.monitor_interval = 0  # no monitor thread: it would make a later fork unsafe
+
 __all__ = [
     "COLUMNS",
     "TRUTH_COLUMNS",

@@ -244,5 +244,6 @@ def _make_bar(progress: bool, total: int, desc: str) -> Any:
     if not progress:
         return None
     from tqdm import tqdm
+    tqdm.monitor_interval = 0  # no monitor thread: it would make a later fork unsafe
 
     return tqdm(total=total, desc=desc, unit="value", file=sys.stderr)

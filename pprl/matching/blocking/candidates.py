@@ -234,6 +234,7 @@ def lsh_candidates(
     bar = None
     if progress:
         from tqdm import tqdm
+        tqdm.monitor_interval = 0  # no monitor thread: it would make a later fork unsafe
 
         bar = tqdm(total=int(bands), unit="band", desc="blocking", file=sys.stderr)
     try:

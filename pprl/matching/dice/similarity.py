@@ -237,6 +237,7 @@ def find_candidates(
     on_rows = None
     if progress:
         from tqdm import tqdm
+        tqdm.monitor_interval = 0  # no monitor thread: it would make a later fork unsafe
 
         total = sum(prepared[d0].counts.shape[0] for d0, _ in pairs)
         bar = tqdm(total=total, unit="rec", desc="comparing", file=sys.stderr)

@@ -145,6 +145,7 @@ class Engine:
             return
         if self.bar is None:
             from tqdm import tqdm
+            tqdm.monitor_interval = 0  # no monitor thread: it would make a later fork unsafe
 
             self.bar = tqdm(total=self.length, desc=self.desc, unit="value", file=sys.stderr)
         self.bar.update(done)
