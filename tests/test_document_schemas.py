@@ -24,8 +24,7 @@ from pprl.cli.tools import DOCUMENT_KINDS
 from pprl.documents import KINDS, document_class, document_hash, read_document, sign_document, write_document
 from pprl.documents.validation import MAX_CHARS, MAX_ITEMS, SCHEMA_KINDS, registry, schema_for, validate_document
 from pprl.errors import DocumentError
-from pprl.protocol.files import load_card, load_key
-from pprl.protocol.threshold.dealer import threshold_keygen
+from pprl.protocol.files import load_card, load_key, threshold_keygen
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "pprl" / "documents" / "schemas"

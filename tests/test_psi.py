@@ -41,6 +41,7 @@ from pprl.errors import (
 from pprl.protocol.files import (
     aggregate_intersection,
     blind_identifiers,
+    combine_release,
     count_intersection,
     decrypt_release,
     init_party,
@@ -49,14 +50,13 @@ from pprl.protocol.files import (
     load_key,
     load_paillier_public,
     load_session,
+    partial_decrypt_release,
     reblind_round,
     reveal_members,
+    threshold_keygen,
     verify_log,
 )
 from pprl.protocol.psi import reblind_schedule, ring_order
-from pprl.protocol.threshold.combine import combine_release
-from pprl.protocol.threshold.dealer import threshold_keygen
-from pprl.protocol.threshold.holder import partial_decrypt_release
 from pprl.sim.psi_demo import run_exact_demo
 
 # ------------------------------------------------------------------ normaliser

@@ -35,12 +35,19 @@ from pprl.errors import (
     PolicyError,
     SignatureError,
 )
-from pprl.protocol.files import init_party, load_card, load_key, load_paillier_public
+from pprl.protocol.files import (
+    combine_release,
+    init_party,
+    load_card,
+    load_key,
+    load_paillier_public,
+    load_share,
+    load_threshold_public,
+    partial_decrypt_release,
+    threshold_keygen,
+)
 from pprl.protocol.threshold import dealer as th
 from pprl.protocol.threshold import holder as threshold_holder
-from pprl.protocol.threshold.combine import combine_release
-from pprl.protocol.threshold.dealer import load_threshold_public, threshold_keygen
-from pprl.protocol.threshold.holder import load_share, partial_decrypt_release
 
 SCHEMA = Path(__file__).resolve().parent.parent / "examples" / "schema-cn.json"
 HOLDERS = ("authority", "auditor_a", "auditor_b")

@@ -41,8 +41,7 @@ def keygen_cmd(me, bits, directory, threshold, holders) -> None:
       pprl paillier keygen --me keys/authority.key --dir authority --threshold 2 \\
           --holders keys/holder_a.card.json --holders keys/holder_b.card.json --holders keys/holder_c.card.json
     """
-    from pprl.protocol.files import load_cards, load_key, paillier_keygen
-    from pprl.protocol.threshold.dealer import threshold_keygen
+    from pprl.protocol.files import load_cards, load_key, paillier_keygen, threshold_keygen
 
     key = load_key(me)
     if bool(threshold) != bool(holders):
@@ -102,8 +101,13 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
     the audit entry records the approvals (and is signed too with --me).
     --cards pins the bureau (release) and, with --combine, the dealer (key).
     """
-    from pprl.protocol.files import combine_release_parts, decrypt_release, load_cards, load_key
-    from pprl.protocol.threshold.holder import partial_decrypt_release
+    from pprl.protocol.files import (
+        combine_release_parts,
+        decrypt_release,
+        load_cards,
+        load_key,
+        partial_decrypt_release,
+    )
 
     trusted = load_cards(cards) if cards else None
     if partial and combine:

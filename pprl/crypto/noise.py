@@ -115,8 +115,8 @@ def gaussian_sigma(sensitivity: int, epsilon: float, delta: float) -> Fraction:
     """
     if not 0 < epsilon < 1:
         raise PolicyError("gaussian noise uses the classic bound sqrt(2 ln(1.25/delta))*sensitivity/epsilon, "
-                          "proven only for 0 < epsilon < 1; use a smaller --epsilon or --noise laplace")
+                          "proven only for 0 < epsilon < 1; use a smaller epsilon or laplace noise")
     if not 0 < delta < 1:
-        raise PolicyError("gaussian noise needs 0 < --delta < 1")
+        raise PolicyError("gaussian noise needs 0 < delta < 1")
     sigma = math.sqrt(2.0 * math.log(1.25 / delta)) * sensitivity / epsilon
     return Fraction(math.ceil(sigma * sigma * (1 + 1e-9)))

@@ -11,7 +11,9 @@ generic and driven by the type hints:
 - anything else is its JSON value as is.
 
 A field declared with :data:`OPTIONAL` is left out of the JSON when it is
-None (and None when absent); every other field is always written.
+None (and None when absent); every other field is always written, except
+that a document read without a key writes it back without it (so a
+signature over it still verifies).
 :meth:`Document.from_dict` runs the kind's JSON Schema check first, so a
 document is only ever built from the right shape. Kinds register themselves:
 :data:`KINDS` is the one list of what pprl reads and writes. Design notes:
@@ -161,9 +163,10 @@ class Part:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, fields in declaration order."""
         out: dict[str, Any] = {}
+        absent = self.__dict__.get("_absent", ())
         for name, tp, optional in _codecs(type(self)):
             value = getattr(self, name)
-            if optional and value is None:
+            if value is None and (optional or name in absent):
                 continue
             out[name] = _encode(value, tp)
         return out
@@ -178,9 +181,12 @@ class Part:
             if f.name in data:
                 kwargs[f.name] = _decode(data[f.name], _codecs_of(cls)[f.name], f"{where}: {f.name}")
         try:
-            return cls(**kwargs)
+            built = cls(**kwargs)
         except TypeError:
             raise DocumentError(f"{where}: lacks fields a {cls.__name__} needs") from None
+        # a key the document left out (an older writer) stays out when the document is written again
+        built.__dict__["_absent"] = frozenset(n for n in kwargs.keys() ^ {f.name for f in dataclasses.fields(cls)})
+        return built
 
 
 def _codecs_of(cls: type) -> dict[str, Any]:

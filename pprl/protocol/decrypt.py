@@ -53,7 +53,7 @@ def new_paillier_key(me: PartyKey, bits: int) -> tuple[PaillierPub, PaillierKeyD
     if me.role != "authority":
         raise KeyFormatError(f"only an authority generates the Paillier key; '{me.name}' is a {me.role}")
     if bits < MIN_BITS:
-        raise OptionError(f"{{bits}} {bits} is too small; use {MIN_BITS} or more", "bits")
+        raise KeyFormatError(f"a {bits}-bit key is too small; use {MIN_BITS} bits or more")
     public, private = generate_keypair(bits)
     body = private.to_dict()
     secret = PaillierKeyDocument(

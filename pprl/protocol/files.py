@@ -29,10 +29,12 @@ from pprl.crypto.paillier.vector import PaillierPrivateKey, PaillierPublicKey
 from pprl.documents import (
     Card,
     CardDocument,
+    DecryptionPart,
     IdentityKeyDocument,
     Linkage,
     PaillierKeyDocument,
     PaillierPub,
+    PaillierShare,
     PsiReveal,
     PsiRound,
     PsiSession,
@@ -87,9 +89,18 @@ from pprl.protocol.psi import (
 from pprl.protocol.secret import LinkageSecret, combine_shares, make_share, open_secret, secret_document
 from pprl.protocol.submit import SubmitOptions, open_paillier_public, prepare_submission
 from pprl.protocol.tables import load_records
+from pprl.protocol.threshold.combine import CombinedRelease, combine_parts
+from pprl.protocol.threshold.dealer import ThresholdSetup, deal_threshold_key, open_threshold_public
+from pprl.protocol.threshold.holder import LoadedShare, decryption_part, open_share
 
 __all__ = [
     "BlindResult",
+    "ThresholdKeygenResult",
+    "combine_release",
+    "load_share",
+    "load_threshold_public",
+    "partial_decrypt_release",
+    "threshold_keygen",
     "DecryptResult",
     "PsiReleaseResult",
     "ReblindResult",
@@ -494,14 +505,12 @@ def combine_release_parts(
     ``paillier_public`` defaults to the public key the parts carry;
     ``authority`` pins its dealer. ``max_epsilon`` as for :func:`decrypt_release`.
     """
-    from pprl.protocol.threshold.combine import combine_release
-
     options = DecryptOptions(max_epsilon=max_epsilon, progress=progress)
     if me is not None and me.role != "authority":
         raise KeyFormatError(f"only an authority combines decryption parts; '{me.name}' is a {me.role}")
     combined = combine_release(parts, release, paillier_public, me=me, cards=cards, authority=authority,
                                progress=progress)
-    doc = Release.from_dict(combined.release, str(release))
+    doc = combined.document or Release.from_dict(combined.release, str(release))
     spec = check_release_packing(doc)
     log = _checked_log(audit_log)
     budget = privacy_budget(doc, log, options.max_epsilon)
@@ -679,3 +688,98 @@ def reveal_members(me: PartyKey, state: PathLike, input: PathLike, out: PathLike
     """Map the bureau's reveal back to my own users (platform): CSV ``<id column>,entity_id,contributors``, 0600."""
     table, members = reveal_table(me, load_state(state, me), load(input, PsiReveal))
     return RevealResult(write_atomic(out, table, private=True), members)
+
+
+# -- threshold decryption ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThresholdKeygenResult:
+    """Where :func:`threshold_keygen` wrote the public key and each holder's share."""
+
+    public_path: Path
+    share_paths: dict[str, Path]
+    fingerprint: str
+    threshold: int
+    holders: tuple[str, ...]
+
+
+def threshold_keygen(
+    me: PartyKey,
+    bits: int,
+    threshold: int,
+    holders: Sequence[Card],
+    directory: PathLike,
+    *,
+    _allow_insecure: bool = False,
+) -> ThresholdKeygenResult:
+    """Deal a T-of-n key (:func:`pprl.protocol.threshold.dealer.deal_threshold_key`) into ``directory``:
+    ``paillier.pub.json`` and one ``<holder>.share.json`` (0600) per holder. Refuses existing files.
+    """
+    d = Path(directory)
+    public_path = d / "paillier.pub.json"
+    share_paths = {c.name: d / f"{c.name}.share.json" for c in holders}
+    for p in [public_path, *share_paths.values()]:
+        if p.exists():
+            raise DocumentError(f"{p}: already exists; refusing to overwrite a key file")
+    dealt = deal_threshold_key(me, bits, threshold, holders, allow_insecure=_allow_insecure)
+    for name, share in dealt.shares.items():
+        save(share_paths[name], share)
+    save(public_path, dealt.pub)
+    return ThresholdKeygenResult(public_path=public_path, share_paths=share_paths, fingerprint=dealt.fingerprint,
+                                 threshold=dealt.threshold, holders=dealt.holders)
+
+
+def load_threshold_public(
+    path: PathLike, authority: Card | Sequence[Card] | None = None, *, _allow_insecure: bool = False
+) -> ThresholdSetup:
+    """Read a signed threshold ``paillier.pub.json``; ``authority`` pins the dealer."""
+    return open_threshold_public(load(path, PaillierPub), authority, allow_insecure=_allow_insecure)
+
+
+def load_share(
+    me: PartyKey, path: PathLike, *, dealer: Card | None = None, _allow_insecure: bool = False
+) -> LoadedShare:
+    """Read and open ``me``'s share file in memory (``dealer`` pins the authority's card)."""
+    return open_share(me, load(path, PaillierShare), dealer=dealer, allow_insecure=_allow_insecure)
+
+
+def partial_decrypt_release(
+    me: PartyKey,
+    share_path: PathLike,
+    release_path: PathLike,
+    out: PathLike,
+    *,
+    cards: Sequence[Card] | None = None,
+    dealer: Card | None = None,
+    combiner: Card | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    _allow_insecure: bool = False,
+) -> Path:
+    """Write ``me``'s signed decryption part of a release (:func:`pprl.protocol.threshold.holder.decryption_part`)."""
+    share = load_share(me, share_path, dealer=dealer, _allow_insecure=_allow_insecure)
+    part = decryption_part(me, share, load(release_path, Release), cards=cards, combiner=combiner, workers=workers,
+                           progress=progress, allow_insecure=_allow_insecure)
+    return save(out, part)
+
+
+def combine_release(
+    parts: Sequence[PathLike],
+    release_path: PathLike,
+    public_path: PathLike | None = None,
+    *,
+    me: PartyKey | None = None,
+    cards: Sequence[Card] | None = None,
+    authority: Card | Sequence[Card] | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    _allow_insecure: bool = False,
+) -> CombinedRelease:
+    """Read T or more holders' parts and the release; verify and combine them
+    (:func:`pprl.protocol.threshold.combine.combine_parts`).
+    """
+    docs = [load(p, DecryptionPart) for p in parts]
+    public = load(public_path, PaillierPub) if public_path is not None else None
+    return combine_parts(docs, load(release_path, Release), public, me=me, cards=cards, authority=authority,
+                         workers=workers, progress=progress, allow_insecure=_allow_insecure)

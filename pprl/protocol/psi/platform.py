@@ -6,6 +6,7 @@ Part of the exact-identifier path (docs/psi.md).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import secrets
 import time
@@ -389,10 +390,9 @@ def reblind(me: PartyKey, state: State, round: PsiRound, options: ReblindOptions
         scores = {c: _permute_rows(blob, order, width) for c, blob in scores.items()}
     tokens = [rnd.tokens[int(i)] for i in order] if rnd.tokens is not None else None
     hops = [*rnd.hops, me.name]
-    header = PsiRoundHeader(**{
-        **vars(rnd.header), "hops": hops, "complete": len(hops) == len(state.session.names),
-        "input_hash": rnd.hash, "created": now(),
-    })
+    header = dataclasses.replace(
+        rnd.header, hops=hops, complete=len(hops) == len(state.session.names), input_hash=rnd.hash, created=now()
+    )
     payload = PsiRoundPayload(elements=_permute_rows(elements, order, psi_crypto.ELEMENT_BYTES), scores=scores,
                               tokens=tokens)
     return seal(PsiRound(header=header, payload=payload), me.identity, me.card)

@@ -4,18 +4,11 @@ The combiner checks every part: signed by the holder it names, with the card
 the dealer recorded for that holder, for *this* release and key, and with a
 valid zero-knowledge proof for each column; any bad part is refused with the
 holder's name, and fewer than T good parts are refused. Parts carry the
-dealer-signed public key (from the holder's share), so the combiner needs
-no copy of ``paillier.pub.json``; one given explicitly (``public_path``)
-takes precedence and every part must match it.
-
-Parts made for a named combiner (``pprl decrypt --partial --for CARD``) are
-encrypted for that card and need its key (``me``); parts made without are
-readable by whoever holds them, as in Shoup's scheme, and anyone holding T
-of them may combine. Each part also carries the holder's small signed
-approval of the release; the combiner returns them so the audit entry can
-record who agreed to the decryption even when no combiner key signs it.
-Writing the CSV and the audit entry is the caller's job, as in
-:func:`pprl.protocol.decrypt.decrypt_release`.
+dealer-signed public key, so the combiner needs no copy of
+``paillier.pub.json``; one given explicitly takes precedence and every part
+must match it. Parts made for a named combiner are encrypted for that card and
+need its key (``me``). The holders' signed approvals come back with the sums
+so the audit entry records who agreed. Design: docs/threshold.md.
 """
 
 from __future__ import annotations
@@ -31,7 +24,7 @@ from pprl.crypto.paillier.threshold.partials import (
     combine_partials,
     verify_partial,
 )
-from pprl.documents import Card, b64d, document_hash, read_document, verify_document
+from pprl.documents import Card, DecryptionPart, PaillierPub, Release, b64d, document_hash, verify_document
 from pprl.errors import (
     DecryptionError,
     DocumentError,
@@ -43,28 +36,27 @@ from pprl.errors import (
 from pprl.protocol.audit import verify_approval
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.threshold.dealer import (
-    PathLike,
     ThresholdSetup,
     dealer_pins,
-    load_threshold_public,
+    open_threshold_public,
     parse_setup,
     part_context,
     proof_context,
     verify_embedded_public,
 )
-from pprl.protocol.threshold.holder import load_release
+from pprl.protocol.threshold.holder import check_release
 
-__all__ = ["CombinedRelease", "combine_release"]
+__all__ = ["CombinedRelease", "combine_parts"]
 
 
 @dataclass(frozen=True)
 class CombinedRelease:
-    """What :func:`combine_release` verified and decrypted.
+    """What :func:`combine_parts` verified and decrypted.
 
     ``sums[column]`` are signed fixed-point integers in ``entity_ids`` order
     (apply ``decode_fixed(values, header["score_decimals"])``); ``release``
-    is the verified release document (use it, not a re-read file, for the
-    CSV and the audit entry); ``holders`` are the holders whose parts were
+    is the verified release as JSON and ``document`` the typed release (use
+    them, not a re-read file, for the CSV and the audit entry); ``holders`` are the holders whose parts were
     verified, in index order, and ``approvals`` their signed approvals;
     ``setup`` is the threshold key. Unpacks as ``header, sums = result``.
     """
@@ -76,6 +68,7 @@ class CombinedRelease:
     holders: tuple[str, ...]
     setup: ThresholdSetup = field(repr=False)
     approvals: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    document: Release | None = field(default=None, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.header, self.sums))
@@ -94,7 +87,7 @@ def _setup_from_parts(
         dealer = verify_embedded_public(pub, where, dealer_pins(authority))
         return parse_setup(pub, where, document_hash(pub), dealer, allow_small)
     raise DocumentError(
-        "the parts carry no public key (made with an older pprl); give the key's paillier.pub.json with --paillier"
+        "the parts carry no public key (made with an older pprl); give the key's signed public key as well"
     )
 
 
@@ -124,7 +117,7 @@ def _check_part(
     if combiner is not None:
         if me is None:
             raise DecryptionError(
-                f"{source}: part from holder '{name}' is encrypted for '{combiner}'; combine with --me and its key"
+                f"{source}: part from holder '{name}' is encrypted for '{combiner}'; combine with that party's key"
             )
         if combiner != me.name:
             raise DecryptionError(f"{source}: part from holder '{name}' is addressed to '{combiner}', not to '{me.name}'")
@@ -146,7 +139,7 @@ def _part_values(
     except (KeyError, TypeError):
         raise DocumentError(f"{source}: malformed part from holder '{name}'") from None
     if me is None:  # _check_part refuses this first; kept so the guarantee does not rest on call order
-        raise DecryptionError(f"{source}: part from holder '{name}' is encrypted for a combiner; combine with --me")
+        raise DecryptionError(f"{source}: part from holder '{name}' is encrypted for a combiner; combine with its key")
     try:
         data = unwrap(me.identity, me.name, signer.public.agree_pub, name, blob, part_context(release_hash, index))
     except DecryptionError:
@@ -156,38 +149,37 @@ def _part_values(
     return data, proofs, approval
 
 
-def combine_release(
-    parts: Sequence[PathLike],
-    release_path: PathLike,
-    public_path: PathLike | None = None,
+def combine_parts(
+    parts: Sequence[DecryptionPart],
+    release: Release,
+    public: PaillierPub | None = None,
     *,
     me: PartyKey | None = None,
     cards: Sequence[Card] | None = None,
     authority: Card | Sequence[Card] | None = None,
     workers: int | None = None,
     progress: bool = False,
-    _allow_insecure: bool = False,
+    allow_insecure: bool = False,
 ) -> CombinedRelease:
     """Verify T or more holders' parts of a release and decrypt its sums.
 
-    ``public_path`` is the key's ``paillier.pub.json`` (default: the copy the
-    parts carry); ``me`` is needed only for parts encrypted for a named
-    combiner; ``cards`` pins the bureau's card and ``authority`` the dealer
-    (a card, or cards the dealer must be among).
-    PolicyError when fewer than T good parts remain.
+    ``public`` is the key's signed public key (default: the copy the parts
+    carry); ``me`` is needed only for parts encrypted for a named combiner;
+    ``cards`` pins the bureau's card and ``authority`` the dealer (a card, or
+    cards the dealer must be among). PolicyError when fewer than T good parts remain.
     """
-    docs = [(str(p), read_document(p, "decryption-part")) for p in parts]
-    if public_path is not None:
-        setup = load_threshold_public(public_path, authority, _allow_insecure=_allow_insecure)
+    docs = [(p.source, p.wire) for p in parts]
+    if public is not None:
+        setup = open_threshold_public(public, authority, allow_insecure=allow_insecure)
     elif docs:
-        setup = _setup_from_parts(docs, authority, _allow_insecure)
+        setup = _setup_from_parts(docs, authority, allow_insecure)
     else:
         raise PolicyError("no decryption parts given")
     tpk = setup.public
-    release = load_release(release_path, tpk.public, cards, _allow_insecure)
+    checked = check_release(release, tpk.public, cards, allow_insecure)
     chosen: dict[int, tuple[str, str, dict[str, Any], Card]] = {}
     for source, pdoc in docs:
-        name, index, signer = _check_part(source, pdoc, setup, release.hash, me)
+        name, index, signer = _check_part(source, pdoc, setup, checked.hash, me)
         if index in chosen:
             raise DocumentError(f"{source}: a second part from holder '{name}' (also {chosen[index][0]})")
         chosen[index] = (source, name, pdoc, signer)
@@ -196,40 +188,41 @@ def combine_release(
             f"need {tpk.threshold} parts of the {tpk.holders} holders ({', '.join(setup.holders)}) "
             f"to decrypt, got {len(chosen)}"
         )
-    public = tpk.public
-    width = public.ciphertext_bytes * len(release.doc["payload"]["entity_ids"])
-    by_column: dict[str, list[PartialDecryption]] = {c: [] for c in release.columns}
+    key = tpk.public
+    width = key.ciphertext_bytes * len(release.payload.entity_ids)
+    by_column: dict[str, list[PartialDecryption]] = {c: [] for c in checked.columns}
     approvals = []
     for index in sorted(chosen):
         source, name, pdoc, signer = chosen[index]
-        data, proofs, approval = _part_values(source, pdoc, name, index, signer, release.hash, me)
+        data, proofs, approval = _part_values(source, pdoc, name, index, signer, checked.hash, me)
         if approval is not None:
-            if verify_approval(approval, release.hash, setup.fingerprint, source=f"{source}: approval").fingerprint != signer.fingerprint:
+            if verify_approval(approval, checked.hash, setup.fingerprint, source=f"{source}: approval").fingerprint != signer.fingerprint:
                 raise SignatureError(f"{source}: approval inside the part from holder '{name}' is signed by another card")
             approvals.append(approval)
-        if len(data) != width * len(release.columns):
+        if len(data) != width * len(checked.columns):
             raise DecryptionError(f"{source}: part from holder '{name}' has the wrong number of values")
-        for k, column in enumerate(release.columns):
+        for k, column in enumerate(checked.columns):
             try:
                 proof = PartialProof.from_dict(proofs.get(column))
-                part = PartialDecryption.from_bytes(public, index, data[k * width : (k + 1) * width], proof)
-                verify_partial(tpk, part, release.vectors[column], context=proof_context(release.hash, column),
+                part = PartialDecryption.from_bytes(key, index, data[k * width : (k + 1) * width], proof)
+                verify_partial(tpk, part, checked.vectors[column], context=proof_context(checked.hash, column),
                                workers=workers)
             except DecryptionError as exc:
                 raise DecryptionError(f"{source}: part from holder '{name}', column '{column}': {exc}") from None
             by_column[column].append(part)
     sums = {
-        column: combine_partials(tpk, by_column[column], release.vectors[column], verify=False,
+        column: combine_partials(tpk, by_column[column], checked.vectors[column], verify=False,
                                  workers=workers, progress=progress)
-        for column in release.columns
+        for column in checked.columns
     }
     return CombinedRelease(
-        header=dict(release.doc["header"]),
+        header=dict(release.wire["header"]),
         sums=sums,
-        release=release.doc,
-        release_hash=release.hash,
+        release=release.wire,
+        release_hash=checked.hash,
         holders=tuple(chosen[i][1] for i in sorted(chosen)),
         approvals=tuple(approvals),
         setup=setup,
+        document=release,
     )
 

@@ -1,34 +1,20 @@
-"""Threshold decryption of releases: T of ℓ named holders must cooperate to open any sum.
+"""Threshold decryption of releases: T of n named holders must cooperate to open any sum.
 
-Three steps, each a function the CLI wraps; dealing is here, the holders'
-step in :mod:`pprl.protocol.threshold.holder`, combining in
-:mod:`pprl.protocol.threshold.combine`:
-
-``threshold_keygen`` (the authority, once, as trusted dealer)
-    Draws a threshold Paillier key (:mod:`pprl.crypto.paillier.threshold.partials`), writes the
-    signed public key ``DIR/paillier.pub.json`` (the ordinary ``paillier-pub``
-    document, so platforms submit unchanged, plus a ``threshold`` object) and
-    one ``DIR/<holder>.share.json`` per holder. Each share is wrapped for its
-    holder's card with :func:`pprl.crypto.exchange.wrap` under a fresh
-    *ephemeral* X25519 key that is discarded at once, so not even the dealer
-    can reopen a share file later; the dealer's Ed25519 signature over the
-    document authenticates it. No file ever holds p, q or d. Share files are
-    written 0600 (they are encrypted, but are still the most sensitive thing
-    here); a holder never writes its share out in the clear: it is unwrapped
-    in memory each time it is used.
-
-``partial_decrypt_release`` (each holder) and ``combine_release`` (the
-    combiner): see their modules. Both rely on the context strings and the
-    ``ThresholdSetup`` parsing defined here.
+Dealing is here (the authority, once, as trusted dealer): a threshold
+Paillier key whose signed public key is the ordinary ``paillier-pub``
+document plus a ``threshold`` object, and one ``paillier-share`` per holder,
+wrapped for the holder's card under an ephemeral X25519 key that is discarded
+at once (not even the dealer can reopen a share). The holders' step is in
+:mod:`pprl.protocol.threshold.holder`, combining in
+:mod:`pprl.protocol.threshold.combine`; both rely on the context strings and
+the ``ThresholdSetup`` parsing defined here. Design: docs/threshold.md.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pprl.crypto.exchange import wrap
@@ -39,20 +25,12 @@ from pprl.crypto.paillier.threshold.partials import (
     deal,
 )
 from pprl.crypto.paillier.vector import PaillierPublicKey
-from pprl.documents import (
-    Card,
-    b64d,
-    b64e,
-    document_hash,
-    read_document,
-    sign_document,
-    verify_document,
-    write_document,
-)
+from pprl.documents import Card, PaillierPub, PaillierShare, b64d, b64e, seal, verify, verify_document
 from pprl.errors import (
     DocumentError,
     KeyFormatError,
     KeyMismatchError,
+    OptionError,
     PolicyError,
     SignatureError,
 )
@@ -60,10 +38,10 @@ from pprl.protocol.identity import PartyKey
 
 __all__ = [
     "MIN_THRESHOLD_BITS",
-    "ThresholdKeygenResult",
+    "DealtKey",
     "ThresholdSetup",
-    "threshold_keygen",
-    "load_threshold_public",
+    "deal_threshold_key",
+    "open_threshold_public",
     "dealer_pins",
     "parse_setup",
     "part_context",
@@ -77,7 +55,6 @@ _SHARE_CONTEXT = b"pprl-paillier-share-v1"
 _PART_CONTEXT = b"pprl-decryption-part-v1"
 _PROOF_CONTEXT = b"pprl-decryption-proof-v1"
 
-PathLike = str | os.PathLike[str]
 
 
 def _framed(*items: bytes) -> bytes:
@@ -194,13 +171,12 @@ def dealer_pins(authority: Card | Sequence[Card] | None) -> list[Card] | None:
     return [authority] if isinstance(authority, Card) else list(authority)
 
 
-def load_threshold_public(
-    path: PathLike, authority: Card | Sequence[Card] | None = None, *, _allow_insecure: bool = False
+def open_threshold_public(
+    doc: PaillierPub, authority: Card | Sequence[Card] | None = None, *, allow_insecure: bool = False
 ) -> ThresholdSetup:
-    """Read a signed threshold ``paillier.pub.json``; ``authority`` pins the dealer (a card, or cards it must be among)."""
-    doc = read_document(path, "paillier-pub")
-    dealer = verify_document(doc, dealer_pins(authority), source=str(path), role="authority")
-    return parse_setup(doc, str(path), document_hash(doc), dealer, _allow_insecure)
+    """A signed threshold public key, checked; ``authority`` pins the dealer (a card, or cards it must be among)."""
+    dealer = verify(doc, dealer_pins(authority), source=doc.source, role="authority")
+    return parse_setup(doc.wire, doc.source, doc.hash, dealer, allow_insecure)
 
 
 def verify_embedded_public(pub: Any, where: str, dealers: Sequence[Card] | None) -> Card:
@@ -214,38 +190,32 @@ def verify_embedded_public(pub: Any, where: str, dealers: Sequence[Card] | None)
 
 
 @dataclass(frozen=True)
-class ThresholdKeygenResult:
-    """Where :func:`threshold_keygen` wrote the public key and each holder's share."""
+class DealtKey:
+    """A dealt threshold key: the signed public key and each holder's wrapped share, by holder name."""
 
-    public_path: Path
-    share_paths: dict[str, Path]
+    pub: PaillierPub
+    shares: dict[str, PaillierShare] = field(repr=False)
     fingerprint: str
     threshold: int
     holders: tuple[str, ...]
 
 
-def threshold_keygen(
-    me: PartyKey,
-    bits: int,
-    threshold: int,
-    holders: Sequence[Card],
-    directory: PathLike,
-    *,
-    _allow_insecure: bool = False,
-) -> ThresholdKeygenResult:
-    """Deal a T-of-ℓ Paillier key: signed ``paillier.pub.json`` and one wrapped share per holder.
+def deal_threshold_key(
+    me: PartyKey, bits: int, threshold: int, holders: Sequence[Card], *, allow_insecure: bool = False
+) -> DealtKey:
+    """Deal a T-of-n Paillier key: signed public key and one wrapped share per holder.
 
-    Holders are indexed 1..ℓ in the order given. Refuses a non-authority
-    dealer, ``bits`` below 2048 (``_allow_insecure`` is for tests only),
-    T outside 1..ℓ, a repeated holder (by name or by card), and existing
-    output files. The full key exists only inside this call.
+    Holders are indexed 1..n in the order given. Refuses a non-authority
+    dealer, ``bits`` below 2048 (``allow_insecure`` is for tests only), T
+    outside 1..n and a repeated holder (by name or by card). The full key
+    exists only inside this call.
     """
     if me.role != "authority":
         raise KeyFormatError(f"only an authority deals the threshold key; '{me.name}' is a {me.role}")
     if isinstance(bits, bool) or not isinstance(bits, int):
-        raise KeyFormatError("--bits must be an integer")
-    if bits < MIN_THRESHOLD_BITS and not _allow_insecure:
-        raise KeyFormatError(f"--bits {bits} is too small; use {MIN_THRESHOLD_BITS} or more")
+        raise KeyFormatError("bits must be an integer")
+    if bits < MIN_THRESHOLD_BITS and not allow_insecure:
+        raise KeyFormatError(f"a {bits}-bit key is too small; use {MIN_THRESHOLD_BITS} bits or more")
     cards = list(holders)
     if not 1 <= len(cards) <= MAX_HOLDERS:
         raise PolicyError(f"a threshold key needs 1 to {MAX_HOLDERS} holders, not {len(cards)}")
@@ -257,52 +227,34 @@ def threshold_keygen(
             if card.name == other.name or card.fingerprint == other.fingerprint:
                 raise DocumentError(f"holder '{card.name}' is listed twice; every holder needs its own card")
     if isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= len(cards):
-        raise PolicyError(f"--threshold {threshold} must be between 1 and the {len(cards)} holders")
-    d = Path(directory)
-    public_path = d / "paillier.pub.json"
-    share_paths = {c.name: d / f"{c.name}.share.json" for c in cards}
-    for p in [public_path, *share_paths.values()]:
-        if p.exists():
-            raise DocumentError(f"{p}: already exists; refusing to overwrite a key file")
+        raise OptionError(f"{{threshold}} {threshold} must be between 1 and the {len(cards)} holders", "threshold")
 
-    tpk, shares = deal(bits, threshold, len(cards), _allow_insecure=_allow_insecure)
+    tpk, shares = deal(bits, threshold, len(cards), _allow_insecure=allow_insecure)
     public = tpk.public
     th = _threshold_object(tpk, cards)
-    pub_doc = sign_document(
-        {"kind": "paillier-pub", "version": 1, "fingerprint": public.fingerprint, "key": public.to_dict(), "threshold": th},
-        me.identity,
-        me.card,
-    )
-    pub_hash = document_hash(pub_doc)
+    pub = seal(PaillierPub(fingerprint=public.fingerprint, key=public.to_dict(), threshold=th), me.identity, me.card)
+    out: dict[str, PaillierShare] = {}
     for card, share in zip(cards, shares):
         ephemeral = IdentityKey.generate()  # only the holder can reopen the share, not the dealer
         blob = wrap(
             ephemeral, me.name, card.public.agree_pub, card.name, share.to_bytes(),
-            share_context(public.fingerprint, share.index, pub_hash),
+            share_context(public.fingerprint, share.index, pub.hash),
         )
-        share_doc = {
-            "kind": "paillier-share",
-            "version": 1,
-            "holder": card.name,
-            "index": share.index,
-            "fingerprint": public.fingerprint,
-            "paillier_pub_hash": pub_hash,
-            "key": public.to_dict(),
-            "threshold": th,
+        doc = PaillierShare(
+            holder=card.name,
+            index=share.index,
+            fingerprint=public.fingerprint,
+            paillier_pub_hash=pub.hash,
+            key=public.to_dict(),
+            threshold=th,
             # the signed public key travels with the share into every part, so a
             # combiner needs no separate copy of paillier.pub.json
-            "paillier_pub": pub_doc,
-            "ephemeral_pub": b64e(ephemeral.public().agree_pub),
-            "wrapped_share": b64e(blob),
-        }
-        write_document(share_paths[card.name], sign_document(share_doc, me.identity, me.card), private=True)
+            paillier_pub=pub.wire,
+            ephemeral_pub=ephemeral.public().agree_pub,
+            wrapped_share=blob,
+        )
+        out[card.name] = seal(doc, me.identity, me.card)
         del ephemeral, blob
     del shares
-    write_document(public_path, pub_doc)
-    return ThresholdKeygenResult(
-        public_path=public_path,
-        share_paths=share_paths,
-        fingerprint=public.fingerprint,
-        threshold=tpk.threshold,
-        holders=tuple(c.name for c in cards),
-    )
+    return DealtKey(pub=pub, shares=out, fingerprint=public.fingerprint, threshold=tpk.threshold,
+                    holders=tuple(c.name for c in cards))
