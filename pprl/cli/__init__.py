@@ -62,6 +62,11 @@ def progress_wanted() -> bool:
     return sys.stderr.isatty()
 
 
+def split_columns(values: tuple[str, ...]) -> list[str]:
+    """Accept ``--scores a,b`` and ``--scores a --scores b`` alike."""
+    return [c.strip() for v in values for c in v.split(",") if c.strip()]
+
+
 def say(message: str) -> None:
     """Status lines go to stderr so stdout stays machine-readable."""
     click.echo(message, err=True)

@@ -9,15 +9,10 @@ from pathlib import Path
 
 import click
 
-from pprl.cli import cli, progress_wanted, say
+from pprl.cli import cli, progress_wanted, say, split_columns
 from pprl.errors import DataValidationError
 
 FILE = click.Path(dir_okay=False)
-
-
-def split_columns(values: tuple[str, ...]) -> list[str]:
-    """Accept ``--scores a,b`` and ``--scores a --scores b`` alike."""
-    return [c.strip() for v in values for c in v.split(",") if c.strip()]
 
 
 def parse_clip(specs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from pprl.cli import cli, progress_wanted, say
+from pprl.cli import cli, progress_wanted, say, split_columns
 from pprl.encoding.normalise.identifiers import IDENTIFIER_KINDS
 
 __all__ = ["psi_group"]
@@ -15,11 +15,6 @@ FILE = click.Path(dir_okay=False)
 KINDS = click.Choice(list(IDENTIFIER_KINDS))
 WORKERS = click.option("--workers", type=click.IntRange(1), default=None,
                        help="Threads/processes to use (default: every CPU).")
-
-
-def _columns(values: tuple[str, ...]) -> list[str]:
-    """Accept ``--scores a,b`` and ``--scores a --scores b`` alike."""
-    return [c.strip() for v in values for c in v.split(",") if c.strip()]
 
 
 @cli.group("psi")
@@ -110,7 +105,7 @@ def blind_cmd(me, session, bureau, data, id_column, identifier, identifier_colum
 
     result = blind_identifiers(
         load_key(me), load_session(session, load_card(bureau) if bureau else None), data, id_column, out, state,
-        identifier=identifier, identifier_column=identifier_column, paillier=paillier, scores=_columns(scores),
+        identifier=identifier, identifier_column=identifier_column, paillier=paillier, scores=split_columns(scores),
         authority=load_card(authority) if authority else None, workers=workers, progress=progress_wanted(),
         encryption="plain" if plain_encryption else None,
     )

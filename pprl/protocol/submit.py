@@ -27,7 +27,7 @@ from pprl.encoding.schema import Schema
 from pprl.errors import DataValidationError, KeyMismatchError, OptionError
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.secret import LinkageSecret
-from pprl.protocol.tables import require_columns
+from pprl.protocol.tables import own_records
 
 __all__ = [
     "ENCRYPTIONS",
@@ -217,17 +217,8 @@ def prepare_submission(
     """
     if secret.owner != me.name:
         raise KeyMismatchError(f"the linkage secret belongs to '{secret.owner}', not '{me.name}'")
-    frame = records.fillna("").astype(str)
-    if len(frame) == 0:
-        raise DataValidationError(f"{source}: no records")
     scores = options.scores
-    require_columns(frame, [options.id_column, *scores], source)
-    duplicated = frame[options.id_column].duplicated()
-    if duplicated.any():
-        row = int(np.flatnonzero(duplicated.to_numpy())[0]) + 1
-        raise DataValidationError(
-            f"{source}: row {row}: id column '{options.id_column}' repeats an earlier id; ids must be unique"
-        )
+    frame = own_records(records, options.id_column, scores, source)
     if scores and paillier is None:
         raise DataValidationError("score columns were named but no Paillier public key was given")
     key = paillier if scores else None

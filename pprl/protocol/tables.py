@@ -10,7 +10,7 @@ import pandas as pd
 
 from pprl.errors import DataValidationError
 
-__all__ = ["load_records", "read_table", "require_columns"]
+__all__ = ["load_records", "own_records", "read_table", "require_columns"]
 
 
 def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -46,3 +46,16 @@ def load_records(data: pd.DataFrame | str | os.PathLike[str]) -> tuple[str, pd.D
     if len(frame) == 0:
         raise DataValidationError(f"{source}: no records")
     return source, frame
+
+
+def own_records(records: pd.DataFrame, id_column: str, columns: Sequence[str], source: str) -> pd.DataFrame:
+    """A party's table checked for a step: values as strings, not empty, ``columns`` present, ids unique."""
+    frame = records.fillna("").astype(str)
+    if len(frame) == 0:
+        raise DataValidationError(f"{source}: no records")
+    require_columns(frame, [id_column, *columns], source)
+    duplicated = frame[id_column].duplicated().to_numpy()
+    if duplicated.any():
+        row = int(duplicated.nonzero()[0][0]) + 1
+        raise DataValidationError(f"{source}: row {row}: id column '{id_column}' repeats an earlier id; ids must be unique")
+    return frame

@@ -42,7 +42,7 @@ from pprl.errors import (
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.psi.session import Session, check_session, ring_order
 from pprl.protocol.submit import ENCRYPTIONS, SCORE_DECIMALS, score_packing
-from pprl.protocol.tables import require_columns
+from pprl.protocol.tables import own_records
 
 __all__ = [
     "BlindOptions",
@@ -196,10 +196,6 @@ class Blinded:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _row_numbers(mask: np.ndarray) -> list[int]:
-    return (np.flatnonzero(mask) + 1).tolist()
-
-
 def blind(
     me: PartyKey,
     session: Session,
@@ -227,15 +223,8 @@ def blind(
         )
     kind = session.identifier
     column = options.identifier_column or kind
-    frame = records.fillna("").astype(str)
-    if len(frame) == 0:
-        raise DataValidationError(f"{source}: no records")
     scores, id_column = options.scores, options.id_column
-    require_columns(frame, [id_column, column, *scores], source)
-    duplicated = frame[id_column].duplicated().to_numpy()
-    if duplicated.any():
-        row = _row_numbers(duplicated)[0]
-        raise DataValidationError(f"{source}: row {row}: id column '{id_column}' repeats an earlier id; ids must be unique")
+    frame = own_records(records, id_column, [column, *scores], source)
     if scores and paillier is None:
         raise DataValidationError("score columns were named but no Paillier public key was given")
     key = paillier if scores else None
