@@ -1,37 +1,10 @@
-"""The JSON Schemas of pprl's documents, and checking a document against its kind's schema.
+"""The JSON Schemas of pprl's documents (``schemas/<kind>.schema.json``, Draft 2020-12) and the check against them.
 
-Every kind of document pprl writes has a JSON Schema (Draft 2020-12) in
-``pprl/documents/schemas/<kind>.schema.json``, ``$id`` ``https://pprl.dev/schemas/<kind>-1.json``
-(``-1``: format version 1); definitions they share (the signed envelope,
-base64 blobs, hashes, the Paillier key, the packing spec) are in
-``common.schema.json``. ``$ref`` resolves through a local
-:class:`referencing.Registry` built from the packaged files: nothing is ever
-fetched from the network.
-
-:func:`pprl.documents.envelope.read_document` calls :func:`validate_document` right
-after its kind and version checks, so a reader only ever sees a document of
-the right shape: every field it needs present, of the right type and form,
-and no field it does not know. The readers' own checks (signatures, hashes,
-keys, counts that must agree) come on top.
-
-Bounded at run time
-    Submissions, linkages, rounds and reveals hold arrays of 100,000 and more
-    tokens or entities, and megabytes of base64. Checking every item with
-    ``jsonschema`` would cost more than the rest of reading such a file, and
-    the code that uses them checks them anyway (decoding the base64, counting
-    and de-duplicating tokens). So by default an array or object with more
-    than :data:`MAX_ITEMS` entries is checked on its first :data:`MAX_ITEMS`
-    entries, and a string longer than :data:`MAX_CHARS` characters on its
-    first :data:`MAX_CHARS` (still longer than any bounded field allows, so a
-    short field that is too long still fails). Everything else, the whole
-    structure included, is checked in full. ``full=True`` checks every item;
-    the test suite validates real documents that way, which proves the
-    schemas complete.
-
-Errors are :class:`~pprl.errors.DocumentError` in one line: the file, the
-JSON path of the first problem (``header.records``, ``payload.entities[3]``)
-and what was expected. Field values are never shown: they may be
-identifiers or secrets.
+``$ref`` resolves through a local registry built from the packaged files;
+nothing is fetched. Long arrays and strings are checked on a bounded prefix at
+run time (``full=True`` checks everything). Errors are one-line
+:class:`~pprl.errors.DocumentError`: the file, the JSON path of the first
+problem and what was expected, never a value. Design: docs/protocol.md#schemas-and-how-readers-validate.
 """
 
 from __future__ import annotations
