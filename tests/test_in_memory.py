@@ -111,6 +111,8 @@ def test_clk_path_in_memory(consortium, no_writes):
     assert linked.report.entities == len(linked.linkage.payload.entities) > 0
     aggregated = aggregate_release(parties["bureau"], linked.linkage, submissions, AggregateOptions(min_contributors=2),
                                    cards)
+    for sealed in [pub, *submissions, linked.linkage, aggregated.release]:
+        assert sealed.wire == sealed.to_dict()  # what seal() kept is exactly the document
     private = open_paillier_private(private_doc)
     decrypted = decrypt_sums(parties["authority"], private, aggregated.release, [], DecryptOptions(),
                              [parties["bureau"].card])

@@ -214,6 +214,7 @@ def seal(doc: D, key: IdentityKey | None = None, signer: Card | None = None, *, 
     body["signer"] = signer.to_signer()
     signature = key.sign(SIGNATURE_DOMAIN + canonical_json(body))
     sealed: D = dataclasses.replace(cast(Any, doc), signer=signer, signature=signature)
+    sealed.__dict__["wire"] = {**body, "signature": b64e(signature)}  # what to_dict() gives, computed once
     return sealed
 
 
