@@ -80,12 +80,29 @@ def test_no_module_imports_another_modules_private_names(module, path):
         assert not private, f"{module} imports private {private} from {target}"
 
 
+def _facades() -> list[str]:
+    """Packages whose __init__ is their public interface (it declares __all__ and imports from its modules)."""
+    out = []
+    for name, path in MODULES:
+        if path.name == "__init__.py" and name != "pprl" and "__all__" in path.read_text(encoding="utf-8"):
+            out.append(name)
+    return out
+
+
+FACADES = _facades()
+
+
+def test_the_facades_are_the_ones_we_mean():
+    assert {"pprl.documents", "pprl.protocol.psi"} <= set(FACADES)
+
+
 @pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
-def test_documents_have_one_import_path(module, path):
-    if module.startswith("pprl.documents"):
-        return
+def test_a_facade_is_the_one_import_path_of_its_names(module, path):
+    """Outside a package with a public __init__, its names come from the package, never its modules."""
     for target, _names in _imports(path, module):
-        assert not target.startswith("pprl.documents."), f"{module} imports {target}; import from pprl.documents"
+        for facade in FACADES:
+            if target.startswith(facade + ".") and not module.startswith(facade):
+                pytest.fail(f"{module} imports {target}; import from {facade}")
 
 
 @pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])

@@ -7,7 +7,7 @@ import json
 import click
 
 from pprl.cli import cli, progress_wanted, say, split_columns
-from pprl.encoding.normalise.identifiers import IDENTIFIER_KINDS
+from pprl.encoding.normalise import IDENTIFIER_KINDS
 
 __all__ = ["psi_group"]
 

@@ -90,7 +90,7 @@ from pprl.protocol.secret import LinkageSecret, combine_shares, make_share, open
 from pprl.protocol.submit import SubmitOptions, open_paillier_public, prepare_submission
 from pprl.protocol.tables import load_records
 from pprl.protocol.threshold.combine import CombinedRelease, combine_parts
-from pprl.protocol.threshold.dealer import ThresholdSetup, deal_threshold_key, open_threshold_public
+from pprl.protocol.threshold.dealer import ThresholdOptions, ThresholdSetup, deal_threshold_key, open_threshold_public
 from pprl.protocol.threshold.holder import LoadedShare, decryption_part, open_share
 
 __all__ = [
@@ -759,8 +759,8 @@ def partial_decrypt_release(
 ) -> Path:
     """Write ``me``'s signed decryption part of a release (:func:`pprl.protocol.threshold.holder.decryption_part`)."""
     share = load_share(me, share_path, dealer=dealer, _allow_insecure=_allow_insecure)
-    part = decryption_part(me, share, load(release_path, Release), cards=cards, combiner=combiner, workers=workers,
-                           progress=progress, allow_insecure=_allow_insecure)
+    options = ThresholdOptions(workers=workers, progress=progress, allow_insecure=_allow_insecure)
+    part = decryption_part(me, share, load(release_path, Release), options, cards=cards, combiner=combiner)
     return save(out, part)
 
 
@@ -781,5 +781,5 @@ def combine_release(
     """
     docs = [load(p, DecryptionPart) for p in parts]
     public = load(public_path, PaillierPub) if public_path is not None else None
-    return combine_parts(docs, load(release_path, Release), public, me=me, cards=cards, authority=authority,
-                         workers=workers, progress=progress, allow_insecure=_allow_insecure)
+    options = ThresholdOptions(workers=workers, progress=progress, allow_insecure=_allow_insecure)
+    return combine_parts(docs, load(release_path, Release), public, options, me=me, cards=cards, authority=authority)

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from pprl.crypto import psi as psi_crypto
-from pprl.encoding.normalise.identifiers import normaliser_for
+from pprl.encoding.normalise import normaliser_for
 from pprl.errors import (
     PolicyError,
 )

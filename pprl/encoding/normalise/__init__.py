@@ -27,7 +27,13 @@ from pprl.encoding.normalise.chinese import (
     tables_fingerprint,
     to_pinyin,
 )
-from pprl.encoding.normalise.identifiers import normalise_mobile, normalise_resident_id
+from pprl.encoding.normalise.identifiers import (
+    IDENTIFIER_KINDS,
+    normalise_mobile,
+    normalise_resident_id,
+    normaliser_for,
+    resident_id_check_char,
+)
 from pprl.encoding.normalise.values import (
     normalise_date,
     normalise_gender,
@@ -36,6 +42,7 @@ from pprl.encoding.normalise.values import (
 from pprl.errors import SchemaError
 
 __all__ = [
+    "IDENTIFIER_KINDS",
     "NORMALISER_TYPES",
     "Normaliser",
     "clear_caches",
@@ -45,7 +52,9 @@ __all__ = [
     "normalise_name",
     "normalise_resident_id",
     "normalise_text",
+    "normaliser_for",
     "parse_normaliser",
+    "resident_id_check_char",
     "simplify",
     "tables_fingerprint",
     "to_pinyin",

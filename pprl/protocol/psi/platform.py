@@ -30,7 +30,7 @@ from pprl.documents import (
     seal,
     verify,
 )
-from pprl.encoding.normalise.identifiers import normaliser_for
+from pprl.encoding.normalise import normaliser_for
 from pprl.errors import (
     DataValidationError,
     DocumentError,

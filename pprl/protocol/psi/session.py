@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pprl.crypto import psi as psi_crypto
 from pprl.documents import Card, PsiSession, PsiSessionHeader, seal, verify
-from pprl.encoding.normalise.identifiers import IDENTIFIER_KINDS, normaliser_for
+from pprl.encoding.normalise import IDENTIFIER_KINDS, normaliser_for
 from pprl.errors import DocumentError, KeyFormatError, PolicyError
 from pprl.protocol.identity import PartyKey
 

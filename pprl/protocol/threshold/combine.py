@@ -36,6 +36,7 @@ from pprl.errors import (
 from pprl.protocol.audit import verify_approval
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.threshold.dealer import (
+    ThresholdOptions,
     ThresholdSetup,
     dealer_pins,
     open_threshold_public,
@@ -153,13 +154,11 @@ def combine_parts(
     parts: Sequence[DecryptionPart],
     release: Release,
     public: PaillierPub | None = None,
+    options: ThresholdOptions | None = None,
     *,
     me: PartyKey | None = None,
     cards: Sequence[Card] | None = None,
     authority: Card | Sequence[Card] | None = None,
-    workers: int | None = None,
-    progress: bool = False,
-    allow_insecure: bool = False,
 ) -> CombinedRelease:
     """Verify T or more holders' parts of a release and decrypt its sums.
 
@@ -168,15 +167,16 @@ def combine_parts(
     ``cards`` pins the bureau's card and ``authority`` the dealer (a card, or
     cards the dealer must be among). PolicyError when fewer than T good parts remain.
     """
+    options = options or ThresholdOptions()
     docs = [(p.source, p.wire) for p in parts]
     if public is not None:
-        setup = open_threshold_public(public, authority, allow_insecure=allow_insecure)
+        setup = open_threshold_public(public, authority, allow_insecure=options.allow_insecure)
     elif docs:
-        setup = _setup_from_parts(docs, authority, allow_insecure)
+        setup = _setup_from_parts(docs, authority, options.allow_insecure)
     else:
         raise PolicyError("no decryption parts given")
     tpk = setup.public
-    checked = check_release(release, tpk.public, cards, allow_insecure)
+    checked = check_release(release, tpk.public, cards, options.allow_insecure)
     chosen: dict[int, tuple[str, str, dict[str, Any], Card]] = {}
     for source, pdoc in docs:
         name, index, signer = _check_part(source, pdoc, setup, checked.hash, me)
@@ -206,13 +206,13 @@ def combine_parts(
                 proof = PartialProof.from_dict(proofs.get(column))
                 part = PartialDecryption.from_bytes(key, index, data[k * width : (k + 1) * width], proof)
                 verify_partial(tpk, part, checked.vectors[column], context=proof_context(checked.hash, column),
-                               workers=workers)
+                               workers=options.workers)
             except DecryptionError as exc:
                 raise DecryptionError(f"{source}: part from holder '{name}', column '{column}': {exc}") from None
             by_column[column].append(part)
     sums = {
         column: combine_partials(tpk, by_column[column], checked.vectors[column], verify=False,
-                                 workers=workers, progress=progress)
+                                 workers=options.workers, progress=options.progress)
         for column in checked.columns
     }
     return CombinedRelease(

@@ -39,6 +39,7 @@ from pprl.protocol.identity import PartyKey
 __all__ = [
     "MIN_THRESHOLD_BITS",
     "DealtKey",
+    "ThresholdOptions",
     "ThresholdSetup",
     "deal_threshold_key",
     "open_threshold_public",
@@ -74,6 +75,20 @@ def part_context(release_hash: str, index: int) -> bytes:
 def proof_context(release_hash: str, column: str) -> bytes:
     """What a partial decryption's proof of ``column`` in ``release_hash`` is bound to."""
     return _framed(_PROOF_CONTEXT, release_hash.encode(), column.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class ThresholdOptions:
+    """How a holder or combiner runs: ``workers`` (None: every CPU), ``progress`` bars, and
+    ``allow_insecure`` (keys below 2048 bits: tests only)."""
+
+    workers: int | None = None
+    progress: bool = False
+    allow_insecure: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
+            raise OptionError("{workers} must be at least 1", "workers")
 
 
 # --- the public key with its threshold object --------------------------------------------

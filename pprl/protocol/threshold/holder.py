@@ -34,6 +34,7 @@ from pprl.documents import (
 from pprl.errors import DecryptionError, DocumentError, KeyFormatError, KeyMismatchError
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.threshold.dealer import (
+    ThresholdOptions,
     ThresholdSetup,
     parse_setup,
     part_context,
@@ -154,12 +155,10 @@ def decryption_part(
     me: PartyKey,
     share: LoadedShare,
     release: Release,
+    options: ThresholdOptions | None = None,
     *,
     cards: Sequence[Card] | None = None,
     combiner: Card | None = None,
-    workers: int | None = None,
-    progress: bool = False,
-    allow_insecure: bool = False,
 ) -> DecryptionPart:
     """``me``'s signed decryption part of a bureau-signed release.
 
@@ -170,14 +169,15 @@ def decryption_part(
     carries the holder's signed approval and the dealer-signed public key,
     so a combiner needs nothing else.
     """
-    checked = check_release(release, share.setup.public.public, cards, allow_insecure)
+    options = options or ThresholdOptions()
+    checked = check_release(release, share.setup.public.public, cards, options.allow_insecure)
     key_share, setup = share.share, share.setup
     public = setup.public.public
     blobs, proofs = [], {}
     for column in checked.columns:
         part = partial_decrypt(
             key_share, checked.vectors[column], context=proof_context(checked.hash, column),
-            workers=workers, progress=progress,
+            workers=options.workers, progress=options.progress,
         )
         blobs.append(part.values_to_bytes(public))
         proofs[column] = part.proof.to_dict()
