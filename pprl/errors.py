@@ -21,6 +21,7 @@ __all__ = [
     "UnsupportedVersionError",
     "PolicyError",
     "OptionError",
+    "RegistryError",
 ]
 
 
@@ -80,3 +81,7 @@ class OptionError(PolicyError):
     def render(self, name_of: Callable[[str], str]) -> str:
         """The message with each parameter named by ``name_of``."""
         return self.template.format(**{n: name_of(n) for n in self.names})
+
+
+class RegistryError(PPRLError):
+    """The registry cannot be opened, is of another format, or refused a change."""

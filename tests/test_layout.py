@@ -21,8 +21,9 @@ ALLOWED = {
     "matching": set(),
     "documents": {"crypto"},
     "protocol": {"documents", "crypto", "encoding", "matching"},
-    "sim": {"protocol", "documents", "crypto", "encoding", "matching"},
-    "cli": {"protocol", "documents", "crypto", "encoding", "matching", "sim"},
+    "registry": {"protocol", "documents", "crypto", "encoding", "matching"},
+    "sim": {"protocol", "registry", "documents", "crypto", "encoding", "matching"},
+    "cli": {"protocol", "registry", "documents", "crypto", "encoding", "matching", "sim"},
 }
 EXTENSIONS = {"_dice", "_h2c", "_montexp"}
 

@@ -135,3 +135,97 @@ def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsi
         noise=noise, epsilon=epsilon, delta=delta, progress=progress_wanted(),
     )
     say(f"wrote {result.path}: {result.released} entities released, {result.suppressed} held back (< {min_contributors} platforms)")
+
+
+REGISTRY = click.option(
+    "--registry", required=True, metavar="PATH|URL",
+    help="The registry: a SQLite file (created if absent) or a PostgreSQL URL (postgresql://user@host/db).",
+)
+
+
+@cli.group("registry")
+def registry_group() -> None:
+    """The bureau's persistent registry of linked entities (stable ids across monthly submissions)."""
+
+
+@registry_group.command("update")
+@click.option("--me", required=True, type=FILE, help="Your identity key (bureau).")
+@REGISTRY
+@click.option("--cards", multiple=True, required=True, type=FILE,
+              help="A platform's card; repeat once per platform. Submissions must be signed by one of them.")
+@click.option("--submissions", multiple=True, required=True, type=FILE,
+              help="A platform's new submission (its monthly snapshot); repeat. Applied in the order given.")
+@click.option("--threshold", type=ThresholdType(), default="auto", show_default=True,
+              help="Dice similarity at or above which a record joins an entity, or 'auto' (chosen from the data).")
+@click.option("--blocking", type=click.Choice(["auto", "lsh", "none"]), default="auto", show_default=True,
+              help="Keyed LSH blocking, as for `pprl link`.")
+def registry_update_cmd(me, registry, cards, submissions, threshold, blocking) -> None:
+    """Link platforms' new submissions into the registry; each replaces its platform's previous one.
+
+    A record keeps its entity when its previous self is found, joins the
+    entity of its best match on another platform otherwise, or starts a new
+    entity; the platform's records that are gone no longer count, and an
+    entity left with none is removed. All the submissions go in one
+    transaction: if one is refused, nothing changes.
+
+    \b
+    Example:
+      pprl registry update --me keys/bureau.key --registry bureau/registry.db \\
+          --cards keys/platform_1.card.json --cards keys/platform_2.card.json \\
+          --submissions platform_1.2026-11.sub.json --submissions platform_2.2026-11.sub.json
+    """
+    from pprl.documents import Submission, load
+    from pprl.errors import KeyFormatError
+    from pprl.protocol.files import load_cards, load_key
+    from pprl.protocol.registry import UpdateOptions
+    from pprl.registry import Registry
+
+    key = load_key(me)
+    if key.role != "bureau":
+        raise KeyFormatError(f"{me}: only the bureau keeps the registry; '{key.name}' is a {key.role}")
+    options = UpdateOptions(threshold=None if threshold == "auto" else threshold, blocking=blocking,
+                            progress=progress_wanted())
+    trusted = load_cards(cards)
+    docs = [load(p, Submission) for p in submissions]
+    with Registry(registry) as reg:
+        reports = reg.update(docs, options, trusted)
+        stats = reg.stats()
+    for r in reports:
+        say(f"{r.platform}: {r.records:,} records: {r.new:,} new, {r.updated:,} updated, {r.removed:,} removed, "
+            f"{r.unchanged:,} unchanged entities (threshold {r.threshold:.4f}, {r.threshold_method})")
+    click.echo(
+        f"new {sum(r.new for r in reports)} updated {sum(r.updated for r in reports)} "
+        f"removed {sum(r.removed for r in reports)} unchanged {reports[-1].unchanged if reports else 0} "
+        f"entities {stats.entities}"
+    )
+
+
+@registry_group.command("stats")
+@REGISTRY
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def registry_stats_cmd(registry, as_json) -> None:
+    """Print what the registry holds: entities, records per platform, entities by number of platforms.
+
+    \b
+    Example:
+      pprl registry stats --registry bureau/registry.db
+    """
+    import json
+
+    from pprl.registry import Registry
+
+    with Registry(registry) as reg:
+        stats = reg.stats()
+    if as_json:
+        click.echo(json.dumps({
+            "entities": stats.entities, "records": stats.records,
+            "by_platforms": {str(k): v for k, v in stats.by_platforms.items()},
+            "submissions": stats.submissions, "updates": stats.updates,
+        }, indent=2))
+        return
+    click.echo(f"entities {stats.entities}")
+    for platform, n in stats.records.items():
+        sub = stats.submissions.get(platform, {})
+        click.echo(f"  {platform}: {n} records (submission {str(sub.get('hash', ''))[:16]}, {sub.get('created', '')})")
+    for k, n in stats.by_platforms.items():
+        click.echo(f"  on {k} platform{'s' if k != 1 else ''}: {n} entities")

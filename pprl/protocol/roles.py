@@ -2,4 +2,4 @@
 
 __all__ = ["ROLES"]
 
-ROLES = ("platform", "bureau", "authority")
+ROLES = ("platform", "bureau", "authority", "lender", "regulator")

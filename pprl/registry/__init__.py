@@ -1,0 +1,8 @@
+"""The bureau's persistent registry of linked entities: SQLite by default, PostgreSQL by URL.
+
+Import from here: ``from pprl.registry import Registry``. Design: docs/registry.md.
+"""
+
+from pprl.registry.store import FORMAT, Registry, RegistryStats, UpdateReport, registry_url
+
+__all__ = ["FORMAT", "Registry", "RegistryStats", "UpdateReport", "registry_url"]

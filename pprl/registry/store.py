@@ -1,0 +1,310 @@
+"""The registry's storage: SQLAlchemy Core tables, one transaction per change.
+
+The registry holds only what the bureau may hold: CLKs, per-record Paillier
+ciphertexts, random tokens and entity numbers; never an identifier or a
+plaintext score. A location is a file path (SQLite, the embedded default) or
+a database URL (``postgresql://user@host/db``, through psycopg 3). Every
+update runs in one transaction: it reads the registry, plans the change
+(:func:`pprl.protocol.registry.plan_update`) and writes it, so a crash leaves
+the registry as it was before or after, never half-updated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pprl.documents import Card, Submission, now
+from pprl.errors import RegistryError
+from pprl.protocol.registry import RegistryView, UpdateOptions, UpdatePlan, plan_update
+
+__all__ = ["FORMAT", "Registry", "RegistryStats", "UpdateReport", "registry_url"]
+
+#: The registry format this pprl reads and writes (refuses others).
+FORMAT = "pprl-registry-1"
+
+_md = sa.MetaData()
+_meta = sa.Table(
+    "pprl_meta", _md,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+_entities = sa.Table(
+    "pprl_entities", _md,
+    sa.Column("number", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("updated", sa.String(40), nullable=False),
+)
+_records = sa.Table(
+    "pprl_records", _md,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("platform", sa.String(64), nullable=False),
+    sa.Column("token", sa.String(64), nullable=False),
+    sa.Column("entity", sa.BigInteger, sa.ForeignKey("pprl_entities.number"), nullable=False, index=True),
+    sa.Column("clk", sa.LargeBinary, nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary, nullable=True),
+    sa.Column("submission", sa.String(64), nullable=False),
+    sa.UniqueConstraint("platform", "token", name="pprl_records_platform_token"),
+)
+_submissions = sa.Table(
+    "pprl_submissions", _md,
+    sa.Column("platform", sa.String(64), primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("records", sa.Integer, nullable=False),
+    sa.Column("applied", sa.String(40), nullable=False),
+)
+_updates = sa.Table(
+    "pprl_updates", _md,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("platform", sa.String(64), nullable=False),
+    sa.Column("submission", sa.String(64), nullable=False),
+    sa.Column("records", sa.Integer, nullable=False),
+    sa.Column("new", sa.Integer, nullable=False),
+    sa.Column("updated", sa.Integer, nullable=False),
+    sa.Column("removed", sa.Integer, nullable=False),
+    sa.Column("unchanged", sa.Integer, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("threshold_method", sa.String(16), nullable=False),
+)
+
+
+def registry_url(location: str | os.PathLike[str]) -> str:
+    """The SQLAlchemy URL of a registry location: a database URL as given (postgresql via psycopg 3),
+    anything else a SQLite file path."""
+    text = os.fspath(location)
+    if "://" in text:
+        if text.startswith("postgresql://") or text.startswith("postgres://"):
+            text = "postgresql+psycopg://" + text.split("://", 1)[1]
+        return text
+    return "sqlite:///" + str(Path(text).resolve())
+
+
+@dataclass(frozen=True)
+class UpdateReport:
+    """What one submission changed: entity counts, records, the threshold used."""
+
+    platform: str
+    submission: str
+    records: int
+    new: int
+    updated: int
+    removed: int
+    unchanged: int
+    threshold: float
+    threshold_method: str
+
+
+@dataclass(frozen=True)
+class RegistryStats:
+    """What the registry holds: entities, records per platform, entities by number of platforms, recent updates."""
+
+    entities: int
+    records: dict[str, int]
+    by_platforms: dict[int, int]
+    submissions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    parameters: dict[str, Any] | None = None
+
+
+class Registry:
+    """A registry at ``location`` (created on first use). Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, location: str | os.PathLike[str]) -> None:
+        self.location = os.fspath(location)
+        url = registry_url(location)
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._engine: Engine = sa.create_engine(url, future=True)
+            with self._engine.begin() as conn:
+                _md.create_all(conn)
+                found = conn.execute(sa.select(_meta.c.value).where(_meta.c.key == "format")).scalar()
+                if found is None:
+                    conn.execute(sa.insert(_meta).values(key="format", value=FORMAT))
+                    conn.execute(sa.insert(_meta).values(key="next_entity", value="1"))
+                elif found != FORMAT:
+                    raise RegistryError(f"{self.display}: is a '{found}' registry; this pprl reads {FORMAT}")
+        except sa.exc.SQLAlchemyError as exc:
+            raise RegistryError(f"{self.display}: cannot open the registry ({_reason(exc)})") from None
+        except ModuleNotFoundError as exc:
+            raise RegistryError(
+                f"{self.display}: needs the {exc.name} package: pip install 'pprl[postgres]'"
+            ) from None
+
+    @property
+    def display(self) -> str:
+        """The location for messages, without a password."""
+        try:
+            return sa.engine.make_url(registry_url(self.location)).render_as_string(hide_password=True)
+        except sa.exc.ArgumentError:
+            return self.location
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def view(self) -> RegistryView:
+        """The registry as an update sees it (parameters, every record's platform, entity and CLK)."""
+        with self._engine.connect() as conn:
+            return _view(conn)
+
+    def stats(self) -> RegistryStats:
+        """Counts for people and reports (no CLK, no ciphertext)."""
+        with self._engine.connect() as conn:
+            entities = conn.execute(sa.select(sa.func.count()).select_from(_entities)).scalar_one()
+            records = {
+                p: int(n) for p, n in conn.execute(
+                    sa.select(_records.c.platform, sa.func.count()).group_by(_records.c.platform)
+                ).all()
+            }
+            per_entity = (
+                sa.select(_records.c.entity, sa.func.count(sa.distinct(_records.c.platform)).label("k"))
+                .group_by(_records.c.entity).subquery()
+            )
+            by = {int(k): int(n) for k, n in conn.execute(
+                sa.select(per_entity.c.k, sa.func.count()).group_by(per_entity.c.k)
+            ).all()}
+            subs = {
+                row.platform: {"hash": row.hash, "created": row.created, "records": row.records, "applied": row.applied}
+                for row in conn.execute(sa.select(_submissions)).all()
+            }
+            updates = [dict(row._mapping) for row in conn.execute(
+                sa.select(_updates).order_by(_updates.c.seq.desc()).limit(20)
+            ).all()]
+            return RegistryStats(int(entities), dict(sorted(records.items())), dict(sorted(by.items())), subs,
+                                 updates, _parameters(conn))
+
+    def members(self) -> dict[str, list[tuple[str, str]]]:
+        """Entity id -> [(platform, token)], for evaluation and tests (the registry's own view, no PII)."""
+        with self._engine.connect() as conn:
+            out: dict[str, list[tuple[str, str]]] = {}
+            rows = conn.execute(
+                sa.select(_records.c.entity, _records.c.platform, _records.c.token).order_by(_records.c.entity)
+            ).all()
+            for e, p, t in rows:
+                out.setdefault(entity_id(int(e)), []).append((p, t))
+            return out
+
+    # -- changing -----------------------------------------------------------------------------
+
+    def update(
+        self, submissions: Sequence[Submission], options: UpdateOptions, cards: Sequence[Card] | None = None
+    ) -> list[UpdateReport]:
+        """Replace each submission's platform contribution, in order, in one transaction for them all.
+
+        Each submission is planned against the registry as the ones before it
+        left it; if any is refused, nothing is written.
+        """
+        reports = []
+        try:
+            with self._engine.begin() as conn:
+                _lock(conn)
+                for doc in submissions:
+                    plan = plan_update(_view(conn), doc, options, cards)
+                    _apply(conn, plan)
+                    reports.append(UpdateReport(
+                        plan.platform, plan.submission_hash, len(plan.add), plan.new, plan.updated, plan.removed,
+                        plan.unchanged, plan.threshold, plan.threshold_method,
+                    ))
+        except sa.exc.SQLAlchemyError as exc:
+            raise RegistryError(f"{self.display}: the update was not applied ({_reason(exc)})") from None
+        return reports
+
+
+def entity_id(number: int) -> str:
+    """The stable id of registry entity ``number``."""
+    return f"E{number:09d}"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _lock(conn: Connection) -> None:
+    """Serialise writers: take the counter row for update (PostgreSQL); SQLite locks the file on first write."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(sa.select(_meta.c.value).where(_meta.c.key == "next_entity").with_for_update())
+
+
+def _parameters(conn: Connection) -> dict[str, Any] | None:
+    value = conn.execute(sa.select(_meta.c.value).where(_meta.c.key == "parameters")).scalar()
+    return None if value is None else dict(json.loads(value))
+
+
+def _view(conn: Connection) -> RegistryView:
+    params = _parameters(conn)
+    rows = conn.execute(
+        sa.select(_records.c.id, _records.c.platform, _records.c.entity, _records.c.clk).order_by(_records.c.id)
+    ).all()
+    width = int(params["clk_bytes"]) if params else 0
+    if rows:
+        clks = np.frombuffer(b"".join(bytes(r.clk) for r in rows), dtype=np.uint8).reshape(len(rows), width)
+    else:
+        clks = np.zeros((0, width), dtype=np.uint8)
+    applied = {r.platform: (r.hash, r.created) for r in conn.execute(sa.select(_submissions)).all()}
+    return RegistryView(
+        parameters=params,
+        platforms=np.array([r.platform for r in rows], dtype=object),
+        record_ids=np.array([r.id for r in rows], dtype=np.int64),
+        entities=np.array([r.entity for r in rows], dtype=np.int64),
+        clks=clks,
+        applied=applied,
+    )
+
+
+def _apply(conn: Connection, plan: UpdatePlan) -> None:
+    time = now()
+    if _parameters(conn) is None:
+        conn.execute(sa.insert(_meta).values(key="parameters", value=json.dumps(plan.parameters, sort_keys=True)))
+    next_entity = int(conn.execute(sa.select(_meta.c.value).where(_meta.c.key == "next_entity")).scalar_one())
+    numbers = {-(k + 1): next_entity + k for k in range(plan.new_entities)}
+    if plan.new_entities:
+        conn.execute(sa.insert(_entities), [{"number": n, "created": time, "updated": time} for n in numbers.values()])
+        conn.execute(sa.update(_meta).where(_meta.c.key == "next_entity")
+                     .values(value=str(next_entity + plan.new_entities)))
+    if len(plan.remove):
+        ids = [int(i) for i in plan.remove]
+        for start in range(0, len(ids), 10_000):
+            conn.execute(sa.delete(_records).where(_records.c.id.in_(ids[start : start + 10_000])))
+    rows = [
+        {"platform": plan.platform, "token": r.token, "entity": numbers.get(r.entity, r.entity), "clk": r.clk,
+         "ciphertext": r.ciphertext, "submission": plan.submission_hash}
+        for r in plan.add
+    ]
+    for start in range(0, len(rows), 10_000):
+        conn.execute(sa.insert(_records), rows[start : start + 10_000])
+    touched = sorted({r.entity for r in plan.add if r.entity > 0})
+    for start in range(0, len(touched), 10_000):
+        conn.execute(sa.update(_entities).where(_entities.c.number.in_(touched[start : start + 10_000]))
+                     .values(updated=time))
+    if plan.removed_entities:
+        for start in range(0, len(plan.removed_entities), 10_000):
+            chunk = plan.removed_entities[start : start + 10_000]
+            conn.execute(sa.delete(_entities).where(_entities.c.number.in_(chunk)))
+    conn.execute(sa.delete(_submissions).where(_submissions.c.platform == plan.platform))
+    conn.execute(sa.insert(_submissions).values(
+        platform=plan.platform, hash=plan.submission_hash, created=plan.created, records=len(plan.add), applied=time,
+    ))
+    conn.execute(sa.insert(_updates).values(
+        time=time, platform=plan.platform, submission=plan.submission_hash, records=len(plan.add), new=plan.new,
+        updated=plan.updated, removed=plan.removed, unchanged=plan.unchanged, threshold=plan.threshold,
+        threshold_method=plan.threshold_method,
+    ))
