@@ -191,8 +191,10 @@ def registry_update_cmd(me, registry, cards, submissions, threshold, blocking) -
         reports = reg.update(docs, options, trusted)
         stats = reg.stats()
     for r in reports:
+        how = ("nothing to link against yet" if r.threshold_method == "none"
+               else f"threshold {r.threshold:.4f}, {r.threshold_method}")
         say(f"{r.platform}: {r.records:,} records: {r.new:,} new, {r.updated:,} updated, {r.removed:,} removed, "
-            f"{r.unchanged:,} unchanged entities (threshold {r.threshold:.4f}, {r.threshold_method})")
+            f"{r.unchanged:,} unchanged entities ({how})")
     click.echo(
         f"new {sum(r.new for r in reports)} updated {sum(r.updated for r in reports)} "
         f"removed {sum(r.removed for r in reports)} unchanged {reports[-1].unchanged if reports else 0} "
