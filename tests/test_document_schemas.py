@@ -117,7 +117,8 @@ def world(tmp_path_factory):
             "--out", w / f"{name}.sub.json")
         run("submit", *common, *scores, "--paillier", th_pub, "--out", w / f"{name}.th-sub.json")
     run("submit", "--me", key["platform_1"], "--schema", SCHEMA, "--secret", w / "platform_1.secret",
-        "--data", w / "data" / "platform_1.csv", "--id-column", "user_id", "--out", w / "linkage-only.sub.json")
+        "--data", w / "data" / "platform_1.csv", "--id-column", "user_id", "--pseudonym-column", "resident_id",
+        "--out", w / "linkage-only.sub.json")
     cards = [a for n in PLATFORMS for a in ("--cards", card[n])]
     for prefix, threshold in (("", "auto"), ("th-", 0.8)):
         subs = [a for n in PLATFORMS for a in ("--submissions", w / f"{n}.{prefix or ''}sub.json")]

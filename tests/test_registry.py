@@ -247,3 +247,38 @@ def test_registry_commands(tmp_path):
     assert registry.read_bytes() == before
     wrong = run("registry", "update", "--me", key["platform_1"], "--registry", w / "other.db", *cards, *subs, ok=False)
     refused(wrong, w / "other.db", "only the bureau")
+
+
+def test_a_lender_finds_an_applicant_by_pseudonym_alone(world, location):
+    """Platforms submit pseudonyms; a lender gets one for its applicant through the OPRF; the registry finds it."""
+    from pprl.crypto import oprf
+    from pprl.encoding.normalise import normaliser_for
+
+    frames = world["population"].platforms
+    subs, maps = [], {}
+    for n in world["names"]:
+        prepared = prepare_submission(world["parties"][n], SCHEMA, world["secrets"][n], frames[n],
+                                      SubmitOptions(id_column="user_id", scores=SCORES, pseudonym_column="resident_id"),
+                                      world["key"])
+        subs.append(prepared.submission)
+        maps[n] = dict(prepared.token_map)
+    truth = world["population"].truth
+    with Registry(location) as reg:
+        reg.update(subs, OPTIONS, world["cards"])
+        entity_of = _entity_of(reg, maps)
+        # the lender's applicants: a person on several platforms, and an ID no platform has
+        linked = truth.groupby("person").filter(
+            lambda g: len(g) >= 2 and len({entity_of[(p, u)] for p, u in zip(g["platform"], g["user_id"])}) == 1
+        )
+        person = linked.iloc[0]
+        row = frames[person["platform"]].set_index("user_id").loc[person["user_id"]]
+        normalise = normaliser_for("resident_id")
+        applicant = normalise(row["resident_id"])
+        assert applicant is not None
+        stranger = normalise("110101190001010013") or "110101190001010013"
+        blinding = oprf.blind_inputs([applicant, stranger], "resident_id")
+        evaluator = oprf.derive_key(world["secrets"]["platform_3"].secret, "resident_id")  # any platform evaluates
+        found = oprf.finalize(blinding, [applicant, stranger], oprf.evaluate(evaluator, blinding.elements))
+        hits = reg.find(found)
+    assert hits.get(found[0]) == entity_of[(person["platform"], person["user_id"])]
+    assert found[1] not in hits  # not found, never guessed

@@ -53,9 +53,15 @@ def parse_clip(specs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
               help="Pack this many records into each ciphertext (at most 5 with a 2048-bit key): a "
                    "submission about N times smaller and faster to encrypt, more work for the bureau. "
                    "Every platform in a run must use the same N.")
+@click.option("--pseudonym-column",
+              help="Column holding each user's resident ID (or mobile, with --pseudonym-kind): the submission "
+                   "then carries each record's pseudonym, by which a lender finds a consenting applicant "
+                   "without anyone seeing the ID.")
+@click.option("--pseudonym-kind", type=click.Choice(["resident_id", "mobile"]), default="resident_id",
+              show_default=True, help="The identifier kind in --pseudonym-column.")
 @click.option("--out", required=True, type=FILE, help="Submission file to write.")
 def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores, clip, plain_encryption,
-               records_per_ciphertext, out) -> None:
+               records_per_ciphertext, pseudonym_column, pseudonym_kind, out) -> None:
     """Encode identifiers into CLKs, encrypt scores, and sign one submission for the bureau.
 
     Also writes OUT.map.csv (token,<id-column>; mode 0600): your private way
@@ -85,6 +91,8 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
         clip=parse_clip(clip),
         encryption="plain" if plain_encryption else None,
         records_per_ciphertext=records_per_ciphertext,
+        pseudonym_column=pseudonym_column,
+        pseudonym_kind=pseudonym_kind,
     )
     say(f"wrote {result.path} ({result.records} records, scores: {', '.join(result.score_columns) or 'none'})")
     say(f"wrote {result.map_path} (private, mode 0600: keep it)")

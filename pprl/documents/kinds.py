@@ -178,6 +178,7 @@ class SubmissionHeader(Part):
     score_decimals: int
     packing: dict[str, Any] | None = None
     clip: dict[str, list[str]] = field(default_factory=dict)
+    pseudonym_kind: str | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,6 +186,7 @@ class SubmissionPayload(Part):
     tokens: list[str]
     clks: bytes = field(repr=False)
     scores_packed: bytes | None = field(repr=False)
+    pseudonyms: bytes | None = field(default=None, metadata=OPTIONAL, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -271,6 +271,8 @@ def submit(
     clip: Mapping[str, tuple[Decimal, Decimal]] | None = None,
     encryption: str | None = None,
     records_per_ciphertext: int = 1,
+    pseudonym_column: str | None = None,
+    pseudonym_kind: str = "resident_id",
 ) -> SubmitResult:
     """Encode, encrypt and sign this platform's records; write the submission and its token map (0600).
 
@@ -279,7 +281,8 @@ def submit(
     """
     options = SubmitOptions(
         id_column=id_column, scores=tuple(scores), clip=dict(clip or {}), encryption=encryption or "djn",
-        records_per_ciphertext=records_per_ciphertext, progress=progress,
+        records_per_ciphertext=records_per_ciphertext, pseudonym_column=pseudonym_column,
+        pseudonym_kind=pseudonym_kind, progress=progress,
     )
     schema = schema if isinstance(schema, Schema) else load_schema(schema)
     secret = secret if isinstance(secret, LinkageSecret) else load_secret(secret)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pprl.crypto.oprf import PSEUDONYM_BYTES
 from pprl.crypto.paillier.vector import PaillierPublicKey
 from pprl.documents import (
     Card,
@@ -102,6 +103,10 @@ def open_submission(doc: Submission, cards: Sequence[Card] | None = None) -> Ver
     n, width, tokens = header.records, header.clk_bytes, payload.tokens
     if len(tokens) != n or len(set(tokens)) != n or width <= 0 or len(payload.clks) != n * width:
         raise DocumentError(f"{source}: record counts, tokens and encodings disagree")
+    if (payload.pseudonyms is None) != (header.pseudonym_kind is None):
+        raise DocumentError(f"{source}: pseudonyms and their kind come together")
+    if payload.pseudonyms is not None and len(payload.pseudonyms) != n * PSEUDONYM_BYTES:
+        raise DocumentError(f"{source}: pseudonyms are not {PSEUDONYM_BYTES} bytes per record")
     clks = np.frombuffer(payload.clks, dtype=np.uint8).reshape(n, width)
     return VerifiedSubmission(doc=doc, platform=signer.name, clks=clks)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pprl.crypto.oprf import PSEUDONYM_BYTES
 from pprl.crypto.paillier.vector import PaillierPublicKey
 from pprl.documents import Card, Submission, canonical_json
 from pprl.errors import DocumentError, KeyMismatchError, OptionError, PolicyError
@@ -30,6 +31,7 @@ from pprl.matching.blocking import derive_seed, lsh_candidates, plan_blocking
 from pprl.matching.dice.similarity import Candidates, find_candidates
 from pprl.matching.thresholds import best_match_sample, choose_threshold
 from pprl.protocol.link import BLOCKING_MODES, SAMPLE_SIZE, VerifiedSubmission, open_submission, paillier_key_of
+from pprl.protocol.submit import NO_PSEUDONYM
 
 __all__ = [
     "PARAMETER_FIELDS",
@@ -58,6 +60,7 @@ class RegistryView:
         entities: the entity number of each record.
         clks: one CLK row per record.
         applied: per platform, (hash, created) of the submission its records come from.
+        pseudonym_kind: the identifier kind of the records' pseudonyms (None until a submission brings some).
     """
 
     parameters: dict[str, Any] | None
@@ -66,6 +69,7 @@ class RegistryView:
     entities: np.ndarray
     clks: np.ndarray = field(repr=False)
     applied: dict[str, tuple[str, str]] = field(default_factory=dict)
+    pseudonym_kind: str | None = None
 
     @classmethod
     def empty(cls, clk_bytes: int = 0) -> RegistryView:
@@ -109,6 +113,7 @@ class NewRecord:
     clk: bytes = field(repr=False)
     ciphertext: bytes | None = field(repr=False)
     entity: int
+    pseudonym: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ class UpdatePlan:
         platform: whose contribution is replaced.
         submission_hash, created: the submission applied.
         parameters: the registry's parameters (set by the first submission).
+        pseudonym_kind: the identifier kind of the submission's pseudonyms, if it carries any.
         remove: record ids of the platform's previous records.
         add: the new records.
         new_entities: how many entities the update creates (numbered -1, -2, ... in ``add``).
@@ -131,6 +137,7 @@ class UpdatePlan:
     submission_hash: str
     created: str
     parameters: dict[str, Any]
+    pseudonym_kind: str | None
     remove: np.ndarray = field(repr=False)
     add: list[NewRecord] = field(repr=False)
     new_entities: int
@@ -156,6 +163,11 @@ def _check_parameters(view: RegistryView, sub: VerifiedSubmission) -> dict[str, 
             f"{sub.source}: packs several records per ciphertext; a registry keeps one ciphertext per record "
             "(submit with one record per ciphertext)"
         )
+    kind = sub.doc.header.pseudonym_kind
+    if kind is not None and view.pseudonym_kind not in (None, kind):
+        raise KeyMismatchError(
+            f"{sub.source}: its pseudonyms are of {kind}, the registry's of {view.pseudonym_kind}"
+        )
     if view.parameters is None:
         return params
     for name in PARAMETER_FIELDS:
@@ -175,6 +187,19 @@ def _ciphertexts(sub: VerifiedSubmission) -> list[bytes | None]:
     if len(packed) != n * width:
         raise DocumentError(f"{sub.source}: encrypted scores are not one ciphertext per record")
     return [packed[i * width : (i + 1) * width] for i in range(n)]
+
+
+def _pseudonyms(sub: VerifiedSubmission) -> list[bytes | None]:
+    """Each record's pseudonym (None where the platform had no valid identifier, or sent none)."""
+    blob = sub.doc.payload.pseudonyms
+    n = len(sub.tokens)
+    if blob is None:
+        return [None] * n
+    out: list[bytes | None] = []
+    for i in range(n):
+        p = blob[i * PSEUDONYM_BYTES : (i + 1) * PSEUDONYM_BYTES]
+        out.append(None if p == NO_PSEUDONYM else p)
+    return out
 
 
 def _candidates(new: np.ndarray, old: np.ndarray, options: UpdateOptions, seed: bytes) -> tuple[Candidates, float, str]:
@@ -263,7 +288,8 @@ def plan_update(
         else:
             new_count += 1
             entity_of.append(-new_count)
-    add = [NewRecord(sub.tokens[i], sub.clks[i].tobytes(), ciphertexts[i], entity_of[i]) for i in range(n)]
+    found = _pseudonyms(sub)
+    add = [NewRecord(sub.tokens[i], sub.clks[i].tobytes(), ciphertexts[i], entity_of[i], found[i]) for i in range(n)]
 
     # entity bookkeeping
     counts: dict[int, int] = {}
@@ -295,6 +321,7 @@ def plan_update(
         submission_hash=sub.hash,
         created=created,
         parameters=params,
+        pseudonym_kind=sub.doc.header.pseudonym_kind,
         remove=view.record_ids[mine_old] if len(mine_old) else np.zeros(0, dtype=np.int64),
         add=add,
         new_entities=new_count,

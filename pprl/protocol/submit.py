@@ -18,11 +18,13 @@ from decimal import Decimal, InvalidOperation
 import numpy as np
 import pandas as pd
 
+from pprl.crypto.oprf import PSEUDONYM_BYTES, derive_key, pseudonyms
 from pprl.crypto.paillier.packing import PackingSpec, encrypt_packed, fixed_bound
 from pprl.crypto.paillier.vector import PaillierPublicKey, decode_fixed, encode_fixed
 from pprl.crypto.shuffle import random_permutation
 from pprl.documents import Card, PaillierPub, Submission, SubmissionHeader, SubmissionPayload, seal, verify
 from pprl.encoding.clk import encode_with_report
+from pprl.encoding.normalise import IDENTIFIER_KINDS, normaliser_for
 from pprl.encoding.schema import Schema
 from pprl.errors import DataValidationError, KeyMismatchError, OptionError
 from pprl.protocol.identity import PartyKey
@@ -36,10 +38,13 @@ __all__ = [
     "SubmitOptions",
     "open_paillier_public",
     "prepare_submission",
+    "record_pseudonyms",
     "score_packing",
 ]
 
 SCORE_DECIMALS = 2
+#: The pseudonym of a record without a valid identifier.
+NO_PSEUDONYM = bytes(PSEUDONYM_BYTES)
 SCORE_MAX_ABS = 10**9  # largest |score| a platform may submit
 MAX_CONTRIBUTORS = 64  # most records one entity may sum (one per platform)
 #: How scores may be encrypted: the key's DJN base (default) or classic r^n randomness.
@@ -59,6 +64,10 @@ class SubmitOptions:
         encryption: "djn" (the key's DJN base) or "plain" (classic r^n randomness).
         records_per_ciphertext: pack this many records into each ciphertext;
             every platform of a run must agree.
+        pseudonym_column: a column holding each user's identifier of ``pseudonym_kind``: the
+            submission then carries each record's pseudonym (the OPRF of the normalised
+            identifier under the platforms' key), how a consenting applicant is found later.
+        pseudonym_kind: "resident_id" or "mobile".
         progress: show progress bars.
     """
 
@@ -67,10 +76,17 @@ class SubmitOptions:
     clip: Mapping[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
     encryption: str = "djn"
     records_per_ciphertext: int = 1
+    pseudonym_column: str | None = None
+    pseudonym_kind: str = "resident_id"
     progress: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scores", tuple(self.scores))
+        if self.pseudonym_kind not in IDENTIFIER_KINDS:
+            raise OptionError(
+                f"{{pseudonym_kind}} must be one of {', '.join(IDENTIFIER_KINDS)}, not '{self.pseudonym_kind}'",
+                "pseudonym_kind",
+            )
         if not self.id_column:
             raise OptionError("{id_column} must name a column", "id_column")
         if len(set(self.scores)) != len(self.scores):
@@ -186,6 +202,18 @@ def _fixed_point_scores(
     return matrix
 
 
+def record_pseudonyms(secret: LinkageSecret, kind: str, values: Sequence[str]) -> list[bytes]:
+    """Each value's pseudonym (32 bytes), or 32 zero bytes where it is not a valid identifier of ``kind``."""
+    normalise = normaliser_for(kind)
+    normalised = [normalise(v) for v in values]
+    valid = [i for i, v in enumerate(normalised) if v is not None]
+    out = [NO_PSEUDONYM] * len(values)
+    found = pseudonyms(derive_key(secret.secret, kind), [str(normalised[i]) for i in valid])
+    for i, p in zip(valid, found):
+        out[i] = p
+    return out
+
+
 def prepare_submission(
     me: PartyKey,
     schema: Schema,
@@ -218,7 +246,8 @@ def prepare_submission(
     if secret.owner != me.name:
         raise KeyMismatchError(f"the linkage secret belongs to '{secret.owner}', not '{me.name}'")
     scores = options.scores
-    frame = own_records(records, options.id_column, scores, source)
+    extra = [options.pseudonym_column] if options.pseudonym_column else []
+    frame = own_records(records, options.id_column, [*scores, *extra], source)
     if scores and paillier is None:
         raise DataValidationError("score columns were named but no Paillier public key was given")
     key = paillier if scores else None
@@ -239,6 +268,10 @@ def prepare_submission(
         if key is not None and spec is not None else None
     )
     tokens = [secrets.token_hex(12) for _ in range(len(frame))]
+    pseudonyms = None
+    if options.pseudonym_column:
+        found = record_pseudonyms(secret, options.pseudonym_kind, frame[options.pseudonym_column].tolist())
+        pseudonyms = b"".join(found[int(i)] for i in order)  # in the records' (shuffled) order
     header = SubmissionHeader(
         platform=me.name,
         records=len(frame),
@@ -253,8 +286,10 @@ def prepare_submission(
         clip={
             c: [str(v) for v in decode_fixed(list(clip_fixed[c]), SCORE_DECIMALS)] for c in scores if c in clip_fixed
         },
+        pseudonym_kind=options.pseudonym_kind if pseudonyms is not None else None,
     )
-    payload = SubmissionPayload(tokens=tokens, clks=np.ascontiguousarray(clks).tobytes(), scores_packed=packed)
+    payload = SubmissionPayload(tokens=tokens, clks=np.ascontiguousarray(clks).tobytes(), scores_packed=packed,
+                                pseudonyms=pseudonyms)
     submission = seal(Submission(header=header, payload=payload), me.identity, me.card)
     return PreparedSubmission(
         submission=submission,

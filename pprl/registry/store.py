@@ -52,6 +52,7 @@ _records = sa.Table(
     sa.Column("clk", sa.LargeBinary, nullable=False),
     sa.Column("ciphertext", sa.LargeBinary, nullable=True),
     sa.Column("submission", sa.String(64), nullable=False),
+    sa.Column("pseudonym", sa.LargeBinary(32), nullable=True, index=True),
     sa.UniqueConstraint("platform", "token", name="pprl_records_platform_token"),
 )
 _submissions = sa.Table(
@@ -202,6 +203,20 @@ class Registry:
                 out.setdefault(entity_id(int(e)), []).append((p, t))
             return out
 
+    def find(self, pseudonyms: Sequence[bytes]) -> dict[bytes, str]:
+        """The entity id of each pseudonym the registry holds (pseudonyms it does not hold are left out)."""
+        wanted = [bytes(p) for p in pseudonyms]
+        out: dict[bytes, str] = {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(wanted), 1000):
+                rows = conn.execute(
+                    sa.select(_records.c.pseudonym, _records.c.entity)
+                    .where(_records.c.pseudonym.in_(wanted[start : start + 1000]))
+                ).all()
+                for p, e in rows:
+                    out[bytes(p)] = entity_id(int(e))
+        return out
+
     # -- changing -----------------------------------------------------------------------------
 
     def update(
@@ -244,6 +259,11 @@ def _lock(conn: Connection) -> None:
         conn.execute(sa.select(_meta.c.value).where(_meta.c.key == "next_entity").with_for_update())
 
 
+def _meta_value(conn: Connection, key: str) -> str | None:
+    value = conn.execute(sa.select(_meta.c.value).where(_meta.c.key == key)).scalar()
+    return None if value is None else str(value)
+
+
 def _parameters(conn: Connection) -> dict[str, Any] | None:
     value = conn.execute(sa.select(_meta.c.value).where(_meta.c.key == "parameters")).scalar()
     return None if value is None else dict(json.loads(value))
@@ -267,6 +287,7 @@ def _view(conn: Connection) -> RegistryView:
         entities=np.array([r.entity for r in rows], dtype=np.int64),
         clks=clks,
         applied=applied,
+        pseudonym_kind=_meta_value(conn, "pseudonym_kind"),
     )
 
 
@@ -274,6 +295,8 @@ def _apply(conn: Connection, plan: UpdatePlan) -> None:
     time = now()
     if _parameters(conn) is None:
         conn.execute(sa.insert(_meta).values(key="parameters", value=json.dumps(plan.parameters, sort_keys=True)))
+    if plan.pseudonym_kind is not None and _meta_value(conn, "pseudonym_kind") is None:
+        conn.execute(sa.insert(_meta).values(key="pseudonym_kind", value=plan.pseudonym_kind))
     next_entity = int(conn.execute(sa.select(_meta.c.value).where(_meta.c.key == "next_entity")).scalar_one())
     numbers = {-(k + 1): next_entity + k for k in range(plan.new_entities)}
     if plan.new_entities:
@@ -286,7 +309,7 @@ def _apply(conn: Connection, plan: UpdatePlan) -> None:
             conn.execute(sa.delete(_records).where(_records.c.id.in_(ids[start : start + 10_000])))
     rows = [
         {"platform": plan.platform, "token": r.token, "entity": numbers.get(r.entity, r.entity), "clk": r.clk,
-         "ciphertext": r.ciphertext, "submission": plan.submission_hash}
+         "ciphertext": r.ciphertext, "submission": plan.submission_hash, "pseudonym": r.pseudonym}
         for r in plan.add
     ]
     for start in range(0, len(rows), 10_000):
