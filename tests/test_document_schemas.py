@@ -31,7 +31,7 @@ SCHEMAS = ROOT / "pprl" / "documents" / "schemas"
 SCHEMA = ROOT / "examples" / "schema-cn.json"
 PLATFORMS = ["platform_1", "platform_2"]
 HOLDERS = ["holder_a", "holder_b", "holder_c"]
-SECRET_KINDS = ("key", "secret", "paillier-key", "psi-state")
+SECRET_KINDS = ("key", "secret", "paillier-key", "psi-state", "pseudonym-state")
 
 
 # --------------------------------------------------------------------------- the schemas themselves
@@ -137,7 +137,21 @@ def world(tmp_path_factory):
         "--audit-log", w / "th-audit.log", "--out", w / "th-aggregates.csv")
     run(*combine, "--parts", w / "holder_c.part.json", "--audit-log", w / "attested.log", "--out", w / "th2.csv")
     _psi(w, key, card, pub)
+    _pseudonyms(w, key, card)
     return {"dir": w, "key": key, "card": card}
+
+
+def _pseudonyms(w: Path, key: dict[str, Path], card: dict[str, Path]) -> None:
+    """A lender's pseudonym request, a platform's response and the lender's state, through the CLI."""
+    run("init", "bank_a", "--role", "lender", "--dir", w / "keys")
+    key["bank_a"], card["bank_a"] = w / "keys" / "bank_a.key", w / "keys" / "bank_a.card.json"
+    (w / "pseudonyms").mkdir()
+    run("pseudonym", "request", "--me", key["bank_a"], "--applicants", w / "data" / "platform_1.csv",
+        "--reference-column", "user_id", "--out", w / "pseudonyms" / "request.json",
+        "--state", w / "pseudonyms" / "bank_a.state")
+    run("pseudonym", "evaluate", "--me", key["platform_1"], "--secret", w / "platform_1.secret",
+        "--request", w / "pseudonyms" / "request.json", "--cards", card["bank_a"],
+        "--log", w.parent / f"{w.name}.oprf-log", "--out", w / "pseudonyms" / "response.json")  # the log: no document
 
 
 def _psi(w: Path, key: dict[str, Path], card: dict[str, Path], pub: Path) -> None:

@@ -29,6 +29,12 @@ __all__ = [
     "PaillierKeyDocument",
     "PaillierPub",
     "PaillierShare",
+    "ElementsPayload",
+    "PseudonymRequest",
+    "PseudonymRequestHeader",
+    "PseudonymResponse",
+    "PseudonymResponseHeader",
+    "PseudonymState",
     "PsiReveal",
     "PsiRevealHeader",
     "PsiRevealPayload",
@@ -466,6 +472,75 @@ class PsiState(Document):
     secret: bytes = field(repr=False)
     session: dict[str, Any]
     payload: PsiStatePayload = field(repr=False)
+
+
+# -- finding an applicant: pseudonyms through the OPRF --------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PseudonymRequestHeader(Part):
+    created: str = ""
+    lender: str
+    identifier: str
+    count: int
+    nonce: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ElementsPayload(Part):
+    elements: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PseudonymRequest(SignedDocument):
+    """A lender's blinded applicant identifiers for a platform to evaluate the pseudonym OPRF on."""
+
+    KIND: ClassVar[str] = "pseudonym-request"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: PseudonymRequestHeader
+    payload: ElementsPayload
+
+
+@dataclass(frozen=True, kw_only=True)
+class PseudonymResponseHeader(Part):
+    created: str = ""
+    platform: str
+    lender: str
+    request_hash: str
+    identifier: str
+    count: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PseudonymResponse(SignedDocument):
+    """A platform's evaluation of a pseudonym request, bound to it; only the lender can unblind it."""
+
+    KIND: ClassVar[str] = "pseudonym-response"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: PseudonymResponseHeader
+    payload: ElementsPayload
+
+
+@dataclass(frozen=True, kw_only=True)
+class PseudonymState(Document):
+    """A lender's private state between request and response: its applicants and the unblinding scalars (0600)."""
+
+    KIND: ClassVar[str] = "pseudonym-state"
+    PUBLIC: ClassVar[tuple[str, ...]] = ("lender", "created", "request_hash", "identifier")
+    PRIVATE: ClassVar[bool] = True
+    CREATED: ClassVar[str] = "created"
+
+    lender: str
+    created: str = ""
+    request_hash: str
+    identifier: str
+    applicants: list[str] = field(repr=False)
+    inputs: list[str] = field(repr=False)
+    unblind: bytes = field(repr=False)
 
 
 # -- the audit log --------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ SCHEMA_KINDS = (
     "paillier-pub", "paillier-key", "paillier-share", "decryption-part", "decryption-approval",
     "submission", "linkage", "release", "audit-entry",
     "psi-session", "psi-round", "psi-state", "psi-reveal",
+    "pseudonym-request", "pseudonym-response", "pseudonym-state",
 )
 #: At run time, longer arrays (and objects) are checked on their first MAX_ITEMS entries.
 MAX_ITEMS = 64

@@ -35,6 +35,9 @@ from pprl.documents import (
     PaillierKeyDocument,
     PaillierPub,
     PaillierShare,
+    PseudonymRequest,
+    PseudonymResponse,
+    PseudonymState,
     PsiReveal,
     PsiRound,
     PsiSession,
@@ -48,7 +51,7 @@ from pprl.documents import (
     write_atomic,
 )
 from pprl.encoding.schema import Schema, load_schema
-from pprl.errors import DocumentError, KeyFormatError, PPRLError
+from pprl.errors import DataValidationError, DocumentError, KeyFormatError, PPRLError
 from pprl.protocol.aggregate import AggregateOptions, aggregate_release
 from pprl.protocol.audit import AuditReport, next_entry, verify_entries
 from pprl.protocol.decrypt import (
@@ -71,6 +74,7 @@ from pprl.protocol.link import (
     open_linkage,
     open_submission,
 )
+from pprl.protocol.pseudonym import EvaluatorOptions, evaluate_request, finish_pseudonyms, request_pseudonyms
 from pprl.protocol.psi import (
     BlindOptions,
     IntersectionCounts,
@@ -88,13 +92,17 @@ from pprl.protocol.psi import (
 )
 from pprl.protocol.secret import LinkageSecret, combine_shares, make_share, open_secret, secret_document
 from pprl.protocol.submit import SubmitOptions, open_paillier_public, prepare_submission
-from pprl.protocol.tables import load_records
+from pprl.protocol.tables import load_records, require_columns
 from pprl.protocol.threshold.combine import CombinedRelease, combine_parts
 from pprl.protocol.threshold.dealer import ThresholdOptions, ThresholdSetup, deal_threshold_key, open_threshold_public
 from pprl.protocol.threshold.holder import LoadedShare, decryption_part, open_share
 
 __all__ = [
     "BlindResult",
+    "PseudonymRequestResult",
+    "evaluate_pseudonyms_file",
+    "finish_pseudonyms_file",
+    "request_pseudonyms_file",
     "ThresholdKeygenResult",
     "combine_release",
     "load_share",
@@ -786,3 +794,90 @@ def combine_release(
     public = load(public_path, PaillierPub) if public_path is not None else None
     options = ThresholdOptions(workers=workers, progress=progress, allow_insecure=_allow_insecure)
     return combine_parts(docs, load(release_path, Release), public, options, me=me, cards=cards, authority=authority)
+
+
+# -- pseudonyms for lenders -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PseudonymRequestResult:
+    path: Path
+    state_path: Path
+    applicants: int
+    invalid: int
+
+
+def request_pseudonyms_file(
+    me: PartyKey, applicants: PathLike, reference_column: str, identifier_column: str, out: PathLike,
+    state: PathLike, *, identifier: str = "resident_id",
+) -> PseudonymRequestResult:
+    """Blind the applicants of a CSV (lender); write the request and the private state (0600)."""
+    state_path = Path(state)
+    if state_path.exists():
+        raise DocumentError(f"{state_path}: already exists; refusing to overwrite a pseudonym state")
+    source, frame = load_records(applicants)
+    require_columns(frame, [reference_column, identifier_column], source)
+    pairs = list(zip(frame[reference_column].tolist(), frame[identifier_column].tolist()))
+    try:
+        made = request_pseudonyms(me, pairs, identifier)
+    except DataValidationError as exc:
+        raise DataValidationError(f"{source}: {exc}") from None
+    save(state_path, made.state)
+    try:
+        path = save(out, made.request)
+    except BaseException:
+        state_path.unlink(missing_ok=True)
+        raise
+    return PseudonymRequestResult(path, state_path, made.request.header.count, made.invalid)
+
+
+def evaluate_pseudonyms_file(
+    me: PartyKey, secret: LinkageSecret | PathLike, request: PathLike, lenders: Sequence[Card], log: PathLike,
+    out: PathLike, *, daily_quota: int | None = 10_000,
+) -> Path:
+    """Evaluate a lender's request (platform): append the use to ``log`` first, then write the response."""
+    options = EvaluatorOptions(daily_quota=daily_quota)
+    secret = secret if isinstance(secret, LinkageSecret) else load_secret(secret)
+    entries = _read_lines(log)
+    response, entry = evaluate_request(me, secret, load(request, PseudonymRequest), lenders, entries, options)
+    _append_json_line(log, entry)
+    return save(out, response)
+
+
+def finish_pseudonyms_file(
+    me: PartyKey, state: PathLike, response: PathLike, platforms: Sequence[Card], out: PathLike
+) -> tuple[Path, int]:
+    """Unblind a response (lender); write ``reference,pseudonym`` (hex) per applicant, 0600."""
+    found = finish_pseudonyms(me, load(state, PseudonymState), load(response, PseudonymResponse), platforms)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["reference", "pseudonym"])
+    writer.writerows((ref, p.hex()) for ref, p in found)
+    return write_atomic(out, buffer.getvalue().encode("utf-8"), private=True), len(found)
+
+
+def _read_lines(path: PathLike) -> list[dict[str, Any]]:
+    """A JSON-lines log (absent: empty); DocumentError naming the line that is not a JSON object."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    out = []
+    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            raise DocumentError(f"{p}: line {number} is not valid JSON (damaged?)") from None
+        if not isinstance(value, dict):
+            raise DocumentError(f"{p}: line {number} is not a log entry")
+        out.append(value)
+    return out
+
+
+def _append_json_line(path: PathLike, entry: Mapping[str, Any]) -> None:
+    p = Path(path)
+    existing = p.read_bytes() if p.exists() else b""
+    if existing and not existing.endswith(b"\n"):
+        existing += b"\n"
+    write_atomic(p, existing + json.dumps(entry, sort_keys=True).encode("utf-8") + b"\n")
