@@ -152,6 +152,37 @@ def _pseudonyms(w: Path, key: dict[str, Path], card: dict[str, Path]) -> None:
     run("pseudonym", "evaluate", "--me", key["platform_1"], "--secret", w / "platform_1.secret",
         "--request", w / "pseudonyms" / "request.json", "--cards", card["bank_a"],
         "--log", w.parent / f"{w.name}.oprf-log", "--out", w / "pseudonyms" / "response.json")  # the log: no document
+    # a consented query answered from a registry, and its masked decryption for the lender
+    lender = w / "lender"
+    lender.mkdir()
+    for name in PLATFORMS:
+        run("submit", "--me", key[name], "--schema", SCHEMA, "--secret", w / f"{name}.secret", "--data",
+            w / "data" / f"{name}.csv", "--id-column", "user_id", "--scores", "repay_score",
+            "--paillier", w / "authority" / "paillier.pub.json", "--pseudonym-column", "resident_id",
+            "--out", lender / f"{name}.sub.json")
+    registry = w.parent / f"{w.name}.registry.db"  # a database, not a document
+    run("registry", "update", "--me", key["bureau"], "--registry", registry,
+        *[a for n in PLATFORMS for a in ("--cards", card[n])],
+        *[a for n in PLATFORMS for a in ("--submissions", lender / f"{n}.sub.json")])
+    run("pseudonym", "finish", "--me", key["bank_a"], "--state", w / "pseudonyms" / "bank_a.state",
+        "--response", w / "pseudonyms" / "response.json", "--cards", card["platform_1"],
+        "--out", lender / "pseudonyms.csv")
+    with (lender / "pseudonyms.csv").open(encoding="utf-8") as fh:
+        references = [line.split(",")[0] for line in fh.read().splitlines()[1:4]]
+    with (lender / "consents.csv").open("w", encoding="utf-8") as fh:
+        fh.write("reference,consent,purpose,issued,expires\n")
+        for i, ref in enumerate(references):
+            fh.write(f"{ref},{i:064x},loan-application,2026-01-01T00:00:00+00:00,2099-01-01T00:00:00+00:00\n")
+    with (lender / "pseudonyms.csv").open(encoding="utf-8") as fh:
+        rows = fh.read().splitlines()
+    (lender / "asked.csv").write_text("\n".join(rows[:4]) + "\n", encoding="utf-8")
+    run("query", "--me", key["bank_a"], "--pseudonyms", lender / "asked.csv", "--consents", lender / "consents.csv",
+        "--purpose", "loan-application", "--out", lender / "query.json")
+    run("answer", "--me", key["bureau"], "--registry", registry, "--query", lender / "query.json",
+        "--cards", card["bank_a"], "--out", lender / "answer.json")
+    run("decrypt-answer", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
+        "--answer", lender / "answer.json", "--cards", card["bureau"], "--cards", card["bank_a"],
+        "--audit-log", w.parent / f"{w.name}.answers.log", "--out", lender / "decryption.json")
 
 
 def _psi(w: Path, key: dict[str, Path], card: dict[str, Path], pub: Path) -> None:
@@ -208,6 +239,14 @@ def test_the_documents_cover_the_optional_forms(world):
     assert "parts" in payloads[1] and "values" in payloads[0]
     attested = json.loads((w / "attested.log").read_text())
     assert "signature" not in attested and len(attested["approvals"]) == 2
+
+
+def test_an_answer_audit_entry_validates_in_full(world):
+    w = world["dir"]
+    (line,) = (w.parent / f"{w.name}.answers.log").read_text(encoding="utf-8").splitlines()
+    entry = json.loads(line)
+    validate_document(entry, "audit-entry", "answers.log:1", full=True)
+    assert entry["event"] == "answer" and entry["lender"] == "bank_a" and len(entry["consents"]) == 3
 
 
 def test_every_document_of_a_real_run_round_trips_through_its_typed_class(world):

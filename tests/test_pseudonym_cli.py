@@ -43,10 +43,10 @@ def world(tmp_path_factory):
     with applicants.open("w", encoding="utf-8", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["app_id", "resident_id"])
-        out.writerow(["A1", rows[0]["resident_id"]])
-        out.writerow(["A2", rows[1]["resident_id"]])
-        out.writerow(["A3", "12345"])
-        out.writerow(["A4", stranger])
+        out.writerow(["app-1", rows[0]["resident_id"]])
+        out.writerow(["app-2", rows[1]["resident_id"]])
+        out.writerow(["app-3", "12345"])
+        out.writerow(["app-4", stranger])
     return {"dir": w, "key": key, "card": card, "registry": registry, "applicants": applicants, "rows": rows}
 
 
@@ -63,7 +63,7 @@ def test_a_lender_finds_its_applicants_and_nobody_sees_an_id(world):
     request, state = _request(world, "bank_a", "one")
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o600
     text = request.read_text(encoding="utf-8")
-    assert world["rows"][0]["resident_id"] not in text and "A1" not in text
+    assert world["rows"][0]["resident_id"] not in text and "app-1" not in text  # (base64 has no "-")
     header = json.loads(run("inspect", request).stdout)["header"]
     assert header["count"] == 3 and header["lender"] == "bank_a"  # the malformed ID is left out
     response = w / "bank_a.one.response.json"
@@ -76,11 +76,11 @@ def test_a_lender_finds_its_applicants_and_nobody_sees_an_id(world):
     run("pseudonym", "finish", "--me", key["bank_a"], "--state", state, "--response", response,
         "--cards", card["platform_2"], "--out", found)
     pseudonyms = {r["reference"]: bytes.fromhex(r["pseudonym"]) for r in csv.DictReader(found.read_text().splitlines())}
-    assert set(pseudonyms) == {"A1", "A2", "A4"}
+    assert set(pseudonyms) == {"app-1", "app-2", "app-4"}
     with Registry(world["registry"]) as reg:
         hits = reg.find(list(pseudonyms.values()))
-    assert pseudonyms["A1"] in hits and pseudonyms["A2"] in hits
-    assert pseudonyms["A4"] not in hits  # a valid ID no platform holds: not found
+    assert pseudonyms["app-1"] in hits and pseudonyms["app-2"] in hits
+    assert pseudonyms["app-4"] not in hits  # a valid ID no platform holds: not found
 
 
 def test_the_evaluator_refuses_and_logs_nothing(world):

@@ -99,3 +99,116 @@ def finish_cmd(me, state, response, cards, out) -> None:
 
     path, count = finish_pseudonyms_file(load_key(me), state, response, load_cards(cards), out)
     say(f"wrote {path}: {count} pseudonyms (private, mode 0600)")
+
+
+PURPOSE = click.Choice(["loan-application", "credit-limit-review", "post-loan-monitoring"])
+
+
+@cli.command("query")
+@click.option("--me", required=True, type=FILE, help="Your identity key (lender).")
+@click.option("--pseudonyms", required=True, type=FILE, help="reference,pseudonym per applicant (`pprl pseudonym finish`).")
+@click.option("--consents", required=True, type=FILE,
+              help="CSV: reference,consent,purpose,issued,expires per applicant (consent = SHA-256 hex of the "
+                   "applicant's signed authorisation; times ISO 8601 UTC).")
+@click.option("--purpose", required=True, type=PURPOSE, help="Why you ask; every consent must be for it.")
+@click.option("--out", required=True, type=FILE, help="Query to write (goes to the bureau).")
+def query_cmd(me, pseudonyms, consents, purpose, out) -> None:
+    """Ask the bureau about consenting applicants, by pseudonym and with each one's consent.
+
+    \b
+    Example:
+      pprl query --me keys/bank_a.key --pseudonyms bank_a.pseudonyms.csv --consents consents.csv \\
+          --purpose loan-application --out bank_a.query.json
+    """
+    from pprl.protocol.files import load_key, query_file
+
+    path = query_file(load_key(me), pseudonyms, consents, purpose, out)
+    say(f"wrote {path}")
+
+
+@cli.command("answer")
+@click.option("--me", required=True, type=FILE, help="Your identity key (bureau).")
+@click.option("--registry", required=True, metavar="PATH|URL", help="The registry (SQLite file or PostgreSQL URL).")
+@click.option("--query", "query_", required=True, type=FILE, help="A lender's query.")
+@click.option("--cards", multiple=True, required=True, type=FILE,
+              help="A registered lender's card; repeat. The query must be signed by one of them.")
+@click.option("--min-platforms", type=click.IntRange(1), default=1, show_default=True,
+              help="Answer an applicant only when at least this many platforms hold a record of them.")
+@click.option("--daily-quota", type=click.IntRange(0), default=1000, show_default=True,
+              help="Most applicants one lender may ask about per UTC day.")
+@click.option("--out", required=True, type=FILE, help="Answer to write (goes to the authority, then the lender).")
+def answer_cmd(me, registry, query_, cards, min_platforms, daily_quota, out) -> None:
+    """Answer a lender's query under encryption: only the lender can read the scores.
+
+    Refused, with nothing answered (and the refusal recorded): a query not
+    signed by one of --cards, without or with an expired, foreign or replayed
+    consent, already answered, or over the lender's daily quota. Each
+    applicant found gets the sum of its records' encrypted scores plus a
+    random mask only the lender can remove; who asked, when and why is kept
+    in the registry against every entity found.
+
+    \b
+    Example:
+      pprl answer --me keys/bureau.key --registry bureau/registry.db --query bank_a.query.json \\
+          --cards keys/bank_a.card.json --out bank_a.answer.json
+    """
+    from pprl.documents import Query, load, save
+    from pprl.errors import KeyFormatError
+    from pprl.protocol.files import load_cards, load_key
+    from pprl.protocol.query import AnswerPolicy
+    from pprl.registry import Registry
+
+    key = load_key(me)
+    if key.role != "bureau":
+        raise KeyFormatError(f"{me}: only the bureau answers queries; '{key.name}' is a {key.role}")
+    policy = AnswerPolicy(min_platforms=min_platforms, daily_quota=daily_quota)
+    doc = load(query_, Query)
+    with Registry(registry) as reg:
+        answer = reg.answer(key, doc, load_cards(cards), policy)
+    path = save(out, answer)
+    say(f"wrote {path}: {answer.header.found} of {answer.header.count} applicants found")
+
+
+@cli.command("decrypt-answer")
+@click.option("--me", required=True, type=FILE, help="Your identity key (authority).")
+@click.option("--paillier-key", required=True, type=FILE, help="paillier.key from `pprl paillier keygen`.")
+@click.option("--answer", "answer_", required=True, type=FILE, help="The bureau's answer.")
+@click.option("--cards", multiple=True, required=True, type=FILE,
+              help="The bureau's card and the registered lenders' cards; repeat.")
+@click.option("--audit-log", required=True, type=FILE, help="Audit log to record the decryption in first.")
+@click.option("--out", required=True, type=FILE, help="The masked decryption to write (goes to the lender).")
+def decrypt_answer_cmd(me, paillier_key, answer_, cards, audit_log, out) -> None:
+    """Decrypt an answer's masked sums for its lender (you see only random values); log it first.
+
+    \b
+    Example:
+      pprl decrypt-answer --me keys/authority.key --paillier-key authority/paillier.key \\
+          --answer bank_a.answer.json --cards keys/bureau.card.json --cards keys/bank_a.card.json \\
+          --audit-log audit.log --out bank_a.decryption.json
+    """
+    from pprl.protocol.files import decrypt_answer_file, load_cards, load_key
+
+    path = decrypt_answer_file(load_key(me), paillier_key, answer_, load_cards(cards), audit_log, out)
+    say(f"wrote {path}; logged in {audit_log}")
+
+
+@cli.command("open-answer")
+@click.option("--me", required=True, type=FILE, help="Your identity key (lender).")
+@click.option("--answer", "answer_", required=True, type=FILE, help="The bureau's answer.")
+@click.option("--decryption", required=True, type=FILE, help="The authority's decryption of it.")
+@click.option("--pseudonyms", required=True, type=FILE, help="Your reference,pseudonym file for this query.")
+@click.option("--cards", multiple=True, required=True, type=FILE, help="The bureau's and the authority's cards.")
+@click.option("--out", required=True, type=FILE, help="CSV to write: app_id,found,contributors,<score>_sum... (0600).")
+def open_answer_cmd(me, answer_, decryption, pseudonyms, cards, out) -> None:
+    """Remove the masks and read your applicants' scores.
+
+    \b
+    Example:
+      pprl open-answer --me keys/bank_a.key --answer bank_a.answer.json --decryption bank_a.decryption.json \\
+          --pseudonyms bank_a.pseudonyms.csv --cards keys/bureau.card.json --cards keys/authority.card.json \\
+          --out bank_a.scores.csv
+    """
+    from pprl.protocol.files import load_cards, load_key, open_answer_file
+
+    path, asked, found = open_answer_file(load_key(me), answer_, decryption, pseudonyms, load_cards(cards), out)
+    say(f"wrote {path}: {found} of {asked} applicants found (private, mode 0600)")

@@ -14,6 +14,11 @@ from typing import Any, ClassVar
 from pprl.documents.model import OPTIONAL, Document, Part, SignedDocument
 
 __all__ = [
+    "Answer",
+    "AnswerDecryption",
+    "AnswerDecryptionHeader",
+    "AnswerHeader",
+    "AnswerPayload",
     "AuditEntry",
     "CardDocument",
     "DecryptionApproval",
@@ -36,6 +41,10 @@ __all__ = [
     "PseudonymResponseHeader",
     "PseudonymState",
     "PsiReveal",
+    "Query",
+    "QueryHeader",
+    "QueryPayload",
+    "ValuesPayload",
     "PsiRevealHeader",
     "PsiRevealPayload",
     "PsiRound",
@@ -543,6 +552,98 @@ class PseudonymState(Document):
     unblind: bytes = field(repr=False)
 
 
+# -- the lender's query and the bureau's answer -------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueryHeader(Part):
+    created: str = ""
+    lender: str
+    purpose: str
+    count: int
+    nonce: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueryPayload(Part):
+    items: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Query(SignedDocument):
+    """A lender's question about consenting applicants: pseudonyms and consent records, never IDs."""
+
+    KIND: ClassVar[str] = "query"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: QueryHeader
+    payload: QueryPayload
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnswerHeader(Part):
+    created: str = ""
+    query_hash: str
+    lender: str
+    purpose: str
+    count: int
+    found: int
+    min_platforms: int
+    contributions: dict[str, int]
+    paillier_fingerprint: str
+    paillier_key: dict[str, Any]
+    score_columns: list[str]
+    score_decimals: int
+    packing: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnswerPayload(Part):
+    status: list[str]
+    sums: bytes = field(repr=False)
+    masks: bytes = field(repr=False)
+    query: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer(SignedDocument):
+    """The bureau's answer: masked encrypted sums for the found applicants; the masks are the lender's alone."""
+
+    KIND: ClassVar[str] = "answer"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: AnswerHeader
+    payload: AnswerPayload
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnswerDecryptionHeader(Part):
+    created: str = ""
+    answer_hash: str
+    query_hash: str
+    lender: str
+    count: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValuesPayload(Part):
+    values: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnswerDecryption(SignedDocument):
+    """The key holder's decryption of an answer's masked sums, for the lender (uniform without the masks)."""
+
+    KIND: ClassVar[str] = "answer-decryption"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: AnswerDecryptionHeader
+    payload: ValuesPayload
+
+
 # -- the audit log --------------------------------------------------------------------------------
 
 
@@ -577,3 +678,8 @@ class AuditEntry(SignedDocument):
     threshold: int | None = field(default=None, metadata=OPTIONAL)
     threshold_holders: list[str] | None = field(default=None, metadata=OPTIONAL)
     approvals: list[dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)
+    lender: str | None = field(default=None, metadata=OPTIONAL)
+    purpose: str | None = field(default=None, metadata=OPTIONAL)
+    applicants: int | None = field(default=None, metadata=OPTIONAL)
+    contributions: dict[str, int] | None = field(default=None, metadata=OPTIONAL)
+    consents: list[str] | None = field(default=None, metadata=OPTIONAL)

@@ -27,6 +27,8 @@ import pandas as pd
 from pprl.crypto.identity import IdentityKey
 from pprl.crypto.paillier.vector import PaillierPrivateKey, PaillierPublicKey
 from pprl.documents import (
+    Answer,
+    AnswerDecryption,
     Card,
     CardDocument,
     DecryptionPart,
@@ -90,15 +92,19 @@ from pprl.protocol.psi import (
     reveal_table,
     sum_rounds,
 )
+from pprl.protocol.query import Consent, decrypt_answer, make_query, open_answer
 from pprl.protocol.secret import LinkageSecret, combine_shares, make_share, open_secret, secret_document
 from pprl.protocol.submit import SubmitOptions, open_paillier_public, prepare_submission
-from pprl.protocol.tables import load_records, require_columns
+from pprl.protocol.tables import load_records, read_table, require_columns
 from pprl.protocol.threshold.combine import CombinedRelease, combine_parts
 from pprl.protocol.threshold.dealer import ThresholdOptions, ThresholdSetup, deal_threshold_key, open_threshold_public
 from pprl.protocol.threshold.holder import LoadedShare, decryption_part, open_share
 
 __all__ = [
     "BlindResult",
+    "decrypt_answer_file",
+    "open_answer_file",
+    "query_file",
     "PseudonymRequestResult",
     "evaluate_pseudonyms_file",
     "finish_pseudonyms_file",
@@ -881,3 +887,79 @@ def _append_json_line(path: PathLike, entry: Mapping[str, Any]) -> None:
     if existing and not existing.endswith(b"\n"):
         existing += b"\n"
     write_atomic(p, existing + json.dumps(entry, sort_keys=True).encode("utf-8") + b"\n")
+
+
+# -- the lender's query and the bureau's answer -----------------------------------------------------
+
+
+def _pseudonym_table(path: PathLike) -> dict[str, bytes]:
+    """reference -> pseudonym from a `pprl pseudonym finish` CSV."""
+    table = read_table(path)
+    require_columns(table, ["reference", "pseudonym"], str(path))
+    out = {}
+    for number, (ref, p) in enumerate(zip(table["reference"], table["pseudonym"]), start=1):
+        try:
+            raw = bytes.fromhex(p)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise DataValidationError(f"{path}: row {number}: the pseudonym is not 64 hex digits")
+        out[ref] = raw
+    return out
+
+
+def query_file(me: PartyKey, pseudonyms: PathLike, consents: PathLike, purpose: str, out: PathLike) -> Path:
+    """Write the lender's signed query: every applicant of ``pseudonyms`` with its consent from ``consents``
+    (CSV: reference, consent, purpose, issued, expires). An applicant without a consent row is refused."""
+    found = _pseudonym_table(pseudonyms)
+    table = read_table(consents)
+    require_columns(table, ["reference", "consent", "purpose", "issued", "expires"], str(consents))
+    by_ref = {r["reference"]: r for r in table.to_dict("records")}
+    items = []
+    for number, (ref, p) in enumerate(found.items(), start=1):
+        row = by_ref.get(ref)
+        if row is None:
+            raise DataValidationError(f"{consents}: no consent for applicant {number} of {pseudonyms}; "
+                                      "a lender asks only about consenting applicants")
+        try:
+            consent = Consent(row["consent"], row["purpose"], row["issued"], row["expires"])
+        except PPRLError as exc:
+            raise DataValidationError(f"{consents}: applicant {number}: {exc}") from None
+        items.append((p, consent))
+    return save(out, make_query(me, items, purpose))
+
+
+def decrypt_answer_file(
+    me: PartyKey, paillier_key: PaillierPrivateKey | PathLike, answer: PathLike, cards: Sequence[Card],
+    audit_log: PathLike, out: PathLike,
+) -> Path:
+    """The authority decrypts an answer's masked sums for the lender: logs the use first, then writes them."""
+    private = paillier_key if isinstance(paillier_key, PaillierPrivateKey) else load_paillier_private(paillier_key)
+    bureaus = [c for c in cards if c.role == "bureau"]
+    lenders = [c for c in cards if c.role == "lender"]
+    decryption, entry = decrypt_answer(me, private, load(answer, Answer), _checked_log(audit_log), bureaus, lenders)
+    _append_line(audit_log, entry)
+    return save(out, decryption)
+
+
+def open_answer_file(
+    me: PartyKey, answer: PathLike, decryption: PathLike, pseudonyms: PathLike, cards: Sequence[Card], out: PathLike
+) -> tuple[Path, int, int]:
+    """The lender reads its answer: ``app_id,found,contributors,<score>_sum...`` (0600); returns (path, asked, found)."""
+    doc = load(answer, Answer)
+    rows = open_answer(me, doc, load(decryption, AnswerDecryption), [c for c in cards if c.role == "bureau"],
+                       [c for c in cards if c.role == "authority"])
+    refs = {p.hex(): ref for ref, p in _pseudonym_table(pseudonyms).items()}
+    columns = doc.header.score_columns
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["app_id", "found", "contributors", *[f"{c}_sum" for c in columns]])
+    for item, (status, contributors, sums) in zip(doc.payload.query["payload"]["items"], rows):
+        ref = refs.get(item["pseudonym"])
+        if ref is None:
+            raise DataValidationError(f"{pseudonyms}: lacks an applicant the query asked about")
+        found = {"found": "yes", "not-found": "no"}.get(status, status)
+        writer.writerow([ref, found, contributors if status == "found" else "",
+                         *[str(sums[c]) if status == "found" else "" for c in columns]])
+    path = write_atomic(out, buffer.getvalue().encode("utf-8"), private=True)
+    return path, len(rows), sum(1 for s, _, _ in rows if s == "found")

@@ -151,9 +151,9 @@ class UpdatePlan:
 
 
 def parameters_of(sub: VerifiedSubmission) -> dict[str, Any]:
-    """The registry parameters a submission carries."""
+    """The registry parameters a submission carries (and the Paillier key they are under)."""
     header = sub.doc.header
-    return {name: getattr(header, name) for name in PARAMETER_FIELDS}
+    return {**{name: getattr(header, name) for name in PARAMETER_FIELDS}, "paillier_key": header.paillier_key}
 
 
 def _check_parameters(view: RegistryView, sub: VerifiedSubmission) -> dict[str, Any]:

@@ -22,8 +22,10 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from pprl.documents import Card, Submission, now
-from pprl.errors import RegistryError
+from pprl.documents import Answer, Card, Query, Submission, now
+from pprl.errors import PolicyError, PPRLError, RegistryError
+from pprl.protocol.identity import PartyKey
+from pprl.protocol.query import AnswerPolicy, Found, build_answer, check_query
 from pprl.protocol.registry import RegistryView, UpdateOptions, UpdatePlan, plan_update
 
 __all__ = ["FORMAT", "Registry", "RegistryStats", "UpdateReport", "registry_url"]
@@ -76,6 +78,42 @@ _updates = sa.Table(
     sa.Column("unchanged", sa.Integer, nullable=False),
     sa.Column("threshold", sa.Float, nullable=False),
     sa.Column("threshold_method", sa.String(16), nullable=False),
+)
+
+
+_queries = sa.Table(
+    "pprl_queries", _md,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("lender", sa.String(64), nullable=False, index=True),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("applicants", sa.Integer, nullable=False),
+    sa.Column("found", sa.Integer, nullable=False),
+    sa.Column("answer", sa.String(64), nullable=False),
+)
+_consents = sa.Table(
+    "pprl_consents", _md,
+    sa.Column("reference", sa.String(64), primary_key=True),
+    sa.Column("lender", sa.String(64), nullable=False),
+    sa.Column("query", sa.String(64), nullable=False),
+    sa.Column("expires", sa.String(40), nullable=False),
+)
+_access = sa.Table(
+    "pprl_access", _md,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("entity", sa.BigInteger, nullable=False, index=True),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("lender", sa.String(64), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("query", sa.String(64), nullable=False),
+)
+_refusals = sa.Table(
+    "pprl_refusals", _md,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("lender", sa.String(64), nullable=False),
+    sa.Column("query", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
 )
 
 
@@ -217,6 +255,39 @@ class Registry:
                     out[bytes(p)] = entity_id(int(e))
         return out
 
+    def answer(self, me: PartyKey, query: Query, lenders: Sequence[Card], policy: AnswerPolicy) -> Answer:
+        """Answer a lender's query in one transaction, or refuse it and record the refusal.
+
+        Refused, with nothing answered: a query that fails :func:`pprl.protocol.query.check_query`,
+        one already answered, a consent already used, or one over the lender's daily quota. An
+        answered query records who asked, when and for what purpose against every entity found
+        (the entity's access history), the consents used, and the query itself.
+        """
+        try:
+            try:
+                with self._engine.begin() as conn:
+                    return _answer(conn, me, query, lenders, policy)
+            except sa.exc.SQLAlchemyError as exc:
+                raise RegistryError(f"{self.display}: the query was not answered ({_reason(exc)})") from None
+        except PPRLError as exc:
+            lender = query.signer.name if query.signer is not None else query.header.lender
+            with self._engine.begin() as conn:
+                conn.execute(sa.insert(_refusals).values(time=now(), lender=lender, query=query.hash,
+                                                         reason=str(exc).splitlines()[0][:500]))
+            raise
+
+    def access(self, entity: str) -> list[dict[str, Any]]:
+        """Who asked about ``entity``, when and for what purpose (for the person's own report)."""
+        number = int(entity.lstrip("E"))
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(_access).where(_access.c.entity == number).order_by(_access.c.id)).all()
+            return [{"time": r.time, "lender": r.lender, "purpose": r.purpose, "query": r.query} for r in rows]
+
+    def refusals(self) -> list[dict[str, Any]]:
+        """Every refused query: time, lender, query hash, reason."""
+        with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(_refusals).order_by(_refusals.c.id)).all()]
+
     # -- changing -----------------------------------------------------------------------------
 
     def update(
@@ -289,6 +360,57 @@ def _view(conn: Connection) -> RegistryView:
         applied=applied,
         pseudonym_kind=_meta_value(conn, "pseudonym_kind"),
     )
+
+
+def _answer(conn: Connection, me: PartyKey, query: Query, lenders: Sequence[Card], policy: AnswerPolicy) -> Answer:
+    lender = check_query(query, lenders)
+    if conn.execute(sa.select(_queries.c.hash).where(_queries.c.hash == query.hash)).first() is not None:
+        raise PolicyError(f"{query.source}: this query was already answered (replayed)")
+    references = [item["consent"]["reference"] for item in query.payload.items]
+    for start in range(0, len(references), 1000):
+        used = conn.execute(sa.select(_consents.c.reference).where(
+            _consents.c.reference.in_(references[start : start + 1000]))).first()
+        if used is not None:
+            raise PolicyError(f"{query.source}: a consent was already used (replayed); nothing is answered")
+    time = now()
+    asked = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(_queries.c.applicants), 0)).where(
+        (_queries.c.lender == lender.name) & (sa.func.substr(_queries.c.time, 1, 10) == time[:10]))).scalar_one()
+    if int(asked) + query.header.count > policy.daily_quota:
+        raise PolicyError(f"{query.source}: lender '{lender.name}' would ask about {int(asked) + query.header.count} "
+                          f"applicants today, over its daily quota of {policy.daily_quota}")
+    pseudonyms = [bytes.fromhex(item["pseudonym"]) for item in query.payload.items]
+    entity_of: dict[bytes, int] = {}
+    for start in range(0, len(pseudonyms), 1000):
+        rows = conn.execute(sa.select(_records.c.pseudonym, _records.c.entity).where(
+            _records.c.pseudonym.in_(pseudonyms[start : start + 1000])).order_by(_records.c.entity)).all()
+        for p, e in rows:
+            entity_of.setdefault(bytes(p), int(e))
+    wanted = sorted(set(entity_of.values()))
+    records: dict[int, list[tuple[str, bytes]]] = {}
+    for start in range(0, len(wanted), 1000):
+        recs = conn.execute(sa.select(_records.c.entity, _records.c.platform, _records.c.ciphertext).where(
+            _records.c.entity.in_(wanted[start : start + 1000])).order_by(_records.c.id)).all()
+        for e, platform, ct in recs:
+            if ct is not None:
+                records.setdefault(int(e), []).append((platform, bytes(ct)))
+    found = [Found(records.get(entity_of[p], [])) if p in entity_of else Found() for p in pseudonyms]
+    params = _parameters(conn) or {}
+    answer = build_answer(me, query, lender, found, params, policy)
+    conn.execute(sa.insert(_queries).values(hash=query.hash, time=time, lender=lender.name,
+                                            purpose=query.header.purpose, applicants=query.header.count,
+                                            found=answer.header.found, answer=answer.hash))
+    if query.payload.items:
+        conn.execute(sa.insert(_consents), [
+            {"reference": item["consent"]["reference"], "lender": lender.name, "query": query.hash,
+             "expires": item["consent"]["expires"]} for item in query.payload.items
+        ])
+    touched = [entity_of[p] for p, status in zip(pseudonyms, answer.payload.status) if status == "found"]
+    if touched:
+        conn.execute(sa.insert(_access), [
+            {"entity": e, "time": time, "lender": lender.name, "purpose": query.header.purpose, "query": query.hash}
+            for e in touched
+        ])
+    return answer
 
 
 def _apply(conn: Connection, plan: UpdatePlan) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -47,6 +48,9 @@ __all__ = [
     "unpack",
     "encrypt_packed",
     "decrypt_packed",
+    "decrypt_raw",
+    "mask_sums",
+    "unmask_packed",
 ]
 
 _SCHEME = "pprl-pack"
@@ -387,3 +391,33 @@ def decrypt_packed(
     kernel = decrypt_chunk_mod_p if spec.total_bits + _MOD_P_MARGIN < crt.p.bit_length() else decrypt_chunk
     raw = run_chunked(kernel, crt, enc._c, workers=workers, progress=progress, desc="decrypt")
     return unpack(raw, spec, summands)
+
+
+def mask_sums(enc: EncryptedVector, *, workers: int | None = 1) -> tuple[EncryptedVector, list[int]]:
+    """Add a fresh uniform mask R in [0, n) to every sum under encryption; return the masked sums and the masks.
+
+    Whoever decrypts the masked sums sees uniform values mod n and learns
+    nothing; only the holder of the masks can recover the sums
+    (:func:`unmask_packed`). The masks come from the OS CSPRNG.
+    """
+    n = enc.public_key.n
+    masks = [secrets.randbelow(n) for _ in range(len(enc))]
+    masked = enc + EncryptedVector._trusted(enc.public_key, encrypt_raw(enc.public_key, masks, workers=workers))
+    return masked, masks
+
+
+def decrypt_raw(private_key: PaillierPrivateKey, enc: EncryptedVector, *, workers: int | None = 1) -> list[int]:
+    """Every plaintext in [0, n), without sign decoding: what a masked sum decrypts to."""
+    if enc.public_key != private_key.public_key:
+        raise KeyMismatchError("ciphertexts are not under this private key's public key")
+    raw = run_chunked(decrypt_chunk, private_key.crt, enc._c, workers=workers, progress=False, desc="decrypt")
+    return [int(x) for x in raw]
+
+
+def unmask_packed(
+    masked: Sequence[int], masks: Sequence[int], n: int, spec: PackingSpec, summands: Sequence[int] | None = None
+) -> np.ndarray:
+    """Column sums from masked plaintexts: (value - mask) mod n, then :func:`unpack` (counts from the count slot)."""
+    if len(masked) != len(masks):
+        raise DataValidationError("one mask per masked value is needed")
+    return unpack([(int(v) - int(r)) % n for v, r in zip(masked, masks)], spec, summands)

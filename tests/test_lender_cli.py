@@ -1,0 +1,178 @@
+"""The lender product through the CLI: pseudonyms, a consented query, an answer only the lender reads."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from cli_runner import cli_consortium, refused, run
+
+from pprl.encoding.normalise import normaliser_for
+from pprl.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+PLATFORMS = ["platform_1", "platform_2"]
+SCORES = ["repay_score", "spend_score"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+
+
+def _stamp(delta_days: float) -> str:
+    return (datetime.now(timezone.utc) + timedelta(days=delta_days)).isoformat(timespec="seconds")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = tmp_path_factory.mktemp("lender")
+    key, card, _ = cli_consortium(w, PLATFORMS, seed=21)
+    for name in ("bank_a", "bank_b"):
+        run("init", name, "--role", "lender", "--dir", w / "keys")
+        key[name], card[name] = w / "keys" / f"{name}.key", w / "keys" / f"{name}.card.json"
+    for n in PLATFORMS:
+        run("submit", "--me", key[n], "--schema", ROOT / "examples" / "schema-cn.json", "--secret", w / f"{n}.secret",
+            "--data", w / "data" / f"{n}.csv", "--id-column", "user_id", "--scores", ",".join(SCORES),
+            "--paillier", w / "authority" / "paillier.pub.json", "--authority", card["authority"],
+            "--pseudonym-column", "resident_id", "--out", w / f"{n}.sub.json")
+    registry = w / "registry.db"
+    run("registry", "update", "--me", key["bureau"], "--registry", registry,
+        *[a for n in PLATFORMS for a in ("--cards", card[n])],
+        *[a for n in PLATFORMS for a in ("--submissions", w / f"{n}.sub.json")])
+    return {"dir": w, "key": key, "card": card, "registry": registry}
+
+
+def _applicants(world, rows: list[dict[str, str]], name: str) -> Path:
+    path = world["dir"] / f"{name}.applicants.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["app_id", "resident_id"])
+        for i, row in enumerate(rows):
+            out.writerow([f"{name}-{i}", row["resident_id"]])
+    return path
+
+
+def _pseudonyms(world, lender: str, applicants: Path, tag: str) -> Path:
+    w, key, card = world["dir"], world["key"], world["card"]
+    run("pseudonym", "request", "--me", key[lender], "--applicants", applicants, "--reference-column", "app_id",
+        "--out", w / f"{tag}.request.json", "--state", w / f"{tag}.state")
+    run("pseudonym", "evaluate", "--me", key["platform_1"], "--secret", w / "platform_1.secret",
+        "--request", w / f"{tag}.request.json", "--cards", card["bank_a"], "--cards", card["bank_b"],
+        "--log", w / "platform_1.oprf.log", "--out", w / f"{tag}.response.json")
+    run("pseudonym", "finish", "--me", key[lender], "--state", w / f"{tag}.state", "--response",
+        w / f"{tag}.response.json", "--cards", card["platform_1"], "--out", w / f"{tag}.pseudonyms.csv")
+    return w / f"{tag}.pseudonyms.csv"
+
+
+def _consents(world, pseudonyms: Path, tag: str, *, expires: float = 30, purpose: str = "loan-application") -> Path:
+    path = world["dir"] / f"{tag}.consents.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["reference", "consent", "purpose", "issued", "expires"])
+        for row in _rows(pseudonyms):
+            authorisation = f"{tag} {row['reference']} signed authorisation".encode()
+            out.writerow([row["reference"], hashlib.sha256(authorisation).hexdigest(), purpose, _stamp(-1),
+                          _stamp(expires)])
+    return path
+
+
+def _expected(world) -> dict[str, tuple[int, dict[str, Decimal]]]:
+    """resident ID -> (records, plaintext sums) over the registry entity that holds it."""
+    w = world["dir"]
+    user = {}
+    for n in PLATFORMS:
+        tokens = {r["token"]: r["user_id"] for r in _rows(w / f"{n}.sub.json.map.csv")}
+        data = {r["user_id"]: r for r in _rows(w / "data" / f"{n}.csv")}
+        user[n] = {t: data[u] for t, u in tokens.items()}
+    normalise = normaliser_for("resident_id")
+    out = {}
+    with Registry(world["registry"]) as reg:
+        for members in reg.members().values():
+            rows = [user[p][t] for p, t in members]
+            sums = {c: sum((Decimal(r[c]) for r in rows), Decimal(0)) for c in SCORES}
+            for r in rows:
+                rid = normalise(r["resident_id"])
+                if rid is not None:
+                    out[rid] = (len(rows), sums)
+    return out
+
+
+def test_the_lender_reads_its_applicants_scores_and_only_it(world):
+    w, key, card = world["dir"], world["key"], world["card"]
+    normalise = normaliser_for("resident_id")
+    valid = [r for r in _rows(w / "data" / "platform_2.csv") if normalise(r["resident_id"]) is not None][:6]
+    applicants = _applicants(world, valid, "bank_a")
+    pseudonyms = _pseudonyms(world, "bank_a", applicants, "a1")
+    consents = _consents(world, pseudonyms, "a1")
+    run("query", "--me", key["bank_a"], "--pseudonyms", pseudonyms, "--consents", consents,
+        "--purpose", "loan-application", "--out", w / "a1.query.json")
+    run("answer", "--me", key["bureau"], "--registry", world["registry"], "--query", w / "a1.query.json",
+        "--cards", card["bank_a"], "--out", w / "a1.answer.json")
+    run("decrypt-answer", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
+        "--answer", w / "a1.answer.json", "--cards", card["bureau"], "--cards", card["bank_a"],
+        "--audit-log", w / "audit.log", "--out", w / "a1.decryption.json")
+    run("open-answer", "--me", key["bank_a"], "--answer", w / "a1.answer.json", "--decryption",
+        w / "a1.decryption.json", "--pseudonyms", pseudonyms, "--cards", card["bureau"], "--cards",
+        card["authority"], "--out", w / "a1.scores.csv")
+    got = {r["app_id"]: r for r in _rows(w / "a1.scores.csv")}
+    expected = _expected(world)
+    for i, row in enumerate(valid):
+        records, sums = expected[normalise(row["resident_id"])]
+        line = got[f"bank_a-{i}"]
+        assert line["found"] == "yes" and int(line["contributors"]) == records
+        for c in SCORES:
+            assert Decimal(line[f"{c}_sum"]) == sums[c]
+    # nobody else reads it: another lender cannot open the masks; the authority saw only masked values
+    refused(run("open-answer", "--me", key["bank_b"], "--answer", w / "a1.answer.json", "--decryption",
+                w / "a1.decryption.json", "--pseudonyms", pseudonyms, "--cards", card["bureau"], "--cards",
+                card["authority"], "--out", w / "stolen.csv", ok=False), w / "stolen.csv")
+    entry = json.loads((w / "audit.log").read_text().splitlines()[-1])
+    assert entry["event"] == "answer" and entry["lender"] == "bank_a" and entry["entities"] == len(valid)
+    run("audit", "verify", w / "audit.log", "--cards", card["authority"])
+    # every use is on the record: the entity's access history names the lender and purpose
+    with Registry(world["registry"]) as reg:
+        found = reg.find([bytes.fromhex(r["pseudonym"]) for r in _rows(pseudonyms)])
+        history = reg.access(next(iter(found.values())))
+    assert history and history[-1]["lender"] == "bank_a" and history[-1]["purpose"] == "loan-application"
+
+
+def test_queries_are_refused_and_nothing_answered(world):
+    w, key, card = world["dir"], world["key"], world["card"]
+    normalise = normaliser_for("resident_id")
+    valid = [r for r in _rows(w / "data" / "platform_1.csv") if normalise(r["resident_id"]) is not None][:3]
+    pseudonyms = _pseudonyms(world, "bank_b", _applicants(world, valid, "bank_b"), "b1")
+    out = w / "refused.answer.json"
+
+    def answer(query: Path, *cards: Path, **extra: object) -> object:
+        options = [a for k, v in extra.items() for a in (f"--{k.replace('_', '-')}", v)]
+        return run("answer", "--me", key["bureau"], "--registry", world["registry"], "--query", query,
+                   *[a for c in cards for a in ("--cards", c)], *options, "--out", out, ok=False)
+
+    expired = _consents(world, pseudonyms, "b-expired", expires=-0.5)
+    run("query", "--me", key["bank_b"], "--pseudonyms", pseudonyms, "--consents", expired, "--purpose",
+        "loan-application", "--out", w / "b-expired.query.json")
+    refused(answer(w / "b-expired.query.json", card["bank_b"]), out, "expired")
+
+    consents = _consents(world, pseudonyms, "b1")
+    run("query", "--me", key["bank_b"], "--pseudonyms", pseudonyms, "--consents", consents, "--purpose",
+        "loan-application", "--out", w / "b1.query.json")
+    refused(answer(w / "b1.query.json", card["bank_a"]), out, "not among the given cards")  # unknown lender
+    refused(answer(w / "b1.query.json", card["bank_b"], daily_quota=2), out, "daily quota")
+    run("answer", "--me", key["bureau"], "--registry", world["registry"], "--query", w / "b1.query.json",
+        "--cards", card["bank_b"], "--out", w / "b1.answer.json")
+    refused(answer(w / "b1.query.json", card["bank_b"]), out, "replayed")  # the same query again
+    run("query", "--me", key["bank_b"], "--pseudonyms", pseudonyms, "--consents", consents, "--purpose",
+        "loan-application", "--out", w / "b2.query.json")
+    refused(answer(w / "b2.query.json", card["bank_b"]), out, "consent was already used")
+    wrong = _consents(world, pseudonyms, "b3", purpose="credit-limit-review")
+    run("query", "--me", key["bank_b"], "--pseudonyms", pseudonyms, "--consents", wrong, "--purpose",
+        "loan-application", "--out", w / "b3.query.json")
+    refused(answer(w / "b3.query.json", card["bank_b"]), out, "consent is for credit-limit-review")
+    with Registry(world["registry"]) as reg:
+        reasons = [r["reason"] for r in reg.refusals() if r["lender"] == "bank_b"]
+    assert len(reasons) == 6 and any("daily quota" in r for r in reasons)
