@@ -17,6 +17,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -79,8 +80,19 @@ class Consent:
             raise OptionError("a consent {reference} is the SHA-256 (64 hex digits) of the authorisation", "reference")
         if self.purpose not in PURPOSES:
             raise OptionError(f"a consent {{purpose}} is one of {', '.join(PURPOSES)}, not '{self.purpose}'", "purpose")
-        if not self.issued < self.expires:
+        if not _instant(self.issued, "issued") < _instant(self.expires, "expires"):
             raise OptionError("a consent expires after it is {issued}", "issued")
+
+
+def _instant(text: Any, what: str) -> datetime:
+    """An ISO 8601 time with its UTC offset, comparable whatever offset it was written with."""
+    try:
+        value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise OptionError(f"a consent's {{{what}}} is not an ISO 8601 time", what) from None
+    if value.tzinfo is None:
+        raise OptionError(f"a consent's {{{what}}} needs its UTC offset", what)
+    return value
 
 
 def make_query(me: PartyKey, items: Sequence[tuple[bytes, Consent]], purpose: str) -> Query:
@@ -122,7 +134,8 @@ def check_query(query: Query, lenders: Sequence[Card], at: str | None = None) ->
         if consent.get("purpose") != header.purpose:
             raise PolicyError(f"{source}: applicant {number}: the consent is for {consent.get('purpose')}, "
                               f"not {header.purpose}")
-        if not consent.get("issued", "") <= moment < consent.get("expires", ""):
+        issued, expires = _instant(consent.get("issued"), "issued"), _instant(consent.get("expires"), "expires")
+        if not issued <= _instant(moment, "time") < expires:
             raise PolicyError(f"{source}: applicant {number}: the consent is expired or not yet valid")
         if consent["reference"] in references:
             raise PolicyError(f"{source}: applicant {number}: a consent is used twice in one query")
