@@ -20,7 +20,7 @@ from pprl.documents import Submission
 from pprl.encoding.schema import load_schema
 from pprl.errors import KeyMismatchError, PolicyError, RegistryError, SignatureError
 from pprl.protocol.identity import create_identity
-from pprl.protocol.registry import UpdateOptions
+from pprl.protocol.link import LinkOptions
 from pprl.protocol.secret import combine_shares, make_share
 from pprl.protocol.submit import SubmitOptions, prepare_submission
 from pprl.registry import Registry
@@ -29,7 +29,7 @@ from pprl.sim.synth import generate_population
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(ROOT / "examples" / "schema-cn.json")
 SCORES = ("repay_score", "spend_score")
-OPTIONS = UpdateOptions(threshold=0.8)
+OPTIONS = LinkOptions(threshold=0.8)
 
 
 def _postgres_url() -> str | None:

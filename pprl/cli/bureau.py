@@ -177,13 +177,13 @@ def registry_update_cmd(me, registry, cards, submissions, threshold, blocking) -
     from pprl.documents import Submission, load
     from pprl.errors import KeyFormatError
     from pprl.protocol.files import load_cards, load_key
-    from pprl.protocol.registry import UpdateOptions
+    from pprl.protocol.link import LinkOptions
     from pprl.registry import Registry
 
     key = load_key(me)
     if key.role != "bureau":
         raise KeyFormatError(f"{me}: only the bureau keeps the registry; '{key.name}' is a {key.role}")
-    options = UpdateOptions(threshold=None if threshold == "auto" else threshold, blocking=blocking,
+    options = LinkOptions(threshold=None if threshold == "auto" else threshold, blocking=blocking,
                             progress=progress_wanted())
     trusted = load_cards(cards)
     docs = [load(p, Submission) for p in submissions]

@@ -404,20 +404,10 @@ def aggregate(
 
 def read_log(path: PathLike) -> list[dict[str, Any]]:
     """Parse a log into entries, one JSON object per line (an absent file is an empty log)."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    entries = []
-    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            raise DocumentError(f"{p}: entry {number} is not valid JSON (damaged or tampered)") from None
-        if not isinstance(entry, dict) or entry.get("kind") != "audit-entry":
-            raise DocumentError(f"{p}: entry {number} is not an audit entry")
-        entries.append(entry)
+    entries = _read_lines(path)
+    for number, entry in enumerate(entries, start=1):
+        if entry.get("kind") != "audit-entry":
+            raise DocumentError(f"{path}: entry {number} is not an audit entry")
     return entries
 
 
@@ -846,7 +836,7 @@ def evaluate_pseudonyms_file(
     secret = secret if isinstance(secret, LinkageSecret) else load_secret(secret)
     entries = _read_lines(log)
     response, entry = evaluate_request(me, secret, load(request, PseudonymRequest), lenders, entries, options)
-    _append_json_line(log, entry)
+    _append_line(log, entry)
     return save(out, response)
 
 
@@ -863,7 +853,7 @@ def finish_pseudonyms_file(
 
 
 def _read_lines(path: PathLike) -> list[dict[str, Any]]:
-    """A JSON-lines log (absent: empty); DocumentError naming the line that is not a JSON object."""
+    """A JSON-lines log (absent: empty); DocumentError naming the entry that is not a JSON object."""
     p = Path(path)
     if not p.exists():
         return []
@@ -874,19 +864,11 @@ def _read_lines(path: PathLike) -> list[dict[str, Any]]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError:
-            raise DocumentError(f"{p}: line {number} is not valid JSON (damaged?)") from None
+            raise DocumentError(f"{p}: entry {number} is not valid JSON (damaged or tampered)") from None
         if not isinstance(value, dict):
-            raise DocumentError(f"{p}: line {number} is not a log entry")
+            raise DocumentError(f"{p}: entry {number} is not a log entry")
         out.append(value)
     return out
-
-
-def _append_json_line(path: PathLike, entry: Mapping[str, Any]) -> None:
-    p = Path(path)
-    existing = p.read_bytes() if p.exists() else b""
-    if existing and not existing.endswith(b"\n"):
-        existing += b"\n"
-    write_atomic(p, existing + json.dumps(entry, sort_keys=True).encode("utf-8") + b"\n")
 
 
 # -- the lender's query and the bureau's answer -----------------------------------------------------

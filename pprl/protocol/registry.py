@@ -26,18 +26,17 @@ import numpy as np
 from pprl.crypto.oprf import PSEUDONYM_BYTES
 from pprl.crypto.paillier.vector import PaillierPublicKey
 from pprl.documents import Card, Submission, canonical_json
-from pprl.errors import DocumentError, KeyMismatchError, OptionError, PolicyError
+from pprl.errors import DocumentError, KeyMismatchError, PolicyError
 from pprl.matching.blocking import derive_seed, lsh_candidates, plan_blocking
 from pprl.matching.dice.similarity import Candidates, find_candidates
 from pprl.matching.thresholds import best_match_sample, choose_threshold
-from pprl.protocol.link import BLOCKING_MODES, SAMPLE_SIZE, VerifiedSubmission, open_submission, paillier_key_of
+from pprl.protocol.link import LinkOptions, VerifiedSubmission, open_submission, paillier_key_of
 from pprl.protocol.submit import NO_PSEUDONYM
 
 __all__ = [
     "PARAMETER_FIELDS",
     "NewRecord",
     "RegistryView",
-    "UpdateOptions",
     "UpdatePlan",
     "parameters_of",
     "plan_update",
@@ -75,34 +74,6 @@ class RegistryView:
     def empty(cls, clk_bytes: int = 0) -> RegistryView:
         return cls(None, np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
                    np.zeros((0, clk_bytes), dtype=np.uint8))
-
-
-@dataclass(frozen=True)
-class UpdateOptions:
-    """How records are matched into the registry; checked once, here.
-
-    Attributes:
-        threshold: Dice similarity in (0, 1], or None to choose it from the data.
-        blocking: "auto", "lsh" or "none" (as for linking).
-        sample_size: records sampled for the automatic threshold and the blocking design.
-        workers: threads for the comparisons (None: all cores).
-        progress: show progress bars.
-    """
-
-    threshold: float | None = None
-    blocking: str = "auto"
-    sample_size: int = SAMPLE_SIZE
-    workers: int | None = None
-    progress: bool = False
-
-    def __post_init__(self) -> None:
-        t = self.threshold
-        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < float(t) <= 1.0):
-            raise OptionError(f"{{threshold}} {t} must be 'auto' or a number in (0, 1]", "threshold")
-        if self.blocking not in BLOCKING_MODES:
-            raise OptionError(f"{{blocking}} '{self.blocking}' must be one of auto, lsh, none", "blocking")
-        if isinstance(self.sample_size, bool) or not isinstance(self.sample_size, int) or self.sample_size < 1:
-            raise OptionError("{sample_size} must be a positive integer", "sample_size")
 
 
 @dataclass(frozen=True)
@@ -202,7 +173,7 @@ def _pseudonyms(sub: VerifiedSubmission) -> list[bytes | None]:
     return out
 
 
-def _candidates(new: np.ndarray, old: np.ndarray, options: UpdateOptions, seed: bytes) -> tuple[Candidates, float, str]:
+def _candidates(new: np.ndarray, old: np.ndarray, options: LinkOptions, seed: bytes) -> tuple[Candidates, float, str]:
     """Pairs (new record, registry record) at or above the threshold, and the threshold used."""
     if len(new) == 0 or len(old) == 0:
         t = float(options.threshold) if options.threshold is not None else 0.0
@@ -227,14 +198,14 @@ def _candidates(new: np.ndarray, old: np.ndarray, options: UpdateOptions, seed: 
 
 
 def plan_update(
-    view: RegistryView, submission: Submission, options: UpdateOptions, cards: Sequence[Card] | None = None
+    view: RegistryView, submission: Submission, options: LinkOptions, cards: Sequence[Card] | None = None
 ) -> UpdatePlan:
     """Plan how one platform's submission replaces its contribution to the registry.
 
     Args:
         view: the registry as it stands (:meth:`pprl.registry.Registry.view`).
         submission: the platform's signed submission.
-        options: threshold and blocking.
+        options: threshold and blocking, as for linking.
         cards: platform cards the submission's signer must be among.
 
     Raises:

@@ -25,8 +25,9 @@ from sqlalchemy.engine import Connection, Engine
 from pprl.documents import Answer, Card, Query, Submission, now
 from pprl.errors import PolicyError, PPRLError, RegistryError
 from pprl.protocol.identity import PartyKey
+from pprl.protocol.link import LinkOptions
 from pprl.protocol.query import AnswerPolicy, Found, build_answer, check_query
-from pprl.protocol.registry import RegistryView, UpdateOptions, UpdatePlan, plan_update
+from pprl.protocol.registry import RegistryView, UpdatePlan, plan_update
 
 __all__ = ["FORMAT", "Registry", "RegistryStats", "UpdateReport", "registry_url"]
 
@@ -291,7 +292,7 @@ class Registry:
     # -- changing -----------------------------------------------------------------------------
 
     def update(
-        self, submissions: Sequence[Submission], options: UpdateOptions, cards: Sequence[Card] | None = None
+        self, submissions: Sequence[Submission], options: LinkOptions, cards: Sequence[Card] | None = None
     ) -> list[UpdateReport]:
         """Replace each submission's platform contribution, in order, in one transaction for them all.
 
