@@ -33,3 +33,23 @@ def test_exact_demo_matches_truth(tmp_path):
                                       "--workdir", str(tmp_path / "e")])
     assert result.exit_code == 0, result.output
     assert "all equal" in result.stdout and "exact" in result.stdout
+
+
+def test_lender_demo_tells_the_whole_story(tmp_path):
+    w = tmp_path / "lender"
+    result = CliRunner().invoke(cli, ["demo", "--lender", "--people", "300", "--workdir", str(w)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "month 2" in out and "all equal" in out
+    for case in ("expired consent", "over quota", "unregistered lender"):
+        assert f"refused   {case}" in out
+    applicants = (w / "lender_applicants.csv").read_text(encoding="utf-8").splitlines()
+    scores = (w / "lender_scores.csv").read_text(encoding="utf-8").splitlines()
+    assert applicants[0] == "app_id,person" and len(applicants) == 31
+    assert scores[0].startswith("app_id,found,contributors,repay_score_sum")
+    found = [line for line in scores[1:] if line.split(",")[1] == "yes"]
+    on_platforms = [line for line in applicants[1:] if line.split(",")[1]]
+    assert len(found) == len(on_platforms) > 0  # people on no platform are "not found", never guessed
+    bureau_files = b"".join(p.read_bytes() for p in (w / "bureau").rglob("*") if p.is_file())
+    for line in (w / "bank_a" / "applicants.csv").read_text(encoding="utf-8").splitlines()[1:]:
+        assert line.split(",")[1].encode() not in bureau_files  # no applicant ID reaches the bureau

@@ -88,8 +88,11 @@ def synth_cmd(people, platforms, out, seed, overlap, corruption) -> None:
               help="Platforms pack this many records into each ciphertext (see `pprl submit --help`).")
 @click.option("--exact", is_flag=True,
               help="Run the exact-identifier path instead: ECDH PSI intersection-sum on resident IDs.")
+@click.option("--lender", is_flag=True,
+              help="Run the lender story instead: two months into a registry, a lender's consented queries, "
+                   "refusals; leaves lender_applicants.csv and lender_scores.csv in WORKDIR.")
 def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed, records_per_ciphertext,
-             exact) -> None:
+             exact, lender) -> None:
     """Run the whole consortium in WORKDIR through the CLI steps, and print a summary.
 
     Platforms, a bureau and an authority are created; platforms agree a
@@ -107,7 +110,19 @@ def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed
       pprl demo --people 1000 --platforms 3 --workdir demo-run
       pprl demo --records-per-ciphertext 5 --workdir demo-compact
       pprl demo --exact --people 1000 --platforms 3 --workdir demo-exact
+      pprl demo --lender --people 2000 --workdir demo-lender
     """
+    if lender:
+        if exact or records_per_ciphertext != 1:
+            raise click.UsageError("--lender runs its own story: no --exact, one record per ciphertext")
+        from pprl.sim.lender_demo import run_lender_demo
+
+        lender_summary = run_lender_demo(workdir, people=people, platforms=platforms, bits=bits, seed=seed, echo=say,
+                                         progress=progress_wanted())
+        click.echo(lender_summary.render())
+        if not lender_summary.ok:
+            raise click.ClickException("the lender story's answers, findings or refusals are not what they must be")
+        return
     if exact:
         if records_per_ciphertext != 1:
             raise click.UsageError("--records-per-ciphertext applies to the CLK path, not --exact")
