@@ -30,6 +30,9 @@ if TYPE_CHECKING:
         submit,
         verify_log,
     )
+    from pprl.protocol.pseudonym import evaluate_request, finish_pseudonyms, request_pseudonyms
+    from pprl.protocol.query import AnswerPolicy, Consent, decrypt_answer, make_query, make_receipts, open_answer
+    from pprl.registry import Registry
     from pprl.sim.synth import generate_population
 
 _LAZY = {
@@ -45,20 +48,41 @@ _LAZY = {
     "submit": "pprl.protocol.files",
     "verify_log": "pprl.protocol.files",
     "generate_population": "pprl.sim.synth",
+    # the lender product, on messages in memory
+    "request_pseudonyms": "pprl.protocol.pseudonym",
+    "evaluate_request": "pprl.protocol.pseudonym",
+    "finish_pseudonyms": "pprl.protocol.pseudonym",
+    "Consent": "pprl.protocol.query",
+    "AnswerPolicy": "pprl.protocol.query",
+    "make_query": "pprl.protocol.query",
+    "decrypt_answer": "pprl.protocol.query",
+    "open_answer": "pprl.protocol.query",
+    "make_receipts": "pprl.protocol.query",
+    "Registry": "pprl.registry",
 }
 
 __all__ = [
+    "AnswerPolicy",
+    "Consent",
     "PPRLError",
+    "Registry",
     "__version__",
     "aggregate",
     "combine_secrets",
+    "decrypt_answer",
     "decrypt_release",
+    "evaluate_request",
+    "finish_pseudonyms",
     "generate_population",
     "init_party",
     "link",
     "load_card",
     "load_key",
+    "make_query",
+    "make_receipts",
+    "open_answer",
     "paillier_keygen",
+    "request_pseudonyms",
     "share_secret",
     "submit",
     "verify_log",

@@ -179,7 +179,7 @@ def _pseudonyms(w: Path, key: dict[str, Path], card: dict[str, Path]) -> None:
     run("query", "--me", key["bank_a"], "--pseudonyms", lender / "asked.csv", "--consents", lender / "consents.csv",
         "--purpose", "loan-application", "--out", lender / "query.json")
     run("answer", "--me", key["bureau"], "--registry", registry, "--query", lender / "query.json",
-        "--cards", card["bank_a"], "--out", lender / "answer.json")
+        "--cards", card["bank_a"], "--receipts", lender / "receipts", "--out", lender / "answer.json")
     run("decrypt-answer", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
         "--answer", lender / "answer.json", "--cards", card["bureau"], "--cards", card["bank_a"],
         "--audit-log", w.parent / f"{w.name}.answers.log", "--out", lender / "decryption.json")

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 from cli_runner import cli_consortium, refused, run
 
+from pprl.documents import Answer, Receipt, load
 from pprl.encoding.normalise import normaliser_for
+from pprl.protocol.files import load_card, load_key
+from pprl.protocol.query import open_receipt
 from pprl.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +115,7 @@ def test_the_lender_reads_its_applicants_scores_and_only_it(world):
     run("query", "--me", key["bank_a"], "--pseudonyms", pseudonyms, "--consents", consents,
         "--purpose", "loan-application", "--out", w / "a1.query.json")
     run("answer", "--me", key["bureau"], "--registry", world["registry"], "--query", w / "a1.query.json",
-        "--cards", card["bank_a"], "--out", w / "a1.answer.json")
+        "--cards", card["bank_a"], "--receipts", w / "receipts", "--out", w / "a1.answer.json")
     run("decrypt-answer", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
         "--answer", w / "a1.answer.json", "--cards", card["bureau"], "--cards", card["bank_a"],
         "--audit-log", w / "audit.log", "--out", w / "a1.decryption.json")
@@ -134,6 +137,18 @@ def test_the_lender_reads_its_applicants_scores_and_only_it(world):
     entry = json.loads((w / "audit.log").read_text().splitlines()[-1])
     assert entry["event"] == "answer" and entry["lender"] == "bank_a" and entry["entities"] == len(valid)
     run("audit", "verify", w / "audit.log", "--cards", card["authority"])
+    # each contributing platform gets a signed receipt: who asked, why, how many of its records
+    answer = load(w / "a1.answer.json", Answer)
+    total = 0
+    receipts = sorted((w / "receipts").glob("*.receipt.json"))
+    assert {p.name.split(".")[0] for p in receipts} == set(answer.header.contributions)
+    for path in receipts:
+        n = path.name.split(".")[0]
+        receipt = open_receipt(load_key(key[n]), load(path, Receipt), [load_card(card["bureau"])])
+        assert receipt.header.lender == "bank_a" and receipt.header.answer_hash == answer.hash
+        assert "score" not in json.dumps(receipt.wire["header"])
+        total += receipt.header.records
+    assert total == sum(answer.header.contributions.values()) >= len(valid)
     # every use is on the record: the entity's access history names the lender and purpose
     with Registry(world["registry"]) as reg:
         found = reg.find([bytes.fromhex(r["pseudonym"]) for r in _rows(pseudonyms)])

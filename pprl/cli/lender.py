@@ -136,8 +136,10 @@ def query_cmd(me, pseudonyms, consents, purpose, out) -> None:
               help="Answer an applicant only when at least this many platforms hold a record of them.")
 @click.option("--daily-quota", type=click.IntRange(0), default=1000, show_default=True,
               help="Most applicants one lender may ask about per UTC day.")
+@click.option("--receipts", type=click.Path(file_okay=False),
+              help="Also write <platform>.receipt.json here: each contributing platform's signed receipt.")
 @click.option("--out", required=True, type=FILE, help="Answer to write (goes to the authority, then the lender).")
-def answer_cmd(me, registry, query_, cards, min_platforms, daily_quota, out) -> None:
+def answer_cmd(me, registry, query_, cards, min_platforms, daily_quota, receipts, out) -> None:
     """Answer a lender's query under encryption: only the lender can read the scores.
 
     Refused, with nothing answered (and the refusal recorded): a query not
@@ -167,6 +169,13 @@ def answer_cmd(me, registry, query_, cards, min_platforms, daily_quota, out) -> 
         answer = reg.answer(key, doc, load_cards(cards), policy)
     path = save(out, answer)
     say(f"wrote {path}: {answer.header.found} of {answer.header.count} applicants found")
+    if receipts:
+        from pathlib import Path
+
+        from pprl.protocol.query import make_receipts
+
+        for platform, receipt in make_receipts(key, answer).items():
+            say(f"wrote {save(Path(receipts) / f'{platform}.receipt.json', receipt)} (for {platform})")
 
 
 @cli.command("decrypt-answer")

@@ -44,6 +44,8 @@ __all__ = [
     "Query",
     "QueryHeader",
     "QueryPayload",
+    "Receipt",
+    "ReceiptHeader",
     "ValuesPayload",
     "PsiRevealHeader",
     "PsiRevealPayload",
@@ -642,6 +644,28 @@ class AnswerDecryption(SignedDocument):
 
     header: AnswerDecryptionHeader
     payload: ValuesPayload
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReceiptHeader(Part):
+    created: str = ""
+    platform: str
+    lender: str
+    purpose: str
+    records: int
+    query_hash: str
+    answer_hash: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Receipt(SignedDocument):
+    """The bureau's signed statement to a platform that its records went into an answer."""
+
+    KIND: ClassVar[str] = "receipt"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: ReceiptHeader
 
 
 # -- the audit log --------------------------------------------------------------------------------

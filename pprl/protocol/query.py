@@ -34,6 +34,8 @@ from pprl.documents import (
     Query,
     QueryHeader,
     QueryPayload,
+    Receipt,
+    ReceiptHeader,
     ValuesPayload,
     now,
     seal,
@@ -52,7 +54,9 @@ __all__ = [
     "check_query",
     "decrypt_answer",
     "make_query",
+    "make_receipts",
     "open_answer",
+    "open_receipt",
 ]
 
 #: What a lender may ask for (the consent's purpose must be the query's).
@@ -221,6 +225,26 @@ def build_answer(
     )
     payload = AnswerPayload(status=status, sums=sums_bytes, masks=wrapped, query=query.wire)
     return seal(Answer(header=header, payload=payload), me.identity, me.card)
+
+
+def make_receipts(me: PartyKey, answer: Answer) -> dict[str, Receipt]:
+    """The bureau's signed receipt to each platform whose records went into ``answer``."""
+    header = answer.header
+    return {
+        platform: seal(Receipt(header=ReceiptHeader(
+            platform=platform, lender=header.lender, purpose=header.purpose, records=count,
+            query_hash=header.query_hash, answer_hash=answer.hash,
+        )), me.identity, me.card)
+        for platform, count in header.contributions.items()
+    }
+
+
+def open_receipt(me: PartyKey, receipt: Receipt, bureaus: Sequence[Card]) -> Receipt:
+    """A platform checks a receipt: signed by a pinned bureau and addressed to it."""
+    verify(receipt, bureaus, source=receipt.source, role="bureau")
+    if receipt.header.platform != me.name:
+        raise DocumentError(f"{receipt.source}: is addressed to '{receipt.header.platform}', not '{me.name}'")
+    return receipt
 
 
 def _check_answer(answer: Answer, bureaus: Sequence[Card], lenders: Sequence[Card]) -> Query:
