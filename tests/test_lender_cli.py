@@ -191,3 +191,20 @@ def test_queries_are_refused_and_nothing_answered(world):
     with Registry(world["registry"]) as reg:
         reasons = [r["reason"] for r in reg.refusals() if r["lender"] == "bank_b"]
     assert len(reasons) == 6 and any("daily quota" in r for r in reasons)
+
+
+def test_the_bureau_log_records_every_update_and_query(world):
+    """Registry updates and queries, answered or refused, in the bureau's signed, chained log."""
+    from pprl.documents.validation import validate_document
+
+    w, card = world["dir"], world["card"]
+    run("registry", "log", "--registry", world["registry"], "--out", w / "bureau.log")
+    run("audit", "verify", w / "bureau.log", "--cards", card["bureau"])
+    entries = [json.loads(line) for line in (w / "bureau.log").read_text().splitlines()]
+    for i, entry in enumerate(entries, start=1):
+        validate_document(entry, "audit-entry", f"bureau.log:{i}", full=True)
+    events = [e["event"] for e in entries]
+    assert events[:2] == ["registry-update", "registry-update"]
+    outcomes = [e["outcome"] for e in entries if e["event"] == "query"]
+    assert "answered" in outcomes and outcomes.count("refused") >= 5
+    assert all(e["answer_hash"] is None for e in entries if e.get("outcome") == "refused")

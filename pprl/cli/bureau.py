@@ -188,7 +188,7 @@ def registry_update_cmd(me, registry, cards, submissions, threshold, blocking) -
     trusted = load_cards(cards)
     docs = [load(p, Submission) for p in submissions]
     with Registry(registry) as reg:
-        reports = reg.update(docs, options, trusted)
+        reports = reg.update(docs, options, trusted, me=key)
         stats = reg.stats()
     for r in reports:
         how = ("nothing to link against yet" if r.threshold_method == "none"
@@ -231,3 +231,29 @@ def registry_stats_cmd(registry, as_json) -> None:
         click.echo(f"  {platform}: {n} records (submission {str(sub.get('hash', ''))[:16]}, {sub.get('created', '')})")
     for k, n in stats.by_platforms.items():
         click.echo(f"  on {k} platform{'s' if k != 1 else ''}: {n} entities")
+
+
+@registry_group.command("log")
+@REGISTRY
+@click.option("--out", required=True, type=FILE, help="Where to write the log (JSON lines), e.g. for the regulator.")
+def registry_log_cmd(registry, out) -> None:
+    """Export the bureau's audit log: every registry update and query (answered or refused), signed, chained.
+
+    Check it with `pprl audit verify OUT --cards BUREAU_CARD`.
+
+    \b
+    Example:
+      pprl registry log --registry bureau/registry.db --out bureau.log
+    """
+    import json
+
+    from pprl.documents import write_atomic
+    from pprl.protocol.audit import verify_entries
+    from pprl.registry import Registry
+
+    with Registry(registry) as reg:
+        entries = reg.log()
+    verify_entries(entries, source=str(registry))
+    text = "".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in entries)
+    write_atomic(out, text.encode("utf-8"))
+    say(f"wrote {out}: {len(entries)} entries")

@@ -687,18 +687,19 @@ class AuditEntry(SignedDocument):
     prev: str
     time: str = ""
     event: str
-    release_hash: str
-    linkage_hash: str | None
-    bureau: str
-    paillier_fingerprint: str
-    entities: int
-    score_columns: list[str]
-    min_contributors: int | None
-    packing: dict[str, Any] | None
-    output_sha256: str
-    noise: dict[str, Any] | None
-    privacy_budget: dict[str, Any]
-    composition: str
+    # releases and answers (a key left out stays out when the entry is written back)
+    release_hash: str | None = None
+    linkage_hash: str | None = None
+    bureau: str | None = None
+    paillier_fingerprint: str | None = None
+    entities: int | None = None
+    score_columns: list[str] | None = None
+    min_contributors: int | None = None
+    packing: dict[str, Any] | None = None
+    output_sha256: str | None = None
+    noise: dict[str, Any] | None = None
+    privacy_budget: dict[str, Any] | None = None
+    composition: str | None = None
     threshold: int | None = field(default=None, metadata=OPTIONAL)
     threshold_holders: list[str] | None = field(default=None, metadata=OPTIONAL)
     approvals: list[dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)
@@ -707,3 +708,16 @@ class AuditEntry(SignedDocument):
     applicants: int | None = field(default=None, metadata=OPTIONAL)
     contributions: dict[str, int] | None = field(default=None, metadata=OPTIONAL)
     consents: list[str] | None = field(default=None, metadata=OPTIONAL)
+    # registry updates and queries (the bureau's log)
+    platform: str | None = field(default=None, metadata=OPTIONAL)
+    submission_hash: str | None = field(default=None, metadata=OPTIONAL)
+    records: int | None = field(default=None, metadata=OPTIONAL)
+    new: int | None = field(default=None, metadata=OPTIONAL)
+    updated: int | None = field(default=None, metadata=OPTIONAL)
+    removed: int | None = field(default=None, metadata=OPTIONAL)
+    unchanged: int | None = field(default=None, metadata=OPTIONAL)
+    query_hash: str | None = field(default=None, metadata=OPTIONAL)
+    answer_hash: str | None = field(default=None)
+    found: int | None = field(default=None, metadata=OPTIONAL)
+    outcome: str | None = field(default=None, metadata=OPTIONAL)
+    reason: str | None = field(default=None, metadata=OPTIONAL)

@@ -25,7 +25,7 @@ from pprl.crypto.identity import IdentityKey
 from pprl.documents import Card, document_hash, now, sign_document, verify_document
 from pprl.errors import DocumentError, PPRLError, SignatureError, UnsupportedVersionError
 
-__all__ = ["GENESIS", "AuditReport", "next_entry", "verify_approval", "verify_entries"]
+__all__ = ["GENESIS", "AuditReport", "make_entry", "next_entry", "verify_approval", "verify_entries"]
 
 GENESIS = "0" * 64
 
@@ -114,16 +114,23 @@ def next_entry(
         report = verify_entries(entries, source=source)
     except PPRLError as exc:
         raise DocumentError(f"refusing to append to a damaged audit log: {exc}") from None
-    entry = {
-        "kind": "audit-entry",
-        "version": 1,
-        "seq": report.entries + 1,
-        "prev": report.head,
-        "time": now(),
-        "event": event,
-        **dict(details),
-    }
+    if key is None or signer is None:
+        entry = make_entry(report.entries + 1, report.head, None, None, event, details)
+        _verify_approvals(entry, None, "new audit entry")
+        return entry
+    return make_entry(report.entries + 1, report.head, key, signer, event, details)
+
+
+def make_entry(
+    seq: int, prev: str, key: IdentityKey | None, signer: Card | None, event: str, details: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The entry number ``seq`` after the entry whose hash is ``prev``, signed when a key is given.
+
+    For a log whose keeper already holds it checked (the registry's own log); :func:`next_entry`
+    checks the chain first.
+    """
+    entry = {"kind": "audit-entry", "version": 1, "seq": seq, "prev": prev, "time": now(), "event": event,
+             **dict(details)}
     if key is not None and signer is not None:
         return sign_document(entry, key, signer)
-    _verify_approvals(entry, None, "new audit entry")
     return entry

@@ -22,8 +22,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from pprl.documents import Answer, Card, Query, Submission, now
+from pprl.documents import Answer, Card, Query, Submission, document_hash, now
 from pprl.errors import PolicyError, PPRLError, RegistryError
+from pprl.protocol.audit import GENESIS, make_entry
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.link import LinkOptions
 from pprl.protocol.query import AnswerPolicy, Found, build_answer, check_query
@@ -115,6 +116,14 @@ _refusals = sa.Table(
     sa.Column("lender", sa.String(64), nullable=False),
     sa.Column("query", sa.String(64), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+)
+
+
+_log = sa.Table(
+    "pprl_log", _md,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("entry", sa.Text, nullable=False),
 )
 
 
@@ -272,9 +281,16 @@ class Registry:
                 raise RegistryError(f"{self.display}: the query was not answered ({_reason(exc)})") from None
         except PPRLError as exc:
             lender = query.signer.name if query.signer is not None else query.header.lender
+            reason = str(exc).splitlines()[0].split(": ", 1)[-1][:500]  # without the file name
             with self._engine.begin() as conn:
-                conn.execute(sa.insert(_refusals).values(time=now(), lender=lender, query=query.hash,
-                                                         reason=str(exc).splitlines()[0][:500]))
+                conn.execute(sa.insert(_refusals).values(time=now(), lender=lender, query=query.hash, reason=reason))
+                _log_append(conn, me, "query", {
+                    "bureau": me.name, "lender": lender, "purpose": query.header.purpose, "query_hash": query.hash,
+                    "answer_hash": None, "applicants": query.header.count, "found": 0, "outcome": "refused",
+                    "reason": reason, "contributions": {},
+                    "consents": sorted({str(i.get("consent", {}).get("reference", "")) for i in query.payload.items
+                                        if isinstance(i.get("consent"), dict)} - {""}),
+                })
             raise
 
     def access(self, entity: str) -> list[dict[str, Any]]:
@@ -284,6 +300,12 @@ class Registry:
             rows = conn.execute(sa.select(_access).where(_access.c.entity == number).order_by(_access.c.id)).all()
             return [{"time": r.time, "lender": r.lender, "purpose": r.purpose, "query": r.query} for r in rows]
 
+    def log(self) -> list[dict[str, Any]]:
+        """The bureau's audit log: one signed, hash-chained entry per registry update and per query
+        (answered or refused), in order; check it with :func:`pprl.protocol.audit.verify_entries`."""
+        with self._engine.connect() as conn:
+            return [json.loads(r.entry) for r in conn.execute(sa.select(_log).order_by(_log.c.seq)).all()]
+
     def refusals(self) -> list[dict[str, Any]]:
         """Every refused query: time, lender, query hash, reason."""
         with self._engine.connect() as conn:
@@ -292,7 +314,8 @@ class Registry:
     # -- changing -----------------------------------------------------------------------------
 
     def update(
-        self, submissions: Sequence[Submission], options: LinkOptions, cards: Sequence[Card] | None = None
+        self, submissions: Sequence[Submission], options: LinkOptions, cards: Sequence[Card] | None = None,
+        me: PartyKey | None = None,
     ) -> list[UpdateReport]:
         """Replace each submission's platform contribution, in order, in one transaction for them all.
 
@@ -306,6 +329,12 @@ class Registry:
                 for doc in submissions:
                     plan = plan_update(_view(conn), doc, options, cards)
                     _apply(conn, plan)
+                    if me is not None:
+                        _log_append(conn, me, "registry-update", {
+                            "bureau": me.name, "platform": plan.platform, "submission_hash": plan.submission_hash,
+                            "records": len(plan.add), "new": plan.new, "updated": plan.updated,
+                            "removed": plan.removed, "unchanged": plan.unchanged,
+                        })
                     reports.append(UpdateReport(
                         plan.platform, plan.submission_hash, len(plan.add), plan.new, plan.updated, plan.removed,
                         plan.unchanged, plan.threshold, plan.threshold_method,
@@ -405,6 +434,11 @@ def _answer(conn: Connection, me: PartyKey, query: Query, lenders: Sequence[Card
             {"reference": item["consent"]["reference"], "lender": lender.name, "query": query.hash,
              "expires": item["consent"]["expires"]} for item in query.payload.items
         ])
+    _log_append(conn, me, "query", {
+        "bureau": me.name, "lender": lender.name, "purpose": query.header.purpose, "query_hash": query.hash,
+        "answer_hash": answer.hash, "applicants": query.header.count, "found": answer.header.found,
+        "outcome": "answered", "contributions": answer.header.contributions, "consents": references,
+    })
     touched = [entity_of[p] for p, status in zip(pseudonyms, answer.payload.status) if status == "found"]
     if touched:
         conn.execute(sa.insert(_access), [
@@ -412,6 +446,14 @@ def _answer(conn: Connection, me: PartyKey, query: Query, lenders: Sequence[Card
             for e in touched
         ])
     return answer
+
+
+def _log_append(conn: Connection, me: PartyKey, event: str, details: dict[str, Any]) -> None:
+    """Append a signed entry to the registry's own audit log, in the caller's transaction."""
+    last = conn.execute(sa.select(_log.c.seq, _log.c.hash).order_by(_log.c.seq.desc()).limit(1)).first()
+    seq, prev = (int(last.seq) + 1, str(last.hash)) if last is not None else (1, GENESIS)
+    entry = make_entry(seq, prev, me.identity, me.card, event, details)
+    conn.execute(sa.insert(_log).values(seq=seq, hash=document_hash(entry), entry=json.dumps(entry, sort_keys=True)))
 
 
 def _apply(conn: Connection, plan: UpdatePlan) -> None:
