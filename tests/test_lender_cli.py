@@ -208,3 +208,72 @@ def test_the_bureau_log_records_every_update_and_query(world):
     outcomes = [e["outcome"] for e in entries if e["event"] == "query"]
     assert "answered" in outcomes and outcomes.count("refused") >= 5
     assert all(e["answer_hash"] is None for e in entries if e.get("outcome") == "refused")
+
+
+def _chromium() -> str:
+    import os
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("PPRL_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("PPRL_REQUIRE_CHROMIUM=1 but no chromium on PATH")
+        pytest.skip("no headless chromium (.ci/run installs Debian's)")
+    return found
+
+
+def _rendered(page: Path, tmp: Path) -> str:
+    """The page's DOM after a real browser loaded it (headless chromium, no network)."""
+    import subprocess
+
+    command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp / 'chromium-profile'}", "--dump-dom", page.resolve().as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_regulators_report_renders_in_a_browser_with_the_logs_numbers(world, tmp_path):
+    import re
+    from collections import Counter
+
+    w, card = world["dir"], world["card"]
+    run("registry", "log", "--registry", world["registry"], "--out", w / "bureau.log")
+    page = w / "report.html"
+    run("audit", "report", w / "audit.log", w / "bureau.log", "--cards", card["authority"], "--cards", card["bureau"],
+        "--out", page)
+    dom = _rendered(page, tmp_path)
+    assert 'data-status="ok"' in dom and "FAILED" not in dom
+    charts = set(re.findall(r'data-chart="([a-z-]+)"', dom))
+    assert {"queries-per-lender", "purposes", "refusals", "consent-expiries", "contributions",
+            "registry-updates"} <= charts
+
+    def bars(chart: str) -> dict[str, int]:
+        svg = re.search(rf'<svg[^>]*data-chart="{chart}".*?</svg>', dom, re.S)
+        assert svg is not None, chart
+        return {html_unescape(k): int(v) for k, v in re.findall(r'data-label="([^"]*)" data-value="([0-9]+)"', svg.group(0))}
+
+    entries = [json.loads(line) for path in (w / "audit.log", w / "bureau.log") for line in path.read_text().splitlines()]
+    queries = [e for e in entries if e["event"] == "query"]
+    assert bars("queries-per-lender") == dict(Counter(e["lender"] for e in queries))
+    assert bars("refusals") == dict(Counter(e["reason"] for e in queries if e["outcome"] == "refused"))
+    answered = Counter()
+    for e in queries:
+        if e["outcome"] == "answered":
+            answered.update(e["contributions"])
+    assert bars("contributions") == dict(answered)
+    for resident in (r["resident_id"] for r in _rows(w / "data" / "platform_1.csv")):
+        assert resident not in dom  # the regulator sees no identifier
+    # a log tampered with: the page says so and the command fails
+    lines = (w / "bureau.log").read_text().splitlines()
+    lines[0] = lines[0].replace('"new": ', '"new": 1')
+    (w / "tampered.log").write_text("\n".join(lines) + "\n")
+    failed = run("audit", "report", w / "tampered.log", "--cards", card["bureau"], "--out", w / "bad.html", ok=False)
+    assert failed.exit_code == 1 and 'data-status="failed"' in (w / "bad.html").read_text()
+
+
+def html_unescape(text: str) -> str:
+    import html
+
+    return html.unescape(text)

@@ -181,3 +181,30 @@ def audit_verify_cmd(log, cards) -> None:
 
     report = verify_log(log, load_cards(cards) if cards else None)
     click.echo(f"{log}: {report.entries} entries, chain and signatures OK (head {report.head[:16]})")
+
+
+@audit_group.command("report")
+@click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--cards", multiple=True, required=True, type=FILE,
+              help="A card of a party allowed to sign entries (the authority's, the bureau's, holders'); repeat.")
+@click.option("--out", required=True, type=FILE, help="The HTML page to write (self-contained: charts inline).")
+def audit_report_cmd(logs, cards, out) -> None:
+    """The regulator's view: one HTML page from the authority's and the bureau's logs.
+
+    Queries per lender over time, purposes, refused queries by reason,
+    consent expiries, per-platform contributions, registry updates, releases,
+    and each log's chain check. The page is written even when a log does not
+    verify (it says so); the command then exits 1.
+
+    \b
+    Example:
+      pprl registry log --registry bureau/registry.db --out bureau.log
+      pprl audit report authority/audit.log bureau.log --cards keys/authority.card.json \\
+          --cards keys/bureau.card.json --out report.html
+    """
+    from pprl.protocol.files import audit_report, load_cards
+
+    path, ok = audit_report(logs, load_cards(cards), out)
+    say(f"wrote {path}")
+    if not ok:
+        raise click.ClickException(f"a log does not verify; {path} shows which and where")

@@ -721,3 +721,4 @@ class AuditEntry(SignedDocument):
     found: int | None = field(default=None, metadata=OPTIONAL)
     outcome: str | None = field(default=None, metadata=OPTIONAL)
     reason: str | None = field(default=None, metadata=OPTIONAL)
+    expiries: list[str] | None = field(default=None, metadata=OPTIONAL)

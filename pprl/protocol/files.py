@@ -49,6 +49,7 @@ from pprl.documents import (
     Share,
     Submission,
     load,
+    now,
     save,
     write_atomic,
 )
@@ -93,6 +94,7 @@ from pprl.protocol.psi import (
     sum_rounds,
 )
 from pprl.protocol.query import Consent, decrypt_answer, make_query, open_answer
+from pprl.protocol.report import CheckedLog, render_report
 from pprl.protocol.secret import LinkageSecret, combine_shares, make_share, open_secret, secret_document
 from pprl.protocol.submit import SubmitOptions, open_paillier_public, prepare_submission
 from pprl.protocol.tables import load_records, read_table, require_columns
@@ -102,6 +104,7 @@ from pprl.protocol.threshold.holder import LoadedShare, decryption_part, open_sh
 
 __all__ = [
     "BlindResult",
+    "audit_report",
     "decrypt_answer_file",
     "open_answer_file",
     "query_file",
@@ -945,3 +948,24 @@ def open_answer_file(
                          *[str(sums[c]) if status == "found" else "" for c in columns]])
     path = write_atomic(out, buffer.getvalue().encode("utf-8"), private=True)
     return path, len(rows), sum(1 for s, _, _ in rows if s == "found")
+
+
+# -- the regulator's report -------------------------------------------------------------------------
+
+
+def audit_report(logs: Sequence[PathLike], cards: Sequence[Card], out: PathLike) -> tuple[Path, bool]:
+    """Check each log against ``cards`` and write the regulator's HTML page; returns (path, every log verifies)."""
+    checked = []
+    for path in logs:
+        try:
+            entries = read_log(path)
+        except DocumentError as exc:
+            checked.append(CheckedLog(str(path), [], False, str(exc)))
+            continue
+        try:
+            verify_entries(entries, cards, source=str(path))
+            checked.append(CheckedLog(str(path), entries, True, ""))
+        except PPRLError as exc:
+            checked.append(CheckedLog(str(path), entries, False, str(exc).splitlines()[0]))
+    page = render_report(checked, generated=now())
+    return write_atomic(out, page.encode("utf-8")), all(c.ok for c in checked)

@@ -290,6 +290,7 @@ class Registry:
                     "reason": reason, "contributions": {},
                     "consents": sorted({str(i.get("consent", {}).get("reference", "")) for i in query.payload.items
                                         if isinstance(i.get("consent"), dict)} - {""}),
+                    "expiries": _expiries(query),
                 })
             raise
 
@@ -438,6 +439,7 @@ def _answer(conn: Connection, me: PartyKey, query: Query, lenders: Sequence[Card
         "bureau": me.name, "lender": lender.name, "purpose": query.header.purpose, "query_hash": query.hash,
         "answer_hash": answer.hash, "applicants": query.header.count, "found": answer.header.found,
         "outcome": "answered", "contributions": answer.header.contributions, "consents": references,
+        "expiries": _expiries(query),
     })
     touched = [entity_of[p] for p, status in zip(pseudonyms, answer.payload.status) if status == "found"]
     if touched:
@@ -446,6 +448,16 @@ def _answer(conn: Connection, me: PartyKey, query: Query, lenders: Sequence[Card
             for e in touched
         ])
     return answer
+
+
+def _expiries(query: Query) -> list[str]:
+    """The day each consent of a query expires (UTC dates; no applicant, no reference)."""
+    out = []
+    for item in query.payload.items:
+        consent = item.get("consent")
+        if isinstance(consent, dict) and isinstance(consent.get("expires"), str):
+            out.append(consent["expires"][:10])
+    return sorted(out)
 
 
 def _log_append(conn: Connection, me: PartyKey, event: str, details: dict[str, Any]) -> None:

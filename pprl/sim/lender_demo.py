@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from pprl.documents import Query, load, save
 from pprl.encoding.normalise import normaliser_for
 from pprl.errors import PPRLError
 from pprl.protocol.files import (
+    audit_report,
     combine_secrets,
     decrypt_answer_file,
     evaluate_pseudonyms_file,
@@ -65,10 +67,13 @@ class LenderDemoSummary:
     sums_match: bool
     timings: dict[str, float] = field(default_factory=dict)
     workdir: Path = Path(".")
+    report: Path = Path(".")
+    log_entries: int = 0
+    chains_ok: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.sums_match and self.found == self.expected_found and len(self.refused) == 3
+        return self.sums_match and self.found == self.expected_found and len(self.refused) == 3 and self.chains_ok
 
     def render(self) -> str:
         lines = [f"pprl demo --lender: {self.people} people over {self.platforms} platforms in {self.workdir}"]
@@ -82,6 +87,8 @@ class LenderDemoSummary:
                      f"(expected {self.expected_found}: the rest are on no platform)")
         for case, reason in self.refused.items():
             lines.append(f"  refused   {case}: {reason}")
+        chains = "chains and signatures OK" if self.chains_ok else "A LOG DOES NOT VERIFY"
+        lines.append(f"  regulator {self.report}: {self.log_entries} bureau log entries, {chains}")
         verdict = "all equal" if self.sums_match else "MISMATCH"
         lines.append(f"  check     {self.sums_checked} answers vs plaintext sums over the linked records: {verdict}")
         lines.append("  timings   " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
@@ -173,7 +180,7 @@ def run_lender_demo(
 
             with Registry(registry) as reg:
                 months.append(reg.update([load(p, Submission) for p in subs], LinkOptions(progress=progress),
-                                         [cards[n] for n in names]))
+                                         [cards[n] for n in names], me=keys["bureau"]))
 
     with step("applicants"):
         # the lender's consenting applicants: people on several platforms, on one, and on none
@@ -227,6 +234,14 @@ def run_lender_demo(
         )
     with step("refusals"):
         refused = _refusals(root, keys, cards, registry, pseudonyms)
+    with step("regulator"):
+        with Registry(registry) as reg:
+            entries = reg.log()
+        bureau_log = root / "bureau" / "bureau.log"
+        bureau_log.write_text("".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in entries),
+                              encoding="utf-8")
+        report, chains_ok = audit_report([root / "authority" / "audit.log", bureau_log],
+                                         [cards["authority"], cards["bureau"]], root / "report.html")
     with step("check"):
         sums_checked, sums_match = _check(registry, maps, data, pseudonyms, scores_path)
         expected_found = sum(1 for _ref, person in people_rows if person)
@@ -235,7 +250,7 @@ def run_lender_demo(
     return LenderDemoSummary(
         people=people, platforms=platforms, months=months, entities=entities, applicants=asked, found=found,
         expected_found=expected_found, refused=refused, sums_checked=sums_checked, sums_match=sums_match,
-        timings=timings, workdir=root,
+        timings=timings, workdir=root, report=report, log_entries=len(entries), chains_ok=chains_ok,
     )
 
 
