@@ -139,6 +139,13 @@ def test_the_lender_reads_its_applicants_scores_and_only_it(world):
     run("audit", "verify", w / "audit.log", "--cards", card["authority"])
     # each contributing platform gets a signed receipt: who asked, why, how many of its records
     answer = load(w / "a1.answer.json", Answer)
+    # the masked values are wrapped for the lender: the bureau, which holds the masks, cannot read them in transit
+    from pprl.crypto.paillier.vector import PaillierPublicKey
+    from pprl.documents import AnswerDecryption
+
+    decryption = load(w / "a1.decryption.json", AnswerDecryption)
+    width = (PaillierPublicKey.from_dict(answer.header.paillier_key).n.bit_length() + 7) // 8
+    assert len(decryption.payload.values) == answer.header.found * width + 12 + 16  # nonce + AES-GCM tag
     total = 0
     receipts = sorted((w / "receipts").glob("*.receipt.json"))
     assert {p.name.split(".")[0] for p in receipts} == set(answer.header.contributions)

@@ -62,6 +62,14 @@ __all__ = [
 #: What a lender may ask for (the consent's purpose must be the query's).
 PURPOSES = ("loan-application", "credit-limit-review", "post-loan-monitoring")
 _MASK_CONTEXT = b"pprl-answer-masks-v1"
+_VALUES_CONTEXT = b"pprl-answer-values-v1"
+
+
+def _lender_card(lenders: Sequence[Card], name: str) -> Card:
+    found = [c for c in lenders if c.name == name and c.role == "lender"]
+    if not found:
+        raise DocumentError(f"the answer is for lender '{name}', whose card was not given")
+    return found[0]
 
 
 @dataclass(frozen=True)
@@ -292,7 +300,11 @@ def decrypt_answer(
     decryption = seal(AnswerDecryption(
         header=AnswerDecryptionHeader(answer_hash=answer.hash, query_hash=query.hash, lender=header.lender,
                                       count=found),
-        payload=ValuesPayload(values=b"".join(v.to_bytes(width, "big") for v in values)),
+        # wrapped for the lender: the bureau, which relays documents, holds the masks
+        payload=ValuesPayload(values=wrap(
+            me.identity, me.name, _lender_card(lenders, header.lender).public.agree_pub, header.lender,
+            b"".join(v.to_bytes(width, "big") for v in values), _VALUES_CONTEXT + bytes.fromhex(answer.hash),
+        )),
     ), me.identity, me.card)
     signer = answer.signer
     entry = next_entry(log, me.identity, me.card, "answer", {
@@ -340,7 +352,14 @@ def open_answer(
     key = PaillierPublicKey.from_dict(answer.header.paillier_key)
     width = (key.n.bit_length() + 7) // 8
     count = answer.header.found
-    values = decryption.payload.values
+    authority = decryption.signer
+    if authority is None:
+        raise DocumentError(f"{decryption.source}: not signed")
+    try:
+        values = unwrap(me.identity, me.name, authority.public.agree_pub, authority.name, decryption.payload.values,
+                        _VALUES_CONTEXT + bytes.fromhex(answer.hash))
+    except DecryptionError:
+        raise DecryptionError(f"{decryption.source}: cannot open the values with this key (not for you, or tampered)") from None
     if len(values) != count * width or len(masks_raw) != count * width:
         raise DocumentError(f"{decryption.source}: does not hold one value per applicant found")
     masked = [int.from_bytes(values[i * width : (i + 1) * width], "big") for i in range(count)]
