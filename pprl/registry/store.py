@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from pprl.documents import Answer, Card, Query, Submission, document_hash, now
-from pprl.errors import PolicyError, PPRLError, RegistryError
+from pprl.errors import KeyFormatError, PolicyError, PPRLError, RegistryError
 from pprl.protocol.audit import GENESIS, make_entry
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.link import LinkOptions
@@ -273,6 +273,8 @@ class Registry:
         answered query records who asked, when and for what purpose against every entity found
         (the entity's access history), the consents used, and the query itself.
         """
+        if me.role != "bureau":
+            raise KeyFormatError(f"only the bureau answers queries; '{me.name}' is a {me.role}")
         try:
             try:
                 with self._engine.begin() as conn:
@@ -321,8 +323,11 @@ class Registry:
         """Replace each submission's platform contribution, in order, in one transaction for them all.
 
         Each submission is planned against the registry as the ones before it
-        left it; if any is refused, nothing is written.
+        left it; if any is refused, nothing is written. With ``me`` (the bureau)
+        each update also goes into the registry's signed log.
         """
+        if me is not None and me.role != "bureau":
+            raise KeyFormatError(f"only the bureau keeps the registry; '{me.name}' is a {me.role}")
         reports = []
         try:
             with self._engine.begin() as conn:
