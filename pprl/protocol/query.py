@@ -341,25 +341,12 @@ def open_answer(
     verify(decryption, authorities, source=decryption.source, role="authority")
     if decryption.header.answer_hash != answer.hash or decryption.header.count != answer.header.found:
         raise DocumentError(f"{decryption.source}: decrypts another answer than {answer.source}")
-    signer = answer.signer
-    if signer is None:
-        raise DocumentError(f"{answer.source}: not signed")
-    try:
-        masks_raw = unwrap(me.identity, me.name, signer.public.agree_pub, signer.name, answer.payload.masks,
-                           _MASK_CONTEXT + bytes.fromhex(query.hash))
-    except DecryptionError:
-        raise DecryptionError(f"{answer.source}: cannot open the masks with this key (not for you, or tampered)") from None
+    masks_raw = _open_for_me(me, answer, answer.payload.masks, _MASK_CONTEXT + bytes.fromhex(query.hash), "masks")
+    values = _open_for_me(me, decryption, decryption.payload.values, _VALUES_CONTEXT + bytes.fromhex(answer.hash),
+                          "values")
     key = PaillierPublicKey.from_dict(answer.header.paillier_key)
     width = (key.n.bit_length() + 7) // 8
     count = answer.header.found
-    authority = decryption.signer
-    if authority is None:
-        raise DocumentError(f"{decryption.source}: not signed")
-    try:
-        values = unwrap(me.identity, me.name, authority.public.agree_pub, authority.name, decryption.payload.values,
-                        _VALUES_CONTEXT + bytes.fromhex(answer.hash))
-    except DecryptionError:
-        raise DecryptionError(f"{decryption.source}: cannot open the values with this key (not for you, or tampered)") from None
     if len(values) != count * width or len(masks_raw) != count * width:
         raise DocumentError(f"{decryption.source}: does not hold one value per applicant found")
     masked = [int.from_bytes(values[i * width : (i + 1) * width], "big") for i in range(count)]
@@ -378,6 +365,17 @@ def open_answer(
         out.append((status, contributors, dict(zip(columns, decode_fixed(values_fixed, decimals)))))
         k += 1
     return out
+
+
+def _open_for_me(me: PartyKey, doc: Answer | AnswerDecryption, blob: bytes, context: bytes, what: str) -> bytes:
+    """Unwrap what ``doc``'s (verified) signer wrapped for ``me``."""
+    signer = doc.signer
+    if signer is None:
+        raise DocumentError(f"{doc.source}: not signed")
+    try:
+        return unwrap(me.identity, me.name, signer.public.agree_pub, signer.name, blob, context)
+    except DecryptionError:
+        raise DecryptionError(f"{doc.source}: cannot open the {what} with this key (not for you, or tampered)") from None
 
 
 def _count_of(masked: int, mask: int, n: int, spec: PackingSpec) -> int:
