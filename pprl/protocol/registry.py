@@ -236,20 +236,24 @@ def plan_update(
     # strongest first; at equal similarity a record's own previous self before another platform's record
     order = np.lexsort((~is_mine[candidates.record[:, 1]] if len(candidates) else np.zeros(0, bool),
                         -candidates.similarity))
-    assigned = np.full(n, 0, dtype=np.int64)  # 0: not yet; else entity number (existing > 0)
+    assigned_list = [0] * n  # 0: not yet; else entity number (existing > 0)
     taken: set[int] = set()  # entities that already got a new record of this platform
     carried: dict[int, int] = {}  # entity -> index of the old record of this platform it inherited
-    for k in order:
-        i, r = int(candidates.record[k, 0]), int(candidates.record[k, 1])
-        if assigned[i]:
+    new_side = candidates.record[order, 0].tolist()
+    old_side = candidates.record[order, 1].tolist()
+    entity_list = old_entity.tolist()
+    mine_list = is_mine.tolist()
+    for i, r in zip(new_side, old_side):
+        if assigned_list[i]:
             continue
-        e = int(old_entity[r])
+        e = entity_list[r]
         if e in taken:  # one record per platform per entity
             continue
-        assigned[i] = e
+        assigned_list[i] = e
         taken.add(e)
-        if is_mine[r]:
+        if mine_list[r]:
             carried[e] = r
+    assigned = np.array(assigned_list, dtype=np.int64)
     # the others start new entities
     new_count = 0
     entity_of = []
@@ -262,22 +266,26 @@ def plan_update(
     found = _pseudonyms(sub)
     add = [NewRecord(sub.tokens[i], sub.clks[i].tobytes(), ciphertexts[i], entity_of[i], found[i]) for i in range(n)]
 
-    # entity bookkeeping
+    # entity bookkeeping (dictionaries, not scans: an update touches up to every entity)
     counts: dict[int, int] = {}
     for e in old_entity.tolist():
         counts[e] = counts.get(e, 0) + 1
-    touched = {int(old_entity[r]) for r in mine_old.tolist()} | taken
+    mine_counts: dict[int, int] = {}
+    for e in old_entity[mine_old].tolist():
+        mine_counts[e] = mine_counts.get(e, 0) + 1
+    new_of = {int(e): i for i, e in enumerate(assigned.tolist()) if e}
+    touched = set(mine_counts) | taken
     removed_entities = []
     updated = 0
     for e in sorted(touched):
         before = counts.get(e, 0)
-        mine_before = int(np.count_nonzero(old_entity[mine_old] == e)) if len(mine_old) else 0
+        mine_before = mine_counts.get(e, 0)
         after = before - mine_before + (1 if e in taken else 0)
         if after == 0:
             removed_entities.append(e)
             continue
         old_r = carried.get(e)
-        new_i = int(np.flatnonzero(assigned == e)[0]) if e in taken else None
+        new_i = new_of.get(e)
         same = (
             old_r is not None and new_i is not None
             and bytes(view.clks[old_r].tobytes()) == sub.clks[new_i].tobytes()
