@@ -26,11 +26,11 @@ from typing import Any, TypeVar, cast
 from pprl.crypto.identity import IdentityKey
 from pprl.documents.card import Card
 from pprl.documents.model import (
-    FORMAT_VERSION,
     Document,
     b64d,
     b64e,
     canonical_json,
+    check_header,
     parse_document,
 )
 from pprl.documents.validation import validate_document
@@ -38,7 +38,6 @@ from pprl.errors import (
     DocumentError,
     KeyFormatError,
     SignatureError,
-    UnsupportedVersionError,
 )
 
 __all__ = [
@@ -106,18 +105,6 @@ def _read_json(path: str | os.PathLike[str], kinds: tuple[str, ...]) -> Any:
         raise DocumentError(f"{p}: not a pprl document (not valid JSON; damaged or tampered?)") from None
 
 
-def _check_kind(doc: Any, kinds: tuple[str, ...], source: str) -> None:
-    if not isinstance(doc, dict) or "kind" not in doc or "version" not in doc:
-        raise DocumentError(f"{source}: not a pprl document (no kind/version)")
-    if doc["kind"] not in kinds:
-        raise DocumentError(f"{source}: is a '{doc['kind']}' document; expected {' or '.join(kinds)}")
-    if doc["version"] != FORMAT_VERSION:
-        raise UnsupportedVersionError(
-            f"{source}: {doc['kind']} version {doc['version']!r} is not supported "
-            f"(this pprl reads version {FORMAT_VERSION})"
-        )
-
-
 def read_document(path: str | os.PathLike[str], kind: str | Sequence[str]) -> dict[str, Any]:
     """Load a document as a dict: kind and version checked, then its shape against the kind's JSON Schema.
 
@@ -126,16 +113,14 @@ def read_document(path: str | os.PathLike[str], kind: str | Sequence[str]) -> di
     """
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     doc = _read_json(path, kinds)
-    _check_kind(doc, kinds, str(path))
+    check_header(doc, kinds, str(path))
     validate_document(doc, doc["kind"], str(path))
     return doc
 
 
 def load(path: str | os.PathLike[str], cls: type[D]) -> D:
     """Read a file into its typed document (kind, version, schema checked; not yet the signature)."""
-    data = _read_json(path, (cls.KIND,))
-    _check_kind(data, (cls.KIND,), str(path))
-    return cls.from_dict(data, str(path))
+    return cls.from_dict(_read_json(path, (cls.KIND,)), str(path))
 
 
 def load_any(path: str | os.PathLike[str], kinds: Sequence[str] | None = None) -> Document:

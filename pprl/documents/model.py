@@ -49,6 +49,7 @@ __all__ = [
     "document_class",
     "document_hash",
     "canonical_json",
+    "check_header",
     "parse_document",
 ]
 
@@ -175,22 +176,19 @@ class Part:
     def _build(cls: type[P], data: Mapping[str, Any], where: str) -> P:
         """Build from a mapping that already passed the schema check."""
         kwargs = {}
-        for f in dataclasses.fields(cls):
-            if not f.init:
-                continue
-            if f.name in data:
-                kwargs[f.name] = _decode(data[f.name], _codecs_of(cls)[f.name], f"{where}: {f.name}")
+        absent = []
+        for name, tp, _optional in _codecs(cls):
+            if name in data:
+                kwargs[name] = _decode(data[name], tp, f"{where}: {name}")
+            else:
+                absent.append(name)
         try:
             built = cls(**kwargs)
         except TypeError:
             raise DocumentError(f"{where}: lacks fields a {cls.__name__} needs") from None
         # a key the document left out (an older writer) stays out when the document is written again
-        built.__dict__["_absent"] = frozenset(n for n in kwargs.keys() ^ {f.name for f in dataclasses.fields(cls)})
+        built.__dict__["_absent"] = frozenset(absent)
         return built
-
-
-def _codecs_of(cls: type) -> dict[str, Any]:
-    return {name: tp for name, tp, _ in _codecs(cls)}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -253,9 +251,13 @@ class Document(Part):
             DocumentError: not a document of this kind, or not of its schema's shape.
             UnsupportedVersionError: a version this pprl cannot read.
         """
-        _check_header(data, (cls.KIND,), source)
+        check_header(data, (cls.KIND,), source)
         validate_document(data, cls.KIND, source, full=full)
-        return cls._build(data, source).from_source(source)
+        built = cls._build(data, source).from_source(source)
+        # the JSON it was read from is its wire form (to_dict() gives it back, as the round-trip tests check):
+        # signatures and hashes are checked over it without encoding the binary fields again
+        built.__dict__["wire"] = data
+        return built
 
     def public_header(self) -> dict[str, Any]:
         """What ``pprl inspect`` shows: kind, version, the PUBLIC fields and who signed."""
@@ -280,7 +282,8 @@ class SignedDocument(Document):
     signature: bytes | None = dataclasses.field(default=None, metadata=OPTIONAL)
 
 
-def _check_header(data: Any, kinds: tuple[str, ...], source: str) -> None:
+def check_header(data: Any, kinds: tuple[str, ...], source: str) -> None:
+    """DocumentError unless ``data`` is a pprl document of one of ``kinds``; UnsupportedVersionError for another version."""
     if not isinstance(data, dict) or "kind" not in data or "version" not in data:
         raise DocumentError(f"{source}: not a pprl document (no kind/version)")
     if data["kind"] not in kinds:
@@ -304,7 +307,7 @@ def document_class(kind: str) -> type[Document]:
 def parse_document(data: Any, kinds: tuple[str, ...] | None, source: str) -> Document:
     """Build whichever registered kind ``data`` is (limited to ``kinds`` if given)."""
     _load_kinds()
-    _check_header(data, kinds or tuple(KINDS), source)
+    check_header(data, kinds or tuple(KINDS), source)
     return KINDS[data["kind"]].from_dict(data, source)
 
 
