@@ -36,10 +36,10 @@ from pprl.documents import (
     verify,
 )
 from pprl.errors import DocumentError, KeyMismatchError, OptionError, PolicyError
-from pprl.matching.blocking import BlockingReport, derive_seed, lsh_candidates, plan_blocking
+from pprl.matching.blocking import BlockingPlan, BlockingReport, derive_seed, lsh_candidates, plan_blocking
 from pprl.matching.dice.similarity import Candidates, find_candidates
 from pprl.matching.solve import greedy_solve
-from pprl.matching.thresholds import best_match_sample, choose_threshold
+from pprl.matching.thresholds import BestMatchSample, ThresholdChoice, best_match_sample, choose_threshold
 from pprl.protocol.identity import PartyKey
 
 __all__ = [
@@ -51,11 +51,13 @@ __all__ = [
     "LinkReport",
     "Linked",
     "VerifiedSubmission",
+    "CandidateSearch",
     "check_consistent",
     "link_submissions",
     "open_linkage",
     "open_submission",
     "paillier_key_of",
+    "search_candidates",
 ]
 
 #: Records sampled (per run) for the automatic threshold and the blocking design.
@@ -269,6 +271,44 @@ def _pair_codes(dataset: np.ndarray, record: np.ndarray, sizes: Sequence[int]) -
     return lo * int(offsets[-1]) + hi
 
 
+@dataclass(frozen=True)
+class CandidateSearch:
+    """Candidate pairs between datasets, with the sample, threshold choice and blocking behind them."""
+
+    candidates: Candidates
+    sample: BestMatchSample
+    choice: ThresholdChoice
+    threshold: float
+    method: str
+    reason: str
+    plan: BlockingPlan
+    report: BlockingReport | None
+
+
+def search_candidates(datasets: Sequence[np.ndarray], options: LinkOptions, seed: bytes) -> CandidateSearch:
+    """Sample best matches, choose the threshold (or take the fixed one), plan blocking, find the pairs.
+
+    Keyed by ``seed`` (public), so the same inputs always give the same pairs;
+    used by linking and by registry updates alike.
+    """
+    sample = best_match_sample(datasets, size=options.sample_size, seed=seed, workers=options.workers)
+    choice = choose_threshold(sample.top1, sample.top2)
+    if options.threshold is None:
+        t, method, reason = choice.threshold, choice.method, choice.reason
+    else:
+        t, method, reason = float(options.threshold), "fixed", ""
+    plan = plan_blocking(datasets, t, mode=options.blocking, seed=seed, sample=sample)  # type: ignore[arg-type]
+    report: BlockingReport | None = None
+    if plan.method == "lsh" and plan.design is not None:
+        candidates, report = lsh_candidates(
+            datasets, t, seed=seed, bands=plan.design.bands, bits_per_band=plan.design.bits_per_band,
+            sample=sample, progress=options.progress,
+        )
+    else:
+        candidates = find_candidates(datasets, t, progress=options.progress, workers=options.workers)
+    return CandidateSearch(candidates, sample, choice, t, method, reason, plan, report)
+
+
 def link_submissions(
     me: PartyKey, cards: Sequence[Card] | None, submissions: Sequence[Submission], options: LinkOptions
 ) -> Linked:
@@ -293,22 +333,10 @@ def link_submissions(
         raise PolicyError("linkage needs submissions from at least two platforms")
     datasets = [s.clks for s in subs]
     sizes = [len(s.tokens) for s in subs]
-    seed = derive_seed(*sorted(s.hash for s in subs))
-    sample = best_match_sample(datasets, size=options.sample_size, seed=seed, workers=options.workers)
-    choice = choose_threshold(sample.top1, sample.top2)
-    if options.threshold is None:
-        t, method, reason = choice.threshold, choice.method, choice.reason
-    else:
-        t, method, reason = float(options.threshold), "fixed", ""
-    plan = plan_blocking(datasets, t, mode=options.blocking, seed=seed, sample=sample)  # type: ignore[arg-type]
-    report: BlockingReport | None = None
-    if plan.method == "lsh" and plan.design is not None:
-        candidates, report = lsh_candidates(
-            datasets, t, seed=seed, bands=plan.design.bands, bits_per_band=plan.design.bits_per_band,
-            sample=sample, progress=options.progress,
-        )
-    else:
-        candidates = find_candidates(datasets, t, progress=options.progress, workers=options.workers)
+    search = search_candidates(datasets, options, derive_seed(*sorted(s.hash for s in subs)))
+    candidates, sample, choice, plan, report = (search.candidates, search.sample, search.choice, search.plan,
+                                                search.report)
+    t, method, reason = search.threshold, search.method, search.reason
     sample_pc = None
     if report is not None:
         wanted = sample.top1 >= t

@@ -27,10 +27,9 @@ from pprl.crypto.oprf import PSEUDONYM_BYTES
 from pprl.crypto.paillier.vector import PaillierPublicKey
 from pprl.documents import Card, Submission, canonical_json
 from pprl.errors import DocumentError, KeyMismatchError, PolicyError
-from pprl.matching.blocking import derive_seed, lsh_candidates, plan_blocking
-from pprl.matching.dice.similarity import Candidates, find_candidates
-from pprl.matching.thresholds import best_match_sample, choose_threshold
-from pprl.protocol.link import LinkOptions, VerifiedSubmission, open_submission, paillier_key_of
+from pprl.matching.blocking import derive_seed
+from pprl.matching.dice.similarity import Candidates
+from pprl.protocol.link import LinkOptions, VerifiedSubmission, open_submission, paillier_key_of, search_candidates
 from pprl.protocol.submit import NO_PSEUDONYM
 
 __all__ = [
@@ -179,22 +178,8 @@ def _candidates(new: np.ndarray, old: np.ndarray, options: LinkOptions, seed: by
         t = float(options.threshold) if options.threshold is not None else 0.0
         empty = Candidates(np.zeros(0), np.zeros((0, 2), dtype=np.int64), np.zeros((0, 2), dtype=np.int64))
         return empty, t, "fixed" if options.threshold is not None else "none"
-    datasets = [new, old]
-    sample = best_match_sample(datasets, size=options.sample_size, seed=seed, workers=options.workers)
-    if options.threshold is None:
-        choice = choose_threshold(sample.top1, sample.top2)
-        t, method = choice.threshold, choice.method
-    else:
-        t, method = float(options.threshold), "fixed"
-    plan = plan_blocking(datasets, t, mode=options.blocking, seed=seed, sample=sample)  # type: ignore[arg-type]
-    if plan.method == "lsh" and plan.design is not None:
-        candidates, _report = lsh_candidates(
-            datasets, t, seed=seed, bands=plan.design.bands, bits_per_band=plan.design.bits_per_band,
-            sample=sample, progress=options.progress,
-        )
-    else:
-        candidates = find_candidates(datasets, t, progress=options.progress, workers=options.workers)
-    return candidates, t, method
+    search = search_candidates([new, old], options, seed)
+    return search.candidates, search.threshold, search.method
 
 
 def plan_update(
