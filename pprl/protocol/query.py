@@ -22,8 +22,14 @@ from decimal import Decimal
 from typing import Any
 
 from pprl.crypto.exchange import unwrap, wrap
-from pprl.crypto.paillier.packing import PackingSpec, decrypt_raw, mask_sums, unmask_packed
-from pprl.crypto.paillier.vector import EncryptedVector, PaillierPrivateKey, PaillierPublicKey, decode_fixed
+from pprl.crypto.paillier.packing import PackingSpec, mask_sums, unmask_packed
+from pprl.crypto.paillier.vector import (
+    EncryptedVector,
+    PaillierPrivateKey,
+    PaillierPublicKey,
+    decode_fixed,
+    decrypt_raw,
+)
 from pprl.documents import (
     Answer,
     AnswerDecryption,

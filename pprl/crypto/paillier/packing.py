@@ -48,7 +48,6 @@ __all__ = [
     "unpack",
     "encrypt_packed",
     "decrypt_packed",
-    "decrypt_raw",
     "mask_sums",
     "unmask_packed",
 ]
@@ -404,14 +403,6 @@ def mask_sums(enc: EncryptedVector, *, workers: int | None = 1) -> tuple[Encrypt
     masks = [secrets.randbelow(n) for _ in range(len(enc))]
     masked = enc + EncryptedVector._trusted(enc.public_key, encrypt_raw(enc.public_key, masks, workers=workers))
     return masked, masks
-
-
-def decrypt_raw(private_key: PaillierPrivateKey, enc: EncryptedVector, *, workers: int | None = 1) -> list[int]:
-    """Every plaintext in [0, n), without sign decoding: what a masked sum decrypts to."""
-    if enc.public_key != private_key.public_key:
-        raise KeyMismatchError("ciphertexts are not under this private key's public key")
-    raw = run_chunked(decrypt_chunk, private_key.crt, enc._c, workers=workers, progress=False, desc="decrypt")
-    return [int(x) for x in raw]
 
 
 def unmask_packed(

@@ -50,6 +50,7 @@ __all__ = [
     "generate_keypair",
     "raw_encrypt",
     "encrypt_vector",
+    "decrypt_raw",
     "decrypt_vector",
     "encode_fixed",
     "decode_fixed",
@@ -370,6 +371,13 @@ def decrypt_vector(
     [n//3, n - n//3], i.e. a sum overflowed or the ciphertext was not made
     for this key.
     """
+    return decode_signed(private_key.public_key, decrypt_raw(private_key, enc, workers=workers, progress=progress))
+
+
+def decrypt_raw(
+    private_key: PaillierPrivateKey, enc: EncryptedVector, *, workers: int | None = None, progress: bool = False
+) -> list[int]:
+    """CRT-decrypt every element to its plaintext in [0, n), without sign decoding (what a masked sum gives)."""
     if not isinstance(private_key, PaillierPrivateKey):
         raise DataValidationError("decrypt_vector needs a PaillierPrivateKey")
     if not isinstance(enc, EncryptedVector):
@@ -379,7 +387,7 @@ def decrypt_vector(
     raw = run_chunked(
         decrypt_chunk, private_key.crt, enc._c, workers=workers, progress=progress, desc="decrypt"
     )
-    return decode_signed(private_key.public_key, raw)
+    return [int(x) for x in raw]
 
 
 def decode_signed(public_key: PaillierPublicKey, raw: Sequence[int]) -> list[int]:
