@@ -102,7 +102,7 @@ def main() -> None:
         answer = registry.answer(bureau, query, [bank.card], policy)
         decryption, _ = decrypt_answer(authority, private, answer, [], [bureau.card], [bank.card])
         rows = open_answer(bank, answer, decryption, [bureau.card], [authority.card])
-        assert sum(1 for status, _, _ in rows if status == "found") == len(applicants)
+        assert sum(1 for r in rows if r.status == "found") == len(applicants)
         return time.perf_counter() - t
 
     single = sorted(ask([ids[i % len(ids)]]) for i in range(args.repeat))

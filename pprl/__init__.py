@@ -31,7 +31,16 @@ if TYPE_CHECKING:
         verify_log,
     )
     from pprl.protocol.pseudonym import evaluate_request, finish_pseudonyms, request_pseudonyms
-    from pprl.protocol.query import AnswerPolicy, Consent, decrypt_answer, make_query, make_receipts, open_answer
+    from pprl.protocol.query import (
+        AnswerPolicy,
+        Consent,
+        PurposePolicy,
+        answer_part,
+        decrypt_answer,
+        make_query,
+        make_receipts,
+        open_answer,
+    )
     from pprl.registry import Registry
     from pprl.sim.synth import generate_population
 
@@ -54,6 +63,8 @@ _LAZY = {
     "finish_pseudonyms": "pprl.protocol.pseudonym",
     "Consent": "pprl.protocol.query",
     "AnswerPolicy": "pprl.protocol.query",
+    "PurposePolicy": "pprl.protocol.query",
+    "answer_part": "pprl.protocol.query",
     "make_query": "pprl.protocol.query",
     "decrypt_answer": "pprl.protocol.query",
     "open_answer": "pprl.protocol.query",
@@ -65,9 +76,11 @@ __all__ = [
     "AnswerPolicy",
     "Consent",
     "PPRLError",
+    "PurposePolicy",
     "Registry",
     "__version__",
     "aggregate",
+    "answer_part",
     "combine_secrets",
     "decrypt_answer",
     "decrypt_release",

@@ -200,6 +200,140 @@ def test_queries_are_refused_and_nothing_answered(world):
     assert len(reasons) == 6 and any("daily quota" in r for r in reasons)
 
 
+def _per_platform(world) -> dict[str, dict[str, dict[str, Decimal]]]:
+    """resident ID -> platform -> plaintext sums of that platform's records in the entity that holds it."""
+    w = world["dir"]
+    user = {}
+    for n in PLATFORMS:
+        tokens = {r["token"]: r["user_id"] for r in _rows(w / f"{n}.sub.json.map.csv")}
+        data = {r["user_id"]: r for r in _rows(w / "data" / f"{n}.csv")}
+        user[n] = {t: data[u] for t, u in tokens.items()}
+    normalise = normaliser_for("resident_id")
+    out: dict[str, dict[str, dict[str, Decimal]]] = {}
+    with Registry(world["registry"]) as reg:
+        for members in reg.members().values():
+            per: dict[str, dict[str, Decimal]] = {}
+            for p, t in members:
+                sums = per.setdefault(p, {c: Decimal(0) for c in SCORES})
+                for c in SCORES:
+                    sums[c] += Decimal(user[p][t][c])
+            for p, t in members:
+                rid = normalise(user[p][t]["resident_id"])
+                if rid is not None:
+                    out[rid] = per
+    return out
+
+
+def test_a_purposes_release_policy_decides_columns_and_per_platform_sums(world):
+    w, key, card = world["dir"], world["key"], world["card"]
+    policy = w / "policy.json"
+    policy.write_text(json.dumps({"daily_quota": 500, "purposes": {
+        "post-loan-monitoring": {"columns": ["repay_score"], "per_platform": True},
+        "loan-application": {}}}), encoding="utf-8")
+    strict = w / "authority-policy.json"
+    strict.write_text(json.dumps({"purposes": {"post-loan-monitoring": {"columns": ["repay_score"]}}}),
+                      encoding="utf-8")
+    normalise = normaliser_for("resident_id")
+    valid = [r for r in _rows(w / "data" / "platform_1.csv") if normalise(r["resident_id"]) is not None][6:10]
+    pseudonyms = _pseudonyms(world, "bank_a", _applicants(world, valid, "bank_a-pol"), "pol")
+    run("query", "--me", key["bank_a"], "--pseudonyms", pseudonyms, "--consents",
+        _consents(world, pseudonyms, "pol", purpose="post-loan-monitoring"), "--purpose", "post-loan-monitoring",
+        "--out", w / "pol.query.json")
+    answer = ["answer", "--me", key["bureau"], "--registry", world["registry"], "--query", w / "pol.query.json",
+              "--cards", card["bank_a"], "--out", w / "pol.answer.json"]
+    mixed = run(*answer, "--policy", policy, "--min-platforms", 2, ok=False)
+    assert mixed.exit_code == 2 and "--min-platforms goes in the --policy file" in mixed.stderr
+    run(*answer, "--policy", policy)
+    decrypt = ["decrypt-answer", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
+               "--answer", w / "pol.answer.json", "--cards", card["bureau"], "--cards", card["bank_a"],
+               "--audit-log", w / "pol.audit.log", "--out", w / "pol.decryption.json"]
+    refused(run(*decrypt, "--policy", strict, ok=False), w / "pol.decryption.json",
+            "pol.answer.json", "per-platform sums are not released for post-loan-monitoring")
+    assert not (w / "pol.audit.log").exists()  # nothing decrypted, nothing logged
+    run(*decrypt, "--policy", policy)
+    run("open-answer", "--me", key["bank_a"], "--answer", w / "pol.answer.json", "--decryption",
+        w / "pol.decryption.json", "--pseudonyms", pseudonyms, "--cards", card["bureau"], "--cards",
+        card["authority"], "--out", w / "pol.scores.csv")
+    lines = (w / "pol.scores.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "app_id,found,contributors,repay_score_sum,platform_1:repay_score,platform_2:repay_score"
+    truth = _per_platform(world)
+    for i, row in enumerate(valid):
+        line = {r["app_id"]: r for r in _rows(w / "pol.scores.csv")}[f"bank_a-pol-{i}"]
+        per = truth[normalise(row["resident_id"])]
+        assert line["found"] == "yes"
+        assert Decimal(line["repay_score_sum"]) == sum(v["repay_score"] for v in per.values())
+        for p in PLATFORMS:
+            got = line[f"{p}:repay_score"]
+            assert (Decimal(got) == per[p]["repay_score"]) if p in per else got == ""
+    # a purpose the policy leaves out is refused, and the refusal recorded
+    run("query", "--me", key["bank_a"], "--pseudonyms", pseudonyms, "--consents",
+        _consents(world, pseudonyms, "pol-clr", purpose="credit-limit-review"), "--purpose", "credit-limit-review",
+        "--out", w / "pol-clr.query.json")
+    refused(run("answer", "--me", key["bureau"], "--registry", world["registry"], "--query", w / "pol-clr.query.json",
+                "--cards", card["bank_a"], "--policy", policy, "--out", w / "pol-clr.answer.json", ok=False),
+            w / "pol-clr.answer.json", "answers no queries for purpose credit-limit-review")
+    bad = w / "bad-policy.json"
+    bad.write_text(json.dumps({"purposes": {"loan-application": {"colums": ["repay_score"]}}}), encoding="utf-8")
+    refused(run("answer", "--me", key["bureau"], "--registry", world["registry"], "--query", w / "pol-clr.query.json",
+                "--cards", card["bank_a"], "--policy", bad, "--out", w / "pol-clr.answer.json", ok=False),
+            w / "pol-clr.answer.json", "bad-policy.json", "columns, per_platform, min_platforms")
+
+
+def test_under_a_threshold_key_the_holders_parts_open_for_the_lender_alone(tmp_path):
+    w = tmp_path
+    key, card, _ = cli_consortium(w, PLATFORMS, seed=23)
+    holders = ["holder_a", "holder_b", "holder_c"]
+    for name in (*holders, "bank_a", "bank_b"):
+        run("init", name, "--role", "lender" if name.startswith("bank") else "authority", "--dir", w / "keys")
+        key[name], card[name] = w / "keys" / f"{name}.key", w / "keys" / f"{name}.card.json"
+    run("paillier", "keygen", "--me", key["authority"], "--dir", w / "dealt", "--threshold", 2,
+        *[a for h in holders for a in ("--holders", card[h])])
+    for n in PLATFORMS:
+        run("submit", "--me", key[n], "--schema", ROOT / "examples" / "schema-cn.json", "--secret", w / f"{n}.secret",
+            "--data", w / "data" / f"{n}.csv", "--id-column", "user_id", "--scores", ",".join(SCORES),
+            "--paillier", w / "dealt" / "paillier.pub.json", "--authority", card["authority"],
+            "--pseudonym-column", "resident_id", "--out", w / f"{n}.sub.json")
+    world = {"dir": w, "key": key, "card": card, "registry": w / "registry.db"}
+    run("registry", "update", "--me", key["bureau"], "--registry", world["registry"],
+        *[a for n in PLATFORMS for a in ("--cards", card[n])],
+        *[a for n in PLATFORMS for a in ("--submissions", w / f"{n}.sub.json")])
+    normalise = normaliser_for("resident_id")
+    valid = [r for r in _rows(w / "data" / "platform_2.csv") if normalise(r["resident_id"]) is not None][:4]
+    pseudonyms = _pseudonyms(world, "bank_a", _applicants(world, valid, "bank_a"), "t1")
+    run("query", "--me", key["bank_a"], "--pseudonyms", pseudonyms, "--consents", _consents(world, pseudonyms, "t1"),
+        "--purpose", "loan-application", "--out", w / "t1.query.json")
+    run("answer", "--me", key["bureau"], "--registry", world["registry"], "--query", w / "t1.query.json",
+        "--cards", card["bank_a"], "--out", w / "t1.answer.json")
+    both = run("decrypt-answer", "--me", key["holder_a"], "--share", w / "dealt" / "holder_a.share.json",
+               "--paillier-key", w / "dealt" / "holder_a.share.json", "--answer", w / "t1.answer.json",
+               "--cards", card["bureau"], "--audit-log", w / "x.log", "--out", w / "x.json", ok=False)
+    assert both.exit_code == 2 and "one of them" in both.stderr
+    for h in holders[:2]:
+        run("decrypt-answer", "--me", key[h], "--share", w / "dealt" / f"{h}.share.json", "--answer",
+            w / "t1.answer.json", "--cards", card["bureau"], "--cards", card["bank_a"], "--cards", card["authority"],
+            "--audit-log", w / f"{h}.audit.log", "--out", w / f"{h}.answer-part.json")
+        run("audit", "verify", w / f"{h}.audit.log", "--cards", card[h])
+    parts = [a for h in holders[:2] for a in ("--parts", w / f"{h}.answer-part.json")]
+    opened = ["open-answer", "--answer", w / "t1.answer.json", "--pseudonyms", pseudonyms, "--cards", card["bureau"],
+              "--cards", card["authority"]]
+    run(*opened, "--me", key["bank_a"], *parts, "--out", w / "t1.scores.csv")
+    expected = _expected(world)
+    got = {r["app_id"]: r for r in _rows(w / "t1.scores.csv")}
+    for i, row in enumerate(valid):
+        records, sums = expected[normalise(row["resident_id"])]
+        line = got[f"bank_a-{i}"]
+        assert line["found"] == "yes" and int(line["contributors"]) == records
+        assert all(Decimal(line[f"{c}_sum"]) == sums[c] for c in SCORES)
+    refused(run(*opened, "--me", key["bank_a"], parts[0], parts[1], "--out", w / "short.csv", ok=False),
+            w / "short.csv", "need 2 parts")
+    refused(run(*opened, "--me", key["bank_b"], *parts, "--out", w / "stolen.csv", ok=False), w / "stolen.csv")
+    # a holder without the dealer's card to pin the key is refused
+    refused(run("decrypt-answer", "--me", key["holder_c"], "--share", w / "dealt" / "holder_c.share.json",
+                "--answer", w / "t1.answer.json", "--cards", card["bureau"], "--cards", card["bank_a"],
+                "--audit-log", w / "holder_c.audit.log", "--out", w / "holder_c.answer-part.json", ok=False),
+            w / "holder_c.answer-part.json", "--cards", "dealer")
+
+
 def test_the_bureau_log_records_every_update_and_query(world):
     """Registry updates and queries, answered or refused, in the bureau's signed, chained log."""
     from pprl.documents.validation import validate_document

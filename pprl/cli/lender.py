@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pprl.cli import cli, say
+from pprl.cli import cli, progress_wanted, say
 
 FILE = click.Path(dir_okay=False)
 
@@ -132,27 +132,40 @@ def query_cmd(me, pseudonyms, consents, purpose, out) -> None:
 @click.option("--query", "query_", required=True, type=FILE, help="A lender's query.")
 @click.option("--cards", multiple=True, required=True, type=FILE,
               help="A registered lender's card; repeat. The query must be signed by one of them.")
+@click.option("--policy", type=FILE,
+              help="Release policy (JSON): per purpose the columns released, per-platform sums or not, the "
+                   "minimum platforms; and the daily quota. Without it every purpose gets every column's sums.")
 @click.option("--min-platforms", type=click.IntRange(1), default=1, show_default=True,
-              help="Answer an applicant only when at least this many platforms hold a record of them.")
+              help="Without --policy: answer an applicant only when at least this many platforms hold a record "
+                   "of them.")
 @click.option("--daily-quota", type=click.IntRange(0), default=1000, show_default=True,
-              help="Most applicants one lender may ask about per UTC day.")
+              help="Without --policy: most applicants one lender may ask about per UTC day.")
 @click.option("--receipts", type=click.Path(file_okay=False),
               help="Also write <platform>.receipt.json here: each contributing platform's signed receipt.")
 @click.option("--out", required=True, type=FILE, help="Answer to write (goes to the authority, then the lender).")
-def answer_cmd(me, registry, query_, cards, min_platforms, daily_quota, receipts, out) -> None:
+def answer_cmd(me, registry, query_, cards, policy, min_platforms, daily_quota, receipts, out) -> None:
     """Answer a lender's query under encryption: only the lender can read the scores.
 
     Refused, with nothing answered (and the refusal recorded): a query not
     signed by one of --cards, without or with an expired, foreign or replayed
-    consent, already answered, or over the lender's daily quota. Each
-    applicant found gets the sum of its records' encrypted scores plus a
-    random mask only the lender can remove; who asked, when and why is kept
-    in the registry against every entity found.
+    consent, already answered, over the lender's daily quota, or for a
+    purpose the release policy does not answer. Each applicant found gets
+    the sum of its records' encrypted scores (or each platform's sum, if the
+    policy says so) plus a random mask only the lender can remove; columns
+    the purpose may not read get a mask the lender never sees. Who asked,
+    when and why is kept in the registry against every entity found.
+
+    \b
+    A policy file, e.g.:
+      {"daily_quota": 1000, "min_platforms": 1, "purposes": {
+         "loan-application": {"columns": ["repay_score", "spend_score"], "min_platforms": 2},
+         "post-loan-monitoring": {"columns": ["repay_score"], "per_platform": true}}}
+    (a purpose left out is not answered).
 
     \b
     Example:
       pprl answer --me keys/bureau.key --registry bureau/registry.db --query bank_a.query.json \\
-          --cards keys/bank_a.card.json --out bank_a.answer.json
+          --cards keys/bank_a.card.json --policy bureau/policy.json --out bank_a.answer.json
     """
     from pprl.documents import Query, load, save
     from pprl.errors import KeyFormatError
@@ -163,10 +176,19 @@ def answer_cmd(me, registry, query_, cards, min_platforms, daily_quota, receipts
     key = load_key(me)
     if key.role != "bureau":
         raise KeyFormatError(f"{me}: only the bureau answers queries; '{key.name}' is a {key.role}")
-    policy = AnswerPolicy(min_platforms=min_platforms, daily_quota=daily_quota)
+    if policy is not None:
+        from pprl.protocol.files import load_policy
+
+        context = click.get_current_context()
+        for name in ("min_platforms", "daily_quota"):
+            if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+                raise click.UsageError(f"--{name.replace('_', '-')} goes in the --policy file when one is given")
+        rules = load_policy(policy)
+    else:
+        rules = AnswerPolicy(min_platforms=min_platforms, daily_quota=daily_quota)
     doc = load(query_, Query)
     with Registry(registry) as reg:
-        answer = reg.answer(key, doc, load_cards(cards), policy)
+        answer = reg.answer(key, doc, load_cards(cards), rules)
     path = save(out, answer)
     say(f"wrote {path}: {answer.header.found} of {answer.header.count} applicants found")
     if receipts:
@@ -179,45 +201,79 @@ def answer_cmd(me, registry, query_, cards, min_platforms, daily_quota, receipts
 
 
 @cli.command("decrypt-answer")
-@click.option("--me", required=True, type=FILE, help="Your identity key (authority).")
-@click.option("--paillier-key", required=True, type=FILE, help="paillier.key from `pprl paillier keygen`.")
+@click.option("--me", required=True, type=FILE, help="Your identity key (the authority, or a threshold key holder).")
+@click.option("--paillier-key", type=FILE, help="Single key: paillier.key from `pprl paillier keygen`.")
+@click.option("--share", type=FILE, help="Threshold key: your <holder>.share.json (writes your part, for the lender).")
 @click.option("--answer", "answer_", required=True, type=FILE, help="The bureau's answer.")
 @click.option("--cards", multiple=True, required=True, type=FILE,
-              help="The bureau's card and the registered lenders' cards; repeat.")
+              help="The bureau's card and the registered lenders' cards (with --share also the dealer's); repeat.")
+@click.option("--policy", type=FILE,
+              help="Your release policy (JSON, as for `pprl answer`): an answer releasing more is refused. "
+                   "Default: every purpose, every column's sums, one platform.")
 @click.option("--audit-log", required=True, type=FILE, help="Audit log to record the decryption in first.")
-@click.option("--out", required=True, type=FILE, help="The masked decryption to write (goes to the lender).")
-def decrypt_answer_cmd(me, paillier_key, answer_, cards, audit_log, out) -> None:
+@click.option("--out", required=True, type=FILE,
+              help="The masked decryption (with --share: your part) to write; it goes to the lender.")
+def decrypt_answer_cmd(me, paillier_key, share, answer_, cards, policy, audit_log, out) -> None:
     """Decrypt an answer's masked sums for its lender (you see only random values); log it first.
 
+    Checked first: the answer is signed by the pinned bureau, for a lender
+    among --cards whose consents hold, and releases no more than your
+    policy allows. With a threshold key each of T holders writes a part
+    encrypted for the lender, who combines them (`pprl open-answer --parts`).
+
     \b
-    Example:
+    Single key:
       pprl decrypt-answer --me keys/authority.key --paillier-key authority/paillier.key \\
           --answer bank_a.answer.json --cards keys/bureau.card.json --cards keys/bank_a.card.json \\
           --audit-log audit.log --out bank_a.decryption.json
+    Threshold key (each holder):
+      pprl decrypt-answer --me keys/holder_a.key --share authority/holder_a.share.json \\
+          --answer bank_a.answer.json --cards keys/bureau.card.json --cards keys/bank_a.card.json \\
+          --cards keys/authority.card.json --audit-log holder_a.audit.log --out holder_a.answer-part.json
     """
-    from pprl.protocol.files import decrypt_answer_file, load_cards, load_key
+    from pprl.protocol.files import answer_part_file, decrypt_answer_file, load_cards, load_key, load_policy
 
-    path = decrypt_answer_file(load_key(me), paillier_key, answer_, load_cards(cards), audit_log, out)
+    if bool(paillier_key) == bool(share):
+        raise click.UsageError("give --paillier-key (single key) or --share (threshold key), one of them")
+    rules = load_policy(policy) if policy else None
+    if share:
+        path = answer_part_file(load_key(me), share, answer_, load_cards(cards), audit_log, out, policy=rules,
+                                progress=progress_wanted())
+        say(f"wrote {path} (your part, encrypted for the lender); logged in {audit_log}")
+        return
+    path = decrypt_answer_file(load_key(me), paillier_key, answer_, load_cards(cards), audit_log, out, policy=rules)
     say(f"wrote {path}; logged in {audit_log}")
 
 
 @cli.command("open-answer")
 @click.option("--me", required=True, type=FILE, help="Your identity key (lender).")
 @click.option("--answer", "answer_", required=True, type=FILE, help="The bureau's answer.")
-@click.option("--decryption", required=True, type=FILE, help="The authority's decryption of it.")
+@click.option("--decryption", type=FILE, help="Single key: the authority's decryption of it.")
+@click.option("--parts", multiple=True, type=FILE,
+              help="Threshold key: a holder's part of it; repeat (T of them).")
 @click.option("--pseudonyms", required=True, type=FILE, help="Your reference,pseudonym file for this query.")
-@click.option("--cards", multiple=True, required=True, type=FILE, help="The bureau's and the authority's cards.")
-@click.option("--out", required=True, type=FILE, help="CSV to write: app_id,found,contributors,<score>_sum... (0600).")
-def open_answer_cmd(me, answer_, decryption, pseudonyms, cards, out) -> None:
-    """Remove the masks and read your applicants' scores.
+@click.option("--cards", multiple=True, required=True, type=FILE,
+              help="The bureau's and the authority's cards (threshold key: the dealer's).")
+@click.option("--out", required=True, type=FILE,
+              help="CSV to write: app_id,found,contributors,<score>_sum... and, if the policy gives them, "
+                   "<platform>:<score> columns (0600).")
+def open_answer_cmd(me, answer_, decryption, parts, pseudonyms, cards, out) -> None:
+    """Remove the masks and read your applicants' scores (the columns the purpose releases).
 
     \b
-    Example:
+    Single key:
       pprl open-answer --me keys/bank_a.key --answer bank_a.answer.json --decryption bank_a.decryption.json \\
           --pseudonyms bank_a.pseudonyms.csv --cards keys/bureau.card.json --cards keys/authority.card.json \\
           --out bank_a.scores.csv
+    Threshold key:
+      pprl open-answer --me keys/bank_a.key --answer bank_a.answer.json --parts holder_a.answer-part.json \\
+          --parts holder_b.answer-part.json --pseudonyms bank_a.pseudonyms.csv --cards keys/bureau.card.json \\
+          --cards keys/authority.card.json --out bank_a.scores.csv
     """
     from pprl.protocol.files import load_cards, load_key, open_answer_file
 
-    path, asked, found = open_answer_file(load_key(me), answer_, decryption, pseudonyms, load_cards(cards), out)
+    if bool(decryption) == bool(parts):
+        raise click.UsageError("give --decryption (single key) or --parts (threshold key), one of them")
+    path, asked, found = open_answer_file(load_key(me), answer_, decryption or list(parts), pseudonyms,
+                                          load_cards(cards), out)
     say(f"wrote {path}: {found} of {asked} applicants found (private, mode 0600)")

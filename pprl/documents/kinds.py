@@ -591,7 +591,10 @@ class AnswerHeader(Part):
     purpose: str
     count: int
     found: int
+    sums: int
     min_platforms: int
+    released_columns: list[str]
+    per_platform: bool
     contributions: dict[str, int]
     paillier_fingerprint: str
     paillier_key: dict[str, Any]
@@ -605,6 +608,7 @@ class AnswerPayload(Part):
     status: list[str]
     sums: bytes = field(repr=False)
     masks: bytes = field(repr=False)
+    platforms: bytes | None = field(default=None, metadata=OPTIONAL, repr=False)
     query: dict[str, Any] = field(repr=False)
 
 
@@ -708,6 +712,7 @@ class AuditEntry(SignedDocument):
     applicants: int | None = field(default=None, metadata=OPTIONAL)
     contributions: dict[str, int] | None = field(default=None, metadata=OPTIONAL)
     consents: list[str] | None = field(default=None, metadata=OPTIONAL)
+    per_platform: bool | None = field(default=None, metadata=OPTIONAL)
     # registry updates and queries (the bureau's log)
     platform: str | None = field(default=None, metadata=OPTIONAL)
     submission_hash: str | None = field(default=None, metadata=OPTIONAL)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -54,7 +54,7 @@ from pprl.documents import (
     write_atomic,
 )
 from pprl.encoding.schema import Schema, load_schema
-from pprl.errors import DataValidationError, DocumentError, KeyFormatError, PPRLError
+from pprl.errors import DataValidationError, DocumentError, KeyFormatError, OptionError, PPRLError
 from pprl.protocol.aggregate import AggregateOptions, aggregate_release
 from pprl.protocol.audit import AuditReport, next_entry, verify_entries
 from pprl.protocol.decrypt import (
@@ -93,7 +93,7 @@ from pprl.protocol.psi import (
     reveal_table,
     sum_rounds,
 )
-from pprl.protocol.query import Consent, decrypt_answer, make_query, open_answer
+from pprl.protocol.query import AnswerPolicy, Consent, answer_part, decrypt_answer, make_query, open_answer
 from pprl.protocol.report import CheckedLog, render_report
 from pprl.protocol.secret import LinkageSecret, combine_shares, make_share, open_secret, secret_document
 from pprl.protocol.submit import SubmitOptions, open_paillier_public, prepare_submission
@@ -914,40 +914,89 @@ def query_file(me: PartyKey, pseudonyms: PathLike, consents: PathLike, purpose: 
     return save(out, make_query(me, items, purpose))
 
 
+def load_policy(path: PathLike) -> AnswerPolicy:
+    """Read a release policy file (JSON, see :class:`pprl.protocol.query.AnswerPolicy`)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DocumentError(f"{path}: no such release policy file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DocumentError(f"{path}: not a JSON release policy ({exc})") from None
+    return AnswerPolicy.from_dict(data, str(path))
+
+
 def decrypt_answer_file(
     me: PartyKey, paillier_key: PaillierPrivateKey | PathLike, answer: PathLike, cards: Sequence[Card],
-    audit_log: PathLike, out: PathLike,
+    audit_log: PathLike, out: PathLike, *, policy: AnswerPolicy | None = None,
 ) -> Path:
     """The authority decrypts an answer's masked sums for the lender: logs the use first, then writes them."""
     private = paillier_key if isinstance(paillier_key, PaillierPrivateKey) else load_paillier_private(paillier_key)
     bureaus = [c for c in cards if c.role == "bureau"]
     lenders = [c for c in cards if c.role == "lender"]
-    decryption, entry = decrypt_answer(me, private, load(answer, Answer), _checked_log(audit_log), bureaus, lenders)
+    decryption, entry = decrypt_answer(me, private, load(answer, Answer), _checked_log(audit_log), bureaus, lenders,
+                                       policy)
     _append_line(audit_log, entry)
     return save(out, decryption)
 
 
+def answer_part_file(
+    me: PartyKey, share: PathLike, answer: PathLike, cards: Sequence[Card], audit_log: PathLike, out: PathLike, *,
+    policy: AnswerPolicy | None = None, workers: int | None = None, progress: bool = False,
+    _allow_insecure: bool = False,
+) -> Path:
+    """A threshold holder's part of an answer, encrypted for its lender: logs the use first, then writes it.
+
+    ``cards`` hold the bureau's, the lenders' and the dealer's (an authority other than ``me``) cards.
+    """
+    dealers = [c for c in cards if c.role == "authority" and c.fingerprint != me.card.fingerprint]
+    if len(dealers) != 1:
+        raise OptionError("give the dealer's card (the authority that dealt the key) once in {cards}", "cards")
+    loaded = load_share(me, share, dealer=dealers[0], _allow_insecure=_allow_insecure)
+    options = ThresholdOptions(workers=workers, progress=progress, allow_insecure=_allow_insecure)
+    part, entry = answer_part(me, loaded, load(answer, Answer), _checked_log(audit_log),
+                              [c for c in cards if c.role == "bureau"], [c for c in cards if c.role == "lender"],
+                              policy, options)
+    _append_line(audit_log, entry)
+    return save(out, part)
+
+
 def open_answer_file(
-    me: PartyKey, answer: PathLike, decryption: PathLike, pseudonyms: PathLike, cards: Sequence[Card], out: PathLike
+    me: PartyKey, answer: PathLike, decryption: PathLike | Sequence[PathLike], pseudonyms: PathLike,
+    cards: Sequence[Card], out: PathLike, *, _allow_insecure: bool = False,
 ) -> tuple[Path, int, int]:
-    """The lender reads its answer: ``app_id,found,contributors,<score>_sum...`` (0600); returns (path, asked, found)."""
+    """The lender reads its answer: ``app_id,found,contributors,<score>_sum...`` (0600), then, with
+    per-platform answers, ``<platform>:<score>`` columns; returns (path, asked, found).
+
+    ``decryption`` is the authority's decryption, or T holders' parts (a list) under a threshold key.
+    """
     doc = load(answer, Answer)
-    rows = open_answer(me, doc, load(decryption, AnswerDecryption), [c for c in cards if c.role == "bureau"],
-                       [c for c in cards if c.role == "authority"])
+    given: AnswerDecryption | list[DecryptionPart]
+    if isinstance(decryption, list | tuple):
+        given = [load(p, DecryptionPart) for p in decryption]
+    else:
+        given = load(cast("PathLike", decryption), AnswerDecryption)
+    rows = open_answer(me, doc, given, [c for c in cards if c.role == "bureau"],
+                       [c for c in cards if c.role == "authority"],
+                       ThresholdOptions(allow_insecure=_allow_insecure))
     refs = {p.hex(): ref for ref, p in _pseudonym_table(pseudonyms).items()}
-    columns = doc.header.score_columns
+    columns = doc.header.released_columns
+    platforms = sorted(doc.header.contributions) if doc.header.per_platform else []
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["app_id", "found", "contributors", *[f"{c}_sum" for c in columns]])
-    for item, (status, contributors, sums) in zip(doc.payload.query["payload"]["items"], rows):
+    writer.writerow(["app_id", "found", "contributors", *[f"{c}_sum" for c in columns],
+                     *[f"{p}:{c}" for p in platforms for c in columns]])
+    for item, row in zip(doc.payload.query["payload"]["items"], rows):
         ref = refs.get(item["pseudonym"])
         if ref is None:
             raise DataValidationError(f"{pseudonyms}: lacks an applicant the query asked about")
-        found = {"found": "yes", "not-found": "no"}.get(status, status)
-        writer.writerow([ref, found, contributors if status == "found" else "",
-                         *[str(sums[c]) if status == "found" else "" for c in columns]])
+        found = row.status == "found"
+        writer.writerow([
+            ref, {"found": "yes", "not-found": "no"}.get(row.status, row.status),
+            row.contributors if found else "", *[str(row.sums[c]) if found else "" for c in columns],
+            *[str(row.platforms[p][c]) if p in row.platforms else "" for p in platforms for c in columns],
+        ])
     path = write_atomic(out, buffer.getvalue().encode("utf-8"), private=True)
-    return path, len(rows), sum(1 for s, _, _ in rows if s == "found")
+    return path, len(rows), sum(1 for r in rows if r.status == "found")
 
 
 # -- the regulator's report -------------------------------------------------------------------------

@@ -136,12 +136,15 @@ def score_packing(columns: Sequence[str], key: PaillierPublicKey, records_per_ci
     agreed records per ciphertext) alone, so the bureau can add any
     platforms' ciphertexts slot by slot. Headroom covers MAX_CONTRIBUTORS
     records per entity; a count slot lets the authority check the bureau's
-    contributor counts. PolicyError, naming the key's maximum, when
-    ``records_per_ciphertext`` records do not fit the key.
+    contributor counts. One record per ciphertext is packed with masking
+    room per slot (``maskable``), so the bureau can answer a lender with only
+    the columns a purpose's release policy allows. PolicyError, naming the
+    key's maximum, when ``records_per_ciphertext`` records do not fit the key.
     """
     return PackingSpec.plan(
         fixed_bound(SCORE_MAX_ABS, SCORE_DECIMALS), len(columns), MAX_CONTRIBUTORS,
         key=key, decimals=SCORE_DECIMALS, count_slot=True, records_per_ciphertext=records_per_ciphertext,
+        maskable=records_per_ciphertext == 1,
     )
 
 

@@ -8,7 +8,9 @@ records summed. Several records per ciphertext:
 :mod:`pprl.crypto.paillier.packing_records`. Dict form (in submission and release
 headers): ``{"scheme": "pprl-pack", "version": 1, "slots", "slot_bits", "bound",
 "max_summands", "decimals", "count_slot"}``, plus ``"records_per_ciphertext"``
-and ``"mask_bits"`` when R > 1.
+and ``"mask_bits"`` when R > 1, or ``"maskable": true`` and ``"mask_bits"`` for
+one record per ciphertext with masking room per slot (so that a reader can be
+kept from a column: :func:`column_masks`).
 
 Design and headroom proof: docs/design.md#packing-score-columns
 """
@@ -49,6 +51,7 @@ __all__ = [
     "encrypt_packed",
     "decrypt_packed",
     "mask_sums",
+    "column_masks",
     "unmask_packed",
 ]
 
@@ -72,8 +75,12 @@ class PackingSpec:
     ``slots`` = k columns, ``slot_bits`` = s, ``bound`` = B (max |value| after
     fixed-point encoding, also the offset), ``max_summands`` = M (most
     records one aggregate may sum), ``decimals`` = the fixed-point scale,
-    ``count_slot`` = carry the number of summed records in an extra slot.
-    PolicyError if 2·B·M ≥ 2^s (a sum could carry into the next slot).
+    ``count_slot`` = carry the number of summed records in an extra slot,
+    ``maskable`` = give each slot ``mask_bits + 1`` bits of room with one record
+    per ciphertext too (several records per ciphertext always have it), so
+    whoever adds the masks can hide a column from the reader of the sum
+    (:func:`column_masks`). PolicyError if 2·B·M ≥ 2^s (a sum could carry
+    into the next slot).
     """
 
     slots: int
@@ -84,6 +91,7 @@ class PackingSpec:
     count_slot: bool = False
     records_per_ciphertext: int = 1
     mask_bits: int = MASK_BITS
+    maskable: bool = False
 
     def __post_init__(self) -> None:
         for name in ("slots", "slot_bits", "bound", "max_summands", "decimals", "records_per_ciphertext", "mask_bits"):
@@ -97,12 +105,15 @@ class PackingSpec:
             )
         if not 0 <= self.decimals <= MAX_DECIMALS:
             raise DataValidationError(f"packing spec decimals must be 0..{MAX_DECIMALS}")
-        if not isinstance(self.count_slot, bool):
-            raise DataValidationError("packing spec field 'count_slot' must be true or false")
+        for name in ("count_slot", "maskable"):
+            if not isinstance(getattr(self, name), bool):
+                raise DataValidationError(f"packing spec field '{name}' must be true or false")
         if not 1 <= self.records_per_ciphertext <= MAX_RECORDS_PER_CIPHERTEXT:
             raise DataValidationError(
                 f"packing spec records_per_ciphertext must be 1..{MAX_RECORDS_PER_CIPHERTEXT}"
             )
+        if self.records_per_ciphertext > 1:  # always roomy; one spelling of it
+            object.__setattr__(self, "maskable", False)
         if self.mask_bits < MASK_BITS:
             raise PolicyError(f"packing spec refused: mask_bits below {MASK_BITS} hides too little")
         need = self.required_slot_bits(self.bound, self.max_summands)
@@ -128,6 +139,7 @@ class PackingSpec:
         decimals: int = 0,
         count_slot: bool = False,
         records_per_ciphertext: int = 1,
+        maskable: bool = False,
     ) -> PackingSpec:
         """The tightest spec for these limits, checked against ``key`` (or its bit length) if given.
 
@@ -137,7 +149,8 @@ class PackingSpec:
         if not (_int(bound) and _int(max_summands)):
             raise DataValidationError("bound and max_summands must be integers")
         s_bits = cls.required_slot_bits(bound, max_summands)
-        spec = cls(slots, s_bits, bound, max_summands, decimals, count_slot, records_per_ciphertext)
+        spec = cls(slots, s_bits, bound, max_summands, decimals, count_slot, records_per_ciphertext,
+                   maskable=maskable)
         if key is not None:
             spec.check_key(key)
         return spec
@@ -153,9 +166,14 @@ class PackingSpec:
         return self.slots + self.count_slot
 
     @property
+    def roomy(self) -> bool:
+        """Slot positions have masking room (several records per ciphertext, or ``maskable``)."""
+        return self.records_per_ciphertext > 1 or self.maskable
+
+    @property
     def position_bits(self) -> int:
-        """Width of one slot position: s, or s + mask_bits + 1 with several records per ciphertext."""
-        if self.records_per_ciphertext == 1:
+        """Width of one slot position: s, or s + mask_bits + 1 with masking room (see :attr:`roomy`)."""
+        if not self.roomy:
             return self.slot_bits
         return self.slot_bits + self.mask_bits + 1
 
@@ -164,20 +182,20 @@ class PackingSpec:
         """Every packed plaintext and admissible (masked) sum is below 2^total_bits.
 
         ((k + count slot)·R + R - 1) positions for R records per ciphertext
-        (see :mod:`pprl.crypto.paillier.packing_records`); for R = 1, (k + count slot)·s.
+        (see :mod:`pprl.crypto.paillier.packing_records`); for R = 1, (k + count slot) positions.
         """
         r = self.records_per_ciphertext
         return (self.fields * r + r - 1) * self.position_bits
 
     def single(self) -> PackingSpec:
-        """The same slots with one record per ciphertext: the layout a decoded aggregate is read in."""
-        return replace(self, records_per_ciphertext=1)
+        """The same slots, one record per ciphertext, no room: the layout a decoded aggregate is read in."""
+        return replace(self, records_per_ciphertext=1, maskable=False)
 
     def max_records_per_ciphertext(self, key: PaillierPublicKey | int) -> int:
         """The largest records_per_ciphertext this key's plaintext space holds (0 if none)."""
         best = 0
         for r in range(1, MAX_RECORDS_PER_CIPHERTEXT + 1):
-            if replace(self, records_per_ciphertext=r).total_bits <= _bits_of(key) - 3:
+            if replace(self, records_per_ciphertext=r, maskable=self.maskable and r == 1).total_bits <= _bits_of(key) - 3:
                 best = r
         return best
 
@@ -198,7 +216,11 @@ class PackingSpec:
         """JSON-ready form, see the module docstring (one record per ciphertext: no layout fields)."""
         d = {"scheme": _SCHEME, "version": 1, **asdict(self)}
         if self.records_per_ciphertext == 1:
-            del d["records_per_ciphertext"], d["mask_bits"]
+            del d["records_per_ciphertext"]
+            if not self.maskable:
+                del d["mask_bits"]
+        if not self.maskable or self.records_per_ciphertext > 1:
+            del d["maskable"]
         return d
 
     @classmethod
@@ -207,10 +229,13 @@ class PackingSpec:
         if not isinstance(d, dict) or d.get("scheme") != _SCHEME or d.get("version") != 1:
             raise DocumentError("not a pprl-pack version 1 packing spec")
         fields = ("slots", "slot_bits", "bound", "max_summands", "decimals")
-        optional = {"count_slot": False, "records_per_ciphertext": 1, "mask_bits": MASK_BITS}
+        optional = {"count_slot": False, "records_per_ciphertext": 1, "mask_bits": MASK_BITS, "maskable": False}
         if not {"scheme", "version", *fields} <= set(d) <= {"scheme", "version", *fields, *optional}:
             raise DocumentError(f"packing spec must have the fields scheme, version, {', '.join(fields)}")
-        if ("records_per_ciphertext" in d) != ("mask_bits" in d) or d.get("records_per_ciphertext") == 1:
+        if "maskable" in d and (d["maskable"] is not True or "records_per_ciphertext" in d):
+            raise DocumentError("packing spec: maskable is given only as true, with one record per ciphertext")
+        roomy = "records_per_ciphertext" in d or "maskable" in d
+        if roomy != ("mask_bits" in d) or d.get("records_per_ciphertext") == 1:
             raise DocumentError("packing spec: records_per_ciphertext (above 1) and mask_bits go together")
         try:
             return cls(*(d[f] for f in fields), **{f: d.get(f, v) for f, v in optional.items()})
@@ -250,7 +275,7 @@ def pack_rows(matrix: Any, spec: PackingSpec) -> list[int]:
     With several records per ciphertext, one plaintext per that many rows
     (:func:`pprl.crypto.paillier.packing_records.pack_records`).
     """
-    if spec.records_per_ciphertext > 1:
+    if spec.roomy:
         return pack_records(pack_rows(matrix, spec.single()), spec)
     arr = _matrix(matrix, spec)
     b = spec.bound
@@ -284,7 +309,7 @@ def unpack(values: Sequence[int], spec: PackingSpec, summands: Sequence[int] | N
     """
     if summands is None and not spec.count_slot:
         raise DataValidationError("summand counts are needed unless the spec has a count slot")
-    if spec.records_per_ciphertext > 1:
+    if spec.roomy:
         values, spec = extract_targets(values, spec), spec.single()
     counts = _summands(summands, len(values), spec) if summands is not None else None
     k, s, b = spec.slots, spec.slot_bits, spec.bound
@@ -392,23 +417,76 @@ def decrypt_packed(
     return unpack(raw, spec, summands)
 
 
-def mask_sums(enc: EncryptedVector, *, workers: int | None = 1) -> tuple[EncryptedVector, list[int]]:
+def mask_sums(
+    enc: EncryptedVector, *, hiding: Sequence[int] | None = None, workers: int | None = 1
+) -> tuple[EncryptedVector, list[int]]:
     """Add a fresh uniform mask R in [0, n) to every sum under encryption; return the masked sums and the masks.
 
     Whoever decrypts the masked sums sees uniform values mod n and learns
     nothing; only the holder of the masks can recover the sums
-    (:func:`unmask_packed`). The masks come from the OS CSPRNG.
+    (:func:`unmask_packed`). The masks come from the OS CSPRNG. ``hiding``
+    (from :func:`column_masks`) is added too but not returned: the holder of
+    the masks then reads the sums with those columns hidden.
     """
     n = enc.public_key.n
     masks = [secrets.randbelow(n) for _ in range(len(enc))]
-    masked = enc + EncryptedVector._trusted(enc.public_key, encrypt_raw(enc.public_key, masks, workers=workers))
+    extra = list(hiding) if hiding is not None else [0] * len(enc)
+    if len(extra) != len(enc):
+        raise DataValidationError(f"{len(extra)} hiding values for {len(enc)} sums")
+    plain = [(r + g) % n for r, g in zip(masks, extra)]
+    masked = enc + EncryptedVector._trusted(enc.public_key, encrypt_raw(enc.public_key, plain, workers=workers))
     return masked, masks
 
 
+def column_masks(spec: PackingSpec, hidden: Sequence[int], count: int) -> list[int]:
+    """Per sum, a fresh mask over the slots ``hidden`` (0-based columns): what keeps a reader from them.
+
+    Each hidden slot gets a uniform (slot_bits + mask_bits)-bit value, which
+    the slot's own room absorbs without a carry, and which hides the slot's
+    sum to statistical distance 2^-mask_bits. Added to sums the reader then
+    decrypts (or unmasks) and never learns; needs a :attr:`PackingSpec.roomy`
+    single-record spec. The count slot is never hidden.
+    """
+    if not spec.maskable or spec.records_per_ciphertext != 1:
+        raise PolicyError("a column can be hidden only in sums packed with masking room (a maskable packing spec)")
+    if any(not _int(j) or not 0 <= j < spec.slots for j in hidden):
+        raise DataValidationError(f"hidden columns must be 0..{spec.slots - 1}")
+    w, bits = spec.position_bits, spec.slot_bits + spec.mask_bits
+    out = []
+    for _ in range(count):
+        value = 0
+        for j in sorted(set(hidden)):
+            value += secrets.randbits(bits) << (w * j)
+        out.append(value)
+    return out
+
+
 def unmask_packed(
-    masked: Sequence[int], masks: Sequence[int], n: int, spec: PackingSpec, summands: Sequence[int] | None = None
+    masked: Sequence[int],
+    masks: Sequence[int],
+    n: int,
+    spec: PackingSpec,
+    summands: Sequence[int] | None = None,
+    hidden: Sequence[int] = (),
 ) -> np.ndarray:
-    """Column sums from masked plaintexts: (value - mask) mod n, then :func:`unpack` (counts from the count slot)."""
+    """Column sums from masked plaintexts: (value - mask) mod n, then :func:`unpack` (counts from the count slot).
+
+    Columns in ``hidden`` (0-based) carry a :func:`column_masks` value the
+    reader does not know: they are cleared before unpacking and come back as 0.
+    """
     if len(masked) != len(masks):
         raise DataValidationError("one mask per masked value is needed")
-    return unpack([(int(v) - int(r)) % n for v, r in zip(masked, masks)], spec, summands)
+    clear = 0
+    if hidden:
+        if not spec.maskable or spec.records_per_ciphertext != 1:
+            raise DataValidationError("hidden columns need a maskable single-record packing spec")
+        w = spec.position_bits
+        for j in set(hidden):
+            clear |= ((1 << w) - 1) << (w * j)
+    values = [((int(v) - int(r)) % n) & ~clear for v, r in zip(masked, masks)]
+    if hidden and not spec.count_slot:
+        raise DataValidationError("hidden columns need a packing spec with a count slot")
+    if hidden:  # a cleared slot reads as m·B, i.e. a sum of 0
+        w, counts = spec.position_bits, [x >> (w * spec.slots) for x in values]
+        values = [x | sum((m * spec.bound) << (w * j) for j in set(hidden)) for x, m in zip(values, counts)]
+    return unpack(values, spec, summands)

@@ -13,7 +13,7 @@ so the audit entry records who agreed. Design: docs/threshold.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from pprl.crypto.paillier.threshold.partials import (
     combine_partials,
     verify_partial,
 )
+from pprl.crypto.paillier.vector import EncryptedVector
 from pprl.documents import Card, DecryptionPart, PaillierPub, Release, b64d, document_hash, verify_document
 from pprl.errors import (
     DecryptionError,
@@ -47,7 +48,7 @@ from pprl.protocol.threshold.dealer import (
 )
 from pprl.protocol.threshold.holder import check_release
 
-__all__ = ["CombinedRelease", "combine_parts"]
+__all__ = ["CombinedRelease", "combine_parts", "combine_vectors", "parts_setup"]
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,82 @@ def _part_values(
     return data, proofs, approval
 
 
+def parts_setup(
+    parts: Sequence[DecryptionPart],
+    public: PaillierPub | None,
+    authority: Card | Sequence[Card] | None,
+    options: ThresholdOptions,
+) -> ThresholdSetup:
+    """The threshold key the parts are for: ``public`` if given, else the dealer-signed copy they carry."""
+    if public is not None:
+        return open_threshold_public(public, authority, allow_insecure=options.allow_insecure)
+    if parts:
+        return _setup_from_parts([(p.source, p.wire) for p in parts], authority, options.allow_insecure)
+    raise PolicyError("no decryption parts given")
+
+
+def combine_vectors(
+    parts: Sequence[DecryptionPart],
+    setup: ThresholdSetup,
+    target_hash: str,
+    vectors: Mapping[str, EncryptedVector],
+    options: ThresholdOptions,
+    *,
+    me: PartyKey | None = None,
+    signed: bool = True,
+) -> tuple[dict[str, list[int]], tuple[str, ...], tuple[dict[str, Any], ...]]:
+    """Check T or more holders' parts of the document hashed ``target_hash`` and decrypt its ``vectors``.
+
+    Returns (signed plaintexts per vector name, or raw ones in [0, n) when
+    not ``signed``; holders used in index order; their signed approvals).
+    Any bad part is refused with the holder's name.
+    """
+    tpk = setup.public
+    chosen: dict[int, tuple[str, str, dict[str, Any], Card]] = {}
+    for given in parts:
+        source, pdoc = given.source, given.wire
+        name, index, signer = _check_part(source, pdoc, setup, target_hash, me)
+        if index in chosen:
+            raise DocumentError(f"{source}: a second part from holder '{name}' (also {chosen[index][0]})")
+        chosen[index] = (source, name, pdoc, signer)
+    if len(chosen) < tpk.threshold:
+        raise PolicyError(
+            f"need {tpk.threshold} parts of the {tpk.holders} holders ({', '.join(setup.holders)}) "
+            f"to decrypt, got {len(chosen)}"
+        )
+    key = tpk.public
+    columns = list(vectors)
+    widths = [key.ciphertext_bytes * len(vectors[c]) for c in columns]
+    by_column: dict[str, list[PartialDecryption]] = {c: [] for c in columns}
+    approvals = []
+    for index in sorted(chosen):
+        source, name, pdoc, signer = chosen[index]
+        data, proofs, approval = _part_values(source, pdoc, name, index, signer, target_hash, me)
+        if approval is not None:
+            if verify_approval(approval, target_hash, setup.fingerprint, source=f"{source}: approval").fingerprint != signer.fingerprint:
+                raise SignatureError(f"{source}: approval inside the part from holder '{name}' is signed by another card")
+            approvals.append(approval)
+        if len(data) != sum(widths):
+            raise DecryptionError(f"{source}: part from holder '{name}' has the wrong number of values")
+        offset = 0
+        for column, width in zip(columns, widths, strict=True):
+            try:
+                proof = PartialProof.from_dict(proofs.get(column))
+                part = PartialDecryption.from_bytes(key, index, data[offset : offset + width], proof)
+                verify_partial(tpk, part, vectors[column], context=proof_context(target_hash, column),
+                               workers=options.workers)
+            except DecryptionError as exc:
+                raise DecryptionError(f"{source}: part from holder '{name}', column '{column}': {exc}") from None
+            by_column[column].append(part)
+            offset += width
+    sums = {
+        column: combine_partials(tpk, by_column[column], vectors[column], verify=False,
+                                 workers=options.workers, progress=options.progress, signed=signed)
+        for column in columns
+    }
+    return sums, tuple(chosen[i][1] for i in sorted(chosen)), tuple(approvals)
+
+
 def combine_parts(
     parts: Sequence[DecryptionPart],
     release: Release,
@@ -168,61 +245,16 @@ def combine_parts(
     cards the dealer must be among). PolicyError when fewer than T good parts remain.
     """
     options = options or ThresholdOptions()
-    docs = [(p.source, p.wire) for p in parts]
-    if public is not None:
-        setup = open_threshold_public(public, authority, allow_insecure=options.allow_insecure)
-    elif docs:
-        setup = _setup_from_parts(docs, authority, options.allow_insecure)
-    else:
-        raise PolicyError("no decryption parts given")
-    tpk = setup.public
-    checked = check_release(release, tpk.public, cards, options.allow_insecure)
-    chosen: dict[int, tuple[str, str, dict[str, Any], Card]] = {}
-    for source, pdoc in docs:
-        name, index, signer = _check_part(source, pdoc, setup, checked.hash, me)
-        if index in chosen:
-            raise DocumentError(f"{source}: a second part from holder '{name}' (also {chosen[index][0]})")
-        chosen[index] = (source, name, pdoc, signer)
-    if len(chosen) < tpk.threshold:
-        raise PolicyError(
-            f"need {tpk.threshold} parts of the {tpk.holders} holders ({', '.join(setup.holders)}) "
-            f"to decrypt, got {len(chosen)}"
-        )
-    key = tpk.public
-    width = key.ciphertext_bytes * len(release.payload.entity_ids)
-    by_column: dict[str, list[PartialDecryption]] = {c: [] for c in checked.columns}
-    approvals = []
-    for index in sorted(chosen):
-        source, name, pdoc, signer = chosen[index]
-        data, proofs, approval = _part_values(source, pdoc, name, index, signer, checked.hash, me)
-        if approval is not None:
-            if verify_approval(approval, checked.hash, setup.fingerprint, source=f"{source}: approval").fingerprint != signer.fingerprint:
-                raise SignatureError(f"{source}: approval inside the part from holder '{name}' is signed by another card")
-            approvals.append(approval)
-        if len(data) != width * len(checked.columns):
-            raise DecryptionError(f"{source}: part from holder '{name}' has the wrong number of values")
-        for k, column in enumerate(checked.columns):
-            try:
-                proof = PartialProof.from_dict(proofs.get(column))
-                part = PartialDecryption.from_bytes(key, index, data[k * width : (k + 1) * width], proof)
-                verify_partial(tpk, part, checked.vectors[column], context=proof_context(checked.hash, column),
-                               workers=options.workers)
-            except DecryptionError as exc:
-                raise DecryptionError(f"{source}: part from holder '{name}', column '{column}': {exc}") from None
-            by_column[column].append(part)
-    sums = {
-        column: combine_partials(tpk, by_column[column], checked.vectors[column], verify=False,
-                                 workers=options.workers, progress=options.progress)
-        for column in checked.columns
-    }
+    setup = parts_setup(parts, public, authority, options)
+    checked = check_release(release, setup.public.public, cards, options.allow_insecure)
+    sums, holders, approvals = combine_vectors(parts, setup, checked.hash, checked.vectors, options, me=me)
     return CombinedRelease(
         header=dict(release.wire["header"]),
         sums=sums,
         release=release.wire,
         release_hash=checked.hash,
-        holders=tuple(chosen[i][1] for i in sorted(chosen)),
-        approvals=tuple(approvals),
+        holders=holders,
+        approvals=approvals,
         setup=setup,
         document=release,
     )
-

@@ -301,8 +301,10 @@ def combine_partials(
     context: bytes = b"",
     workers: int | None = None,
     progress: bool = False,
+    signed: bool = True,
 ) -> list[int]:
-    """Signed plaintexts of ``enc`` from at least T parts of distinct holders.
+    """Signed plaintexts of ``enc`` from at least T parts of distinct holders (raw ones in [0, n) when not
+    ``signed``: masked values).
 
     PolicyError "need T parts, got k" with too few; DataValidationError if a
     holder appears twice; with ``verify`` (the default) every given part's
@@ -338,4 +340,4 @@ def combine_partials(
         inv = int(gmpy2.invert(4 * public.delta * public.delta, n))
         rows = list(zip(*(p.values for p in used)))
         raw = engine.run(combine_chunk, (n, exps, inv), rows, count=True)
-    return decode_signed(public.public, raw)
+    return decode_signed(public.public, raw) if signed else [int(m) for m in raw]
