@@ -19,12 +19,15 @@ reference only (not run here): Microsoft APSI / SecretFlow labeled PSI answer
 one query against 1M keys in 0.49 s on 32 cores.
 
 Run: python benchmarks/bench_query.py [--people 100000] [--batch 10000] [--repeat 50]
+     python benchmarks/bench_query.py --isa popcnt --no-ifma   # the paths an AVX2-only CPU takes
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import platform
 import statistics
 import tempfile
 import time
@@ -53,12 +56,36 @@ def _stamp(days: float) -> str:
     return (datetime.now(timezone.utc) + timedelta(days=days)).isoformat(timespec="seconds")
 
 
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--isa", choices=["generic", "popcnt", "avx512"],
+                        help="force the Dice kernel variant (popcnt is the path of a CPU without AVX-512 VPOPCNTDQ)")
+    parser.add_argument("--no-ifma", action="store_true",
+                        help="Paillier without the AVX-512 IFMA kernel (gmpy2), as on AVX2-only CPUs")
     args = parser.parse_args()
+    from pprl.matching.dice import native as dice_native
+
+    if args.isa:
+        if dice_native._native is None or args.isa not in dice_native._native.isas():
+            parser.error(f"Dice kernel variant {args.isa!r} is not available here")
+        dice_native._ISA = args.isa
+    if args.no_ifma:
+        os.environ["PPRL_NO_IFMA"] = "1"  # read at every call
+    print(f"cpu: {_cpu()}; Dice kernel {args.isa or 'best available'}; Paillier "
+          f"{'gmpy2 (IFMA off)' if args.no_ifma else 'best available'}")
 
     started = time.perf_counter()
     population = generate_population(args.people, 2, seed=7)
