@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 anchor_times.append(t)
             ours, theirs = statistics.median(ours_times), statistics.median(anchor_times)
             anchor_entities = sum(1 for g in groups if len(g) >= 2)
-            doc = load_linkage(out)
+            doc = load_linkage(out, [world.bureau.card])
             same = anchor_entities == result.entities and all(len(e.members) >= 2 for e in doc.payload.entities)
             rows.append((threshold, result, ours, theirs, same))
             print(f"  threshold {threshold!s:>4} (used {result.threshold:.4f}, blocking {result.blocking}): "

@@ -194,7 +194,7 @@ def intersection_sum(k: int, n: int, bits: int, scores: int, workers: int | None
                 everyone[x] = everyone.get(x, 0) + 1
         expected = sum(1 for v in everyone.values() if v >= 2)
         session = init_session(keys["bureau"], [cards[x] for x in names], root / "session.json").path
-        sess = load_session(session, cards["bureau"])
+        sess = load_session(session, cards["bureau"], [cards[x] for x in names])
         current = {}
         for name in names:
             res = blind_identifiers(keys[name], sess, frames[name], "user_id", root / f"{name}.r0.json",

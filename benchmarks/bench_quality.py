@@ -115,7 +115,7 @@ def run_ours(label: str, frames: dict[str, pd.DataFrame], id_column: str, schema
     result = link(world.bureau, world.cards, world.submissions, "auto", root / label / "linkage.json")
     seconds = time.perf_counter() - t0
     return {"label": label, "world": world, "result": result, "seconds": seconds,
-            "evaluation": evaluate_linkage(result.path, world.maps, truth_csv)}
+            "evaluation": evaluate_linkage(result.path, world.maps, truth_csv, cards=[world.bureau.card])}
 
 
 def same_clks(world, frames: dict[str, pd.DataFrame], id_column: str, theirs: list[np.ndarray]) -> bool:

@@ -130,14 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         world = pickle.loads(world_file.read_bytes())
         from pprl.protocol.files import load_submission
 
-        sizes = [load_submission(p).doc.header.records for p in world.submissions]
+        sizes = [load_submission(p, world.cards).doc.header.records for p in world.submissions]
         print(f"bench_scale: {sizes[0]:,} x {sizes[1]:,} records ({sizes[0] * sizes[1]:,} pairs), schema-cn, 1024-bit CLKs")
         results = {}
         for name, blocking in (("ours (lsh)", "lsh"), ("anchor (no blocking)", "none")):
             spec = {"tool": "pprl", "world": str(world_file), "threshold": "auto", "blocking": blocking,
                     "out": str(root / f"linkage-{blocking}.json")}
             results[name] = r = run_child(spec)
-            ev = evaluate_linkage(spec["out"], world.maps, root / "data" / "truth.csv")
+            ev = evaluate_linkage(spec["out"], world.maps, root / "data" / "truth.csv", cards=[world.bureau.card])
             r["quality"] = ev.quality
             r["pair_completeness"] = ev.completeness.value
             q = ev.quality

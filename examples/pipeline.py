@@ -47,12 +47,14 @@ def run(workdir: Path, people: int) -> pd.DataFrame:
             "user_id",
             workdir / n / "submission.json",
             paillier=keygen.public_path,
+            authority=cards["authority"],  # pin who signed the key (its fingerprint checked out of band)
             scores=["repay_score", "spend_score", "travel_score"],
         ).path
         for n in names
     ]
     linkage = pprl.link(keys["bureau"], [cards[n] for n in names], submissions, 0.8, workdir / "bureau" / "linkage.json")
-    release = pprl.aggregate(keys["bureau"], linkage.path, submissions, 2, workdir / "bureau" / "release.json")
+    release = pprl.aggregate(keys["bureau"], linkage.path, submissions, 2, workdir / "bureau" / "release.json",
+                             cards=[cards[n] for n in names])
     result = pprl.decrypt_release(
         keys["authority"], keygen.private_path, release.path,
         workdir / "authority" / "audit.log", workdir / "authority" / "aggregates.csv",

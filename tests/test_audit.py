@@ -39,7 +39,7 @@ def test_tampering_names_the_first_bad_entry(parties, tmp_path, attack):
         expected = "entry 2"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises((DocumentError, SignatureError), match=expected):
-        verify_log(path)
+        verify_log(path, [parties[1]["authority"]])
 
 
 def test_unknown_signer_and_refusal_to_extend_a_damaged_log(parties, tmp_path):

@@ -52,7 +52,7 @@ def _subs(world, names=PLATFORMS):
 def test_full_flow_decrypts_exact_sums(world):
     w = world["dir"]
     run("link", "--me", world["key"]["bureau"], *_cards(world), *_subs(world), "--threshold", 0.8, "--out", w / "linkage.json")
-    run("aggregate", "--me", world["key"]["bureau"], "--linkage", w / "linkage.json", *_subs(world),
+    run("aggregate", "--me", world["key"]["bureau"], "--linkage", w / "linkage.json", *_subs(world), *_cards(world),
         "--min-contributors", 2, "--out", w / "release.json")
     run("decrypt", "--me", world["key"]["authority"], "--paillier-key", w / "authority" / "paillier.key",
         "--release", w / "release.json", "--cards", world["card"]["bureau"],
@@ -135,7 +135,8 @@ def test_paillier_key_mismatch_isrefused(world, tmp_path):
     run("paillier", "keygen", "--me", world["key"]["authority"], "--dir", tmp_path / "other")
     sub = tmp_path / "p3.json"
     run("submit", "--me", world["key"]["platform_3"], "--schema", SCHEMA, "--secret", w / "platform_3.secret",
-        "--paillier", tmp_path / "other" / "paillier.pub.json", "--data", w / "data" / "platform_3.csv",
+        "--paillier", tmp_path / "other" / "paillier.pub.json", "--authority", world["card"]["authority"],
+        "--data", w / "data" / "platform_3.csv",
         "--id-column", "user_id", "--scores", "repay_score", "--out", sub)
     out = tmp_path / "linkage.json"
     subs = [*_subs(world, PLATFORMS[:2]), "--submissions", sub]
@@ -148,7 +149,8 @@ def _submit_bad_data(world, tmp_path, csv_text: str, *extra: str):
     data.write_text(csv_text, encoding="utf-8")
     out = tmp_path / "sub.json"
     result = run("submit", "--me", world["key"]["platform_1"], "--schema", SCHEMA, "--secret", w / "platform_1.secret",
-                 "--paillier", w / "authority" / "paillier.pub.json", "--data", data, "--id-column", "user_id",
+                 "--paillier", w / "authority" / "paillier.pub.json", "--authority", world["card"]["authority"],
+                 "--data", data, "--id-column", "user_id",
                  "--out", out, *extra, ok=False)
     assert not Path(f"{out}.map.csv").exists()
     return result, out

@@ -39,11 +39,11 @@ def compact(tmp_path_factory):
     subs = [a for n in PLATFORMS for a in ("--submissions", w / f"{n}.sub.json")]
     cards = [a for n in PLATFORMS for a in ("--cards", card[n])]
     run("link", "--me", key["bureau"], *cards, *subs, "--out", w / "linkage.json")
-    run("aggregate", "--me", key["bureau"], "--linkage", w / "linkage.json", *subs, "--out", w / "release.json")
+    run("aggregate", "--me", key["bureau"], "--linkage", w / "linkage.json", *subs, *cards, "--out", w / "release.json")
     run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
         "--release", w / "release.json", "--cards", card["bureau"], "--audit-log", w / "audit.log",
         "--out", w / "aggregates.csv")
-    return {"dir": w, "key": key, "card": card, "subs": subs}
+    return {"dir": w, "key": key, "card": card, "subs": subs, "cards": cards}
 
 
 def test_five_records_per_ciphertext_decrypt_to_exact_sums(compact):
@@ -66,7 +66,7 @@ def test_five_records_per_ciphertext_decrypt_to_exact_sums(compact):
 
 def test_noise_works_with_several_records_per_ciphertext(compact):
     w, key, card = compact["dir"], compact["key"], compact["card"]
-    run("aggregate", "--me", key["bureau"], "--linkage", w / "linkage.json", *compact["subs"],
+    run("aggregate", "--me", key["bureau"], "--linkage", w / "linkage.json", *compact["subs"], *compact["cards"],
         "--noise", "laplace", "--epsilon", 1000, "--out", w / "noisy.json")
     run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
         "--release", w / "noisy.json", "--cards", card["bureau"], "--audit-log", w / "noisy.log",
@@ -117,7 +117,7 @@ def _aggregate_refused(compact, tmp_path, subs) -> str:
     key, card = compact["key"], compact["card"]
     cards = [a for n in PLATFORMS for a in ("--cards", card[n])]
     run("link", "--me", key["bureau"], *cards, *subs, "--out", tmp_path / "linkage.json")
-    result = run("aggregate", "--me", key["bureau"], "--linkage", tmp_path / "linkage.json", *subs,
+    result = run("aggregate", "--me", key["bureau"], "--linkage", tmp_path / "linkage.json", *subs, *cards,
                  "--out", tmp_path / "release.json", ok=False)
     assert result.exit_code != 0 and not (tmp_path / "release.json").exists()
     return result.stderr

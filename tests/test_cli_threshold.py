@@ -39,18 +39,20 @@ def test_two_of_three_holders_decrypt_exact_sums(tmp_path):
         run("secret", "combine", "--me", key(name), "--shares", w / "platform_1.share.json",
             "--shares", w / "platform_2.share.json", "--out", w / f"{name}.secret")
         run("submit", "--me", key(name), "--schema", SCHEMA, "--secret", w / f"{name}.secret",
-            "--paillier", w / "auth" / "paillier.pub.json", "--data", w / "data" / f"{name}.csv",
+            "--paillier", w / "auth" / "paillier.pub.json", "--authority", card("authority"), "--data", w / "data" / f"{name}.csv",
             "--id-column", "user_id", "--scores", "repay_score,spend_score", "--out", w / f"{name}.sub.json")
     subs = [a for n in PLATFORMS for a in ("--submissions", w / f"{n}.sub.json")]
     cards = [a for n in PLATFORMS for a in ("--cards", card(n))]
     run("link", "--me", key("bureau"), *cards, *subs, "--out", w / "linkage.json")
-    run("aggregate", "--me", key("bureau"), "--linkage", w / "linkage.json", *subs, "--out", w / "release.json")
+    run("aggregate", "--me", key("bureau"), "--linkage", w / "linkage.json", *subs, *cards, "--out", w / "release.json")
 
     for holder in HOLDERS[:2]:
         run("decrypt", "--partial", "--me", key(holder), "--share", w / "auth" / f"{holder}.share.json",
-            "--release", w / "release.json", "--cards", card("bureau"), "--out", w / f"{holder}.part.json")
+            "--release", w / "release.json", "--cards", card("bureau"), "--cards", card("authority"),
+            "--out", w / f"{holder}.part.json")
+    pins = ["--cards", card("bureau"), "--cards", card("authority")]
     combine = ["decrypt", "--combine", "--me", key("authority"), "--paillier", w / "auth" / "paillier.pub.json",
-               "--release", w / "release.json", "--audit-log", w / "audit.log"]
+               "--release", w / "release.json", "--audit-log", w / "audit.log", *pins]
     short = run(*combine, "--parts", w / "holder_a.part.json", "--out", w / "short.csv", ok=False)
     assert short.exit_code != 0 and "need 2" in short.stderr and not (w / "short.csv").exists()
 
@@ -66,7 +68,7 @@ def test_two_of_three_holders_decrypt_exact_sums(tmp_path):
             assert Decimal(row[f"{column}_sum"]) == want
 
     # The exact contract: no --me, no --paillier; parts carry the signed key and approvals.
-    run("decrypt", "--combine", "--parts", w / "holder_a.part.json", "--parts", w / "holder_b.part.json",
+    run("decrypt", "--combine", "--parts", w / "holder_a.part.json", "--parts", w / "holder_b.part.json", *pins,
         "--release", w / "release.json", "--audit-log", w / "attested.log", "--out", w / "agg2.csv")
     assert (w / "agg2.csv").read_bytes() == (w / "agg.csv").read_bytes()
     run("audit", "verify", w / "attested.log", "--cards", card("holder_a"), "--cards", card("holder_b"))
@@ -76,7 +78,8 @@ def test_two_of_three_holders_decrypt_exact_sums(tmp_path):
     entry = json.loads((w / "attested.log").read_text(encoding="utf-8"))
     for label, edit in [("release", {"release_hash": "0" * 64}), ("approval", {"approvals": entry["approvals"][:1]})]:
         (w / f"edited-{label}.log").write_text(json.dumps({**entry, **edit}) + "\n", encoding="utf-8")
-        edited = run("audit", "verify", w / f"edited-{label}.log", ok=False)
+        edited = run("audit", "verify", w / f"edited-{label}.log", "--cards", card("holder_a"), "--cards",
+                     card("holder_b"), ok=False)
         assert edited.exit_code != 0 and "entry 1" in edited.stderr
     # pinning the dealer and the bureau through --cards works too; a wrong dealer pin is refused
     pins = ["--cards", card("bureau"), "--cards", card("authority")]
@@ -89,8 +92,9 @@ def test_two_of_three_holders_decrypt_exact_sums(tmp_path):
 
     # A part made --for the authority needs the authority's key to combine.
     run("decrypt", "--partial", "--me", key("holder_c"), "--share", w / "auth" / "holder_c.share.json",
-        "--release", w / "release.json", "--for", card("authority"), "--out", w / "holder_c.part.json")
-    both = ["--parts", w / "holder_a.part.json", "--parts", w / "holder_c.part.json", "--release", w / "release.json"]
+        "--release", w / "release.json", "--for", card("authority"), *pins, "--out", w / "holder_c.part.json")
+    both = ["--parts", w / "holder_a.part.json", "--parts", w / "holder_c.part.json", "--release", w / "release.json",
+            *pins]
     sealed = run("decrypt", "--combine", *both, "--audit-log", w / "s.log", "--out", w / "s.csv", ok=False)
     assert sealed.exit_code != 0 and "encrypted for 'authority'" in sealed.stderr and not (w / "s.csv").exists()
     run("decrypt", "--combine", "--me", key("authority"), *both, "--audit-log", w / "s.log", "--out", w / "s.csv")

@@ -12,6 +12,7 @@ log line it leaves must validate in full, items included.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,17 @@ def test_secret_schemas_describe_fields_without_example_values():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
+    """Every kind of document from a real run. Commands that are not given their pins find them in the
+    trust store (PPRL_TRUST: the keys folder, where every party's card is), as a deployment would."""
     w = tmp_path_factory.mktemp("schemas-world")
+    os.environ["PPRL_TRUST"] = str(w / "keys")
+    try:
+        return _world(w)
+    finally:
+        del os.environ["PPRL_TRUST"]
+
+
+def _world(w: Path) -> dict[str, Any]:
     key, card, _ = cli_consortium(w, PLATFORMS, seed=11)
     pub = w / "authority" / "paillier.pub.json"
     for name in HOLDERS:

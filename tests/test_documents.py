@@ -18,10 +18,12 @@ def test_sign_verify_and_trusted_cards(parties):
     with pytest.raises(SignatureError, match="not among the given cards"):
         verify_document(doc, [cards["platform_1"]])
     with pytest.raises(SignatureError, match="expected a platform"):
-        verify_document(doc, role="platform")
+        verify_document(doc, [cards["bureau"]], role="platform")
+    with pytest.raises(SignatureError, match="no pinned cards"):  # there is no unpinned mode
+        verify_document(doc, None)  # type: ignore[arg-type]
     doc["header"]["n"] = 2
     with pytest.raises(SignatureError, match="does not verify"):
-        verify_document(doc)
+        verify_document(doc, [cards["bureau"]])
 
 
 def test_impostor_with_same_name_is_refused(parties, tmp_path):

@@ -14,6 +14,7 @@ from cli_runner import run
 
 from pprl.documents import read_document
 from pprl.errors import DataValidationError
+from pprl.protocol.files import load_card
 from pprl.sim.evaluation import evaluate_linkage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +43,10 @@ def world(tmp_path_factory):
     subs = [a for n in PLATFORMS for a in ("--submissions", w / f"{n}.sub.json")]
     linked = run("link", "--me", key["bureau"], *cards, *subs, "--out", w / "linkage.json")
     return {"dir": w, "key": key, "card": card, "cards": cards, "subs": subs, "link_stderr": linked.stderr}
+
+
+def _pin(world):
+    return ["--cards", world["card"]["bureau"]]
 
 
 def maps(world):
@@ -91,7 +96,7 @@ def test_bad_threshold_is_a_usage_error(world, tmp_path):
 def test_evaluate_gives_plausible_figures_and_a_png(world, tmp_path):
     w = world["dir"]
     png = tmp_path / "eval.png"
-    result = run("evaluate", "--linkage", w / "linkage.json", *maps(world), "--truth", w / "data" / "truth.csv",
+    result = run("evaluate", *_pin(world), "--linkage", w / "linkage.json", *maps(world), "--truth", w / "data" / "truth.csv",
                  "--plot", png)
     figures = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if line.split()}
     assert float(figures["precision"]) >= 0.95
@@ -104,7 +109,7 @@ def test_evaluate_gives_plausible_figures_and_a_png(world, tmp_path):
 def test_evaluate_json_and_named_maps(world):
     w = world["dir"]
     named = [a for n in PLATFORMS for a in ("--maps", f"{n}={w / f'{n}.sub.json.map.csv'}")]
-    result = run("evaluate", "--linkage", w / "linkage.json", *named, "--truth", w / "data" / "truth.csv", "--json")
+    result = run("evaluate", *_pin(world), "--linkage", w / "linkage.json", *named, "--truth", w / "data" / "truth.csv", "--json")
     data = json.loads(result.stdout)
     assert data["pair_completeness"] >= data["recall"] - 1e-9  # the solver cannot find what was never a candidate
     assert data["reduction_ratio"] == 0.0
@@ -117,7 +122,7 @@ def test_evaluate_after_lsh_reports_blocking_completeness(world, tmp_path):
     out = tmp_path / "lsh.json"
     run("link", "--me", world["key"]["bureau"], *world["cards"], *world["subs"], "--blocking", "lsh", "--out", out)
     result = evaluate_linkage(out, [world["dir"] / f"{n}.sub.json.map.csv" for n in PLATFORMS],
-                              world["dir"] / "data" / "truth.csv")
+                              world["dir"] / "data" / "truth.csv", cards=[load_card(world["card"]["bureau"])])
     assert result.blocking == "lsh"
     assert result.blocking_pair_completeness is not None and result.blocking_pair_completeness >= 0.9
     assert 0.0 < result.reduction_ratio < 1.0
@@ -136,7 +141,7 @@ def test_map_of_no_linked_platform_is_refused(world, tmp_path):
     w = world["dir"]
     stranger = tmp_path / "stranger.map.csv"
     stranger.write_text("token,user_id\n" + "".join(f"{i:024x},u{i}\n" for i in range(5)), encoding="utf-8")
-    result = run("evaluate", "--linkage", w / "linkage.json", *maps(world), "--maps", stranger,
+    result = run("evaluate", *_pin(world), "--linkage", w / "linkage.json", *maps(world), "--maps", stranger,
                  "--truth", w / "data" / "truth.csv", ok=False)
     _refused(result, "stranger.map.csv")
 
@@ -144,10 +149,10 @@ def test_map_of_no_linked_platform_is_refused(world, tmp_path):
 def test_missing_map_and_duplicate_map_are_refused(world):
     w = world["dir"]
     two = [a for n in PLATFORMS[:2] for a in ("--maps", w / f"{n}.sub.json.map.csv")]
-    _refused(run("evaluate", "--linkage", w / "linkage.json", *two, "--truth", w / "data" / "truth.csv", ok=False),
+    _refused(run("evaluate", *_pin(world), "--linkage", w / "linkage.json", *two, "--truth", w / "data" / "truth.csv", ok=False),
              "platform_3")
     again = [*maps(world), "--maps", w / "platform_1.sub.json.map.csv"]
-    _refused(run("evaluate", "--linkage", w / "linkage.json", *again, "--truth", w / "data" / "truth.csv", ok=False),
+    _refused(run("evaluate", *_pin(world), "--linkage", w / "linkage.json", *again, "--truth", w / "data" / "truth.csv", ok=False),
              "platform_1.sub.json.map.csv", "second map")
 
 
@@ -155,14 +160,15 @@ def test_truth_without_person_column_is_refused(world, tmp_path):
     w = world["dir"]
     bad = tmp_path / "truth-bad.csv"
     bad.write_text("platform,user_id,who\nplatform_1,u1,p1\n", encoding="utf-8")
-    _refused(run("evaluate", "--linkage", w / "linkage.json", *maps(world), "--truth", bad, ok=False),
+    _refused(run("evaluate", *_pin(world), "--linkage", w / "linkage.json", *maps(world), "--truth", bad, ok=False),
              "truth-bad.csv", "person")
 
 
 def test_map_without_token_column_is_refused(world):
     w = world["dir"]
     with pytest.raises(DataValidationError, match="platform_1.csv"):
-        evaluate_linkage(w / "linkage.json", [w / "data" / "platform_1.csv"], w / "data" / "truth.csv")
+        evaluate_linkage(w / "linkage.json", [w / "data" / "platform_1.csv"], w / "data" / "truth.csv",
+                         cards=[load_card(world["card"]["bureau"])])
 
 
 def test_two_platform_curve_equals_re_solving(world, tmp_path):
@@ -173,7 +179,7 @@ def test_two_platform_curve_equals_re_solving(world, tmp_path):
     two = [a for n in PLATFORMS[:2] for a in ("--submissions", world["dir"] / f"{n}.sub.json")]
     run("link", "--me", world["key"]["bureau"], *world["cards"], *two, "--out", out)
     maps2 = [world["dir"] / f"{n}.sub.json.map.csv" for n in PLATFORMS[:2]]
-    result = evaluate_linkage(out, maps2, world["dir"] / "data" / "truth.csv")
+    result = evaluate_linkage(out, maps2, world["dir"] / "data" / "truth.csv", cards=[load_card(world["card"]["bureau"])])
     assert result.exact_curve[0].f1 == pytest.approx(result.quality.f1)
     doc = read_document(out, "linkage")
     maps = evaluation.read_maps(maps2, doc)

@@ -152,7 +152,7 @@ def test_psi_path_in_memory(consortium, no_writes):
     public, private = generate_keypair(2048)
     session = check_session(
         open_session(parties["bureau"], [parties[n].card for n in names], reveal_intersection=True),
-        parties["bureau"].card,
+        parties["bureau"].card, [parties[n].card for n in names],
     )
     rounds, states = {}, {}
     for n in names:

@@ -257,6 +257,13 @@ def _frames(people: dict[str, list[int]]) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _blind(cards, me, session, *args, **kwargs):
+    """``blind_identifiers`` with the pins a platform keeps: the bureau's card and the platforms' cards."""
+    kwargs.setdefault("bureau", cards["bureau"])
+    kwargs.setdefault("platforms", [c for c in cards.values() if c.role == "platform"])
+    return blind_identifiers(me, session, *args, **kwargs)
+
+
 def _csv(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(Path(path).read_text(encoding="utf-8").splitlines()))
 
@@ -274,10 +281,10 @@ def _run(world, people, *, min_contributors=2, reveal=True, identifier="resident
                            identifier=identifier, reveal_intersection=reveal).path
     current = {}
     for n in names:
-        r = blind_identifiers(keys[n], session, frames[n], "user_id", root / n / "r0.json", root / n / "state",
+        r = _blind(cards, keys[n], session, frames[n], "user_id", root / n / "r0.json", root / n / "state",
                               paillier=pub, scores=["repay_score", "spend_score"], bureau=cards["bureau"])
         current[n] = r.path
-    sess = load_session(session, cards["bureau"])
+    sess = load_session(session, cards["bureau"], [cards[n] for n in names])
     for step, pairs in enumerate(reblind_schedule(sess), start=1):
         for platform, origin in pairs:
             current[origin] = reblind_round(keys[platform], root / platform / "state", current[origin],
@@ -338,14 +345,16 @@ def test_threshold_key_decrypts_a_psi_release(world):
     people = {"p1": list(range(20)), "p2": list(range(12, 30))}
     frames = _frames(people)
     session = init_session(keys["bureau"], [cards["p1"], cards["p2"]], root / "ts.json").path
-    r = {n: blind_identifiers(keys[n], session, frames[n], "user_id", root / f"t{n}.json", root / f"t{n}.state",
+    r = {n: _blind(cards, keys[n], session, frames[n], "user_id", root / f"t{n}.json", root / f"t{n}.state",
                               paillier=pub, scores=["repay_score", "spend_score"]).path for n in people}
     done = {"p1": reblind_round(keys["p2"], root / "tp2.state", r["p1"], root / "tp1.r1.json").path,
             "p2": reblind_round(keys["p1"], root / "tp1.state", r["p2"], root / "tp2.r1.json").path}
     rel = aggregate_intersection(keys["bureau"], session, [done["p1"], done["p2"]], 2, root / "trel.json")
     parts = [partial_decrypt_release(keys[h], keygen.share_paths[h], rel.path, root / f"{h}.part.json",
-                                     workers=1, _allow_insecure=True) for h in ("h1", "h2")]
-    combined = combine_release(parts, rel.path, workers=1, _allow_insecure=True)  # key taken from the parts
+                                     cards=[cards["bureau"]], dealer=cards["authority"], workers=1,
+                                     _allow_insecure=True) for h in ("h1", "h2")]
+    combined = combine_release(parts, rel.path, cards=[cards["bureau"]], authority=cards["authority"], workers=1,
+                               _allow_insecure=True)  # key taken from the parts
     spec = PackingSpec.from_dict(combined.header["packing"])
     sums = unpack(combined.sums["packed"], spec, combined.release["payload"]["contributors"])
     _holders, expected = _expected(people, 2)
@@ -428,7 +437,7 @@ def _blind_two(world, *, reveal=False):
     frames = _frames({"p1": list(range(10)), "p2": list(range(5, 15))})
     session = init_session(keys["bureau"], [cards["p1"], cards["p2"]], root / "session.json",
                            reveal_intersection=reveal).path
-    r = {n: blind_identifiers(keys[n], session, frames[n], "user_id", root / f"{n}.r0.json", root / f"{n}.state",
+    r = {n: _blind(cards, keys[n], session, frames[n], "user_id", root / f"{n}.r0.json", root / f"{n}.state",
                               paillier=pub, scores=["repay_score"]).path for n in ("p1", "p2")}
     return session, r
 
@@ -455,7 +464,7 @@ def test_round_from_another_session_refused(world):
     session, r = _blind_two(world)
     other = init_session(keys["bureau"], [cards["p1"], cards["p2"]], root / "other.json").path
     frames = _frames({"p1": list(range(10))})
-    stray = blind_identifiers(keys["p1"], other, frames["p1"], "user_id", root / "stray.json", root / "stray.state",
+    stray = _blind(cards, keys["p1"], other, frames["p1"], "user_id", root / "stray.json", root / "stray.state",
                               paillier=pub, scores=["repay_score"]).path
     with pytest.raises(DocumentError, match="another PSI session"):
         reblind_round(keys["p2"], root / "p2.state", stray, root / "x.json")
@@ -501,7 +510,7 @@ def test_three_platform_ring_refuses_wrong_hop(world):
     root, keys, cards, (_pub, _) = world
     frames = _frames({"p1": [1, 2], "p2": [2, 3], "p3": [3, 4]})
     session = init_session(keys["bureau"], [cards["p1"], cards["p2"], cards["p3"]], root / "s.json").path
-    r = {n: blind_identifiers(keys[n], session, frames[n], "user_id", root / f"{n}.r0.json", root / f"{n}.st").path
+    r = {n: _blind(cards, keys[n], session, frames[n], "user_id", root / f"{n}.r0.json", root / f"{n}.st").path
          for n in ("p1", "p2", "p3")}
     with pytest.raises(PolicyError, match="next hop is 'p2', not 'p3'"):
         reblind_round(keys["p3"], root / "p3.st", r["p1"], root / "x.json")
@@ -521,20 +530,20 @@ def test_blind_input_checks(world):
     frame = _frames({"p1": [1, 2, 3]})["p1"]
     dup = pd.concat([frame, frame.iloc[[0]].assign(user_id="other")], ignore_index=True)
     with pytest.raises(DataValidationError, match="rows 1 and 4") as exc:
-        blind_identifiers(keys["p1"], session, dup, "user_id", root / "o.json", root / "st", paillier=pub,
+        _blind(cards, keys["p1"], session, dup, "user_id", root / "o.json", root / "st", paillier=pub,
                           scores=["repay_score"])
     assert _rid(1) not in str(exc.value)
     bad = frame.assign(resident_id=["110105194912310021", "", frame.resident_id[2]])
-    res = blind_identifiers(keys["p1"], session, bad, "user_id", root / "o.json", root / "st")
+    res = _blind(cards, keys["p1"], session, bad, "user_id", root / "o.json", root / "st")
     assert (res.records, res.skipped) == (1, 2)
     with pytest.raises(DocumentError, match="already exists"):
-        blind_identifiers(keys["p1"], session, frame, "user_id", root / "o2.json", root / "st")
+        _blind(cards, keys["p1"], session, frame, "user_id", root / "o2.json", root / "st")
     with pytest.raises(KeyMismatchError, match="not 'mobile'"):
-        blind_identifiers(keys["p1"], session, frame, "user_id", root / "o3.json", root / "st3", identifier="mobile")
+        _blind(cards, keys["p1"], session, frame, "user_id", root / "o3.json", root / "st3", identifier="mobile")
     with pytest.raises(KeyMismatchError, match="not one of this session's platforms"):
-        blind_identifiers(keys["p3"], session, frame, "user_id", root / "o4.json", root / "st4")
+        _blind(cards, keys["p3"], session, frame, "user_id", root / "o4.json", root / "st4")
     with pytest.raises(SignatureError):
-        blind_identifiers(keys["p1"], session, frame, "user_id", root / "o5.json", root / "st5", bureau=cards["p2"])
+        _blind(cards, keys["p1"], session, frame, "user_id", root / "o5.json", root / "st5", bureau=cards["p2"])
     for name in ("o2.json", "o3.json", "st3", "o4.json", "st4", "o5.json", "st5"):
         assert not (root / name).exists()
 

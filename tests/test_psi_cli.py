@@ -40,11 +40,12 @@ def world(tmp_path_factory):
     current = {}
     for name in PLATFORMS:
         run("psi", "blind", "--me", key[name], "--session", w / "session.json", "--bureau", card["bureau"],
+            *[a for p in PLATFORMS if p != name for a in ("--peers", card[p])],
             "--data", w / "data" / f"{name}.csv", "--id-column", "user_id", "--identifier", "resident_id",
             "--scores", "repay_score,spend_score", "--paillier", w / "authority" / "paillier.pub.json",
             "--authority", card["authority"], "--out", w / f"{name}.r0.json", "--state", w / f"{name}.state")
         current[name] = w / f"{name}.r0.json"
-    route = _csv_text(run("psi", "route", "--session", w / "session.json").stdout)
+    route = _csv_text(run("psi", "route", "--session", w / "session.json", "--bureau", card["bureau"]).stdout)
     for row in route:
         out = w / f"{row['list_of']}.r{row['step']}.json"
         run("psi", "reblind", "--me", key[row["platform"]], "--state", w / f"{row['platform']}.state",
@@ -149,9 +150,10 @@ def test_wrong_hop_and_incomplete_lists_refused(world):
 
 
 def test_state_is_private_and_not_overwritten(world):
-    w, key, _card, _, _ = world
+    w, key, card, _, _ = world
     assert (w / "platform_1.state").stat().st_mode & 0o777 == 0o600
     result = run("psi", "blind", "--me", key["platform_1"], "--session", w / "session.json",
+                 "--bureau", card["bureau"], "--peers", card["platform_2"], "--peers", card["platform_3"],
                  "--data", w / "data" / "platform_1.csv", "--id-column", "user_id",
                  "--out", w / "again.json", "--state", w / "platform_1.state", ok=False)
     _refused(result, "platform_1.state")

@@ -59,13 +59,13 @@ def world(tmp_path_factory):
     cards = [a for n in PLATFORMS for a in ("--cards", card[n])]
     run("link", "--me", key["bureau"], *cards, *subs, "--threshold", 0.8, "--out", w / "linkage.json")
     run("link", "--me", key["bureau"], *cards, *raw, "--threshold", 0.8, "--out", w / "raw-linkage.json")
-    return {"dir": w, "card": card, "key": key, "subs": subs, "raw": raw}
+    return {"dir": w, "card": card, "key": key, "subs": subs, "raw": raw, "cards": cards}
 
 
 def _aggregate(world, out: Path, *extra: object, ok: bool = True, linkage: str = "linkage.json", subs=None):
     w = world["dir"]
     return run("aggregate", "--me", world["key"]["bureau"], "--linkage", w / linkage, *(subs or world["subs"]),
-               "--min-contributors", 2, *extra, "--out", out, ok=ok)
+               *world["cards"], "--min-contributors", 2, *extra, "--out", out, ok=ok)
 
 
 def _decrypt(world, release: Path, out: Path, log: Path, *extra: object, ok: bool = True):

@@ -98,6 +98,8 @@ def _write_release(path: Path, bureau, public: PaillierPublicKey, values: dict[s
 
 
 def _part(world, holder: str, out: str, release: Path | None = None, **kw) -> Path:
+    kw.setdefault("cards", [world["cards"]["bureau"]])
+    kw.setdefault("dealer", world["cards"]["authority"])
     return partial_decrypt_release(world["keys"][holder], world["keygen"].share_paths[holder],
                                    release or world["release"], world["root"] / out, workers=1, **kw)
 
@@ -109,6 +111,8 @@ def parts(world) -> dict[str, Path]:
 
 def _combine(world, paths, release: Path | None = None, **kw):
     kw.setdefault("me", world["keys"]["authority"])
+    kw.setdefault("cards", [world["cards"]["bureau"]])
+    kw.setdefault("authority", world["cards"]["authority"])
     return combine_release(paths, release or world["release"], world["keygen"].public_path, workers=1, **kw)
 
 
@@ -162,17 +166,17 @@ def test_holder_opens_only_its_own_share(world, tmp_path) -> None:
     mine = load_share(keys["auditor_a"], keygen.share_paths["auditor_a"], dealer=world["cards"]["authority"])
     assert mine.holder == "auditor_a" and mine.share.index == 2
     with pytest.raises(DecryptionError, match="addressed to 'auditor_b'"):
-        load_share(keys["auditor_a"], keygen.share_paths["auditor_b"])
+        load_share(keys["auditor_a"], keygen.share_paths["auditor_b"], dealer=world["cards"]["authority"])
     # a different key that merely has the same name
     key_path, _ = init_party("auditor_b", "authority", tmp_path / "impostor")
     with pytest.raises(DecryptionError, match="another card"):
-        load_share(load_key(key_path), keygen.share_paths["auditor_b"])
+        load_share(load_key(key_path), keygen.share_paths["auditor_b"], dealer=world["cards"]["authority"])
     # re-addressing the file breaks the dealer's signature
     doc = read_document(keygen.share_paths["auditor_b"], "paillier-share")
     doc["holder"] = "auditor_a"
     write_document(tmp_path / "readdressed.json", doc)
     with pytest.raises(SignatureError):
-        load_share(keys["auditor_a"], tmp_path / "readdressed.json")
+        load_share(keys["auditor_a"], tmp_path / "readdressed.json", dealer=world["cards"]["authority"])
 
 
 def test_dealer_cannot_reopen_a_share(world) -> None:
@@ -250,7 +254,7 @@ def test_tampered_and_forged_part_files_refused(world, parts, tmp_path) -> None:
 def test_dishonest_holder_is_named(world, parts, monkeypatch) -> None:
     """A holder signs a part whose values are wrong: the proof fails and names it."""
     keygen, keys = world["keygen"], world["keys"]
-    other = load_share(keys["auditor_b"], keygen.share_paths["auditor_b"]).share
+    other = load_share(keys["auditor_b"], keygen.share_paths["auditor_b"], dealer=world["cards"]["authority"]).share
     n, n2 = world["public"].n, world["public"].nsquare
 
     def altered(share, enc, **kw):
@@ -285,7 +289,10 @@ def test_bad_releases_refused(world, tmp_path) -> None:
     keys, cards = world["keys"], world["cards"]
     doc = read_document(world["release"], "release")
     write_document(tmp_path / "by_platform.json", sign_document(doc, keys["platform_1"].identity, keys["platform_1"].card))
-    with pytest.raises(SignatureError, match="expected a bureau"):
+    with pytest.raises(SignatureError, match="expected a bureau"):  # a pinned card, but not a bureau's
+        _part(world, "auditor_a", "x.json", release=tmp_path / "by_platform.json",
+              cards=[cards["bureau"], cards["platform_1"]])
+    with pytest.raises(SignatureError, match="not among the given cards"):
         _part(world, "auditor_a", "x.json", release=tmp_path / "by_platform.json")
     doc["header"]["paillier_fingerprint"] = "0" * 32
     write_document(tmp_path / "other_key.json", sign_document(doc, keys["bureau"].identity, keys["bureau"].card))
@@ -296,7 +303,8 @@ def test_bad_releases_refused(world, tmp_path) -> None:
     del pub["threshold"]
     write_document(tmp_path / "plain.pub.json", sign_document(pub, keys["authority"].identity, cards["authority"]))
     with pytest.raises(DocumentError, match="not a threshold key"):
-        combine_release([], world["release"], tmp_path / "plain.pub.json", me=keys["authority"])
+        combine_release([], world["release"], tmp_path / "plain.pub.json", me=keys["authority"],
+                        cards=[cards["bureau"]], authority=cards["authority"])
 
 
 @pytest.mark.parametrize("records_per_ciphertext", [1, 2])
@@ -315,15 +323,17 @@ def test_end_to_end_with_real_submissions(world, tmp_path, records_per_ciphertex
     secrets = {n: pprl.combine_secrets(keys[n], shares, tmp_path / n / "linkage.secret") for n in names}
     subs = {
         n: pprl.submit(keys[n], SCHEMA, secrets[n], population.platforms[n], "user_id", tmp_path / n / "sub.json",
-                       paillier=keygen.public_path, scores=["repay_score", "spend_score"],
+                       paillier=keygen.public_path, authority=cards["authority"], scores=["repay_score", "spend_score"],
                        records_per_ciphertext=records_per_ciphertext)
         for n in names
     }
     linkage = pprl.link(keys["bureau"], [cards[n] for n in names], [s.path for s in subs.values()], 0.8,
                         tmp_path / "linkage.json")
-    release = pprl.aggregate(keys["bureau"], linkage.path, [s.path for s in subs.values()], 2, tmp_path / "release.json")
+    release = pprl.aggregate(keys["bureau"], linkage.path, [s.path for s in subs.values()], 2, tmp_path / "release.json",
+                             cards=[cards[n] for n in names])
     assert release.released > 5
-    parts = [partial_decrypt_release(keys[h], keygen.share_paths[h], release.path, tmp_path / f"{h}.part.json")
+    parts = [partial_decrypt_release(keys[h], keygen.share_paths[h], release.path, tmp_path / f"{h}.part.json",
+                                     cards=[cards["bureau"]], dealer=cards["authority"])
              for h in ("auditor_a", "auditor_b")]
     result = combine_release(parts, release.path, keygen.public_path, me=keys["authority"],
                              cards=[cards["bureau"]], authority=cards["authority"])

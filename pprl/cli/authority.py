@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pprl.cli import cli, progress_wanted, say
+from pprl.errors import OptionError
 
 if TYPE_CHECKING:
     from pprl.documents import Card
@@ -67,7 +68,8 @@ def keygen_cmd(me, bits, directory, threshold, holders) -> None:
 @click.option("--paillier-key", type=FILE, help="paillier.key from `pprl paillier keygen` (single-key mode).")
 @click.option("--release", required=True, type=FILE, help="Release file from `pprl aggregate`.")
 @click.option("--cards", multiple=True, type=FILE,
-              help="The bureau's card: pin who signed the release (with --combine also the authority's: the key's dealer).")
+              help="The bureau's card: pin who signed the release (with --partial and --combine also the "
+                   "authority's: the key's dealer); repeat. Default: PPRL_TRUST's folder of pinned cards.")
 @click.option("--audit-log", type=FILE, help="Audit log to append this release to (created if absent).")
 @click.option("--out", required=True, type=FILE,
               help="CSV to write: entity_id,contributors,<score>_sum... (with --partial: the part file).")
@@ -107,9 +109,11 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
         load_cards,
         load_key,
         partial_decrypt_release,
+        pinned_cards,
     )
 
-    trusted = load_cards(cards) if cards else None
+    trusted = pinned_cards(cards, "cards", "who signed the release")
+    bureaus = _role(trusted, "bureau", "the bureau that signed the release")
     if partial and combine:
         raise click.UsageError("--partial and --combine are alternatives")
     if combiner and not partial:
@@ -121,7 +125,9 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
         if key is None or not share:
             raise click.UsageError("--partial needs --share")
         target = load_cards([combiner])[0] if combiner else None
-        path = partial_decrypt_release(key, share, release, out, cards=_pins(trusted, "bureau"), combiner=target,
+        dealers = _role([c for c in trusted if c.fingerprint != key.card.fingerprint], "authority",
+                        "the authority that dealt the key")
+        path = partial_decrypt_release(key, share, release, out, cards=bureaus, dealer=dealers, combiner=target,
                                        progress=progress_wanted())
         who = f"encrypted for {target.name}" if target else "readable by whoever combines: send it only to them"
         say(f"wrote {path}: {key.name}'s decryption part ({who})")
@@ -131,33 +137,24 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
     if combine:
         if not parts:
             raise click.UsageError("--combine needs --parts (repeated, one per holder)")
-        result = combine_release_parts(key, parts, release, paillier, audit_log, out, cards=_pins(trusted, "bureau"),
-                                       authority=_dealer(trusted), progress=progress_wanted(),
+        result = combine_release_parts(key, parts, release, paillier, audit_log, out, cards=bureaus,
+                                       authority=_role(trusted, "authority", "the authority that dealt the key"),
+                                       progress=progress_wanted(),
                                        max_epsilon=max_epsilon)
     else:
         if key is None or not paillier_key:
             raise click.UsageError("give --paillier-key (or --partial / --combine for a threshold key)")
-        result = decrypt_release(key, paillier_key, release, audit_log, out, cards=trusted,
+        result = decrypt_release(key, paillier_key, release, audit_log, out, cards=bureaus,
                                  progress=progress_wanted(), max_epsilon=max_epsilon)
     say(f"wrote {result.path}: {result.entities} entities; audit log entry {result.audit_entry}")
 
 
-def _pins(cards: list[Card] | None, role: str) -> list[Card] | None:
-    """The --cards that pin the ``role`` signer: its cards, else all but authority cards (None: no pin).
-
-    --cards may carry the dealer's card as well (for --combine), which must
-    not turn into a pin on the bureau's release.
-    """
-    if cards is None:
-        return None
-    chosen = [c for c in cards if c.role == role] or [c for c in cards if c.role != "authority"]
-    return chosen or None
-
-
-def _dealer(cards: list[Card] | None) -> list[Card] | None:
-    """The authority cards among --cards: the key's dealer must be one of them (None: no pin)."""
-    authorities = [c for c in cards or [] if c.role == "authority"]
-    return authorities or None
+def _role(cards: list[Card], role: str, what: str) -> list[Card]:
+    """The pinned cards of ``role``; an error naming --cards when there is none."""
+    chosen = [c for c in cards if c.role == role]
+    if not chosen:
+        raise OptionError(f"{{cards}} holds no {role} card: pin {what}", "cards")
+    return chosen
 
 
 @cli.group("audit")
@@ -169,7 +166,7 @@ def audit_group() -> None:
 @click.argument("log", type=click.Path(dir_okay=False, exists=True))
 @click.option("--cards", multiple=True, type=FILE,
               help="A card of a party allowed to sign entries (for holder-attested entries: the holders' cards); "
-                   "repeat.")
+                   "repeat. Default: PPRL_TRUST's folder of pinned cards.")
 def audit_verify_cmd(log, cards) -> None:
     """Check the log's hash chain and every entry's signature; name the first bad entry.
 
@@ -177,9 +174,9 @@ def audit_verify_cmd(log, cards) -> None:
     Example:
       pprl audit verify audit.log --cards keys/authority.card.json
     """
-    from pprl.protocol.files import load_cards, verify_log
+    from pprl.protocol.files import pinned_cards, verify_log
 
-    report = verify_log(log, load_cards(cards) if cards else None)
+    report = verify_log(log, pinned_cards(cards, "cards", "who may sign its entries"))
     click.echo(f"{log}: {report.entries} entries, chain and signatures OK (head {report.head[:16]})")
 
 

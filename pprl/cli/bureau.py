@@ -99,7 +99,9 @@ def link_cmd(me, cards, submissions, threshold, blocking, out) -> None:
 @click.option("--me", required=True, type=FILE, help="Your identity key (bureau).")
 @click.option("--linkage", required=True, type=FILE, help="Linkage file written by `pprl link`.")
 @click.option("--submissions", multiple=True, required=True, type=FILE, help="A submission; repeat once per platform.")
-@click.option("--cards", multiple=True, type=FILE, help="Platform cards to check the submissions' signers against.")
+@click.option("--cards", multiple=True, type=FILE,
+              help="A platform's card; repeat once per platform. Submissions must be signed by one of them. "
+                   "Default: PPRL_TRUST's folder of pinned cards.")
 @click.option("--min-contributors", type=click.IntRange(1), default=2, show_default=True,
               help="Release an entity only if at least this many platforms contributed to it.")
 @click.option("--noise", type=click.Choice(["laplace", "gaussian"]),
@@ -126,12 +128,14 @@ def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsi
     Example:
       pprl aggregate --me keys/bureau.key --linkage linkage.json \\
           --submissions platform_1.submission.json --submissions platform_2.submission.json \\
+          --cards keys/platform_1.card.json --cards keys/platform_2.card.json \\
           --min-contributors 2 --noise laplace --epsilon 1.0 --out release.json
     """
-    from pprl.protocol.files import aggregate, load_cards, load_key
+    from pprl.protocol.files import aggregate, load_key, pinned_cards
 
     result = aggregate(
-        load_key(me), linkage, submissions, min_contributors, out, cards=load_cards(cards) if cards else None,
+        load_key(me), linkage, submissions, min_contributors, out,
+        cards=pinned_cards(cards, "cards", "the platforms that signed the submissions"),
         noise=noise, epsilon=epsilon, delta=delta, progress=progress_wanted(),
     )
     say(f"wrote {result.path}: {result.released} entities released, {result.suppressed} held back (< {min_contributors} platforms)")
@@ -248,12 +252,12 @@ def registry_log_cmd(registry, out) -> None:
     import json
 
     from pprl.documents import write_atomic
-    from pprl.protocol.audit import verify_entries
+    from pprl.protocol.audit import check_chain
     from pprl.registry import Registry
 
     with Registry(registry) as reg:
         entries = reg.log()
-    verify_entries(entries, source=str(registry))
+    check_chain(entries, source=str(registry))
     text = "".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in entries)
     write_atomic(out, text.encode("utf-8"))
     say(f"wrote {out}: {len(entries)} entries")

@@ -19,7 +19,8 @@ FILE = click.Path(dir_okay=False)
 @click.option("--truth", required=True, type=FILE, help="CSV with columns platform,user_id,person (as `pprl synth` writes).")
 @click.option("--plot", type=FILE, default=None,
               help="Also write a PNG: similarity histogram by truth, precision/recall against threshold.")
-@click.option("--cards", multiple=True, type=FILE, help="Bureau cards to check the linkage's signer against.")
+@click.option("--cards", multiple=True, type=FILE,
+              help="The bureau's card, to check the linkage's signer against; repeat. Default: PPRL_TRUST's folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures (and curves) as JSON instead.")
 def evaluate_cmd(linkage, maps, truth, plot, cards, as_json) -> None:
     """Measure a linkage against the truth: precision, recall, F1, pair completeness, reduction ratio.
@@ -30,12 +31,14 @@ def evaluate_cmd(linkage, maps, truth, plot, cards, as_json) -> None:
     \b
     Example:
       pprl evaluate --linkage linkage.json --maps platform_1.sub.json.map.csv \\
-          --maps platform_2.sub.json.map.csv --truth data/truth.csv --plot linkage.png
+          --maps platform_2.sub.json.map.csv --truth data/truth.csv --cards keys/bureau.card.json \\
+          --plot linkage.png
     """
-    from pprl.protocol.files import load_cards
+    from pprl.protocol.files import pinned_cards
     from pprl.sim.evaluation import evaluate_linkage, evaluation_json
 
-    result = evaluate_linkage(linkage, maps, truth, plot=plot, cards=load_cards(cards) if cards else None)
+    result = evaluate_linkage(linkage, maps, truth, plot=plot,
+                              cards=pinned_cards(cards, "cards", "the bureau that signed the linkage"))
     click.echo(evaluation_json(result) if as_json else result.render())
     if result.plot is not None:
         say(f"wrote {result.plot}")

@@ -39,7 +39,9 @@ def parse_clip(specs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
 @click.option("--schema", required=True, type=FILE, help="Linkage schema (clkhash v3 JSON).")
 @click.option("--secret", required=True, type=FILE, help="Combined linkage secret file.")
 @click.option("--paillier", type=FILE, help="The authority's paillier.pub.json (needed with --scores).")
-@click.option("--authority", type=FILE, help="The authority's card: pin who must have signed --paillier.")
+@click.option("--authority", type=FILE,
+              help="The authority's card: pin who must have signed --paillier (required with --paillier, unless "
+                   "PPRL_TRUST names your folder of pinned cards).")
 @click.option("--data", required=True, type=FILE, help="Your users, a UTF-8 CSV with a header row.")
 @click.option("--id-column", required=True, help="Your own user id column (kept only in the .map.csv).")
 @click.option("--scores", multiple=True, help="Score column(s) to encrypt: COL[,COL...]; omit for linkage only.")
@@ -71,12 +73,13 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
     Example:
       pprl submit --me keys/platform_1.key --schema examples/schema-cn.json \\
           --secret platform_1.secret --paillier authority/paillier.pub.json \\
-          --data platform_1.csv --id-column user_id --scores repay_score,spend_score,travel_score \\
+          --authority keys/authority.card.json --data platform_1.csv --id-column user_id --scores repay_score,spend_score,travel_score \\
           --clip repay_score=0:1000 --clip spend_score=0:50000 --out platform_1.submission.json
     """
-    from pprl.protocol.files import load_card, load_key, submit
+    from pprl.protocol.files import load_key, pinned_cards, submit
 
     key = load_key(me)
+    pins = pinned_cards([authority] if authority else [], "authority", "who signed --paillier") if paillier else None
     result = submit(
         key,
         schema,
@@ -86,7 +89,7 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
         out,
         paillier=paillier,
         scores=split_columns(scores),
-        authority=load_card(authority) if authority else None,
+        authority=pins,
         progress=progress_wanted(),
         clip=parse_clip(clip),
         encryption="plain" if plain_encryption else None,

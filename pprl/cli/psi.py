@@ -73,6 +73,10 @@ def init_cmd(me, cards, identifier, reveal_intersection, out) -> None:
 @click.option("--me", required=True, type=FILE, help="Your identity key (platform).")
 @click.option("--session", required=True, type=FILE, help="Session file from the bureau (`pprl psi init`).")
 @click.option("--bureau", type=FILE, help="The bureau's card: pin who must have signed the session.")
+@click.option("--peers", multiple=True, type=FILE,
+              help="Another platform's card; repeat. Every platform the session lists must be pinned (so the "
+                   "bureau cannot add one of its own). With --bureau, --authority and --peers unset, PPRL_TRUST's "
+                   "folder of pinned cards is used.")
 @click.option("--data", required=True, type=FILE, help="Your users, a UTF-8 CSV with a header row.")
 @click.option("--id-column", required=True, help="Your own user id column (kept only in the state file).")
 @click.option("--identifier", type=KINDS, help="Identifier kind; must be the session's (default: the session's).")
@@ -87,7 +91,7 @@ def init_cmd(me, cards, identifier, reveal_intersection, out) -> None:
               help="Encrypt with classic phe-style r^n randomness instead of the key's DJN base "
                    "(about 10x slower; for a platform that will not rely on the key holder's DJN base).")
 @WORKERS
-def blind_cmd(me, session, bureau, data, id_column, identifier, identifier_column, scores, paillier, authority,
+def blind_cmd(me, session, bureau, peers, data, id_column, identifier, identifier_column, scores, paillier, authority,
               out, state, plain_encryption, workers) -> None:
     """Round 1 (platform): normalise, hash and blind your identifiers, encrypt your scores, sign.
 
@@ -97,16 +101,21 @@ def blind_cmd(me, session, bureau, data, id_column, identifier, identifier_colum
     \b
     Example:
       pprl psi blind --me keys/platform_1.key --session session.json --bureau keys/bureau.card.json \\
+          --peers keys/platform_2.card.json --peers keys/platform_3.card.json \\
           --data platform_1.csv --id-column user_id --identifier resident_id \\
           --scores repay_score,spend_score,travel_score --paillier authority/paillier.pub.json \\
           --authority keys/authority.card.json --out platform_1.r0.json --state platform_1.psi-state
     """
-    from pprl.protocol.files import blind_identifiers, load_card, load_key, load_session
+    from pprl.protocol.files import blind_identifiers, load_key, load_session, pinned_cards
 
+    key = load_key(me)
+    bureaus = pinned_cards([bureau] if bureau else [], "bureau", "who signed the session")
+    platforms = pinned_cards(peers, "peers", "the session's other platforms")
+    pins = pinned_cards([authority] if authority else [], "authority", "who signed --paillier") if paillier else None
     result = blind_identifiers(
-        load_key(me), load_session(session, load_card(bureau) if bureau else None), data, id_column, out, state,
+        key, load_session(session, bureaus, [key.card, *platforms]), data, id_column, out, state,
         identifier=identifier, identifier_column=identifier_column, paillier=paillier, scores=split_columns(scores),
-        authority=load_card(authority) if authority else None, workers=workers, progress=progress_wanted(),
+        authority=pins, workers=workers, progress=progress_wanted(),
         encryption="plain" if plain_encryption else None,
     )
     say(f"wrote {result.path} ({result.records} blinded identifiers, {result.skipped} rows without a valid one left out; "
@@ -145,18 +154,22 @@ def reblind_cmd(me, state, input_, out, rerandomize, workers) -> None:
 
 @psi_group.command("route")
 @click.option("--session", required=True, type=FILE, help="Session file.")
-@click.option("--bureau", type=FILE, help="The bureau's card: pin who must have signed the session.")
+@click.option("--bureau", type=FILE,
+              help="The bureau's card: pin who must have signed the session (or PPRL_TRUST's folder).")
 def route_cmd(session, bureau) -> None:
     """Print the ring schedule: at each step, which platform re-blinds whose list (CSV on stdout).
 
     \b
     Example:
-      pprl psi route --session session.json
+      pprl psi route --session session.json --bureau keys/bureau.card.json
     """
-    from pprl.protocol.files import load_card, load_session
-    from pprl.protocol.psi import reblind_schedule
+    from pprl.documents import Card, PsiSession, load
+    from pprl.protocol.files import pinned_cards
+    from pprl.protocol.psi import check_session, reblind_schedule
 
-    sess = load_session(session, load_card(bureau) if bureau else None)
+    doc = load(session, PsiSession)
+    listed = [Card.from_signer(p) for p in doc.header.platforms]  # only printed: the bureau's signature is pinned
+    sess = check_session(doc, pinned_cards([bureau] if bureau else [], "bureau", "who signed the session"), listed)
     click.echo("step,platform,list_of")
     for step, pairs in enumerate(reblind_schedule(sess), start=1):
         for platform, origin in pairs:

@@ -6,6 +6,7 @@ Design: docs/protocol.md#documents.
 
 from pprl.documents.card import Card
 from pprl.documents.envelope import (
+    check_signature,
     load,
     load_any,
     now,
@@ -158,6 +159,7 @@ __all__ = [
     "sign_document",
     "verify",
     "verify_document",
+    "check_signature",
     "write_atomic",
     "write_document",
 ]

@@ -48,6 +48,7 @@ __all__ = [
     "save",
     "seal",
     "sign_document",
+    "check_signature",
     "verify",
     "verify_document",
     "write_atomic",
@@ -145,18 +146,13 @@ def sign_document(doc: dict[str, Any], key: IdentityKey, signer: Card) -> dict[s
     return body
 
 
-def verify_document(
-    doc: Mapping[str, Any],
-    trusted: Sequence[Card] | None = None,
-    *,
-    source: str = "document",
-    role: str | None = None,
-) -> Card:
-    """Check a signed document; return the signer's card.
+def check_signature(doc: Mapping[str, Any], *, source: str = "document") -> Card:
+    """Integrity only: the signature verifies under the card the document itself carries.
 
-    The signature is checked against the signer's embedded key (integrity);
-    with ``trusted`` cards, the signer must also be one of them, with the same
-    keys (authenticity). ``role`` pins the signer's role.
+    This proves nothing about who signed. Use it only where the signer is then
+    bound to something already trusted (a self-signed card read as a trust
+    root, a holder's part checked against the dealer-signed key's holder
+    fingerprints); everywhere else use :func:`verify_document` with pins.
     """
     if "signature" not in doc or "signer" not in doc:
         raise SignatureError(f"{source}: not signed")
@@ -170,15 +166,42 @@ def verify_document(
         signer.public.verify(SIGNATURE_DOMAIN + canonical_json(body), signature)
     except SignatureError:
         raise SignatureError(f"{source}: signature does not verify (tampered?)") from None
-    if trusted is not None:
-        match = [c for c in trusted if c.name == signer.name]
-        if not match or match[0].public != signer.public:
-            raise SignatureError(
-                f"{source}: signed by '{signer.name}', who is not among the given cards"
-            )
-    if role is not None and signer.role != role:
-        raise SignatureError(f"{source}: signed by a {signer.role}, expected a {role}")
     return signer
+
+
+def verify_document(
+    doc: Mapping[str, Any],
+    trusted: Sequence[Card],
+    *,
+    source: str = "document",
+    role: str | None = None,
+) -> Card:
+    """Check a received signed document against the cards its receiver pinned; return the pinned card.
+
+    The signature must verify, and the signer must be one of ``trusted``
+    with the same keys (authenticity). ``role`` is checked against the
+    *pinned* card's role, never the role the document claims for its
+    signer. There is no unpinned mode: ``trusted`` None is refused.
+    """
+    if trusted is None:
+        raise SignatureError(f"{source}: no pinned cards to check its signer against (give the cards you trust)")
+    signer = check_signature(doc, source=source)
+    match = [c for c in trusted if c.name == signer.name and c.public == signer.public]
+    if not match:
+        raise SignatureError(f"{source}: signed by '{signer.name}', who is not among the given cards")
+    pinned = match[0]
+    if role is not None and pinned.role != role:
+        raise SignatureError(f"{source}: signed by a {pinned.role}, expected a {role}")
+    return pinned
+
+
+def verify(doc: Document, trusted: Sequence[Card], *, role: str | None = None, source: str | None = None) -> Card:
+    """Check a received document's signature, that its signer is among ``trusted`` and has ``role``.
+
+    Returns the signer's pinned card. Raises SignatureError otherwise (one
+    message naming ``source``, never which byte failed).
+    """
+    return verify_document(doc.wire, trusted, source=source or f"{doc.KIND} document", role=role)
 
 
 def seal(doc: D, key: IdentityKey | None = None, signer: Card | None = None, *, created: str | None = None) -> D:
@@ -208,14 +231,3 @@ def _with_created(node: Any, path: list[str], value: str) -> Any:
     if not rest:
         return node if getattr(node, head) else dataclasses.replace(node, **{head: value})
     return dataclasses.replace(node, **{head: _with_created(getattr(node, head), rest, value)})
-
-
-def verify(doc: Document, trusted: Sequence[Card] | None = None, *, role: str | None = None,
-           source: str | None = None) -> Card:
-    """Check a received document's signature, that its signer is among ``trusted`` and has ``role``.
-
-    Returns the signer's card. Raises SignatureError otherwise (one message
-    naming ``source``, never which byte failed).
-    """
-    return verify_document(doc.wire, trusted, source=source or f"{doc.KIND} document", role=role)
-

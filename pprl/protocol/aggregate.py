@@ -89,7 +89,7 @@ def aggregate_release(
     linkage: Linkage,
     submissions: Sequence[Submission],
     options: AggregateOptions,
-    cards: Sequence[Card] | None = None,
+    cards: Sequence[Card],
 ) -> Aggregated:
     """Sum each score column per entity under encryption; release only well-supported entities.
 

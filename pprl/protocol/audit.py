@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pprl.crypto.identity import IdentityKey
-from pprl.documents import Card, document_hash, now, sign_document, verify_document
+from pprl.documents import Card, check_signature, document_hash, now, sign_document, verify_document
 from pprl.errors import DocumentError, PPRLError, SignatureError, UnsupportedVersionError
 
-__all__ = ["GENESIS", "AuditReport", "make_entry", "next_entry", "verify_approval", "verify_entries"]
+__all__ = ["GENESIS", "AuditReport", "check_chain", "make_entry", "next_entry", "verify_approval", "verify_entries"]
 
 GENESIS = "0" * 64
 
@@ -39,9 +39,25 @@ class AuditReport:
 
 
 def verify_entries(
-    entries: Sequence[Mapping[str, Any]], trusted: Sequence[Card] | None = None, *, source: str = "audit log"
+    entries: Sequence[Mapping[str, Any]], trusted: Sequence[Card], *, source: str = "audit log"
 ) -> AuditReport:
-    """Check every entry's signature (or holder approvals) and the hash chain; name the first bad entry."""
+    """Check every entry's signature (or holder approvals) against the pinned ``trusted`` cards, and the hash
+    chain; name the first bad entry."""
+    if trusted is None:
+        raise SignatureError(f"{source}: no pinned cards to check its entries' signers against")
+    return _check(entries, trusted, source)
+
+
+def check_chain(entries: Sequence[Mapping[str, Any]], *, source: str = "audit log") -> AuditReport:
+    """The keeper's check of its own log before it appends: chain, sequence and signatures' integrity.
+
+    Signers are not checked against pins (the keeper wrote the entries); a
+    reader of someone else's log uses :func:`verify_entries`.
+    """
+    return _check(entries, None, source)
+
+
+def _check(entries: Sequence[Mapping[str, Any]], trusted: Sequence[Card] | None, source: str) -> AuditReport:
     previous = GENESIS
     for number, entry in enumerate(entries, start=1):
         where = f"{source}: entry {number}"
@@ -55,7 +71,10 @@ def verify_entries(
             raise DocumentError(f"{where}: hash chain broken (an earlier entry was changed, removed or reordered)")
         if "signature" in entry or "approvals" not in entry:
             try:
-                verify_document(entry, trusted, source=where)
+                if trusted is None:
+                    check_signature(entry, source=where)
+                else:
+                    verify_document(entry, trusted, source=where)
             except SignatureError as exc:
                 raise SignatureError(str(exc)) from None
         if "approvals" in entry:
@@ -68,10 +87,16 @@ def verify_entries(
 def verify_approval(
     approval: Any, release_hash: str, fingerprint: str, *, source: str, trusted: Sequence[Card] | None = None
 ) -> Card:
-    """Check a holder's signed ``decryption-approval`` of ``release_hash``; return the holder's card."""
+    """Check a holder's signed ``decryption-approval`` of ``release_hash``; return the holder's card.
+
+    With ``trusted`` the holder must be pinned; without, only the signature's
+    integrity is checked and the caller binds the returned card (to a part's
+    signer, or to the signed entry that carries the approval).
+    """
     if not isinstance(approval, dict) or approval.get("kind") != "decryption-approval" or approval.get("version") != 1:
         raise DocumentError(f"{source}: not a decryption approval")
-    signer = verify_document(approval, trusted, source=source)
+    signer = (check_signature(approval, source=source) if trusted is None
+              else verify_document(approval, trusted, source=source))
     if approval.get("holder") != signer.name:
         raise SignatureError(f"{source}: approval names '{approval.get('holder')}' but is signed by '{signer.name}'")
     if approval.get("release_hash") != release_hash or approval.get("paillier_fingerprint") != fingerprint:
@@ -111,7 +136,7 @@ def next_entry(
     :class:`pprl.documents.AuditEntry`'s fields).
     """
     try:
-        report = verify_entries(entries, source=source)
+        report = check_chain(entries, source=source)
     except PPRLError as exc:
         raise DocumentError(f"refusing to append to a damaged audit log: {exc}") from None
     if key is None or signer is None:

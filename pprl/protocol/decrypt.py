@@ -30,7 +30,7 @@ from pprl.crypto.paillier.vector import (
 )
 from pprl.documents import Card, PaillierKeyDocument, PaillierPub, Release, seal, verify
 from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError, OptionError, PPRLError
-from pprl.protocol.audit import next_entry, verify_entries
+from pprl.protocol.audit import check_chain, next_entry
 from pprl.protocol.identity import PartyKey
 
 __all__ = [
@@ -105,7 +105,7 @@ def decrypt_sums(
     release: Release,
     log: Sequence[Mapping[str, Any]],
     options: DecryptOptions,
-    cards: Sequence[Card] | None = None,
+    cards: Sequence[Card],
 ) -> Decrypted:
     """Verify a release, decrypt its per-entity sums and make the audit entry that logs it.
 
@@ -218,7 +218,7 @@ def privacy_budget(
     noise = _noise_of(release)
     columns = release.header.score_columns
     try:
-        verify_entries(log)
+        check_chain(log)
     except PPRLError as exc:
         raise DocumentError(f"refusing to use a damaged audit log: {exc}") from None
     totals = {c: {"epsilon": 0.0, "delta": 0.0} for c in columns}

@@ -56,7 +56,7 @@ from pprl.documents import (
 from pprl.encoding.schema import Schema, load_schema
 from pprl.errors import DataValidationError, DocumentError, KeyFormatError, OptionError, PPRLError
 from pprl.protocol.aggregate import AggregateOptions, aggregate_release
-from pprl.protocol.audit import AuditReport, next_entry, verify_entries
+from pprl.protocol.audit import AuditReport, check_chain, next_entry, verify_entries
 from pprl.protocol.decrypt import (
     Decrypted,
     DecryptOptions,
@@ -144,6 +144,9 @@ __all__ = [
     "link",
     "load_card",
     "load_cards",
+    "load_trust_store",
+    "pinned_cards",
+    "TRUST_ENV",
     "load_key",
     "load_linkage",
     "load_paillier_private",
@@ -201,6 +204,37 @@ def load_cards(paths: Iterable[PathLike]) -> list[Card]:
     return cards
 
 
+#: The environment variable naming a party's trust store: a folder of the cards it pinned, set once.
+TRUST_ENV = "PPRL_TRUST"
+
+
+def load_trust_store(folder: PathLike) -> list[Card]:
+    """Every ``*.card.json`` in ``folder``: the cards a party checked (fingerprints compared out of band) once."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise DocumentError(f"{path}: the trust store ({TRUST_ENV}) is not a folder")
+    cards = load_cards(sorted(path.glob("*.card.json")))
+    if not cards:
+        raise DocumentError(f"{path}: the trust store ({TRUST_ENV}) holds no *.card.json")
+    return cards
+
+
+def pinned_cards(paths: Iterable[PathLike], option: str, what: str) -> list[Card]:
+    """The cards given for ``option``, else the trust store named by ``PPRL_TRUST``.
+
+    OptionError when there are neither: a received document is checked
+    against cards its receiver chose, never accepted for being self-consistent.
+    """
+    given = list(paths)
+    if given:
+        return load_cards(given)
+    store = os.environ.get(TRUST_ENV)
+    if store:
+        return load_trust_store(store)
+    raise OptionError(f"pin {what}: give {{{option}}} (a card whose fingerprint you checked), or set {TRUST_ENV} "
+                      "to your folder of pinned cards", option)
+
+
 # -- the linkage secret -----------------------------------------------------------------------------
 
 
@@ -243,8 +277,16 @@ def paillier_keygen(me: PartyKey, bits: int, directory: PathLike) -> KeygenResul
     return KeygenResult(public_path=public_path, private_path=private_path, fingerprint=pub.fingerprint)
 
 
-def load_paillier_public(path: PathLike, authority: Card | None = None) -> PaillierPublicKey:
-    """Read the authority's signed Paillier public key, verifying signature and fingerprint."""
+def _pin(cards: Card | Sequence[Card] | None, what: str, option: str) -> Card | Sequence[Card]:
+    """The cards that pin ``what``; OptionError (naming ``option``) when none were given: trust is never optional."""
+    if cards is None or (not isinstance(cards, Card) and not list(cards)):
+        raise OptionError(f"pin {what}: give {{{option}}}, the card you checked", option)
+    return cards
+
+
+def load_paillier_public(path: PathLike, authority: Card | Sequence[Card]) -> PaillierPublicKey:
+    """Read the authority's signed Paillier public key, verifying signature (by the pinned ``authority``) and
+    fingerprint."""
     return open_paillier_public(load(path, PaillierPub), authority)
 
 
@@ -283,7 +325,7 @@ def submit(
     *,
     paillier: PaillierPublicKey | PathLike | None = None,
     scores: Sequence[str] = (),
-    authority: Card | None = None,
+    authority: Card | Sequence[Card] | None = None,
     progress: bool = False,
     clip: Mapping[str, tuple[Decimal, Decimal]] | None = None,
     encryption: str | None = None,
@@ -306,7 +348,8 @@ def submit(
     source, frame = load_records(data)
     key = None
     if paillier is not None:
-        key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(paillier, authority)
+        key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(
+            paillier, _pin(authority, "the Paillier key's signer", "authority"))
     prepared = prepare_submission(me, schema, secret, frame, options, key, source=source)
     map_path = map_path_for(out)
     buffer = io.StringIO()
@@ -336,12 +379,12 @@ class LinkResult(LinkReport):
     path: Path = Path()
 
 
-def load_submission(path: PathLike, cards: Sequence[Card] | None = None) -> VerifiedSubmission:
+def load_submission(path: PathLike, cards: Sequence[Card]) -> VerifiedSubmission:
     """Read and verify one submission; refuse it unless signed by one of ``cards``."""
     return open_submission(load(path, Submission), cards)
 
 
-def load_linkage(path: PathLike, trusted: Sequence[Card] | None = None) -> Linkage:
+def load_linkage(path: PathLike, trusted: Sequence[Card]) -> Linkage:
     """Read and verify a linkage document (signed by a bureau among ``trusted``)."""
     return open_linkage(load(path, Linkage), trusted)
 
@@ -386,7 +429,7 @@ def aggregate(
     min_contributors: int,
     out: PathLike,
     *,
-    cards: Sequence[Card] | None = None,
+    cards: Sequence[Card],
     noise: str | None = None,
     epsilon: float | None = None,
     delta: float | None = None,
@@ -414,7 +457,7 @@ def read_log(path: PathLike) -> list[dict[str, Any]]:
     return entries
 
 
-def verify_log(path: PathLike, trusted: Sequence[Card] | None = None) -> AuditReport:
+def verify_log(path: PathLike, trusted: Sequence[Card]) -> AuditReport:
     """Check every entry's signature and the hash chain; name the first bad entry."""
     return verify_entries(read_log(path), trusted, source=str(path))
 
@@ -463,7 +506,7 @@ def _checked_log(audit_log: PathLike) -> list[dict[str, Any]]:
     """The log's entries after checking its chain (errors name the file)."""
     try:
         entries = read_log(audit_log)
-        verify_entries(entries, source=str(audit_log))
+        check_chain(entries, source=str(audit_log))
     except PPRLError as exc:
         raise DocumentError(f"refusing to use a damaged audit log: {exc}") from None
     return entries
@@ -476,7 +519,7 @@ def decrypt_release(
     audit_log: PathLike,
     out: PathLike,
     *,
-    cards: Sequence[Card] | None = None,
+    cards: Sequence[Card],
     progress: bool = False,
     max_epsilon: float | None = None,
 ) -> DecryptResult:
@@ -503,8 +546,8 @@ def combine_release_parts(
     audit_log: PathLike,
     out: PathLike,
     *,
-    cards: Sequence[Card] | None = None,
-    authority: Card | Sequence[Card] | None = None,
+    cards: Sequence[Card],
+    authority: Card | Sequence[Card],
     progress: bool = False,
     max_epsilon: float | None = None,
 ) -> DecryptResult:
@@ -558,9 +601,15 @@ def init_session(
                          platforms=tuple(p["name"] for p in doc.header.platforms))
 
 
-def load_session(path: PathLike, bureau: Card | None = None) -> Session:
-    """Read and verify a session; with ``bureau``, it must be the one who signed it."""
-    return check_session(load(path, PsiSession), bureau)
+def load_session(path: PathLike, bureau: Card | Sequence[Card], platforms: Sequence[Card]) -> Session:
+    """Read and verify a session: signed by the pinned ``bureau``, every platform it lists pinned."""
+    return check_session(load(path, PsiSession), bureau, platforms)
+
+
+def _own_session(path: PathLike, me: PartyKey) -> Session:
+    """The bureau's own session: signed with its key; the platforms it lists are its own choice."""
+    doc = load(path, PsiSession)
+    return check_session(doc, me.card, [Card.from_signer(p) for p in doc.header.platforms])
 
 
 def load_state(path: PathLike, me: PartyKey) -> State:
@@ -590,8 +639,9 @@ def blind_identifiers(
     identifier_column: str | None = None,
     paillier: PaillierPublicKey | PathLike | None = None,
     scores: Sequence[str] = (),
-    authority: Card | None = None,
-    bureau: Card | None = None,
+    authority: Card | Sequence[Card] | None = None,
+    bureau: Card | Sequence[Card] | None = None,
+    platforms: Sequence[Card] = (),
     workers: int | None = None,
     progress: bool = False,
     encryption: str | None = None,
@@ -599,14 +649,16 @@ def blind_identifiers(
     """Round 1 (platform): blind, shuffle and encrypt; write the signed round ``out`` and the private ``state`` (0600)."""
     options = BlindOptions(id_column=id_column, identifier_column=identifier_column, identifier=identifier,
                            scores=tuple(scores), encryption=encryption or "djn", workers=workers, progress=progress)
-    sess = session if isinstance(session, Session) else load_session(session, bureau)
+    sess = session if isinstance(session, Session) else load_session(
+        session, _pin(bureau, "the session's signer", "bureau"), [me.card, *platforms])
     state_path = Path(state)
     if state_path.exists():
         raise DocumentError(f"{state_path}: already exists; refusing to overwrite a PSI state (it holds a session key)")
     source, frame = load_records(data)
     key = None
     if options.scores and paillier is not None:
-        key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(paillier, authority)
+        key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(
+            paillier, _pin(authority, "the Paillier key's signer", "authority"))
     blinded = blind(me, sess, frame, options, key, source=source)
     save(state_path, blinded.state)
     try:
@@ -646,7 +698,7 @@ def reblind_round(
 
 def count_intersection(me: PartyKey, session: Session | PathLike, inputs: Sequence[PathLike]) -> IntersectionCounts:
     """Cardinality only (bureau): persons on two or more platforms, by number of platforms."""
-    sess = session if isinstance(session, Session) else load_session(session, me.card)
+    sess = session if isinstance(session, Session) else _own_session(session, me)
     return count_rounds(me, sess, [load(p, PsiRound) for p in inputs])
 
 
@@ -672,7 +724,7 @@ def aggregate_intersection(
     """Match and sum (bureau, :func:`pprl.protocol.psi.sum_rounds`); write the release and, for a revealing
     session, ``<platform>.reveal.json`` per platform into ``reveal_dir`` (default: the release's directory).
     """
-    sess = session if isinstance(session, Session) else load_session(session, me.card)
+    sess = session if isinstance(session, Session) else _own_session(session, me)
     result = sum_rounds(me, sess, [load(p, PsiRound) for p in inputs], min_contributors)
     directory = Path(reveal_dir) if reveal_dir is not None else Path(out).parent
     written: list[Path] = []
@@ -741,14 +793,14 @@ def threshold_keygen(
 
 
 def load_threshold_public(
-    path: PathLike, authority: Card | Sequence[Card] | None = None, *, _allow_insecure: bool = False
+    path: PathLike, authority: Card | Sequence[Card], *, _allow_insecure: bool = False
 ) -> ThresholdSetup:
     """Read a signed threshold ``paillier.pub.json``; ``authority`` pins the dealer."""
     return open_threshold_public(load(path, PaillierPub), authority, allow_insecure=_allow_insecure)
 
 
 def load_share(
-    me: PartyKey, path: PathLike, *, dealer: Card | None = None, _allow_insecure: bool = False
+    me: PartyKey, path: PathLike, *, dealer: Card | Sequence[Card], _allow_insecure: bool = False
 ) -> LoadedShare:
     """Read and open ``me``'s share file in memory (``dealer`` pins the authority's card)."""
     return open_share(me, load(path, PaillierShare), dealer=dealer, allow_insecure=_allow_insecure)
@@ -760,8 +812,8 @@ def partial_decrypt_release(
     release_path: PathLike,
     out: PathLike,
     *,
-    cards: Sequence[Card] | None = None,
-    dealer: Card | None = None,
+    cards: Sequence[Card],
+    dealer: Card | Sequence[Card],
     combiner: Card | None = None,
     workers: int | None = None,
     progress: bool = False,
@@ -780,8 +832,8 @@ def combine_release(
     public_path: PathLike | None = None,
     *,
     me: PartyKey | None = None,
-    cards: Sequence[Card] | None = None,
-    authority: Card | Sequence[Card] | None = None,
+    cards: Sequence[Card],
+    authority: Card | Sequence[Card],
     workers: int | None = None,
     progress: bool = False,
     _allow_insecure: bool = False,

@@ -90,7 +90,7 @@ class VerifiedSubmission:
         return self.doc.hash
 
 
-def open_submission(doc: Submission, cards: Sequence[Card] | None = None) -> VerifiedSubmission:
+def open_submission(doc: Submission, cards: Sequence[Card]) -> VerifiedSubmission:
     """Verify one submission (signed by a platform among ``cards``) and check its counts agree."""
     source = doc.source
     signer = verify(doc, cards, source=source, role="platform")
@@ -149,7 +149,7 @@ def paillier_key_of(sub: VerifiedSubmission) -> PaillierPublicKey:
     return key
 
 
-def open_linkage(doc: Linkage, trusted: Sequence[Card] | None = None) -> Linkage:
+def open_linkage(doc: Linkage, trusted: Sequence[Card]) -> Linkage:
     """Verify a linkage document (signed by a bureau among ``trusted``)."""
     verify(doc, trusted, source=doc.source, role="bureau")
     return doc
@@ -310,7 +310,7 @@ def search_candidates(datasets: Sequence[np.ndarray], options: LinkOptions, seed
 
 
 def link_submissions(
-    me: PartyKey, cards: Sequence[Card] | None, submissions: Sequence[Submission], options: LinkOptions
+    me: PartyKey, cards: Sequence[Card], submissions: Sequence[Submission], options: LinkOptions
 ) -> Linked:
     """Verify submissions, compare encodings (Dice), solve greedily, sign the linkage.
 

@@ -183,7 +183,7 @@ def _candidates(new: np.ndarray, old: np.ndarray, options: LinkOptions, seed: by
 
 
 def plan_update(
-    view: RegistryView, submission: Submission, options: LinkOptions, cards: Sequence[Card] | None = None
+    view: RegistryView, submission: Submission, options: LinkOptions, cards: Sequence[Card]
 ) -> UpdatePlan:
     """Plan how one platform's submission replaces its contribution to the registry.
 

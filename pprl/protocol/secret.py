@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pprl.crypto.exchange import hkdf_sha256, unwrap, wrap
-from pprl.documents import Card, SecretDocument, Share, SharePayload, canonical_json, seal, verify
+from pprl.documents import Card, SecretDocument, Share, SharePayload, canonical_json, check_signature, seal, verify
 from pprl.errors import DecryptionError, DocumentError, KeyFormatError, KeyMismatchError
 from pprl.protocol.identity import PartyKey
 
@@ -83,15 +83,29 @@ def make_share(me: PartyKey, peers: Sequence[Card]) -> Share:
 
 
 def combine_shares(me: PartyKey, shares: Sequence[Share]) -> LinkageSecret:
-    """Open every platform's share, check they agree, and derive the combined secret."""
-    loaded: list[tuple[Share, Card]] = []
+    """Open every platform's share, check they agree, and derive the combined secret.
+
+    The trust root is this platform's own share: signed with ``me``'s key, it
+    lists the peers' cards ``me`` pinned when it shared (``pprl secret share
+    --peers``); every other share must be signed by one of them.
+    """
     for doc in shares:
-        signer = verify(doc, source=doc.source, role="platform")
         if me.name not in doc.payload.wrapped:
             raise DecryptionError(
                 f"{doc.source}: '{me.name}' is not among this share's recipients; only the participating "
                 "platforms can open it"
             )
+    own = [d for d in shares if d.signer is not None and d.signer.name == me.name]
+    if not own:
+        raise DocumentError(f"your own share (signed by '{me.name}') is missing from the shares")
+    pinned = [me.card]
+    for doc in own:
+        if check_signature(doc.wire, source=doc.source).public == me.card.public:
+            pinned = [me.card, *(Card.from_signer(p) for p in doc.participants if p.get("name") != me.name)]
+            break
+    loaded: list[tuple[Share, Card]] = []
+    for doc in shares:
+        signer = verify(doc, pinned, source=doc.source, role="platform")
         loaded.append((doc, signer))
     if not loaded:
         raise DocumentError("no share files given")

@@ -120,9 +120,9 @@ class PreparedSubmission:
     notes: tuple[str, ...] = ()
 
 
-def open_paillier_public(doc: PaillierPub, authority: Card | None = None) -> PaillierPublicKey:
-    """The authority's Paillier public key, after its signature (by ``authority`` if given) and fingerprint."""
-    verify(doc, None if authority is None else [authority], source=doc.source, role="authority")
+def open_paillier_public(doc: PaillierPub, authority: Card | Sequence[Card]) -> PaillierPublicKey:
+    """The authority's Paillier public key, after its signature (by the pinned ``authority``) and fingerprint."""
+    verify(doc, [authority] if isinstance(authority, Card) else authority, source=doc.source, role="authority")
     key = PaillierPublicKey.from_dict(doc.key)
     if key.fingerprint != doc.fingerprint:
         raise KeyMismatchError(f"{doc.source}: key does not match its fingerprint")

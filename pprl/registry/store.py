@@ -317,7 +317,7 @@ class Registry:
     # -- changing -----------------------------------------------------------------------------
 
     def update(
-        self, submissions: Sequence[Submission], options: LinkOptions, cards: Sequence[Card] | None = None,
+        self, submissions: Sequence[Submission], options: LinkOptions, cards: Sequence[Card],
         me: PartyKey | None = None,
     ) -> list[UpdateReport]:
         """Replace each submission's platform contribution, in order, in one transaction for them all.

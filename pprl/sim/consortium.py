@@ -209,7 +209,7 @@ def run_consortium(
         verify_log(root / "authority" / "audit.log", [cards["authority"]])
 
     with step("check"):
-        quality, checked, match = _check(root, names, linked.path, decrypted.path, min_contributors)
+        quality, checked, match = _check(root, names, linked.path, decrypted.path, min_contributors, cards["bureau"])
     return ConsortiumSummary(
         people=people,
         platforms=platforms,
@@ -227,7 +227,7 @@ def run_consortium(
 
 
 def _check(
-    root: Path, names: list[str], linkage_path: Path, aggregates_path: Path, min_contributors: int
+    root: Path, names: list[str], linkage_path: Path, aggregates_path: Path, min_contributors: int, bureau: Card
 ) -> tuple[LinkageQuality, int, bool]:
     """Compare the run with the truth: quality of the links, and every decrypted sum."""
     token_to_user = {}
@@ -240,7 +240,7 @@ def _check(
             scores[(name, row.user_id)] = {c: Decimal(getattr(row, c)) for c in SCORE_COLUMNS}
     truth_frame = pd.read_csv(root / "data" / "truth.csv", dtype=str, keep_default_na=False)
     truth = {(p, u): person for p, u, person in truth_frame.itertuples(index=False)}
-    entities = [e.to_dict() for e in load_linkage(linkage_path).payload.entities]
+    entities = [e.to_dict() for e in load_linkage(linkage_path, [bureau]).payload.entities]
     groups = [[token_to_user[token] for _, token, _ in e["members"]] for e in entities]
     quality = evaluate_groups(groups, truth)
 

@@ -339,7 +339,7 @@ def evaluate_linkage(
     truth: str | os.PathLike[str],
     *,
     plot: str | os.PathLike[str] | None = None,
-    cards: Sequence[Card] | None = None,
+    cards: Sequence[Card],
 ) -> Evaluation:
     """Measure ``linkage`` against ``truth`` (see the module docstring); optionally draw ``plot`` (PNG)."""
     doc = load_linkage(linkage, cards).wire

@@ -137,13 +137,14 @@ def run_exact_demo(
             keys[name], bureau_dir / "session.json", root / "data" / f"{name}.csv", "user_id",
             root / name / "round.0.json", root / name / "psi.state",
             paillier=keygen.public_path, scores=score_columns, authority=cards["authority"],
-            bureau=cards["bureau"], workers=workers, progress=progress,
+            bureau=cards["bureau"], platforms=[cards[n] for n in names if n != name], workers=workers,
+            progress=progress,
         )
         current[name] = result.path
         for label, seconds in result.timings.items():
             timings[label] = timings.get(label, 0.0) + seconds
         echo(f"  {name}: {result.records} identifiers blinded, {result.skipped} invalid left out")
-    sess = load_session(bureau_dir / "session.json", cards["bureau"])
+    sess = load_session(bureau_dir / "session.json", cards["bureau"], [cards[n] for n in names])
     with timed("reblind"):
         for step, pairs in enumerate(reblind_schedule(sess), start=1):
             for platform, origin in pairs:

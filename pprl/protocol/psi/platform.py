@@ -40,7 +40,7 @@ from pprl.errors import (
     PolicyError,
 )
 from pprl.protocol.identity import PartyKey
-from pprl.protocol.psi.session import Session, check_session, ring_order
+from pprl.protocol.psi.session import Session, reopen_session, ring_order
 from pprl.protocol.submit import ENCRYPTIONS, SCORE_DECIMALS, score_packing
 from pprl.protocol.tables import own_records
 
@@ -321,7 +321,7 @@ def open_state(doc: PsiState, me: PartyKey) -> State:
         raise KeyMismatchError(f"{source}: belongs to '{doc.platform}', not '{me.name}'")
     if not isinstance(doc.session, dict) or doc.session.get("kind") != "psi-session":
         raise KeyFormatError(f"{source}: not a valid PSI state (no session)")
-    session = check_session(PsiSession.from_dict(doc.session, f"{source}: session"))
+    session = reopen_session(PsiSession.from_dict(doc.session, f"{source}: session"))
     if session.session_id != doc.session_id or session.hash != doc.session_hash:
         raise KeyFormatError(f"{source}: session does not match the state (damaged)")
     mine = session.card(me.name)

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pprl.crypto import psi as psi_crypto
-from pprl.documents import Card, PsiSession, PsiSessionHeader, seal, verify
+from pprl.documents import Card, PsiSession, PsiSessionHeader, check_signature, seal, verify
 from pprl.encoding.normalise import IDENTIFIER_KINDS, normaliser_for
-from pprl.errors import DocumentError, KeyFormatError, PolicyError
+from pprl.errors import DocumentError, KeyFormatError, PolicyError, SignatureError
 from pprl.protocol.identity import PartyKey
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Session",
     "check_session",
     "open_session",
+    "reopen_session",
     "reblind_schedule",
     "ring_order",
 ]
@@ -86,10 +87,27 @@ def open_session(
     return seal(PsiSession(header=header), me.identity, me.card)
 
 
-def check_session(doc: PsiSession, bureau: Card | None = None) -> Session:
-    """A session after its checks: signed by a bureau (``bureau`` if given), parameters valid."""
+def check_session(doc: PsiSession, bureau: Card | Sequence[Card], platforms: Sequence[Card]) -> Session:
+    """A session after its checks: signed by the pinned ``bureau``, every platform it lists among the pinned
+    ``platforms`` (so the bureau cannot plant a platform of its own), parameters valid."""
     source = doc.source
-    signer = verify(doc, None if bureau is None else [bureau], source=source, role="bureau")
+    signer = verify(doc, [bureau] if isinstance(bureau, Card) else bureau, source=source, role="bureau")
+    session = _fields(doc, signer)
+    pinned = {(c.name, c.fingerprint) for c in platforms if c.role == "platform"}
+    for card in session.platforms:
+        if (card.name, card.fingerprint) not in pinned:
+            raise SignatureError(f"{source}: lists platform '{card.name}', whose card you have not pinned "
+                                 "(a platform the bureau added?); nothing was blinded")
+    return session
+
+
+def reopen_session(doc: PsiSession) -> Session:
+    """A session this platform checked against its pins before and kept in its own private state."""
+    return _fields(doc, check_signature(doc.wire, source=doc.source))
+
+
+def _fields(doc: PsiSession, signer: Card) -> Session:
+    source = doc.source
     header = doc.header
     if header.protocol != PROTOCOL:
         raise DocumentError(f"{source}: PSI protocol {header.protocol!r} is not supported (this pprl speaks {PROTOCOL})")

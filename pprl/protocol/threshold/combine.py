@@ -25,7 +25,7 @@ from pprl.crypto.paillier.threshold.partials import (
     verify_partial,
 )
 from pprl.crypto.paillier.vector import EncryptedVector
-from pprl.documents import Card, DecryptionPart, PaillierPub, Release, b64d, document_hash, verify_document
+from pprl.documents import Card, DecryptionPart, PaillierPub, Release, b64d, check_signature, document_hash
 from pprl.errors import (
     DecryptionError,
     DocumentError,
@@ -77,7 +77,7 @@ class CombinedRelease:
 
 
 def _setup_from_parts(
-    docs: Sequence[tuple[str, dict[str, Any]]], authority: Card | Sequence[Card] | None, allow_small: bool
+    docs: Sequence[tuple[str, dict[str, Any]]], authority: Card | Sequence[Card], allow_small: bool
 ) -> ThresholdSetup:
     """The threshold key from the first part that carries the dealer-signed public key."""
     for source, doc in docs:
@@ -98,7 +98,7 @@ def _check_part(
 ) -> tuple[str, int, Card]:
     """Signer, index and header of one part, or an error naming the holder."""
     try:
-        signer = verify_document(pdoc, source=source)
+        signer = check_signature(pdoc, source=source)  # then bound to the dealer-signed holder list below
     except (SignatureError, KeyFormatError) as exc:
         claimed = pdoc.get("header", {}).get("holder") if isinstance(pdoc.get("header"), dict) else None
         raise SignatureError(f"{exc} (part claims to be from holder '{claimed}')") from None
@@ -154,7 +154,7 @@ def _part_values(
 def parts_setup(
     parts: Sequence[DecryptionPart],
     public: PaillierPub | None,
-    authority: Card | Sequence[Card] | None,
+    authority: Card | Sequence[Card],
     options: ThresholdOptions,
 ) -> ThresholdSetup:
     """The threshold key the parts are for: ``public`` if given, else the dealer-signed copy they carry."""
@@ -234,8 +234,8 @@ def combine_parts(
     options: ThresholdOptions | None = None,
     *,
     me: PartyKey | None = None,
-    cards: Sequence[Card] | None = None,
-    authority: Card | Sequence[Card] | None = None,
+    cards: Sequence[Card],
+    authority: Card | Sequence[Card],
 ) -> CombinedRelease:
     """Verify T or more holders' parts of a release and decrypt its sums.
 

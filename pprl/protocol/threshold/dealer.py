@@ -179,22 +179,20 @@ def parse_setup(
     return ThresholdSetup(tpk, tuple(holders), prints, pub_hash, dealer)
 
 
-def dealer_pins(authority: Card | Sequence[Card] | None) -> list[Card] | None:
-    """``authority`` as the list of cards the dealer must be among (None: no pin)."""
-    if authority is None:
-        return None
+def dealer_pins(authority: Card | Sequence[Card]) -> list[Card]:
+    """``authority`` as the list of cards the dealer must be among."""
     return [authority] if isinstance(authority, Card) else list(authority)
 
 
 def open_threshold_public(
-    doc: PaillierPub, authority: Card | Sequence[Card] | None = None, *, allow_insecure: bool = False
+    doc: PaillierPub, authority: Card | Sequence[Card], *, allow_insecure: bool = False
 ) -> ThresholdSetup:
     """A signed threshold public key, checked; ``authority`` pins the dealer (a card, or cards it must be among)."""
     dealer = verify(doc, dealer_pins(authority), source=doc.source, role="authority")
     return parse_setup(doc.wire, doc.source, doc.hash, dealer, allow_insecure)
 
 
-def verify_embedded_public(pub: Any, where: str, dealers: Sequence[Card] | None) -> Card:
+def verify_embedded_public(pub: Any, where: str, dealers: Sequence[Card]) -> Card:
     """Check a ``paillier-pub`` document carried inside another (share or part); return its dealer."""
     if not isinstance(pub, dict) or pub.get("kind") != "paillier-pub" or pub.get("version") != 1:
         raise DocumentError(f"{where} is malformed")

@@ -62,7 +62,7 @@ class LoadedShare:
 
 
 def open_share(
-    me: PartyKey, doc: PaillierShare, *, dealer: Card | None = None, allow_insecure: bool = False
+    me: PartyKey, doc: PaillierShare, *, dealer: Card | Sequence[Card], allow_insecure: bool = False
 ) -> LoadedShare:
     """Open ``me``'s share in memory: dealer's signature, addressee, unwrap, v_i check.
 
@@ -70,7 +70,7 @@ def open_share(
     someone else or cannot be opened with ``me``'s key.
     """
     source = doc.source
-    signer = verify(doc, None if dealer is None else [dealer], source=source, role="authority")
+    signer = verify(doc, [dealer] if isinstance(dealer, Card) else dealer, source=source, role="authority")
     if doc.holder != me.name:
         raise DecryptionError(f"{source}: this share is addressed to '{doc.holder}', not to '{me.name}'")
     pub_hash = doc.paillier_pub_hash
@@ -114,7 +114,7 @@ class ReleaseSums:
 
 
 def check_release(
-    release: Release, public: PaillierPublicKey, cards: Sequence[Card] | None, allow_small: bool
+    release: Release, public: PaillierPublicKey, cards: Sequence[Card], allow_small: bool
 ) -> ReleaseSums:
     """Check a bureau-signed release under ``public``; parse every column's sums."""
     source = release.source
@@ -157,7 +157,7 @@ def decryption_part(
     release: Release,
     options: ThresholdOptions | None = None,
     *,
-    cards: Sequence[Card] | None = None,
+    cards: Sequence[Card],
     combiner: Card | None = None,
 ) -> DecryptionPart:
     """``me``'s signed decryption part of a bureau-signed release.
