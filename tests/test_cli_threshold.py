@@ -49,7 +49,7 @@ def test_two_of_three_holders_decrypt_exact_sums(tmp_path):
     for holder in HOLDERS[:2]:
         run("decrypt", "--partial", "--me", key(holder), "--share", w / "auth" / f"{holder}.share.json",
             "--release", w / "release.json", "--cards", card("bureau"), "--cards", card("authority"),
-            "--out", w / f"{holder}.part.json")
+            "--public-part", "--out", w / f"{holder}.part.json")
     pins = ["--cards", card("bureau"), "--cards", card("authority")]
     combine = ["decrypt", "--combine", "--me", key("authority"), "--paillier", w / "auth" / "paillier.pub.json",
                "--release", w / "release.json", "--audit-log", w / "audit.log", *pins]

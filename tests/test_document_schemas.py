@@ -140,7 +140,8 @@ def _world(w: Path) -> dict[str, Any]:
     run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
         "--release", w / "release.json", "--cards", card["bureau"], "--audit-log", w / "audit.log",
         "--out", w / "aggregates.csv")
-    for holder, extra in (("holder_a", []), ("holder_b", ["--for", card["authority"]]), ("holder_c", [])):
+    for holder, extra in (("holder_a", ["--public-part"]), ("holder_b", ["--for", card["authority"]]),
+                          ("holder_c", ["--public-part"])):
         run("decrypt", "--partial", "--me", key[holder], "--share", w / "th" / f"{holder}.share.json",
             "--release", w / "th-release.json", *extra, "--out", w / f"{holder}.part.json")
     combine = ["decrypt", "--combine", "--release", w / "th-release.json", "--parts", w / "holder_a.part.json"]

@@ -381,13 +381,16 @@ def test_three_platforms_exact_sums_and_release_format(world):
     root = world[0]
     doc = read_document(rel.path, "release")
     clk_like = ["created", "linkage_hash", "paillier_fingerprint", "paillier_key", "score_columns",
-                "score_decimals", "packing", "min_contributors", "clip", "noise", "entities", "suppressed"]
+                "score_decimals", "packing", "min_contributors", "clip", "noise", "entities", "suppressed",
+                "platforms"]
     assert list(doc["header"]) == clk_like
+    assert doc["header"]["platforms"] == sorted(people)  # the session's platform set, named in the release
     assert list(doc["payload"]) == ["entity_ids", "contributors", "sums"]
     assert list(doc["payload"]["sums"]) == ["packed"]  # every column in one ciphertext per person
     assert doc["header"]["linkage_hash"] == rel.transcript_hash
     audit = [json.loads(line) for line in (root / "authority" / "audit.log").read_text().splitlines()]
     assert audit[-1]["linkage_hash"] == rel.transcript_hash and audit[-1]["entities"] == dec.entities
+    assert audit[-1]["platforms"] == sorted(people)  # ... and in the log
     counts = count_intersection(world[1]["bureau"], session, [current[n] for n in people])
     assert counts.intersection == len(expected)
     assert counts.by_contributors == {2: sum(1 for v in expected.values() if v[0] == 2),

@@ -77,7 +77,10 @@ def keygen_cmd(me, bits, directory, threshold, holders) -> None:
 @click.option("--share", type=FILE, help="With --partial: your <holder>.share.json.")
 @click.option("--for", "combiner", type=FILE,
               help="With --partial: encrypt the part for this combiner's card (who then combines with --me). "
-                   "Without it anyone holding T parts can combine them: send parts only to the combiner.")
+                   "Required unless --public-part.")
+@click.option("--public-part", is_flag=True,
+              help="With --partial: leave the part readable by whoever holds T parts (Shoup's public combining) "
+                   "instead of encrypting it --for a combiner; send it only to the combiner.")
 @click.option("--combine", is_flag=True, help="Threshold key: combine T holders' parts into the CSV.")
 @click.option("--parts", multiple=True, type=FILE, help="With --combine: a holder's part; repeat once per holder.")
 @click.option("--paillier", type=FILE,
@@ -86,22 +89,25 @@ def keygen_cmd(me, bits, directory, threshold, holders) -> None:
 @click.option("--max-epsilon", type=click.FloatRange(min=0), default=None,
               help="Refuse unless the release is noised and every score column's running epsilon in the "
                    "audit log (basic composition, this release included) stays at most this.")
-def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share, combiner, combine, parts,
-                paillier, max_epsilon) -> None:
+def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share, combiner, public_part, combine,
+                parts, paillier, max_epsilon) -> None:
     """Decrypt a release's per-entity sums and record the release in the audit log.
 
     \b
     Single key:
       pprl decrypt --me keys/authority.key --paillier-key authority/paillier.key \\
-          --release release.json --audit-log audit.log --out aggregates.csv
+          --release release.json --cards keys/bureau.card.json --audit-log audit.log --out aggregates.csv
     Threshold key (each of T holders, then whoever combines):
       pprl decrypt --partial --me keys/holder_a.key --share authority/holder_a.share.json \\
-          --release release.json --out holder_a.part.json
-      pprl decrypt --combine --parts holder_a.part.json --parts holder_b.part.json \\
-          --release release.json --audit-log audit.log --out aggregates.csv
+          --release release.json --cards keys/bureau.card.json --cards keys/authority.card.json \\
+          --for keys/authority.card.json --out holder_a.part.json
+      pprl decrypt --combine --me keys/authority.key --parts holder_a.part.json --parts holder_b.part.json \\
+          --release release.json --cards keys/bureau.card.json --cards keys/authority.card.json \\
+          --audit-log audit.log --out aggregates.csv
     Parts carry the dealer-signed public key and each holder's signed approval;
     the audit entry records the approvals (and is signed too with --me).
-    --cards pins the bureau (release) and, with --combine, the dealer (key).
+    --cards pins the bureau (release) and, with --partial and --combine, the
+    dealer (key); without --cards, PPRL_TRUST's folder of pinned cards.
     """
     from pprl.protocol.files import (
         combine_release_parts,
@@ -112,14 +118,16 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
         pinned_cards,
     )
 
-    trusted = pinned_cards(cards, "cards", "who signed the release")
-    bureaus = _role(trusted, "bureau", "the bureau that signed the release")
     if partial and combine:
         raise click.UsageError("--partial and --combine are alternatives")
-    if combiner and not partial:
-        raise click.UsageError("--for goes with --partial")
+    if (combiner or public_part) and not partial:
+        raise click.UsageError("--for and --public-part go with --partial")
+    if partial and bool(combiner) == bool(public_part):
+        raise click.UsageError("--partial needs --for COMBINER_CARD (the part is encrypted for it), or --public-part")
     if not me and not combine:
         raise click.UsageError("--me is required (only --combine can do without it)")
+    trusted = pinned_cards(cards, "cards", "who signed the release")
+    bureaus = _role(trusted, "bureau", "the bureau that signed the release")
     key = load_key(me) if me else None
     if partial:
         if key is None or not share:

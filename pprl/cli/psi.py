@@ -128,9 +128,9 @@ def blind_cmd(me, session, bureau, peers, data, id_column, identifier, identifie
 @click.option("--state", required=True, type=FILE, help="Your state file from `pprl psi blind`.")
 @click.option("--input", "input_", required=True, type=FILE, help="Another platform's round file (relayed by the bureau).")
 @click.option("--out", required=True, type=FILE, help="Round file to write (back to the bureau).")
-@click.option("--rerandomize", is_flag=True,
-              help="Also refresh the ciphertexts' randomness (one Paillier exponentiation per score): "
-                   "the bureau can then no longer follow an element through the ring.")
+@click.option("--rerandomize/--no-rerandomize", default=True, show_default=True,
+              help="Refresh the ciphertexts' randomness (one Paillier exponentiation per score), so the bureau "
+                   "cannot follow an element through the ring by its bytes. Turn off only for a trusted relay.")
 @WORKERS
 def reblind_cmd(me, state, input_, out, rerandomize, workers) -> None:
     """One hop (platform): add your key to another platform's list, reshuffle, sign. Once per other platform.

@@ -293,6 +293,7 @@ class ReleaseHeader(Part):
     noise: dict[str, Any] | None = None
     entities: int
     suppressed: int
+    platforms: list[str] | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -713,6 +714,7 @@ class AuditEntry(SignedDocument):
     contributions: dict[str, int] | None = field(default=None, metadata=OPTIONAL)
     consents: list[str] | None = field(default=None, metadata=OPTIONAL)
     per_platform: bool | None = field(default=None, metadata=OPTIONAL)
+    platforms: list[str] | None = field(default=None, metadata=OPTIONAL)
     # registry updates and queries (the bureau's log)
     platform: str | None = field(default=None, metadata=OPTIONAL)
     submission_hash: str | None = field(default=None, metadata=OPTIONAL)

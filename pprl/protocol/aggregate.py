@@ -184,6 +184,7 @@ def aggregate_release(
         noise=policy,
         entities=len(released_ids),
         suppressed=suppressed,
+        platforms=[s.platform for s in ordered],
     )
     payload = ReleasePayload(entity_ids=released_ids, contributors=contributors, sums={"packed": summed.to_bytes()})
     release = seal(Release(header=header, payload=payload), me.identity, me.card)

@@ -286,6 +286,7 @@ def publish(
             "min_contributors": header.min_contributors,
             "packing": header.packing,
             "output_sha256": hashlib.sha256(data).hexdigest(),
+            **({"platforms": header.platforms} if header.platforms is not None else {}),
             **extra,
         },
     )

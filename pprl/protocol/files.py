@@ -684,7 +684,7 @@ def reblind_round(
     input: PathLike,
     out: PathLike,
     *,
-    rerandomize: bool = False,
+    rerandomize: bool = True,
     workers: int | None = None,
     progress: bool = False,
 ) -> ReblindResult:

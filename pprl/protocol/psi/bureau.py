@@ -180,6 +180,7 @@ def sum_rounds(me: PartyKey, session: Session, rounds: Sequence[PsiRound], min_c
         noise=None,
         entities=len(released),
         suppressed=suppressed,
+        platforms=list(session.names),
     )
     payload = ReleasePayload(entity_ids=[e for e, _ in released], contributors=[len(g) for g in groups], sums=sums)
     release = seal(Release(header=header, payload=payload), me.identity, me.card)

@@ -342,7 +342,7 @@ def open_state(doc: PsiState, me: PartyKey) -> State:
 class ReblindOptions:
     """One hop's choices: ``rerandomize`` refreshes the ciphertexts' randomness; workers, progress."""
 
-    rerandomize: bool = False
+    rerandomize: bool = True
     workers: int | None = None
     progress: bool = False
 
