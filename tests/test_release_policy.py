@@ -11,6 +11,7 @@ import csv
 import json
 import statistics
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from cli_runner import cli_consortium, linked_members, run
 
 from pprl.cli.platform import parse_clip
 from pprl.crypto.noise import (
+    KeyedStream,
     discrete_gaussian,
     discrete_laplace,
     discrete_laplace_variance,
@@ -121,7 +123,8 @@ def test_laplace_noise_and_privacy_budget(world, tmp_path):
     header = json.loads(run("inspect", release).stdout)["header"]
     noise = header["noise"]
     assert noise["mechanism"] == "laplace" and noise["epsilon"] == 1.0 and noise["delta"] == 0.0
-    assert noise["sensitivity_fixed"] == {"repay_score": 70000, "spend_score": 500000}
+    # hi - lo in fixed point: counts are exact, so a neighbour changes one value within its clip range
+    assert noise["sensitivity_fixed"] == {"repay_score": 10000, "spend_score": 500000}
     assert noise["parameters"]["spend_score"]["scale"] == "500000"
     assert noise["clip"]["spend_score"] == ["0.00", "5000.00"]
 
@@ -129,7 +132,7 @@ def test_laplace_noise_and_privacy_budget(world, tmp_path):
     truth = _truth(world)
     rows = _released(tmp_path / "a1.csv")
     assert len(rows) == len(truth) >= 10
-    for c, scale_units in (("repay_score", 70000), ("spend_score", 500000)):
+    for c, scale_units in (("repay_score", 10000), ("spend_score", 500000)):
         errors = [(Decimal(r[f"{c}_sum"]) - truth[r["entity_id"]][c]) * 100 for r in rows]
         assert all(e == e.to_integral_value() for e in errors)  # integer fixed-point units
         mean_abs = statistics.fmean(abs(float(e)) for e in errors)
@@ -154,7 +157,7 @@ def test_gaussian_noise(world, tmp_path):
     _aggregate(world, release, "--noise", "gaussian", "--epsilon", 0.5, "--delta", 1e-6)
     noise = json.loads(run("inspect", release).stdout)["header"]["noise"]
     assert noise["mechanism"] == "gaussian" and noise["delta"] == 1e-6 and noise["bound"].startswith("classic")
-    assert int(noise["parameters"]["repay_score"]["sigma2"]) == gaussian_sigma(70000, 0.5, 1e-6)
+    assert int(noise["parameters"]["repay_score"]["sigma2"]) == gaussian_sigma(10000, 0.5, 1e-6)
     _decrypt(world, release, tmp_path / "agg.csv", tmp_path / "audit.log")
     entry = read_log(tmp_path / "audit.log")[-1]
     assert entry["privacy_budget"]["spend_score"] == {"epsilon": 0.5, "delta": 1e-6}
@@ -202,3 +205,51 @@ def test_discrete_gaussian_variance_close_to_sigma2():
     assert abs(statistics.pvariance(xs) - 25) < 0.2 * 25
     with pytest.raises(PolicyError):
         gaussian_sigma(100, 1.5, 1e-6)
+
+
+def test_repeating_a_release_repeats_its_noise(world, tmp_path):
+    """30 releases of one linkage must not average the noise away: the same linkage, the same noisy sums."""
+    outs = []
+    for i in range(3):
+        release = tmp_path / f"r{i}.json"
+        _aggregate(world, release, "--noise", "laplace", "--epsilon", 1.0)
+        outs.append(tmp_path / f"r{i}.csv")
+        _decrypt(world, release, outs[-1], tmp_path / "audit.log")
+    assert outs[0].read_bytes() == outs[1].read_bytes() == outs[2].read_bytes()
+    truth = _truth(world)
+    rows = _released(outs[0])
+    assert any(Decimal(r["repay_score_sum"]) != truth[r["entity_id"]]["repay_score"] for r in rows)  # noised
+    entries = read_log(tmp_path / "audit.log")  # ... and each repeat is still charged
+    assert [e["privacy_budget"]["repay_score"]["epsilon"] for e in entries] == pytest.approx([1.0, 2.0, 3.0])
+
+
+def test_sensitivity_is_the_width_of_the_clip_range():
+    from pprl.crypto.paillier.packing import PackingSpec
+    from pprl.protocol.aggregate import AggregateOptions, _noise_policy  # the one place sensitivity is computed
+
+    spec = PackingSpec.plan(10**11, 1, 64, decimals=2, count_slot=True)
+    policy = _noise_policy(AggregateOptions(noise="laplace", epsilon=1.0), {"a": ["-1000.00", "1000.00"]}, ["a"],
+                           [], spec)
+    assert policy["sensitivity_fixed"] == {"a": 200000}  # [-1000, 1000] at 2 decimals: 2000.00, not 1000.00
+    assert policy["parameters"]["a"]["scale"] == "200000"
+
+
+def test_keyed_streams_repeat_for_a_key_and_label_only():
+    key = bytes(range(32))
+
+    def draws(k: bytes, label: bytes) -> list[int]:
+        stream = KeyedStream(k, label)
+        return [stream.randbelow(10**6) for _ in range(50)]
+
+    assert draws(key, b"L|E1|c") == draws(key, b"L|E1|c")
+    assert draws(key, b"L|E1|c") != draws(key, b"L|E2|c")
+    assert draws(key, b"L|E1|c") != draws(bytes(32), b"L|E1|c")
+    assert all(0 <= x < 10**6 for x in draws(key, b"range"))
+    counts = [0] * 6
+    stream = KeyedStream(key, b"uniform")
+    for _ in range(6000):
+        counts[stream.randbelow(6)] += 1
+    assert all(850 < c < 1150 for c in counts)  # rejection sampling: no modulo bias
+    assert discrete_laplace(Fraction(5), KeyedStream(key, b"x")) == discrete_laplace(Fraction(5), KeyedStream(key, b"x"))
+    with pytest.raises(DataValidationError):
+        KeyedStream(b"short", b"x")

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from pprl.crypto.noise import discrete_gaussian, discrete_laplace, gaussian_sigma
+from pprl.crypto.exchange import hkdf_sha256
+from pprl.crypto.noise import KeyedStream, discrete_gaussian, discrete_laplace, gaussian_sigma
 from pprl.crypto.paillier.packing import PackingSpec, pack_rows
 from pprl.crypto.paillier.packing_records import blinding_vector, record_addresses, sum_records
 from pprl.crypto.paillier.vector import EncryptedVector, encode_fixed
@@ -170,7 +171,8 @@ def aggregate_release(
     vectors = [EncryptedVector.from_bytes(key, s.doc.payload.scores_packed or b"") for s in ordered]
     summed = sum_records(EncryptedVector.concat(vectors), groups, spec, progress=options.progress)
     if released_ids and (policy is not None or spec.records_per_ciphertext > 1):
-        noise_rows = _noise_rows(spec, policy, columns, len(released_ids)) if policy is not None else None
+        noise_rows = (_noise_rows(spec, policy, columns, released_ids, linkage.hash, _noise_key(me))
+                      if policy is not None else None)
         summed = summed + blinding_vector(key, spec, len(released_ids), noise_rows, progress=options.progress)
     header = ReleaseHeader(
         linkage_hash=linkage.hash,
@@ -223,8 +225,10 @@ def _noise_policy(
     decimals = spec.decimals
     sensitivity: dict[str, int] = {}
     for c in columns:
+        # Contributor counts are released exactly, so neighbouring inputs differ in one record's value, not in
+        # its presence: the sum moves by at most hi - lo (not max(|lo|, |hi|)).
         lo, hi = encode_fixed(clip[c], decimals)
-        sensitivity[c] = max(abs(lo), abs(hi))
+        sensitivity[c] = hi - lo
     params: dict[str, dict[str, Any]] = {}
     for c in columns:
         if noise == "laplace":
@@ -253,19 +257,31 @@ def _noise_policy(
     }
 
 
+def _noise_key(me: PartyKey) -> bytes:
+    """The bureau's secret noise key, derived from its identity: the same every run, known to no one else."""
+    return hkdf_sha256(me.identity.sign_seed, 32, salt=b"pprl-release-noise-v1", info=me.card.fingerprint.encode())
+
+
 def _noise_rows(
-    spec: PackingSpec, policy: Mapping[str, Any], columns: Sequence[str], entities: int
+    spec: PackingSpec, policy: Mapping[str, Any], columns: Sequence[str], entity_ids: Sequence[str],
+    linkage_hash: str, key: bytes,
 ) -> list[int]:
-    """One packed noise row per released entity (noise clipped to ±B, count slot 1), not yet encrypted."""
+    """One packed noise row per released entity (noise clipped to ±B), not yet encrypted.
+
+    Each (linkage, entity, column) draws from its own keyed stream, so
+    aggregating the same linkage again releases the same noise: repeating a
+    release cannot average it away.
+    """
     b = spec.bound
-    matrix = np.empty((entities, len(columns)), dtype=object)
+    matrix = np.empty((len(entity_ids), len(columns)), dtype=object)
     for j, c in enumerate(columns):
         p = policy["parameters"][c]
-        if policy["mechanism"] == "laplace":
-            scale = Fraction(p["scale"])
-            draw = [discrete_laplace(scale) for _ in range(entities)]
-        else:
-            sigma2 = Fraction(p["sigma2"])
-            draw = [discrete_gaussian(sigma2) for _ in range(entities)]
+        draw = []
+        for entity in entity_ids:
+            rng = KeyedStream(key, f"{linkage_hash}|{entity}|{c}".encode())
+            if policy["mechanism"] == "laplace":
+                draw.append(discrete_laplace(Fraction(p["scale"]), rng))
+            else:
+                draw.append(discrete_gaussian(Fraction(p["sigma2"]), rng))
         matrix[:, j] = [min(max(v, -b), b) for v in draw]
     return pack_rows(matrix, spec.single())
