@@ -7,13 +7,19 @@ cards it pinned itself, explicitly or in its trust store (``PPRL_TRUST``).
 
 from __future__ import annotations
 
+import csv
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 from cli_runner import cli_consortium, refused, run
 
-from pprl.documents import Card, PsiRound, load, read_document, sign_document, write_document
+from pprl.crypto.paillier.engine import encrypt_raw
+from pprl.crypto.paillier.packing import PackingSpec
+from pprl.crypto.paillier.packing_records import pack_records
+from pprl.crypto.paillier.vector import PaillierPublicKey
+from pprl.documents import Card, PsiRound, b64d, b64e, load, read_document, sign_document, write_document
 from pprl.errors import SignatureError
 from pprl.protocol.files import (
     blind_identifiers,
@@ -186,3 +192,83 @@ def test_psi_ciphertexts_are_rerandomised_at_every_hop_by_default(tmp_path):
     before = ciphertexts(rounds["p1"])
     assert before and not before & ciphertexts(fresh)  # nothing the bureau saw before comes out again
     assert ciphertexts(same) == before  # (what --no-rerandomize would leak)
+
+
+# -- malicious inputs from a platform -----------------------------------------------------------------
+
+
+def _crafted_submission(world, tmp_path: Path, slot_value: int) -> tuple[Path, str]:
+    """platform_1's real submission with one record's packed scores replaced by ``slot_value`` in slot 0
+    (re-signed by platform_1, as a malicious platform would); returns it and the record's token."""
+    doc = read_document(tmp_path / "platform_1.sub.json", "submission")
+    header = doc["header"]
+    spec = PackingSpec.from_dict(header["packing"])
+    key = PaillierPublicKey.from_dict(header["paillier_key"])
+    tight = spec.single()
+    s = tight.slot_bits
+    standard = slot_value | (spec.bound << s) | (1 << (spec.slots * s))  # slot 1 holds 0, the count slot 1
+    crafted = encrypt_raw(key, pack_records([standard], spec))[0]
+    blob = bytearray(b64d(doc["payload"]["scores_packed"]))
+    width = key.ciphertext_bytes
+    linked = {m[1] for e in read_document(tmp_path / "linkage.json", "linkage")["payload"]["entities"]
+              for m in e["members"] if len(e["members"]) == 2 and m[0] == "platform_1"}
+    index = next(i for i, t in enumerate(doc["payload"]["tokens"]) if t in linked)
+    blob[index * width : (index + 1) * width] = int(crafted).to_bytes(width, "big")
+    doc["payload"]["scores_packed"] = b64e(bytes(blob))
+    me = load_key(world["key"]["platform_1"])
+    path = write_document(tmp_path / "crafted.sub.json", sign_document(doc, me.identity, me.card))
+    return path, doc["payload"]["tokens"][index]
+
+
+def test_an_out_of_range_value_is_no_comparison_oracle(world, tmp_path, monkeypatch):
+    """A platform's crafted slot value overflows the sum or not depending on the co-contributor's score.
+
+    It used to make the authority refuse the whole release with an error naming the slot and position:
+    a one-bit oracle, binary-searched to the other platform's exact score in ~17 releases. Now the
+    release decrypts either way, the log entries look alike, and only the decryptor sees which sum
+    could not be read.
+    """
+    monkeypatch.delenv("PPRL_TRUST", raising=False)
+    w, key, card = world["dir"], world["key"], world["card"]
+    for n in PLATFORMS:
+        run("submit", "--me", key[n], "--schema", SCHEMA, "--secret", w / f"{n}.secret",
+            "--data", w / "data" / f"{n}.csv", "--id-column", "user_id", "--scores", "repay_score,spend_score",
+            "--paillier", w / "authority" / "paillier.pub.json", "--authority", card["authority"],
+            "--out", tmp_path / f"{n}.sub.json")
+    cards = [a for n in PLATFORMS for a in ("--cards", card[n])]
+    real = [a for n in PLATFORMS for a in ("--submissions", tmp_path / f"{n}.sub.json")]
+    run("link", "--me", key["bureau"], *cards, *real, "--threshold", 0.8, "--out", tmp_path / "linkage.json")
+    spec = PackingSpec.from_dict(read_document(tmp_path / "platform_1.sub.json", "submission")["header"]["packing"])
+    outcomes = {}
+    for label, value in (("over", (1 << spec.slot_bits) - 1), ("under", 0)):
+        crafted, _token = _crafted_submission(world, tmp_path, value)
+        subs = ["--submissions", crafted, "--submissions", tmp_path / "platform_2.sub.json"]
+        run("link", "--me", key["bureau"], *cards, *subs, "--threshold", 0.8, "--out", tmp_path / f"{label}.link.json")
+        run("aggregate", "--me", key["bureau"], "--linkage", tmp_path / f"{label}.link.json", *subs, *cards,
+            "--min-contributors", 2, "--out", tmp_path / f"{label}.release.json")
+        result = run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
+                     "--release", tmp_path / f"{label}.release.json", "--cards", card["bureau"],
+                     "--audit-log", tmp_path / f"{label}.log", "--out", tmp_path / f"{label}.csv")
+        assert "slot" not in result.stderr and "position" not in result.stderr
+        outcomes[label] = (result, (tmp_path / f"{label}.log").read_text(encoding="utf-8"))
+    over, under = (json.loads(outcomes[k][1]) for k in ("over", "under"))
+    assert over.keys() == under.keys() and over["entities"] == under["entities"]
+    for field in ("seq", "event", "score_columns", "min_contributors", "noise", "privacy_budget", "platforms"):
+        assert over[field] == under[field]
+    assert "could not be read" in outcomes["over"][0].stderr  # the decryptor, and only it, is told
+    assert "could not be read" not in outcomes["under"][0].stderr
+    rows = list(csv.DictReader((tmp_path / "over.csv").read_text(encoding="utf-8").splitlines()))
+    assert sum(1 for r in rows if r["repay_score_sum"] == "") == 1
+    assert (tmp_path / "over.csv").stat().st_mode & 0o777 == 0o600
+
+
+def test_unpacking_marks_a_bad_row_and_says_nothing():
+    from pprl.crypto.paillier.packing import pack_rows, unpack
+
+    spec = PackingSpec.plan(100, 2, 4, count_slot=True, maskable=True)
+    good = pack_rows([[5, -7]], spec)[0]
+    overflowing = good + ((1 << spec.slot_bits) << spec.position_bits)  # slot 2 past its headroom
+    out = unpack([good, overflowing, 1 << (spec.total_bits + 1)], spec, None, invalid="mark")
+    assert list(out[0]) == [5, -7] and list(out[1]) == [None, None] and list(out[2]) == [None, None]
+    with pytest.raises(Exception, match="slot 2"):  # the default still explains, for callers that decrypt alone
+        unpack([good, overflowing], spec, None)

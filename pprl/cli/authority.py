@@ -154,7 +154,10 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
             raise click.UsageError("give --paillier-key (or --partial / --combine for a threshold key)")
         result = decrypt_release(key, paillier_key, release, audit_log, out, cards=bureaus,
                                  progress=progress_wanted(), max_epsilon=max_epsilon)
-    say(f"wrote {result.path}: {result.entities} entities; audit log entry {result.audit_entry}")
+    say(f"wrote {result.path} (mode 0600): {result.entities} entities; audit log entry {result.audit_entry}")
+    if result.unreadable:
+        say(f"note: {result.unreadable} entities' sums could not be read (a platform submitted a value out of range); "
+            "their cells are empty. Only you see this: the log does not say it.")
 
 
 def _role(cards: list[Card], role: str, what: str) -> list[Card]:

@@ -97,6 +97,9 @@ class Decrypted:
     table: bytes = field(repr=False)
     entry: dict[str, Any]
     entities: int
+    #: Entities whose sums could not be read (a platform's value out of range); their cells are empty. Only the
+    #: decryptor learns this: the log entry does not say it, lest a platform use it as a comparison oracle.
+    unreadable: int = 0
 
 
 def decrypt_sums(
@@ -143,7 +146,8 @@ def decrypt_sums(
             raise DocumentError(f"{source}: {len(enc)} sums in '{name}' for {len(ids)} entities")
         vectors[name] = enc
     if spec is not None:
-        columns = decrypt_packed(private, vectors["packed"], spec, summands(release), progress=options.progress)
+        columns = decrypt_packed(private, vectors["packed"], spec, summands(release), progress=options.progress,
+                                 invalid="mark")
     else:
         if header.noise is not None:
             raise DocumentError(f"{source}: release noise needs packed sums")
@@ -169,7 +173,7 @@ def check_release_packing(release: Release) -> PackingSpec | None:
 def unpack_release(release: Release, sums: Mapping[str, Any], spec: PackingSpec | None) -> np.ndarray:
     """Combined plaintext sums (threshold decryption) as an (entities x columns) array."""
     if spec is not None:
-        return unpack(sums["packed"], spec, summands(release))
+        return unpack(sums["packed"], spec, summands(release), invalid="mark")
     if release.header.noise is not None:
         raise DocumentError(f"{release.source}: release noise needs packed sums")
     return np.array([sums[c] for c in release.header.score_columns], dtype=object).T
@@ -262,12 +266,14 @@ def publish(
     header, payload = release.header, release.payload
     ids, counts, columns = payload.entity_ids, payload.contributors, header.score_columns
     decimals = int(header.score_decimals)
-    plain = {column: decode_fixed(list(sums[:, j]), decimals) for j, column in enumerate(columns)}
+    unreadable = {i for i in range(len(ids)) if any(v is None for v in sums[i, :])}
+    plain = {column: decode_fixed([0 if i in unreadable else v for i, v in enumerate(sums[:, j])], decimals)
+             for j, column in enumerate(columns)}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["entity_id", "contributors", *[f"{c}_sum" for c in columns]])
     for i, entity in enumerate(ids):
-        writer.writerow([entity, counts[i], *[str(plain[c][i]) for c in columns]])
+        writer.writerow([entity, counts[i], *["" if i in unreadable else str(plain[c][i]) for c in columns]])
     data = buffer.getvalue().encode("utf-8")
     if release.signer is None:
         raise DocumentError(f"{release.source}: not signed")
@@ -290,4 +296,4 @@ def publish(
             **extra,
         },
     )
-    return Decrypted(table=data, entry=entry, entities=len(ids))
+    return Decrypted(table=data, entry=entry, entities=len(ids), unreadable=len(unreadable))

@@ -493,13 +493,15 @@ class DecryptResult:
     path: Path
     entities: int
     audit_entry: int
+    unreadable: int = 0  # for the decryptor's eyes only (see pprl.protocol.decrypt.Decrypted)
 
 
 def _log_then_write(decrypted: Decrypted, audit_log: PathLike, out: PathLike) -> DecryptResult:
     """Append the entry first, then write the table: no plaintext leaves without its log entry."""
     _append_line(audit_log, decrypted.entry)
-    path = write_atomic(out, decrypted.table)
-    return DecryptResult(path=path, entities=decrypted.entities, audit_entry=int(decrypted.entry["seq"]))
+    path = write_atomic(out, decrypted.table, private=True)  # per-entity sums: the decryptor's alone
+    return DecryptResult(path=path, entities=decrypted.entities, audit_entry=int(decrypted.entry["seq"]),
+                         unreadable=decrypted.unreadable)
 
 
 def _checked_log(audit_log: PathLike) -> list[dict[str, Any]]:

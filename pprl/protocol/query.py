@@ -586,7 +586,8 @@ def answer_part(
 class AnswerRow:
     """What the lender reads for one query item.
 
-    ``status`` is found / not-found / withheld; for one found, ``contributors``
+    ``status`` is found / not-found / withheld, or unreadable (a platform's value out of range made the sum
+    undecodable; nothing else is said about it); for one found, ``contributors``
     (records summed), ``sums`` per released column and, with per-platform
     answers, ``platforms[name][column]``.
     """
@@ -648,9 +649,11 @@ def open_answer(
     spec = PackingSpec.from_dict(header.packing)
     columns, decimals = header.score_columns, header.score_decimals
     hidden = [j for j, c in enumerate(columns) if c not in header.released_columns]
-    sums: Any = unmask_packed(masked, masks, key.n, spec, hidden=hidden) if count else []
+    # a row that does not decode (a platform's value out of range) is marked, not raised: see packing.unpack
+    sums: Any = unmask_packed(masked, masks, key.n, spec, hidden=hidden, invalid="mark") if count else []
     rows = [
-        ({c: v for c, v in zip(columns, decode_fixed([int(x) for x in sums[i]], decimals))
+        (None if any(x is None for x in sums[i]) else
+         {c: v for c, v in zip(columns, decode_fixed([int(x) for x in sums[i]], decimals))
           if c in header.released_columns}, _count_of(masked[i], masks[i], key.n, spec))
         for i in range(count)
     ]
@@ -662,9 +665,13 @@ def open_answer(
             continue
         names = labels[f] if labels is not None else [""]
         parts = rows[k : k + len(names)]
-        total = {c: sum((p[0][c] for p in parts), Decimal(0)) for c in header.released_columns}
-        platforms = {name: p[0] for name, p in zip(names, parts)} if labels is not None else {}
-        out.append(AnswerRow(status, sum(p[1] for p in parts), total, platforms))
+        if any(p[0] is None for p in parts):
+            out.append(AnswerRow("unreadable"))
+        else:
+            total = {c: sum((p[0][c] for p in parts if p[0] is not None), Decimal(0))
+                     for c in header.released_columns}
+            platforms = {name: p[0] for name, p in zip(names, parts) if p[0] is not None} if labels else {}
+            out.append(AnswerRow(status, sum(p[1] for p in parts), total, platforms))
         k += len(names)
         f += 1
     return out

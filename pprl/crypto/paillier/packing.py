@@ -299,16 +299,28 @@ def pack_rows(matrix: Any, spec: PackingSpec) -> list[int]:
     return packed
 
 
-def unpack(values: Sequence[int], spec: PackingSpec, summands: Sequence[int] | None) -> np.ndarray:
+def unpack(
+    values: Sequence[int], spec: PackingSpec, summands: Sequence[int] | None, *, invalid: str = "raise"
+) -> np.ndarray:
     """Column sums from packed (summed) plaintexts: slot_j - m·B, as an object array of ints.
 
     ``summands[i]`` is m for ``values[i]`` (0 for an empty sum); with a count
     slot it is checked against the count the plaintext carries, or may be
     None to take it from there. DecryptionError (position only) for a
     plaintext, slot or count out of range; PolicyError for m > M.
+
+    ``invalid="mark"`` instead leaves such a row as None in every column and
+    says nothing: a decryptor must not become a comparison oracle for a
+    platform that submits an out-of-range value (whether a sum overflowed
+    depends on the other contributors' values), so nobody but the decryptor
+    learns that, or which, a sum could not be read.
     """
+    if invalid not in ("raise", "mark"):
+        raise DataValidationError("invalid must be 'raise' or 'mark'")
     if summands is None and not spec.count_slot:
         raise DataValidationError("summand counts are needed unless the spec has a count slot")
+    if invalid == "mark":
+        return _unpack_marked(values, spec, summands)
     if spec.roomy:
         values, spec = extract_targets(values, spec), spec.single()
     counts = _summands(summands, len(values), spec) if summands is not None else None
@@ -336,6 +348,19 @@ def unpack(values: Sequence[int], spec: PackingSpec, summands: Sequence[int] | N
                     "the summand count is wrong or the ciphertext was tampered with"
                 )
             out[i, j] = slot - m * b
+    return out
+
+
+def _unpack_marked(values: Sequence[int], spec: PackingSpec, summands: Sequence[int] | None) -> np.ndarray:
+    """:func:`unpack`, one row at a time, with None for a row that does not decode."""
+    counts = _summands(summands, len(values), spec) if summands is not None else None
+    out = np.empty((len(values), spec.slots), dtype=object)
+    for i, x in enumerate(values):
+        try:
+            row = unpack([x], spec, None if counts is None else [counts[i]])[0]
+        except (DecryptionError, PolicyError):
+            row = [None] * spec.slots
+        out[i, :] = row
     return out
 
 
@@ -395,10 +420,12 @@ def decrypt_packed(
     *,
     workers: int | None = None,
     progress: bool = False,
+    invalid: str = "raise",
 ) -> np.ndarray:
     """Decrypt packed aggregates to an (aggregates × slots) object array of column sums.
 
-    ``summands``: records summed per aggregate (see :func:`unpack`; None only with a count slot).
+    ``summands``: records summed per aggregate (see :func:`unpack`; None only with a count slot);
+    ``invalid``: as for :func:`unpack`.
     """
     if not isinstance(private_key, PaillierPrivateKey) or not isinstance(enc, EncryptedVector):
         raise DataValidationError("decrypt_packed needs a PaillierPrivateKey and an EncryptedVector")
@@ -414,7 +441,7 @@ def decrypt_packed(
     crt = private_key.crt
     kernel = decrypt_chunk_mod_p if spec.total_bits + _MOD_P_MARGIN < crt.p.bit_length() else decrypt_chunk
     raw = run_chunked(kernel, crt, enc._c, workers=workers, progress=progress, desc="decrypt")
-    return unpack(raw, spec, summands)
+    return unpack(raw, spec, summands, invalid=invalid)
 
 
 def mask_sums(
@@ -468,6 +495,8 @@ def unmask_packed(
     spec: PackingSpec,
     summands: Sequence[int] | None = None,
     hidden: Sequence[int] = (),
+    *,
+    invalid: str = "raise",
 ) -> np.ndarray:
     """Column sums from masked plaintexts: (value - mask) mod n, then :func:`unpack` (counts from the count slot).
 
@@ -489,4 +518,4 @@ def unmask_packed(
     if hidden:  # a cleared slot reads as m·B, i.e. a sum of 0
         w, counts = spec.position_bits, [x >> (w * spec.slots) for x in values]
         values = [x | sum((m * spec.bound) << (w * j) for j in set(hidden)) for x, m in zip(values, counts)]
-    return unpack(values, spec, summands)
+    return unpack(values, spec, summands, invalid=invalid)

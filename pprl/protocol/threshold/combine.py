@@ -247,7 +247,9 @@ def combine_parts(
     options = options or ThresholdOptions()
     setup = parts_setup(parts, public, authority, options)
     checked = check_release(release, setup.public.public, cards, options.allow_insecure)
-    sums, holders, approvals = combine_vectors(parts, setup, checked.hash, checked.vectors, options, me=me)
+    # packed sums come back raw, for the unpacking to judge (an overflow must not raise here, naming a position)
+    sums, holders, approvals = combine_vectors(parts, setup, checked.hash, checked.vectors, options, me=me,
+                                               signed=release.header.packing is None)
     return CombinedRelease(
         header=dict(release.wire["header"]),
         sums=sums,
