@@ -85,13 +85,13 @@ def _decimal(values: list[int], decimals: int = 2) -> list[Decimal]:
 
 @pytest.fixture(scope="module")
 def single():
-    public, private = generate_keypair(1024)
+    public, private = generate_keypair(2048)
     return public, private, *_world(public)
 
 
 @pytest.fixture(scope="module")
 def threshold():
-    dealt = deal_threshold_key(AUTHORITY, 1024, 2, [h.card for h in HOLDERS], allow_insecure=True)
+    dealt = deal_threshold_key(AUTHORITY, 2048, 2, [h.card for h in HOLDERS], allow_insecure=True)
     shares = [open_share(h, dealt.shares[h.name], dealer=AUTHORITY.card, allow_insecure=True) for h in HOLDERS]
     public = shares[0].setup.public.public
     return shares, *_world(public)

@@ -2,7 +2,7 @@
 
 One module-scoped world runs the consortium through the CLI (cli_runner):
 the CLK path with clipped scores, two records per ciphertext and release
-noise; a 2-of-3 threshold key (dealt through the parties API at 1024 bits,
+noise; a 2-of-3 threshold key (dealt through the parties API at 2048 bits,
 which the CLI refuses, to keep this fast) with parts for public combining
 and for a named combiner, combined with and without a combiner key; and the
 exact-identifier path with a revealing PSI session. Every document and audit
@@ -116,7 +116,7 @@ def _world(w: Path) -> dict[str, Any]:
     for name in HOLDERS:
         run("init", name, "--role", "authority", "--dir", w / "keys")
         card[name], key[name] = w / "keys" / f"{name}.card.json", w / "keys" / f"{name}.key"
-    threshold_keygen(load_key(key["authority"]), 1024, 2, [load_card(card[h]) for h in HOLDERS], w / "th",
+    threshold_keygen(load_key(key["authority"]), 2048, 2, [load_card(card[h]) for h in HOLDERS], w / "th",
                      _allow_insecure=True)
     th_pub = w / "th" / "paillier.pub.json"
     clip = ["--clip", "repay_score=0:1000", "--clip", "spend_score=0:100000"]

@@ -166,7 +166,7 @@ def test_switch_is_read_at_every_call(monkeypatch):
 
 @pytest.fixture(scope="module")
 def keys():
-    return generate_keypair(1024)
+    return generate_keypair(1024, _allow_insecure=True)
 
 
 @pytest.fixture(params=["ifma", "gmpy2"])

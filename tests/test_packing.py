@@ -40,7 +40,7 @@ _rng = random.Random(99)
 
 @pytest.fixture(scope="module")
 def keys():
-    return generate_keypair(1024)
+    return generate_keypair(1024, _allow_insecure=True)
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,7 @@ def test_decrypt_packed_detects_tampering_and_key_mismatch(keys, spec):
     shifted = EncryptedVector(pub, [enc.ciphertexts[0] * (1 + (2**900) * pub.n) % pub.nsquare])
     with pytest.raises(DecryptionError):
         decrypt_packed(priv, shifted, spec, [1])
-    other_pub, other_priv = generate_keypair(1024)
+    other_pub, other_priv = generate_keypair(1024, _allow_insecure=True)
     with pytest.raises(KeyMismatchError):
         decrypt_packed(other_priv, enc, spec, [1])
     # Reduced into the other key's range (n² differs per key), it decrypts to noise under that key.

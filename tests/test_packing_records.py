@@ -24,7 +24,7 @@ from pprl.protocol.submit import score_packing
 
 @pytest.fixture(scope="module")
 def keys():
-    return generate_keypair(1024)
+    return generate_keypair(1024, _allow_insecure=True)
 
 
 def _spec(records: int, bound: int = 1000, slots: int = 2, summands: int = 8) -> PackingSpec:

@@ -383,8 +383,13 @@ def test_generate_keypair_guards():
         generate_keypair(512)
     with pytest.raises(DataValidationError):
         generate_keypair(1025)
-    pub, priv = generate_keypair(1024)
-    assert pub.bits == 1024 and priv.p * priv.q == pub.n
+    with pytest.raises(DataValidationError, match="at least 2048"):  # 1024-bit keys are for tests only
+        generate_keypair(1024)
+    small, _ = generate_keypair(1024, _allow_insecure=True)
+    with pytest.raises(KeyFormatError, match="too small"):  # and loaders refuse them
+        PaillierPublicKey.from_dict(small.to_dict())
+    pub, priv = generate_keypair(2048)
+    assert pub.bits == 2048 and priv.p * priv.q == pub.n
     assert PaillierPublicKey.from_dict(pub.to_dict()) == pub
 
 

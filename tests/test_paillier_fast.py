@@ -50,7 +50,7 @@ def keys() -> tuple[PaillierPublicKey, PaillierPrivateKey]:
 
 @pytest.fixture(scope="module")
 def keys1024() -> tuple[PaillierPublicKey, PaillierPrivateKey]:
-    return generate_keypair(1024)
+    return generate_keypair(1024, _allow_insecure=True)
 
 
 VALUES = [0, 1, -1, 153240, -99999999, 10**30, -(10**30), 7, -7, 42]
@@ -74,16 +74,16 @@ def test_key_dict_with_djn_round_trips_and_old_dicts_load(keys1024):
     pub, priv = keys1024
     d = pub.to_dict()
     assert len(base64.b64decode(d["djn_hs"])) == pub.ciphertext_bytes
-    back = PaillierPublicKey.from_dict(d)
+    back = PaillierPublicKey.from_dict(d, allow_small=True)
     assert back == pub and back.djn_hs == pub.djn_hs
     old = {"n": d["n"], "bits": d["bits"]}  # written before djn_hs existed
-    legacy = PaillierPublicKey.from_dict(old)
+    legacy = PaillierPublicKey.from_dict(old, allow_small=True)
     assert legacy == pub and not legacy.has_djn and legacy.fingerprint == pub.fingerprint
     assert hash(legacy) == hash(pub)
     pd_ = priv.to_dict()
-    assert PaillierPrivateKey.from_dict(pd_).public_key.djn_hs == pub.djn_hs
+    assert PaillierPrivateKey.from_dict(pd_, allow_small=True).public_key.djn_hs == pub.djn_hs
     # An old public key passed alongside a new private key file keeps the DJN base.
-    assert PaillierPrivateKey.from_dict(pd_, legacy).public_key.djn_hs == pub.djn_hs
+    assert PaillierPrivateKey.from_dict(pd_, legacy, allow_small=True).public_key.djn_hs == pub.djn_hs
     # Ciphertexts under the legacy key object and the DJN one mix freely.
     enc = encrypt_vector(pub, [5]) + encrypt_vector(legacy, [6])
     assert decrypt_vector(priv, enc) == [11]

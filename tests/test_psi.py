@@ -1,7 +1,7 @@
 """The exact-identifier path: normaliser, ECDH PSI primitive, and the K-platform intersection-sum.
 
-Parties are real (identity keys in tmp_path); Paillier keys are 1024-bit to
-keep the suite fast. Sums are checked exactly against plaintext, person by
+Parties are real (identity keys in tmp_path); Paillier keys are 2048-bit, the
+smallest a loader accepts. Sums are checked exactly against plaintext, person by
 person, through a revealing session (platforms map entity ids back to their
 users) and through the authority's unchanged ``decrypt_release``.
 """
@@ -223,7 +223,7 @@ def test_two_party_plain_psi():
 
 @pytest.fixture(scope="module")
 def paillier():
-    return generate_keypair(1024)
+    return generate_keypair(2048)
 
 
 @pytest.fixture()
@@ -339,7 +339,7 @@ def test_threshold_key_decrypts_a_psi_release(world):
     for name in holders[1:]:
         k, c = init_party(name, "authority", root / "keys")
         keys[name], cards[name] = load_key(k), load_card(c)
-    keygen = threshold_keygen(keys["authority"], 1024, 2, [cards[h] for h in holders], root / "dealer",
+    keygen = threshold_keygen(keys["authority"], 2048, 2, [cards[h] for h in holders], root / "dealer",
                               _allow_insecure=True)
     pub = load_paillier_public(keygen.public_path, cards["authority"])
     people = {"p1": list(range(20)), "p2": list(range(12, 30))}

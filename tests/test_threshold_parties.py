@@ -1,7 +1,7 @@
 """Threshold decryption through files: keygen, shares, parts, combining, and what is refused.
 
-The key is 1024-bit (dealt with ``_allow_insecure``, since keygen asks for
-2048) so the ordinary readers (platform submit, bureau) accept it unchanged.
+The key is 2048-bit, the smallest the ordinary readers (platform submit,
+bureau, holders) accept.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def world(tmp_path_factory):
                        ("bureau", "bureau"), ("platform_1", "platform")]:
         key_path, card_path = init_party(name, role, root / "keys")
         keys[name], cards[name] = load_key(key_path), load_card(card_path)
-    keygen = threshold_keygen(keys["authority"], 1024, 2, [cards[h] for h in HOLDERS], root / "dealer",
+    keygen = threshold_keygen(keys["authority"], 2048, 2, [cards[h] for h in HOLDERS], root / "dealer",
                               _allow_insecure=True)
     public = load_paillier_public(keygen.public_path, cards["authority"])
     rng = random.Random(7)

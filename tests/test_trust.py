@@ -172,7 +172,7 @@ def test_psi_ciphertexts_are_rerandomised_at_every_hop_by_default(tmp_path):
         keys[name], cards[name] = load_key(k), load_card(c)
     from pprl.crypto.paillier.vector import generate_keypair
 
-    public, _ = generate_keypair(1024)
+    public, _ = generate_keypair(2048)
     population = generate_population(30, 2, seed=4)
     frames = dict(zip(names, (population.platforms["platform_1"], population.platforms["platform_2"])))
     session = init_session(keys["bureau"], [cards[n] for n in names], tmp_path / "session.json").path
@@ -272,3 +272,30 @@ def test_unpacking_marks_a_bad_row_and_says_nothing():
     assert list(out[0]) == [5, -7] and list(out[1]) == [None, None] and list(out[2]) == [None, None]
     with pytest.raises(Exception, match="slot 2"):  # the default still explains, for callers that decrypt alone
         unpack([good, overflowing], spec, None)
+
+
+def test_received_json_with_a_twice_given_key_or_nan_is_refused(world, tmp_path):
+    from pprl.documents import parse_json
+    from pprl.errors import DocumentError
+
+    with pytest.raises(DocumentError, match="a key is given twice"):
+        parse_json('{"kind": "release", "kind": "submission"}', "x.json")
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(DocumentError, match="not a JSON number"):
+            parse_json('{"epsilon": %s}' % constant, "x.json")
+    # a signed card whose header says one thing to one reader and another to the next
+    text = (world["card"]["bureau"]).read_text(encoding="utf-8")
+    doubled = text.replace('"role": "bureau"', '"role": "platform", "role": "bureau"', 1)
+    assert doubled != text
+    (tmp_path / "bureau.card.json").write_text(doubled, encoding="utf-8")
+    out = tmp_path / "sub.json"
+    refused(_submit(world, world["dir"] / "authority" / "paillier.pub.json", out, "--authority",
+                    tmp_path / "bureau.card.json"), out, "bureau.card.json", "given twice")
+
+
+def test_crt_parameters_never_print_the_factors():
+    from pprl.crypto.paillier.vector import generate_keypair
+
+    _, private = generate_keypair(2048)
+    assert str(private.crt.p) not in repr(private.crt) and str(private.crt.q) not in repr(private.crt)
+    assert str(private.crt.p)[:20] not in repr(private) + str(private)

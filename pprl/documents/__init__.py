@@ -84,6 +84,7 @@ from pprl.documents.model import (
     canonical_json,
     document_class,
     document_hash,
+    parse_json,
 )
 
 __all__ = [
@@ -160,6 +161,7 @@ __all__ = [
     "verify",
     "verify_document",
     "check_signature",
+    "parse_json",
     "write_atomic",
     "write_document",
 ]

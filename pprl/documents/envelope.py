@@ -32,6 +32,7 @@ from pprl.documents.model import (
     canonical_json,
     check_header,
     parse_document,
+    parse_json,
 )
 from pprl.documents.validation import validate_document
 from pprl.errors import (
@@ -100,10 +101,7 @@ def _read_json(path: str | os.PathLike[str], kinds: tuple[str, ...]) -> Any:
         raise DocumentError(f"{p}: cannot read ({exc.strerror})") from None
     if not raw.strip():
         raise DocumentError(f"{p}: file is empty; expected a pprl {' or '.join(kinds)} document")
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise DocumentError(f"{p}: not a pprl document (not valid JSON; damaged or tampered?)") from None
+    return parse_json(raw, str(p), f"{p}: not a pprl document (not valid JSON; damaged or tampered?)")
 
 
 def read_document(path: str | os.PathLike[str], kind: str | Sequence[str]) -> dict[str, Any]:

@@ -51,6 +51,7 @@ __all__ = [
     "canonical_json",
     "check_header",
     "parse_document",
+    "parse_json",
 ]
 
 #: The format version every kind is written in (and the only one read).
@@ -67,8 +68,41 @@ P = TypeVar("P", bound="Part")
 
 
 def canonical_json(obj: Any) -> bytes:
-    """The byte string that signatures and hashes are computed over."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """The byte string that signatures and hashes are computed over (no NaN or Infinity: they are not JSON)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Duplicate(key)
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise _Duplicate(f"\x00{name}")
+
+
+def parse_json(text: str | bytes, source: str, invalid: str | None = None) -> Any:
+    """Parse received JSON strictly: DocumentError for invalid JSON (message ``invalid`` if given), a key
+    given twice (two readers could see two different documents under one signature) or NaN / Infinity
+    (not JSON; not canonical)."""
+    try:
+        raw = text.decode("utf-8") if isinstance(text, bytes) else text
+        return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except _Duplicate as exc:
+        what = str(exc)
+        if what.startswith("\x00"):
+            raise DocumentError(f"{source}: holds {what[1:]}, which is not a JSON number; refused") from None
+        raise DocumentError(f"{source}: a key is given twice ('{what[:40]}'); refused") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DocumentError(invalid or f"{source}: not valid JSON (damaged or tampered?)") from None
 
 
 def document_hash(doc: Mapping[str, Any]) -> str:

@@ -50,6 +50,7 @@ from pprl.documents import (
     Submission,
     load,
     now,
+    parse_json,
     save,
     write_atomic,
 )
@@ -918,10 +919,7 @@ def _read_lines(path: PathLike) -> list[dict[str, Any]]:
     for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            raise DocumentError(f"{p}: entry {number} is not valid JSON (damaged or tampered)") from None
+        value = parse_json(line, f"{p}: entry {number}", f"{p}: entry {number} is not valid JSON (damaged or tampered)")
         if not isinstance(value, dict):
             raise DocumentError(f"{p}: entry {number} is not a log entry")
         out.append(value)
@@ -971,11 +969,12 @@ def query_file(me: PartyKey, pseudonyms: PathLike, consents: PathLike, purpose: 
 def load_policy(path: PathLike) -> AnswerPolicy:
     """Read a release policy file (JSON, see :class:`pprl.protocol.query.AnswerPolicy`)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise DocumentError(f"{path}: no such release policy file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DocumentError(f"{path}: not a JSON release policy ({exc})") from None
+    except OSError as exc:
+        raise DocumentError(f"{path}: cannot read the release policy ({exc.strerror})") from None
+    data = parse_json(raw, str(path), f"{path}: not a JSON release policy")
     return AnswerPolicy.from_dict(data, str(path))
 
 

@@ -37,7 +37,7 @@ __all__ = [
 
 #: Smallest modulus accepted from a key file (and generated) unless a caller
 #: explicitly opts into toy keys for tests.
-MIN_KEY_BITS = 1024
+MIN_KEY_BITS = 2048
 
 _FINGERPRINT_DOMAIN = b"pprl-paillier-v1"
 
@@ -212,6 +212,9 @@ class CRTParams(NamedTuple):
     hp: int
     hq: int
     p_inverse: int  # p^-1 mod q
+
+    def __repr__(self) -> str:  # a traceback or a log line must never carry the factors
+        return f"CRTParams(n={self.n.bit_length()} bits, <secret>)"
 
 
 @dataclass(frozen=True)
