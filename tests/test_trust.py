@@ -282,7 +282,7 @@ def test_received_json_with_a_twice_given_key_or_nan_is_refused(world, tmp_path)
         parse_json('{"kind": "release", "kind": "submission"}', "x.json")
     for constant in ("NaN", "Infinity", "-Infinity"):
         with pytest.raises(DocumentError, match="not a JSON number"):
-            parse_json('{"epsilon": %s}' % constant, "x.json")
+            parse_json(f'{{"epsilon": {constant}}}', "x.json")
     # a signed card whose header says one thing to one reader and another to the next
     text = (world["card"]["bureau"]).read_text(encoding="utf-8")
     doubled = text.replace('"role": "bureau"', '"role": "platform", "role": "bureau"', 1)
