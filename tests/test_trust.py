@@ -19,8 +19,21 @@ from pprl.crypto.paillier.engine import encrypt_raw
 from pprl.crypto.paillier.packing import PackingSpec
 from pprl.crypto.paillier.packing_records import pack_records
 from pprl.crypto.paillier.vector import PaillierPublicKey
-from pprl.documents import Card, PsiRound, b64d, b64e, load, read_document, sign_document, write_document
-from pprl.errors import SignatureError
+from pprl.documents import (
+    Card,
+    DecryptionApproval,
+    PsiRound,
+    b64d,
+    b64e,
+    load,
+    parse_json,
+    read_document,
+    seal,
+    sign_document,
+    write_document,
+)
+from pprl.errors import DocumentError, SignatureError
+from pprl.protocol.audit import GENESIS, check_witnessed, make_entry, verify_entries, witness_head
 from pprl.protocol.files import (
     blind_identifiers,
     init_party,
@@ -275,9 +288,6 @@ def test_unpacking_marks_a_bad_row_and_says_nothing():
 
 
 def test_received_json_with_a_twice_given_key_or_nan_is_refused(world, tmp_path):
-    from pprl.documents import parse_json
-    from pprl.errors import DocumentError
-
     with pytest.raises(DocumentError, match="a key is given twice"):
         parse_json('{"kind": "release", "kind": "submission"}', "x.json")
     for constant in ("NaN", "Infinity", "-Infinity"):
@@ -299,3 +309,109 @@ def test_crt_parameters_never_print_the_factors():
     _, private = generate_keypair(2048)
     assert str(private.crt.p) not in repr(private.crt) and str(private.crt.q) not in repr(private.crt)
     assert str(private.crt.p)[:20] not in repr(private) + str(private)
+
+
+# -- the log anchored outside its keeper ----------------------------------------------------------------
+
+
+def _noised_release(world, tmp_path: Path, name: str, *extra: object) -> Path:
+    w, key, card = world["dir"], world["key"], world["card"]
+    if not (tmp_path / "platform_2.clip.json").exists():
+        for n in PLATFORMS:
+            run("submit", "--me", key[n], "--schema", SCHEMA, "--secret", w / f"{n}.secret",
+                "--data", w / "data" / f"{n}.csv", "--id-column", "user_id", "--scores", "repay_score",
+                "--clip", "repay_score=0:1000", "--paillier", w / "authority" / "paillier.pub.json",
+                "--authority", card["authority"], "--out", tmp_path / f"{n}.clip.json")
+        cards = [a for n in PLATFORMS for a in ("--cards", card[n])]
+        subs = [a for n in PLATFORMS for a in ("--submissions", tmp_path / f"{n}.clip.json")]
+        run("link", "--me", key["bureau"], *cards, *subs, "--threshold", 0.8, "--out", tmp_path / "clip.link.json")
+    cards = [a for n in PLATFORMS for a in ("--cards", card[n])]
+    subs = [a for n in PLATFORMS for a in ("--submissions", tmp_path / f"{n}.clip.json")]
+    out = tmp_path / f"{name}.release.json"
+    run("aggregate", "--me", key["bureau"], "--linkage", tmp_path / "clip.link.json", *subs, *cards,
+        "--noise", "laplace", "--epsilon", 1.0, *extra, "--out", out)
+    return out
+
+
+def _decrypt(world, release: Path, log: Path, out: Path, ok: bool = True):
+    w, key, card = world["dir"], world["key"], world["card"]
+    return run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
+               "--release", release, "--cards", card["bureau"], "--audit-log", log, "--max-epsilon", 5,
+               "--out", out, ok=ok)
+
+
+def test_a_truncated_log_shows_against_a_witnessed_head(world, tmp_path, monkeypatch):
+    """Emptying the log resets the privacy budget and the chain still verifies; a witness's head shows it."""
+    monkeypatch.delenv("PPRL_TRUST", raising=False)
+    card = world["card"]
+    run("init", "regulator", "--role", "regulator", "--dir", tmp_path / "keys")
+    regulator = tmp_path / "keys" / "regulator.key"
+    reg_card = tmp_path / "keys" / "regulator.card.json"
+    log = tmp_path / "audit.log"
+    for i in range(2):
+        _decrypt(world, _noised_release(world, tmp_path, f"r{i}"), log, tmp_path / f"r{i}.csv")
+    run("audit", "witness", log, "--me", regulator, "--keeper", card["authority"], "--out", tmp_path / "head.json")
+    pins = ["--cards", card["authority"], "--cards", reg_card]
+    run("audit", "verify", log, *pins, "--witness", tmp_path / "head.json")
+    kept = log.read_text(encoding="utf-8")
+    log.write_text("", encoding="utf-8")  # the keeper empties its log: budget back to zero
+    run("audit", "verify", log, *pins)  # ... and on its own the empty chain verifies
+    bad = run("audit", "verify", log, *pins, "--witness", tmp_path / "head.json", ok=False)
+    assert bad.exit_code == 1 and "truncated" in bad.stderr and "regulator" in bad.stderr
+    log.write_text(kept.splitlines()[0] + "\n", encoding="utf-8")  # or drops the last entry
+    assert "truncated" in run("audit", "verify", log, *pins, "--witness", tmp_path / "head.json", ok=False).stderr
+    # a head from a witness nobody pinned proves nothing
+    forged = run("audit", "verify", log, "--cards", card["authority"], "--witness", tmp_path / "head.json", ok=False)
+    assert forged.exit_code == 1 and "not among the given cards" in forged.stderr
+
+
+def test_a_release_carries_the_head_and_a_truncated_log_cannot_decrypt_it(world, tmp_path, monkeypatch):
+    monkeypatch.delenv("PPRL_TRUST", raising=False)
+    key, card = world["key"], world["card"]
+    log = tmp_path / "audit.log"
+    _decrypt(world, _noised_release(world, tmp_path, "first"), log, tmp_path / "first.csv")
+    # the keeper's own signed head, which the bureau puts into its next release (signed: anchored outside)
+    run("audit", "witness", log, "--me", key["authority"], "--keeper", card["authority"],
+        "--out", tmp_path / "head.json")
+    anchored = _noised_release(world, tmp_path, "anchored", "--audit-head", tmp_path / "head.json",
+                               "--cards", card["authority"])
+    assert read_document(anchored, "release")["header"]["audit_head"]["entries"] == 1
+    kept = log.read_text(encoding="utf-8")
+    log.write_text("", encoding="utf-8")
+    out = tmp_path / "anchored.csv"
+    refused(_decrypt(world, anchored, log, out, ok=False), out, "truncated", "privacy budget")
+    log.write_text(kept, encoding="utf-8")
+    _decrypt(world, anchored, log, out)
+    entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert entries[-1]["privacy_budget"]["repay_score"]["epsilon"] == pytest.approx(2.0)
+    run("audit", "verify", log, "--cards", card["authority"], "--cards", card["bureau"], "--witness", anchored)
+    # a head not signed by a party the bureau pinned is not carried
+    refused(run("aggregate", "--me", key["bureau"], "--linkage", tmp_path / "clip.link.json",
+                *[a for n in PLATFORMS for a in ("--submissions", tmp_path / f"{n}.clip.json")],
+                *[a for n in PLATFORMS for a in ("--cards", card[n])], "--audit-head", tmp_path / "head.json",
+                "--out", tmp_path / "x.json", ok=False), tmp_path / "x.json", "not among the given cards")
+
+
+def test_an_edited_attested_head_entry_shows_against_a_witnessed_head(world, tmp_path):
+    """An entry attested by holders' approvals alone is unsigned: at the head of a log its other fields
+    could be edited and the log would still verify. A witnessed head catches it."""
+    holders = [load_key(init_party(n, "authority", tmp_path / "keys")[0]) for n in ("holder_a", "holder_b")]
+    release_hash, fingerprint = "ab" * 32, "cd" * 16
+    approvals = [seal(DecryptionApproval(release_hash=release_hash, paillier_fingerprint=fingerprint,
+                                         paillier_pub_hash="ef" * 32, holder=h.name, index=i + 1),
+                      h.identity, h.card).wire for i, h in enumerate(holders)]
+    entry = make_entry(1, GENESIS, None, None, "release", {
+        "release_hash": release_hash, "linkage_hash": "01" * 32, "bureau": "bureau",
+        "paillier_fingerprint": fingerprint, "entities": 12, "score_columns": ["repay_score"],
+        "min_contributors": 2, "packing": None, "output_sha256": "02" * 32, "noise": None, "privacy_budget": {},
+        "composition": "basic", "threshold": 2, "threshold_holders": [h.name for h in holders],
+        "approvals": approvals,
+    })
+    cards = [h.card for h in holders]
+    regulator = load_key(init_party("regulator", "regulator", tmp_path / "keys")[0])
+    head = witness_head(regulator, [entry], holders[0].card, cards)
+    edited = {**entry, "entities": 99}
+    verify_entries([edited], cards)  # the hole: nothing signs 'entities'
+    with pytest.raises(DocumentError, match="rewritten"):
+        check_witnessed([edited], [head], [regulator.card], "holder_a")
+    assert check_witnessed([entry], [head], [regulator.card], "holder_a") == 1

@@ -176,19 +176,52 @@ def audit_group() -> None:
 @audit_group.command("verify")
 @click.argument("log", type=click.Path(dir_okay=False, exists=True))
 @click.option("--cards", multiple=True, type=FILE,
-              help="A card of a party allowed to sign entries (for holder-attested entries: the holders' cards); "
-                   "repeat. Default: PPRL_TRUST's folder of pinned cards.")
-def audit_verify_cmd(log, cards) -> None:
+              help="A card of a party allowed to sign entries (for holder-attested entries: the holders' cards) "
+                   "or a witness; repeat. Default: PPRL_TRUST's folder of pinned cards.")
+@click.option("--witness", "witnesses", multiple=True, type=FILE,
+              help="A witnessed head of this log (`pprl audit witness`), or a release that carries one; repeat. "
+                   "The log must extend each: not truncated, not rewritten.")
+def audit_verify_cmd(log, cards, witnesses) -> None:
     """Check the log's hash chain and every entry's signature; name the first bad entry.
+
+    A log's keeper can truncate or rewrite it (and so reset its privacy
+    budget) without breaking the chain; a head another party signed shows it.
 
     \b
     Example:
-      pprl audit verify audit.log --cards keys/authority.card.json
+      pprl audit verify audit.log --cards keys/authority.card.json \\
+          --cards keys/regulator.card.json --witness regulator-head.json
     """
     from pprl.protocol.files import pinned_cards, verify_log
 
-    report = verify_log(log, pinned_cards(cards, "cards", "who may sign its entries"))
-    click.echo(f"{log}: {report.entries} entries, chain and signatures OK (head {report.head[:16]})")
+    report = verify_log(log, pinned_cards(cards, "cards", "who may sign its entries"), witnesses)
+    extra = f"; extends {len(witnesses)} witnessed heads" if witnesses else ""
+    click.echo(f"{log}: {report.entries} entries, chain and signatures OK (head {report.head[:16]}){extra}")
+
+
+@audit_group.command("witness")
+@click.argument("log", type=click.Path(dir_okay=False, exists=True))
+@click.option("--me", required=True, type=FILE, help="Your identity key (a regulator, the bureau, or the keeper).")
+@click.option("--keeper", required=True, type=FILE, help="The card of the party whose log this is.")
+@click.option("--cards", multiple=True, type=FILE,
+              help="Holders' cards, when the log has holder-attested entries; repeat.")
+@click.option("--out", required=True, type=FILE, help="The signed head to write (log-head document).")
+def audit_witness_cmd(log, me, keeper, cards, out) -> None:
+    """Check a log and sign its head, anchoring it outside its keeper.
+
+    Keep the head (a regulator files it; the bureau puts the authority's into
+    its next release with `pprl aggregate --audit-head`): `pprl audit verify
+    --witness` then refuses the log if it was later truncated or rewritten.
+
+    \b
+    Example:
+      pprl audit witness authority/audit.log --me keys/regulator.key \\
+          --keeper keys/authority.card.json --out regulator-head.json
+    """
+    from pprl.protocol.files import load_card, load_cards, load_key, witness_log
+
+    path, head = witness_log(load_key(me), log, load_card(keeper), load_cards(cards), out)
+    say(f"wrote {path}: {head.header.keeper}'s log, {head.header.entries} entries, head {head.header.head[:16]}")
 
 
 @audit_group.command("report")

@@ -109,8 +109,11 @@ def link_cmd(me, cards, submissions, threshold, blocking, out) -> None:
                    "(needs every submission made with the same --clip ranges).")
 @click.option("--epsilon", type=float, help="With --noise: privacy parameter epsilon per score column.")
 @click.option("--delta", type=float, help="With --noise gaussian: privacy parameter delta.")
+@click.option("--audit-head", type=FILE,
+              help="The decryptor's audit-log head as witnessed (`pprl audit witness`), signed by a party among "
+                   "--cards: the release carries it, and the decryptor refuses it unless its log extends it.")
 @click.option("--out", required=True, type=FILE, help="Release file to write (ciphertexts only).")
-def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsilon, delta, out) -> None:
+def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsilon, delta, audit_head, out) -> None:
     """Sum every score column per entity under encryption, for the authority to decrypt.
 
     With --noise laplace --epsilon E (or --noise gaussian --epsilon E --delta D)
@@ -136,7 +139,7 @@ def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsi
     result = aggregate(
         load_key(me), linkage, submissions, min_contributors, out,
         cards=pinned_cards(cards, "cards", "the platforms that signed the submissions"),
-        noise=noise, epsilon=epsilon, delta=delta, progress=progress_wanted(),
+        noise=noise, epsilon=epsilon, delta=delta, progress=progress_wanted(), audit_head=audit_head,
     )
     say(f"wrote {result.path}: {result.released} entities released, {result.suppressed} held back (< {min_contributors} platforms)")
 

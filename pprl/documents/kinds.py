@@ -31,6 +31,8 @@ __all__ = [
     "LinkageHeader",
     "LinkagePayload",
     "LinkedSubmission",
+    "LogHead",
+    "LogHeadHeader",
     "PaillierKeyDocument",
     "PaillierPub",
     "PaillierShare",
@@ -294,6 +296,7 @@ class ReleaseHeader(Part):
     entities: int
     suppressed: int
     platforms: list[str] | None = field(default=None, metadata=OPTIONAL)
+    audit_head: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -674,6 +677,26 @@ class Receipt(SignedDocument):
 
 
 # -- the audit log --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogHeadHeader(Part):
+    created: str = ""
+    keeper: str
+    keeper_fingerprint: str
+    entries: int
+    head: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogHead(SignedDocument):
+    """A party's signed statement that a keeper's audit log had ``entries`` entries ending in ``head``."""
+
+    KIND: ClassVar[str] = "log-head"
+    PUBLIC: ClassVar[tuple[str, ...]] = _WHOLE_HEADER
+    CREATED: ClassVar[str] = "header.created"
+
+    header: LogHeadHeader
 
 
 @dataclass(frozen=True, kw_only=True)

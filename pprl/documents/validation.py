@@ -42,7 +42,7 @@ SCHEMA_KINDS = (
     "submission", "linkage", "release", "audit-entry",
     "psi-session", "psi-round", "psi-state", "psi-reveal",
     "pseudonym-request", "pseudonym-response", "pseudonym-state",
-    "query", "answer", "answer-decryption", "receipt",
+    "query", "answer", "answer-decryption", "receipt", "log-head",
 )
 #: At run time, longer arrays (and objects) are checked on their first MAX_ITEMS entries.
 MAX_ITEMS = 64

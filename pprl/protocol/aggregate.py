@@ -25,7 +25,7 @@ from pprl.crypto.noise import KeyedStream, discrete_gaussian, discrete_laplace, 
 from pprl.crypto.paillier.packing import PackingSpec, pack_rows
 from pprl.crypto.paillier.packing_records import blinding_vector, record_addresses, sum_records
 from pprl.crypto.paillier.vector import EncryptedVector, encode_fixed
-from pprl.documents import Card, Linkage, Release, ReleaseHeader, ReleasePayload, Submission, seal
+from pprl.documents import Card, Linkage, LogHead, Release, ReleaseHeader, ReleasePayload, Submission, seal, verify
 from pprl.errors import DocumentError, OptionError, PolicyError
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.link import VerifiedSubmission, check_consistent, open_linkage, open_submission, paillier_key_of
@@ -91,6 +91,7 @@ def aggregate_release(
     submissions: Sequence[Submission],
     options: AggregateOptions,
     cards: Sequence[Card],
+    audit_head: LogHead | None = None,
 ) -> Aggregated:
     """Sum each score column per entity under encryption; release only well-supported entities.
 
@@ -99,7 +100,9 @@ def aggregate_release(
         linkage: the signed linkage the sums follow.
         submissions: exactly the submissions the linkage was built from.
         options: minimum contributors and optional noise.
-        cards: platform cards the submissions' signers must be among.
+        cards: platform cards the submissions' signers must be among (and the signer of ``audit_head``).
+        audit_head: the decryptor's audit-log head as a pinned party witnessed it (``pprl audit
+            witness``); the release carries it, and the decryptor refuses it unless its log extends it.
 
     Raises:
         DocumentError: submissions that are not the linkage's, or disagree.
@@ -187,6 +190,7 @@ def aggregate_release(
         entities=len(released_ids),
         suppressed=suppressed,
         platforms=[s.platform for s in ordered],
+        audit_head=_anchor(audit_head, cards),
     )
     payload = ReleasePayload(entity_ids=released_ids, contributors=contributors, sums={"packed": summed.to_bytes()})
     release = seal(Release(header=header, payload=payload), me.identity, me.card)
@@ -255,6 +259,14 @@ def _noise_policy(
         "units": f"fixed point, 10^-{decimals}",
         "noise_summands": 1,
     }
+
+
+def _anchor(head: LogHead | None, cards: Sequence[Card]) -> dict[str, Any] | None:
+    """The witnessed log head a release carries, after checking its witness is pinned."""
+    if head is None:
+        return None
+    verify(head, cards, source=head.source)
+    return {"keeper": head.header.keeper, "entries": head.header.entries, "head": head.header.head}
 
 
 def _noise_key(me: PartyKey) -> bytes:

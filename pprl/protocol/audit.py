@@ -22,10 +22,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from pprl.crypto.identity import IdentityKey
-from pprl.documents import Card, check_signature, document_hash, now, sign_document, verify_document
+from pprl.documents import (
+    Card,
+    LogHead,
+    LogHeadHeader,
+    check_signature,
+    document_hash,
+    now,
+    seal,
+    sign_document,
+    verify,
+    verify_document,
+)
 from pprl.errors import DocumentError, PPRLError, SignatureError, UnsupportedVersionError
+from pprl.protocol.identity import PartyKey
 
-__all__ = ["GENESIS", "AuditReport", "check_chain", "make_entry", "next_entry", "verify_approval", "verify_entries"]
+__all__ = [
+    "GENESIS",
+    "AuditReport",
+    "check_chain",
+    "check_extends",
+    "check_witnessed",
+    "make_entry",
+    "next_entry",
+    "verify_approval",
+    "verify_entries",
+    "witness_head",
+]
 
 GENESIS = "0" * 64
 
@@ -159,3 +182,52 @@ def make_entry(
     if key is not None and signer is not None:
         return sign_document(entry, key, signer)
     return entry
+
+
+# -- anchoring a log outside its keeper ---------------------------------------------------------------
+
+
+def witness_head(
+    me: PartyKey, entries: Sequence[Mapping[str, Any]], keeper: Card, trusted: Sequence[Card], *,
+    source: str = "audit log",
+) -> LogHead:
+    """``me``'s signed statement of the head of ``keeper``'s log, after checking the whole log.
+
+    ``trusted``: the cards that may sign its entries (the keeper's, and holders' for attested entries).
+    Whoever keeps such a statement (a regulator, the bureau, a platform, a release) can later show that
+    the log was truncated or rewritten: :func:`check_witnessed`.
+    """
+    report = verify_entries(entries, [keeper, *trusted], source=source)
+    header = LogHeadHeader(keeper=keeper.name, keeper_fingerprint=keeper.fingerprint, entries=report.entries,
+                           head=report.head)
+    return seal(LogHead(header=header), me.identity, me.card)
+
+
+def _hash_at(entries: Sequence[Mapping[str, Any]], count: int) -> str | None:
+    """The head hash after the first ``count`` entries (None if the log is shorter)."""
+    if count > len(entries):
+        return None
+    return GENESIS if count == 0 else document_hash(entries[count - 1])
+
+
+def check_extends(entries: Sequence[Mapping[str, Any]], count: int, head: str, *, source: str, who: str) -> None:
+    """DocumentError unless the log's first ``count`` entries end in ``head`` (as ``who`` saw them)."""
+    if count > len(entries):
+        raise DocumentError(f"{source}: holds {len(entries)} entries, but {who} saw {count}: the log was truncated "
+                            "(which would also reset its privacy budget)")
+    if _hash_at(entries, count) != head:
+        raise DocumentError(f"{source}: entry {count} is not the one {who} saw: the log was rewritten")
+
+
+def check_witnessed(
+    entries: Sequence[Mapping[str, Any]], heads: Sequence[LogHead], witnesses: Sequence[Card], keeper: str, *,
+    source: str = "audit log",
+) -> int:
+    """Check the log against heads pinned witnesses signed for ``keeper``'s log; returns how many were checked."""
+    for head in heads:
+        signer = verify(head, witnesses, source=head.source)
+        if head.header.keeper != keeper:
+            raise DocumentError(f"{head.source}: witnesses {head.header.keeper}'s log, not {keeper}'s")
+        check_extends(entries, head.header.entries, head.header.head, source=source,
+                      who=f"{signer.name} (at {head.header.created})")
+    return len(heads)

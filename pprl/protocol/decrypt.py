@@ -30,7 +30,7 @@ from pprl.crypto.paillier.vector import (
 )
 from pprl.documents import Card, PaillierKeyDocument, PaillierPub, Release, seal, verify
 from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError, OptionError, PPRLError
-from pprl.protocol.audit import check_chain, next_entry
+from pprl.protocol.audit import check_chain, check_extends, next_entry
 from pprl.protocol.identity import PartyKey
 
 __all__ = [
@@ -214,7 +214,10 @@ def privacy_budget(
     """Audit fields ``noise`` and ``privacy_budget`` (running epsilon, delta per column, basic composition).
 
     PolicyError when ``max_epsilon`` is set and the release has no noise or
-    would take some column's running epsilon above it.
+    would take some column's running epsilon above it. The budget is only
+    as good as the log it is counted from: when the release names the log's
+    head as the bureau last saw it witnessed (``audit_head``), the log must
+    extend it (DocumentError otherwise: truncated or rewritten).
     """
     if max_epsilon is not None and (not math.isfinite(max_epsilon) or max_epsilon < 0):
         raise OptionError("{max_epsilon} must be a finite number >= 0", "max_epsilon")
@@ -225,6 +228,10 @@ def privacy_budget(
         check_chain(log)
     except PPRLError as exc:
         raise DocumentError(f"refusing to use a damaged audit log: {exc}") from None
+    anchor = release.header.audit_head
+    if anchor is not None:
+        check_extends(log, int(anchor["entries"]), str(anchor["head"]), source="the audit log",
+                      who=f"the head {source} names ({anchor['keeper']}'s)")
     totals = {c: {"epsilon": 0.0, "delta": 0.0} for c in columns}
     for entry in log:
         previous = entry.get("noise")

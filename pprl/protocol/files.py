@@ -34,6 +34,7 @@ from pprl.documents import (
     DecryptionPart,
     IdentityKeyDocument,
     Linkage,
+    LogHead,
     PaillierKeyDocument,
     PaillierPub,
     PaillierShare,
@@ -49,15 +50,25 @@ from pprl.documents import (
     Share,
     Submission,
     load,
+    load_any,
     now,
     parse_json,
     save,
+    verify,
     write_atomic,
 )
 from pprl.encoding.schema import Schema, load_schema
 from pprl.errors import DataValidationError, DocumentError, KeyFormatError, OptionError, PPRLError
 from pprl.protocol.aggregate import AggregateOptions, aggregate_release
-from pprl.protocol.audit import AuditReport, check_chain, next_entry, verify_entries
+from pprl.protocol.audit import (
+    AuditReport,
+    check_chain,
+    check_extends,
+    check_witnessed,
+    next_entry,
+    verify_entries,
+    witness_head,
+)
 from pprl.protocol.decrypt import (
     Decrypted,
     DecryptOptions,
@@ -160,6 +171,7 @@ __all__ = [
     "share_secret",
     "submit",
     "verify_log",
+    "witness_log",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -435,12 +447,15 @@ def aggregate(
     epsilon: float | None = None,
     delta: float | None = None,
     progress: bool = False,
+    audit_head: PathLike | None = None,
 ) -> ReleaseResult:
-    """Sum each score column per entity under encryption (:func:`pprl.protocol.aggregate.aggregate_release`)."""
+    """Sum each score column per entity under encryption (:func:`pprl.protocol.aggregate.aggregate_release`);
+    ``audit_head``: a witnessed head of the decryptor's log (signed by one of ``cards``) for the release to carry."""
     options = AggregateOptions(min_contributors=min_contributors, noise=noise, epsilon=epsilon, delta=delta,
                                progress=progress)
+    head = load(audit_head, LogHead) if audit_head is not None else None
     result = aggregate_release(
-        me, load(linkage, Linkage), [load(p, Submission) for p in submissions], options, cards
+        me, load(linkage, Linkage), [load(p, Submission) for p in submissions], options, cards, head
     )
     path = save(out, result.release)
     return ReleaseResult(path=path, released=result.released, suppressed=result.suppressed)
@@ -458,9 +473,54 @@ def read_log(path: PathLike) -> list[dict[str, Any]]:
     return entries
 
 
-def verify_log(path: PathLike, trusted: Sequence[Card]) -> AuditReport:
-    """Check every entry's signature and the hash chain; name the first bad entry."""
-    return verify_entries(read_log(path), trusted, source=str(path))
+def verify_log(
+    path: PathLike, trusted: Sequence[Card], witnesses: Sequence[PathLike] = (), keeper: str | None = None
+) -> AuditReport:
+    """Check every entry's signature and the hash chain; name the first bad entry.
+
+    ``witnesses``: log-head documents (``pprl audit witness``) or releases that carry the log's head,
+    each signed by one of ``trusted``; the log must extend every one (not truncated, not rewritten).
+    ``keeper``: whose log it is (default: the signer of its last signed entry; for a log with none, which
+    an emptied log is, the keeper the witnesses name).
+    """
+    entries = read_log(path)
+    report = verify_entries(entries, trusted, source=str(path))
+    if witnesses:
+        owner = keeper or _keeper_of(entries)
+        heads: list[LogHead] = []
+        for w in witnesses:
+            doc = load_any(w, ("log-head", "release"))
+            if isinstance(doc, LogHead):
+                heads.append(doc)
+                continue
+            assert isinstance(doc, Release)
+            anchor = doc.header.audit_head
+            if anchor is None:
+                raise DocumentError(f"{w}: this release carries no audit-log head")
+            signer = verify(doc, trusted, source=str(w), role="bureau")
+            if owner is not None and anchor["keeper"] != owner:
+                raise DocumentError(f"{w}: carries {anchor['keeper']}'s log head, not {owner}'s")
+            check_extends(entries, int(anchor["entries"]), str(anchor["head"]), source=str(path),
+                          who=f"{signer.name}'s release {Path(w).name}")
+        for head in heads:
+            check_witnessed(entries, [head], trusted, owner or head.header.keeper, source=str(path))
+    return report
+
+
+def _keeper_of(entries: Sequence[Mapping[str, Any]]) -> str | None:
+    for entry in reversed(entries):
+        signer = entry.get("signer")
+        if isinstance(signer, dict) and isinstance(signer.get("name"), str):
+            return str(signer["name"])
+    return None
+
+
+def witness_log(
+    me: PartyKey, path: PathLike, keeper: Card, trusted: Sequence[Card], out: PathLike
+) -> tuple[Path, LogHead]:
+    """Check ``keeper``'s log and write ``me``'s signed statement of its head (:func:`pprl.protocol.audit.witness_head`)."""
+    head = witness_head(me, read_log(path), keeper, trusted, source=str(path))
+    return save(out, head), head
 
 
 def _append_line(path: PathLike, entry: Mapping[str, Any]) -> None:
