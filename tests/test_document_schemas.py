@@ -140,6 +140,12 @@ def _world(w: Path) -> dict[str, Any]:
     run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
         "--release", w / "release.json", "--cards", card["bureau"], "--audit-log", w / "audit.log",
         "--out", w / "aggregates.csv")
+    # the authority's log head, witnessed, and a release that carries it
+    run("audit", "witness", w / "audit.log", "--me", key["authority"], "--keeper", card["authority"],
+        "--out", w / "head.json")
+    subs = [a for n in PLATFORMS for a in ("--submissions", w / f"{n}.sub.json")]
+    run("aggregate", "--me", key["bureau"], "--linkage", w / "linkage.json", *subs, "--audit-head",
+        w / "head.json", "--out", w / "anchored-release.json")
     for holder, extra in (("holder_a", ["--public-part"]), ("holder_b", ["--for", card["authority"]]),
                           ("holder_c", ["--public-part"])):
         run("decrypt", "--partial", "--me", key[holder], "--share", w / "th" / f"{holder}.share.json",
