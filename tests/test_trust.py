@@ -415,3 +415,70 @@ def test_an_edited_attested_head_entry_shows_against_a_witnessed_head(world, tmp
     with pytest.raises(DocumentError, match="rewritten"):
         check_witnessed([edited], [head], [regulator.card], "holder_a")
     assert check_witnessed([entry], [head], [regulator.card], "holder_a") == 1
+
+
+# -- decryptors check what they decrypt ------------------------------------------------------------------
+
+
+def _linked_world(world, tmp_path: Path) -> dict:
+    w, key, card = world["dir"], world["key"], world["card"]
+    for n in PLATFORMS:
+        run("submit", "--me", key[n], "--schema", SCHEMA, "--secret", w / f"{n}.secret",
+            "--data", w / "data" / f"{n}.csv", "--id-column", "user_id", "--scores", "repay_score",
+            "--paillier", w / "authority" / "paillier.pub.json", "--authority", card["authority"],
+            "--out", tmp_path / f"{n}.sub.json")
+    cards = [a for n in PLATFORMS for a in ("--cards", card[n])]
+    subs = [a for n in PLATFORMS for a in ("--submissions", tmp_path / f"{n}.sub.json")]
+    run("link", "--me", key["bureau"], *cards, *subs, "--threshold", 0.8, "--out", tmp_path / "linkage.json")
+    return {"cards": cards, "subs": subs}
+
+
+def _decrypt_checked(world, tmp_path: Path, release: Path, out: Path, *extra: object, ok: bool = True):
+    w, key, card = world["dir"], world["key"], world["card"]
+    return run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
+               "--release", release, "--cards", card["bureau"], *extra, "--audit-log", tmp_path / f"{out.stem}.log",
+               "--out", out, ok=ok)
+
+
+def test_a_decryptor_recomputes_the_release_and_keeps_its_own_floor(world, tmp_path, monkeypatch):
+    """A bureau puts one platform's ciphertext where an entity's sum should be: without checking, the
+    authority would decrypt that platform's private value; with the linkage and submissions, it refuses."""
+    monkeypatch.delenv("PPRL_TRUST", raising=False)
+    key = world["key"]
+    linked = _linked_world(world, tmp_path)
+    run("aggregate", "--me", key["bureau"], "--linkage", tmp_path / "linkage.json", *linked["subs"],
+        *linked["cards"], "--out", tmp_path / "release.json")
+    evidence = ["--linkage", tmp_path / "linkage.json", *linked["subs"], *linked["cards"]]
+    _decrypt_checked(world, tmp_path, tmp_path / "release.json", tmp_path / "honest.csv", *evidence)
+
+    doc = read_document(tmp_path / "release.json", "release")
+    sub = read_document(tmp_path / "platform_1.sub.json", "submission")
+    public = PaillierPublicKey.from_dict(doc["header"]["paillier_key"])
+    width = public.ciphertext_bytes
+    sums = bytearray(b64d(doc["payload"]["sums"]["packed"]))
+    single = b64d(sub["payload"]["scores_packed"])[:width]  # platform_1's first record, alone
+    forged = json.loads(json.dumps(doc))
+    forged["payload"]["sums"]["packed"] = b64e(single + bytes(sums[width:]))
+    forged["payload"]["contributors"][0] = 1  # so that it decodes as one record ...
+    forged["header"]["min_contributors"] = 1  # ... under a header that allows it
+    bureau = load_key(key["bureau"])
+    write_document(tmp_path / "forged.json", sign_document(forged, bureau.identity, bureau.card))
+    out = tmp_path / "forged.csv"
+    refused(_decrypt_checked(world, tmp_path, tmp_path / "forged.json", out, *evidence, ok=False), out,
+            "forged.json", "records in the linkage, not 1")
+    forged["payload"]["contributors"][0] = doc["payload"]["contributors"][0]  # keep the count honest
+    write_document(tmp_path / "forged.json", sign_document(forged, bureau.identity, bureau.card))
+    refused(_decrypt_checked(world, tmp_path, tmp_path / "forged.json", out, *evidence, ok=False), out,
+            "forged.json", "is not the sum of its records")
+    assert not (tmp_path / "forged.log").exists()
+    # (without --linkage the header is all the authority has: the forgery decrypts; hence the option)
+    _decrypt_checked(world, tmp_path, tmp_path / "forged.json", tmp_path / "unchecked.csv")
+
+    # the decryptor's own floor, whatever the release header says (here every entity spans the 2 platforms)
+    out = tmp_path / "floor.csv"
+    refused(_decrypt_checked(world, tmp_path, tmp_path / "release.json", out, *evidence, "--min-contributors", 3,
+                             ok=False), out, "release.json", "below your floor of 3")
+    # the evidence must be the bureau's and the platforms' own
+    refused(_decrypt_checked(world, tmp_path, tmp_path / "release.json", tmp_path / "x.csv", "--linkage",
+                             tmp_path / "linkage.json", *linked["subs"], ok=False), tmp_path / "x.csv",
+            "holds no platform card")

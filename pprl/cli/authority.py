@@ -86,11 +86,18 @@ def keygen_cmd(me, bits, directory, threshold, holders) -> None:
 @click.option("--paillier", type=FILE,
               help="With --combine: the threshold key's paillier.pub.json (default: the dealer-signed copy "
                    "every part carries; pin the dealer with --cards).")
+@click.option("--linkage", type=FILE,
+              help="The bureau's signed linkage the release follows: check the release against it and the "
+                   "platforms' submissions instead of trusting its header (needs --submissions and the "
+                   "platforms' cards in --cards).")
+@click.option("--submissions", multiple=True, type=FILE, help="With --linkage: a submission; repeat per platform.")
+@click.option("--min-contributors", type=click.IntRange(1), default=2, show_default=True,
+              help="With --linkage: your own floor; refuse a release with an entity from fewer platforms.")
 @click.option("--max-epsilon", type=click.FloatRange(min=0), default=None,
               help="Refuse unless the release is noised and every score column's running epsilon in the "
                    "audit log (basic composition, this release included) stays at most this.")
 def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share, combiner, public_part, combine,
-                parts, paillier, max_epsilon) -> None:
+                parts, paillier, linkage, submissions, min_contributors, max_epsilon) -> None:
     """Decrypt a release's per-entity sums and record the release in the audit log.
 
     \b
@@ -116,6 +123,7 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
         load_key,
         partial_decrypt_release,
         pinned_cards,
+        release_evidence,
     )
 
     if partial and combine:
@@ -128,6 +136,12 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
         raise click.UsageError("--me is required (only --combine can do without it)")
     trusted = pinned_cards(cards, "cards", "who signed the release")
     bureaus = _role(trusted, "bureau", "the bureau that signed the release")
+    if bool(linkage) != bool(submissions):
+        raise click.UsageError("--linkage and --submissions go together")
+    evidence = None
+    if linkage:
+        platforms = _role(trusted, "platform", "the platforms that signed the submissions")
+        evidence = release_evidence(linkage, submissions, platforms, min_contributors)
     key = load_key(me) if me else None
     if partial:
         if key is None or not share:
@@ -136,6 +150,7 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
         dealers = _role([c for c in trusted if c.fingerprint != key.card.fingerprint], "authority",
                         "the authority that dealt the key")
         path = partial_decrypt_release(key, share, release, out, cards=bureaus, dealer=dealers, combiner=target,
+                                       evidence=evidence,
                                        progress=progress_wanted())
         who = f"encrypted for {target.name}" if target else "readable by whoever combines: send it only to them"
         say(f"wrote {path}: {key.name}'s decryption part ({who})")
@@ -147,12 +162,12 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
             raise click.UsageError("--combine needs --parts (repeated, one per holder)")
         result = combine_release_parts(key, parts, release, paillier, audit_log, out, cards=bureaus,
                                        authority=_role(trusted, "authority", "the authority that dealt the key"),
-                                       progress=progress_wanted(),
+                                       progress=progress_wanted(), evidence=evidence,
                                        max_epsilon=max_epsilon)
     else:
         if key is None or not paillier_key:
             raise click.UsageError("give --paillier-key (or --partial / --combine for a threshold key)")
-        result = decrypt_release(key, paillier_key, release, audit_log, out, cards=bureaus,
+        result = decrypt_release(key, paillier_key, release, audit_log, out, cards=bureaus, evidence=evidence,
                                  progress=progress_wanted(), max_epsilon=max_epsilon)
     say(f"wrote {result.path} (mode 0600): {result.entities} entities; audit log entry {result.audit_entry}")
     if result.unreadable:

@@ -24,7 +24,7 @@ from pprl.crypto.exchange import hkdf_sha256
 from pprl.crypto.noise import KeyedStream, discrete_gaussian, discrete_laplace, gaussian_sigma
 from pprl.crypto.paillier.packing import PackingSpec, pack_rows
 from pprl.crypto.paillier.packing_records import blinding_vector, record_addresses, sum_records
-from pprl.crypto.paillier.vector import EncryptedVector, encode_fixed
+from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey, encode_fixed
 from pprl.documents import Card, Linkage, LogHead, Release, ReleaseHeader, ReleasePayload, Submission, seal, verify
 from pprl.errors import DocumentError, OptionError, PolicyError
 from pprl.protocol.identity import PartyKey
@@ -108,58 +108,18 @@ def aggregate_release(
         DocumentError: submissions that are not the linkage's, or disagree.
         PolicyError: no score columns, noise that the declared clip ranges or packing cannot honour.
     """
-    open_linkage(linkage, [me.card])
-    source = linkage.source
-    subs = {s.platform: s for s in (open_submission(d, cards) for d in submissions)}
-    expected = {e.platform: e.hash for e in linkage.header.submissions}
-    for platform, digest in expected.items():
-        if platform not in subs:
-            raise DocumentError(f"{source}: links a submission from '{platform}' that was not given")
-        if subs[platform].hash != digest:
-            raise DocumentError(f"{subs[platform].source}: is not the submission the linkage was built from")
-    for platform, sub in subs.items():
-        if platform not in expected:
-            raise DocumentError(f"{sub.source}: not part of linkage {source}")
-    ordered = [subs[p] for p in expected]
-    check_consistent(ordered)
+    linked = linked_groups(linkage, submissions, cards, [me.card])
+    ordered, spec, key, columns = linked.ordered, linked.spec, linked.key, linked.columns
     first = ordered[0].doc.header
-    columns = first.score_columns
-    for s in ordered:
-        h = s.doc.header
-        if h.score_columns != columns:
-            raise DocumentError(f"{s.source}: score columns {h.score_columns} differ from {ordered[0].source}'s {columns}")
-        if h.score_decimals != first.score_decimals:
-            raise DocumentError(f"{s.source}: score precision differs from {ordered[0].source}'s")
-    if not columns:
-        raise PolicyError("the submissions carry no score columns (linkage-only); nothing to aggregate")
-    spec = PackingSpec.from_dict(first.packing)
-    key = paillier_key_of(ordered[0])
-    spec.check_key(key)  # a submission's spec must fit the key before anything is summed under it
-    addresses, position = {}, 0
-    for s in ordered:
-        count = -(-len(s.tokens) // spec.records_per_ciphertext)
-        packed = s.doc.payload.scores_packed or b""
-        if len(packed) != count * key.ciphertext_bytes:
-            raise DocumentError(
-                f"{s.source}: encrypted scores are not {count} ciphertexts for {len(s.tokens)} records at "
-                f"{spec.records_per_ciphertext} records per ciphertext"
-            )
-        addresses[s.platform] = record_addresses(position, len(s.tokens), spec)
-        position += count
-    token_index = {s.platform: {t: i for i, t in enumerate(s.tokens)} for s in ordered}
     released_ids, contributors, groups = [], [], []
     suppressed = 0
-    for entity in linkage.payload.entities:
-        members = entity.members
-        if len({m[0] for m in members}) < options.min_contributors:
+    for entity_id, (group, platforms) in linked.entities.items():
+        if platforms < options.min_contributors:
             suppressed += 1
             continue
-        try:
-            groups.append([addresses[p][token_index[p][t]] for p, t, _ in members])
-        except KeyError:
-            raise DocumentError(f"{source}: entity {entity.entity_id} names a token no submission has") from None
-        released_ids.append(entity.entity_id)
-        contributors.append(len(members))
+        groups.append(group)
+        released_ids.append(entity_id)
+        contributors.append(len(group))
 
     clip = _common_clip(ordered)
     policy = None
@@ -171,8 +131,7 @@ def aggregate_release(
             f"an entity has more than {spec.max_summands - extra} records"
             + (" (plus the noise row)" if extra else "") + ", beyond the packing's headroom"
         )
-    vectors = [EncryptedVector.from_bytes(key, s.doc.payload.scores_packed or b"") for s in ordered]
-    summed = sum_records(EncryptedVector.concat(vectors), groups, spec, progress=options.progress)
+    summed = linked.sums(released_ids, progress=options.progress)
     if released_ids and (policy is not None or spec.records_per_ciphertext > 1):
         noise_rows = (_noise_rows(spec, policy, columns, released_ids, linkage.hash, _noise_key(me))
                       if policy is not None else None)
@@ -259,6 +218,82 @@ def _noise_policy(
         "units": f"fixed point, 10^-{decimals}",
         "noise_summands": 1,
     }
+
+
+@dataclass(frozen=True)
+class LinkedGroups:
+    """A verified linkage with its verified submissions: per entity, its records' addresses and platforms.
+
+    ``entities[entity_id] = (record addresses, distinct platforms)``, in linkage order; ``vectors`` are
+    the submissions' ciphertexts in the order the addresses count them.
+    """
+
+    ordered: list[VerifiedSubmission]
+    spec: PackingSpec
+    key: PaillierPublicKey
+    columns: list[str]
+    entities: dict[str, tuple[list[int], int]]
+
+    def sums(self, entity_ids: Sequence[str], *, progress: bool = False) -> EncryptedVector:
+        """The homomorphic sums of these entities' records, as the bureau must compute them (deterministic)."""
+        vectors = [EncryptedVector.from_bytes(self.key, s.doc.payload.scores_packed or b"") for s in self.ordered]
+        groups = [self.entities[e][0] for e in entity_ids]
+        return sum_records(EncryptedVector.concat(vectors), groups, self.spec, progress=progress)
+
+
+def linked_groups(
+    linkage: Linkage, submissions: Sequence[Submission], cards: Sequence[Card], bureaus: Sequence[Card]
+) -> LinkedGroups:
+    """Check a linkage (signed by one of ``bureaus``) against its submissions (signed by platforms among
+    ``cards``) and return its entities' record groups: what the bureau sums, and what a decryptor recomputes."""
+    open_linkage(linkage, bureaus)
+    source = linkage.source
+    subs = {s.platform: s for s in (open_submission(d, cards) for d in submissions)}
+    expected = {e.platform: e.hash for e in linkage.header.submissions}
+    for platform, digest in expected.items():
+        if platform not in subs:
+            raise DocumentError(f"{source}: links a submission from '{platform}' that was not given")
+        if subs[platform].hash != digest:
+            raise DocumentError(f"{subs[platform].source}: is not the submission the linkage was built from")
+    for platform, sub in subs.items():
+        if platform not in expected:
+            raise DocumentError(f"{sub.source}: not part of linkage {source}")
+    ordered = [subs[p] for p in expected]
+    check_consistent(ordered)
+    first = ordered[0].doc.header
+    columns = first.score_columns
+    for s in ordered:
+        h = s.doc.header
+        if h.score_columns != columns:
+            raise DocumentError(f"{s.source}: score columns {h.score_columns} differ from {ordered[0].source}'s {columns}")
+        if h.score_decimals != first.score_decimals:
+            raise DocumentError(f"{s.source}: score precision differs from {ordered[0].source}'s")
+    if not columns:
+        raise PolicyError("the submissions carry no score columns (linkage-only); nothing to aggregate")
+    spec = PackingSpec.from_dict(first.packing)
+    key = paillier_key_of(ordered[0])
+    spec.check_key(key)  # a submission's spec must fit the key before anything is summed under it
+    addresses, position = {}, 0
+    for s in ordered:
+        count = -(-len(s.tokens) // spec.records_per_ciphertext)
+        packed = s.doc.payload.scores_packed or b""
+        if len(packed) != count * key.ciphertext_bytes:
+            raise DocumentError(
+                f"{s.source}: encrypted scores are not {count} ciphertexts for {len(s.tokens)} records at "
+                f"{spec.records_per_ciphertext} records per ciphertext"
+            )
+        addresses[s.platform] = record_addresses(position, len(s.tokens), spec)
+        position += count
+    token_index = {s.platform: {t: i for i, t in enumerate(s.tokens)} for s in ordered}
+    entities: dict[str, tuple[list[int], int]] = {}
+    for entity in linkage.payload.entities:
+        members = entity.members
+        try:
+            group = [addresses[p][token_index[p][t]] for p, t, _ in members]
+        except KeyError:
+            raise DocumentError(f"{source}: entity {entity.entity_id} names a token no submission has") from None
+        entities[entity.entity_id] = (group, len({m[0] for m in members}))
+    return LinkedGroups(ordered, spec, key, list(columns), entities)
 
 
 def _anchor(head: LogHead | None, cards: Sequence[Card]) -> dict[str, Any] | None:

@@ -28,13 +28,16 @@ from pprl.crypto.paillier.vector import (
     decrypt_vector,
     generate_keypair,
 )
-from pprl.documents import Card, PaillierKeyDocument, PaillierPub, Release, seal, verify
-from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError, OptionError, PPRLError
+from pprl.documents import Card, Linkage, PaillierKeyDocument, PaillierPub, Release, Submission, seal, verify
+from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError, OptionError, PolicyError, PPRLError
+from pprl.protocol.aggregate import linked_groups
 from pprl.protocol.audit import check_chain, check_extends, next_entry
 from pprl.protocol.identity import PartyKey
 
 __all__ = [
     "DecryptOptions",
+    "ReleaseEvidence",
+    "check_release_sums",
     "Decrypted",
     "check_release_packing",
     "decrypt_sums",
@@ -83,11 +86,75 @@ class DecryptOptions:
 
     max_epsilon: float | None = None
     progress: bool = False
+    evidence: ReleaseEvidence | None = None
 
     def __post_init__(self) -> None:
         m = self.max_epsilon
         if m is not None and (not math.isfinite(m) or m < 0):
             raise OptionError("{max_epsilon} must be a finite number >= 0", "max_epsilon")
+
+
+@dataclass(frozen=True)
+class ReleaseEvidence:
+    """What a decryptor checks a release against, rather than trusting the bureau's header.
+
+    Attributes:
+        linkage: the bureau's signed linkage the release says it follows.
+        submissions: the platforms' signed submissions the linkage was built from.
+        platforms: the platform cards the decryptor pinned.
+        min_contributors: the decryptor's own floor: every released entity must hold records from at
+            least this many distinct platforms, whatever the release header says.
+    """
+
+    linkage: Linkage
+    submissions: Sequence[Submission] = field(repr=False)
+    platforms: Sequence[Card] = ()
+    min_contributors: int = 2
+
+    def __post_init__(self) -> None:
+        m = self.min_contributors
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise OptionError("{min_contributors} must be at least 1", "min_contributors")
+
+
+def check_release_sums(release: Release, evidence: ReleaseEvidence, bureaus: Sequence[Card]) -> int:
+    """Recompute what a release must hold from the signed linkage and submissions; returns the sums compared.
+
+    Refused (one line, nothing decrypted): a release of another linkage, an entity the linkage does not
+    have or gives twice, a contributor count that is not the entity's, an entity below the decryptor's
+    own floor, and (for releases without noise, one record per ciphertext) a sum that is not exactly the
+    homomorphic sum of the entity's records. Noise and several-records masks are fresh encryptions the
+    decryptor cannot recompute: for those releases only the groups are checked.
+    """
+    source = release.source
+    linked = linked_groups(evidence.linkage, evidence.submissions, evidence.platforms, bureaus)
+    if release.header.linkage_hash != evidence.linkage.hash:
+        raise DocumentError(f"{source}: follows another linkage than {evidence.linkage.source}")
+    ids, counts = release.payload.entity_ids, release.payload.contributors
+    if len(set(ids)) != len(ids):
+        raise DocumentError(f"{source}: releases an entity twice")
+    for entity, count in zip(ids, counts, strict=True):
+        found = linked.entities.get(entity)
+        if found is None:
+            raise DocumentError(f"{source}: releases entity {entity}, which the linkage does not have")
+        group, platforms = found
+        if count != len(group):
+            raise DocumentError(f"{source}: entity {entity} has {len(group)} records in the linkage, not {count}")
+        if platforms < evidence.min_contributors:
+            raise PolicyError(f"{source}: entity {entity} has records from {platforms} platforms, below your "
+                              f"floor of {evidence.min_contributors}; nothing is decrypted")
+    spec = linked.spec
+    if release.header.noise is not None or spec.records_per_ciphertext > 1 or not ids:
+        return 0
+    recomputed = linked.sums(ids).to_bytes()
+    if recomputed != release.payload.sums.get("packed"):
+        width = linked.key.ciphertext_bytes
+        given = release.payload.sums.get("packed") or b""
+        for i, entity in enumerate(ids):
+            if given[i * width : (i + 1) * width] != recomputed[i * width : (i + 1) * width]:
+                raise DocumentError(f"{source}: the sum for entity {entity} is not the sum of its records")
+        raise DocumentError(f"{source}: its sums are not the sums of the linked records")
+    return len(ids)
 
 
 @dataclass(frozen=True)
@@ -127,7 +194,9 @@ def decrypt_sums(
     if me.role != "authority":
         raise KeyFormatError(f"only an authority decrypts releases; '{me.name}' is a {me.role}")
     source = release.source
-    verify(release, cards, source=source, role="bureau")
+    bureau = verify(release, cards, source=source, role="bureau")
+    if options.evidence is not None:
+        check_release_sums(release, options.evidence, [bureau])
     header, payload = release.header, release.payload
     if header.paillier_fingerprint != private.public_key.fingerprint:
         raise KeyMismatchError(f"{source}: encrypted under a different Paillier key than this one")

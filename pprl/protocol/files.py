@@ -72,7 +72,9 @@ from pprl.protocol.audit import (
 from pprl.protocol.decrypt import (
     Decrypted,
     DecryptOptions,
+    ReleaseEvidence,
     check_release_packing,
+    check_release_sums,
     decrypt_sums,
     new_paillier_key,
     open_paillier_private,
@@ -172,6 +174,7 @@ __all__ = [
     "submit",
     "verify_log",
     "witness_log",
+    "release_evidence",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -575,6 +578,14 @@ def _checked_log(audit_log: PathLike) -> list[dict[str, Any]]:
     return entries
 
 
+def release_evidence(
+    linkage: PathLike, submissions: Sequence[PathLike], platforms: Sequence[Card], min_contributors: int = 2
+) -> ReleaseEvidence:
+    """Read what a decryptor checks a release against (:class:`pprl.protocol.decrypt.ReleaseEvidence`)."""
+    return ReleaseEvidence(load(linkage, Linkage), [load(p, Submission) for p in submissions], list(platforms),
+                           min_contributors)
+
+
 def decrypt_release(
     me: PartyKey,
     paillier_key: PaillierPrivateKey | PathLike,
@@ -585,14 +596,16 @@ def decrypt_release(
     cards: Sequence[Card],
     progress: bool = False,
     max_epsilon: float | None = None,
+    evidence: ReleaseEvidence | None = None,
 ) -> DecryptResult:
     """Verify a release, decrypt its per-entity sums, log the release, write the CSV.
 
     ``max_epsilon``: refuse (nothing written or logged) when the running
     epsilon of any score column in ``audit_log`` would exceed it, or the
-    release carries no noise.
+    release carries no noise. ``evidence`` (:func:`release_evidence`): check the
+    release against the signed linkage and submissions first.
     """
-    options = DecryptOptions(max_epsilon=max_epsilon, progress=progress)
+    options = DecryptOptions(max_epsilon=max_epsilon, progress=progress, evidence=evidence)
     if me.role != "authority":
         raise KeyFormatError(f"only an authority decrypts releases; '{me.name}' is a {me.role}")
     private = paillier_key if isinstance(paillier_key, PaillierPrivateKey) else load_paillier_private(paillier_key)
@@ -613,17 +626,21 @@ def combine_release_parts(
     authority: Card | Sequence[Card],
     progress: bool = False,
     max_epsilon: float | None = None,
+    evidence: ReleaseEvidence | None = None,
 ) -> DecryptResult:
     """Combine T holders' verified partial decryptions of a release; log it and write the CSV.
 
     ``me`` (an authority) signs the audit entry and opens parts encrypted for
     it; without it the entry is attested by the holders' approvals alone.
     ``paillier_public`` defaults to the public key the parts carry;
-    ``authority`` pins its dealer. ``max_epsilon`` as for :func:`decrypt_release`.
+    ``authority`` pins its dealer. ``max_epsilon`` and ``evidence`` as for :func:`decrypt_release`.
     """
     options = DecryptOptions(max_epsilon=max_epsilon, progress=progress)
     if me is not None and me.role != "authority":
         raise KeyFormatError(f"only an authority combines decryption parts; '{me.name}' is a {me.role}")
+    if evidence is not None:
+        release_doc = load(release, Release)
+        check_release_sums(release_doc, evidence, [verify(release_doc, cards, source=str(release), role="bureau")])
     combined = combine_release(parts, release, paillier_public, me=me, cards=cards, authority=authority,
                                progress=progress)
     doc = combined.document or Release.from_dict(combined.release, str(release))
@@ -880,9 +897,15 @@ def partial_decrypt_release(
     combiner: Card | None = None,
     workers: int | None = None,
     progress: bool = False,
+    evidence: ReleaseEvidence | None = None,
     _allow_insecure: bool = False,
 ) -> Path:
-    """Write ``me``'s signed decryption part of a release (:func:`pprl.protocol.threshold.holder.decryption_part`)."""
+    """Write ``me``'s signed decryption part of a release (:func:`pprl.protocol.threshold.holder.decryption_part`);
+    ``evidence`` as for :func:`decrypt_release`: a holder checks the release itself before its part."""
+    if evidence is not None:
+        release_doc = load(release_path, Release)
+        check_release_sums(release_doc, evidence,
+                           [verify(release_doc, cards, source=str(release_path), role="bureau")])
     share = load_share(me, share_path, dealer=dealer, _allow_insecure=_allow_insecure)
     options = ThresholdOptions(workers=workers, progress=progress, allow_insecure=_allow_insecure)
     part = decryption_part(me, share, load(release_path, Release), options, cards=cards, combiner=combiner)
