@@ -160,6 +160,7 @@ def intersection_sum(k: int, n: int, bits: int, scores: int, workers: int | None
         load_card,
         load_key,
         load_session,
+        psi_evidence,
         reblind_round,
     )
     from pprl.protocol.psi import reblind_schedule
@@ -220,7 +221,8 @@ def intersection_sum(k: int, n: int, bits: int, scores: int, workers: int | None
         if decrypt and scores:
             t = time.perf_counter()
             decrypt_release(keys["authority"], priv, rel.path, root / "audit.log", root / "aggregates.csv",
-                            cards=[cards["bureau"]])
+                            cards=[cards["bureau"]],
+                            evidence=psi_evidence(session, [current[x] for x in names], [cards[x] for x in names]))
             timings["decrypt"] = time.perf_counter() - t
     psi_part = sum(v for key, v in timings.items() if key in ("blind", "reblind", "aggregate", "count"))
     total = sum(v for key, v in timings.items() if key != "paillier keygen")

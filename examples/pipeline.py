@@ -59,6 +59,8 @@ def run(workdir: Path, people: int) -> pd.DataFrame:
         keys["authority"], keygen.private_path, release.path,
         workdir / "authority" / "audit.log", workdir / "authority" / "aggregates.csv",
         cards=[cards["bureau"]],
+        # the authority recomputes the release from the signed linkage and submissions before decrypting
+        evidence=pprl.release_evidence(linkage.path, submissions, [cards[n] for n in names]),
     )
     pprl.verify_log(workdir / "authority" / "audit.log", [cards["authority"]])
     return pd.read_csv(result.path)

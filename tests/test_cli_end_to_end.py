@@ -55,8 +55,8 @@ def test_full_flow_decrypts_exact_sums(world):
     run("aggregate", "--me", world["key"]["bureau"], "--linkage", w / "linkage.json", *_subs(world), *_cards(world),
         "--min-contributors", 2, "--out", w / "release.json")
     run("decrypt", "--me", world["key"]["authority"], "--paillier-key", w / "authority" / "paillier.key",
-        "--release", w / "release.json", "--cards", world["card"]["bureau"],
-        "--audit-log", w / "audit.log", "--out", w / "aggregates.csv")
+        "--release", w / "release.json", "--linkage", w / "linkage.json", *_subs(world), *_cards(world),
+        "--cards", world["card"]["bureau"], "--audit-log", w / "audit.log", "--out", w / "aggregates.csv")
     run("audit", "verify", w / "audit.log", "--cards", world["card"]["authority"])
 
     # Plaintext truth: entity members -> platform user ids -> their scores.

@@ -41,8 +41,8 @@ def compact(tmp_path_factory):
     run("link", "--me", key["bureau"], *cards, *subs, "--out", w / "linkage.json")
     run("aggregate", "--me", key["bureau"], "--linkage", w / "linkage.json", *subs, *cards, "--out", w / "release.json")
     run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
-        "--release", w / "release.json", "--cards", card["bureau"], "--audit-log", w / "audit.log",
-        "--out", w / "aggregates.csv")
+        "--release", w / "release.json", "--linkage", w / "linkage.json", *subs, *cards, "--cards", card["bureau"],
+        "--audit-log", w / "audit.log", "--out", w / "aggregates.csv")
     return {"dir": w, "key": key, "card": card, "subs": subs, "cards": cards}
 
 
@@ -69,8 +69,8 @@ def test_noise_works_with_several_records_per_ciphertext(compact):
     run("aggregate", "--me", key["bureau"], "--linkage", w / "linkage.json", *compact["subs"], *compact["cards"],
         "--noise", "laplace", "--epsilon", 1000, "--out", w / "noisy.json")
     run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
-        "--release", w / "noisy.json", "--cards", card["bureau"], "--audit-log", w / "noisy.log",
-        "--out", w / "noisy.csv")
+        "--release", w / "noisy.json", "--linkage", w / "linkage.json", *compact["subs"], *compact["cards"],
+        "--cards", card["bureau"], "--audit-log", w / "noisy.log", "--out", w / "noisy.csv")
     exact = {r["entity_id"]: r for r in _rows((w / "aggregates.csv").read_text(encoding="utf-8"))}
     noisy = _rows((w / "noisy.csv").read_text(encoding="utf-8"))
     assert [r["entity_id"] for r in noisy] == list(exact)

@@ -49,8 +49,8 @@ def test_two_of_three_holders_decrypt_exact_sums(tmp_path):
     for holder in HOLDERS[:2]:
         run("decrypt", "--partial", "--me", key(holder), "--share", w / "auth" / f"{holder}.share.json",
             "--release", w / "release.json", "--cards", card("bureau"), "--cards", card("authority"),
-            "--public-part", "--out", w / f"{holder}.part.json")
-    pins = ["--cards", card("bureau"), "--cards", card("authority")]
+            "--linkage", w / "linkage.json", *subs, *cards, "--public-part", "--out", w / f"{holder}.part.json")
+    pins = ["--cards", card("bureau"), "--cards", card("authority"), "--linkage", w / "linkage.json", *subs, *cards]
     combine = ["decrypt", "--combine", "--me", key("authority"), "--paillier", w / "auth" / "paillier.pub.json",
                "--release", w / "release.json", "--audit-log", w / "audit.log", *pins]
     short = run(*combine, "--parts", w / "holder_a.part.json", "--out", w / "short.csv", ok=False)
@@ -82,10 +82,10 @@ def test_two_of_three_holders_decrypt_exact_sums(tmp_path):
                      card("holder_b"), ok=False)
         assert edited.exit_code != 0 and "entry 1" in edited.stderr
     # pinning the dealer and the bureau through --cards works too; a wrong dealer pin is refused
-    pins = ["--cards", card("bureau"), "--cards", card("authority")]
     run("decrypt", "--combine", *pins, "--parts", w / "holder_a.part.json", "--parts", w / "holder_b.part.json",
         "--release", w / "release.json", "--audit-log", w / "pinned.log", "--out", w / "agg3.csv")
     wrong = run("decrypt", "--combine", "--cards", card("bureau"), "--cards", card("holder_c"),
+                "--linkage", w / "linkage.json", *subs, *cards,
                 "--parts", w / "holder_a.part.json", "--parts", w / "holder_b.part.json",
                 "--release", w / "release.json", "--audit-log", w / "wrong.log", "--out", w / "agg4.csv", ok=False)
     assert wrong.exit_code != 0 and not (w / "agg4.csv").exists() and not (w / "wrong.log").exists()

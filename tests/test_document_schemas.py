@@ -137,8 +137,11 @@ def _world(w: Path) -> dict[str, Any]:
         noise = [] if prefix else ["--noise", "laplace", "--epsilon", 1.0]
         run("aggregate", "--me", key["bureau"], "--linkage", w / f"{prefix}linkage.json", *subs,
             "--min-contributors", 2, *noise, "--out", w / f"{prefix}release.json")
+    evidence = {prefix: ["--linkage", w / f"{prefix}linkage.json",
+                         *[a for n in PLATFORMS for a in ("--submissions", w / f"{n}.{prefix}sub.json")]]
+                for prefix in ("", "th-")}
     run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
-        "--release", w / "release.json", "--cards", card["bureau"], "--audit-log", w / "audit.log",
+        "--release", w / "release.json", *evidence[""], "--audit-log", w / "audit.log",
         "--out", w / "aggregates.csv")
     # the authority's log head, witnessed, and a release that carries it
     run("audit", "witness", w / "audit.log", "--me", key["authority"], "--keeper", card["authority"],
@@ -149,8 +152,9 @@ def _world(w: Path) -> dict[str, Any]:
     for holder, extra in (("holder_a", ["--public-part"]), ("holder_b", ["--for", card["authority"]]),
                           ("holder_c", ["--public-part"])):
         run("decrypt", "--partial", "--me", key[holder], "--share", w / "th" / f"{holder}.share.json",
-            "--release", w / "th-release.json", *extra, "--out", w / f"{holder}.part.json")
-    combine = ["decrypt", "--combine", "--release", w / "th-release.json", "--parts", w / "holder_a.part.json"]
+            "--release", w / "th-release.json", *evidence["th-"], *extra, "--out", w / f"{holder}.part.json")
+    combine = ["decrypt", "--combine", "--release", w / "th-release.json", *evidence["th-"],
+               "--parts", w / "holder_a.part.json"]
     run(*combine, "--me", key["authority"], "--parts", w / "holder_b.part.json",
         "--audit-log", w / "th-audit.log", "--out", w / "th-aggregates.csv")
     run(*combine, "--parts", w / "holder_c.part.json", "--audit-log", w / "attested.log", "--out", w / "th2.csv")
@@ -320,8 +324,10 @@ def test_release_without_entity_ids_isrefused(world):
     bad = _edited(world, "release.json", "no-ids.release.json", "bureau", lambda d: d["payload"].pop("entity_ids"))
     log = w / "refused-audit.log"
     result = run("decrypt", "--me", world["key"]["authority"], "--paillier-key", w / "authority" / "paillier.key",
-                 "--release", bad, "--cards", world["card"]["bureau"], "--audit-log", log,
-                 "--out", w / "refused.csv", ok=False)
+                 "--release", bad, "--linkage", w / "linkage.json",
+                 *[a for n in PLATFORMS for a in ("--submissions", w / f"{n}.sub.json")],
+                 *[a for n in PLATFORMS for a in ("--cards", world["card"][n])], "--cards", world["card"]["bureau"],
+                 "--audit-log", log, "--out", w / "refused.csv", ok=False)
     refused(result, w / "refused.csv", "no-ids.release.json", "payload.entity_ids", "missing")
     assert not log.exists()
 

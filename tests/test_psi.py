@@ -51,6 +51,7 @@ from pprl.protocol.files import (
     load_paillier_public,
     load_session,
     partial_decrypt_release,
+    psi_evidence,
     reblind_round,
     reveal_members,
     threshold_keygen,
@@ -292,7 +293,9 @@ def _run(world, people, *, min_contributors=2, reveal=True, identifier="resident
     rel = aggregate_intersection(keys["bureau"], session, [current[n] for n in names], min_contributors,
                                  root / "bureau" / "release.json")
     dec = decrypt_release(keys["authority"], priv, rel.path, root / "authority" / "audit.log",
-                          root / "authority" / "aggregates.csv", cards=[cards["bureau"]])
+                          root / "authority" / "aggregates.csv", cards=[cards["bureau"]],
+                          evidence=psi_evidence(session, [current[n] for n in names], [cards[n] for n in names],
+                                                min_contributors))
     verify_log(root / "authority" / "audit.log", [cards["authority"]])
     return session, current, rel, dec
 
@@ -352,6 +355,8 @@ def test_threshold_key_decrypts_a_psi_release(world):
     rel = aggregate_intersection(keys["bureau"], session, [done["p1"], done["p2"]], 2, root / "trel.json")
     parts = [partial_decrypt_release(keys[h], keygen.share_paths[h], rel.path, root / f"{h}.part.json",
                                      cards=[cards["bureau"]], dealer=cards["authority"], workers=1,
+                                     evidence=psi_evidence(session, [done["p1"], done["p2"]],
+                                                           [cards["p1"], cards["p2"]]),
                                      _allow_insecure=True) for h in ("h1", "h2")]
     combined = combine_release(parts, rel.path, cards=[cards["bureau"]], authority=cards["authority"], workers=1,
                                _allow_insecure=True)  # key taken from the parts

@@ -55,8 +55,10 @@ def world(tmp_path_factory):
         *[a for p in PLATFORMS for a in ("--inputs", current[p])], "--min-contributors", 2,
         "--out", w / "release.json")
     run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
-        "--release", w / "release.json", "--cards", card["bureau"], "--audit-log", w / "audit.log",
-        "--out", w / "aggregates.csv")
+        "--release", w / "release.json", "--session", w / "session.json",
+        *[a for p in PLATFORMS for a in ("--rounds", current[p])],
+        *[a for p in PLATFORMS for a in ("--cards", card[p])], "--cards", card["bureau"],
+        "--audit-log", w / "audit.log", "--out", w / "aggregates.csv")
     return w, key, card, current, route
 
 

@@ -72,8 +72,9 @@ def _aggregate(world, out: Path, *extra: object, ok: bool = True, linkage: str =
 
 def _decrypt(world, release: Path, out: Path, log: Path, *extra: object, ok: bool = True):
     w = world["dir"]
+    evidence = ["--linkage", w / "linkage.json", *world["subs"], *world["cards"]]
     return run("decrypt", "--me", world["key"]["authority"], "--paillier-key", w / "authority" / "paillier.key",
-               "--release", release, "--cards", world["card"]["bureau"], "--audit-log", log, "--out", out,
+               "--release", release, *evidence, "--cards", world["card"]["bureau"], "--audit-log", log, "--out", out,
                *extra, ok=ok)
 
 

@@ -44,6 +44,7 @@ from pprl.protocol.files import (
     load_share,
     load_threshold_public,
     partial_decrypt_release,
+    release_evidence,
     threshold_keygen,
 )
 from pprl.protocol.threshold import dealer as th
@@ -100,6 +101,7 @@ def _write_release(path: Path, bureau, public: PaillierPublicKey, values: dict[s
 def _part(world, holder: str, out: str, release: Path | None = None, **kw) -> Path:
     kw.setdefault("cards", [world["cards"]["bureau"]])
     kw.setdefault("dealer", world["cards"]["authority"])
+    kw.setdefault("evidence", None)  # these releases are made up to exercise the threshold crypto, not linked
     return partial_decrypt_release(world["keys"][holder], world["keygen"].share_paths[holder],
                                    release or world["release"], world["root"] / out, workers=1, **kw)
 
@@ -333,7 +335,9 @@ def test_end_to_end_with_real_submissions(world, tmp_path, records_per_ciphertex
                              cards=[cards[n] for n in names])
     assert release.released > 5
     parts = [partial_decrypt_release(keys[h], keygen.share_paths[h], release.path, tmp_path / f"{h}.part.json",
-                                     cards=[cards["bureau"]], dealer=cards["authority"])
+                                     cards=[cards["bureau"]], dealer=cards["authority"],
+                                     evidence=release_evidence(linkage.path, [s.path for s in subs.values()],
+                                                               [cards[n] for n in names]))
              for h in ("auditor_a", "auditor_b")]
     result = combine_release(parts, release.path, keygen.public_path, me=keys["authority"],
                              cards=[cards["bureau"]], authority=cards["authority"])

@@ -110,10 +110,10 @@ def test_a_release_from_a_self_made_bureau_is_not_decrypted(world, tmp_path, mon
     run("aggregate", "--me", mitm, "--linkage", tmp_path / "linkage.json", *subs, *cards,
         "--min-contributors", 1, "--out", tmp_path / "release.json")
     decrypt = ["decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
-               "--release", tmp_path / "release.json", "--audit-log", tmp_path / "audit.log",
-               "--out", tmp_path / "aggregates.csv"]
+               "--release", tmp_path / "release.json", "--linkage", tmp_path / "linkage.json", *subs,
+               "--audit-log", tmp_path / "audit.log", "--out", tmp_path / "aggregates.csv"]
     refused(run(*decrypt, ok=False), tmp_path / "aggregates.csv", "--cards", "PPRL_TRUST")
-    refused(run(*decrypt, "--cards", card["bureau"], ok=False), tmp_path / "aggregates.csv",
+    refused(run(*decrypt, "--cards", card["bureau"], *cards, ok=False), tmp_path / "aggregates.csv",
             "release.json", "not among the given cards")
     assert not (tmp_path / "audit.log").exists()
 
@@ -166,7 +166,7 @@ def test_a_share_dealt_by_someone_else_is_refused(world, tmp_path):
     with pytest.raises(SignatureError, match="not among the given cards"):
         partial_decrypt_release(me, tmp_path / "dealt" / "holder_a.share.json", world["dir"] / "nothing.json",
                                 tmp_path / "part.json", cards=[load_card(card["bureau"])],
-                                dealer=load_card(card["authority"]), _allow_insecure=True)
+                                dealer=load_card(card["authority"]), evidence=None, _allow_insecure=True)
     assert not (tmp_path / "part.json").exists()
 
 
@@ -260,8 +260,9 @@ def test_an_out_of_range_value_is_no_comparison_oracle(world, tmp_path, monkeypa
         run("aggregate", "--me", key["bureau"], "--linkage", tmp_path / f"{label}.link.json", *subs, *cards,
             "--min-contributors", 2, "--out", tmp_path / f"{label}.release.json")
         result = run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
-                     "--release", tmp_path / f"{label}.release.json", "--cards", card["bureau"],
-                     "--audit-log", tmp_path / f"{label}.log", "--out", tmp_path / f"{label}.csv")
+                     "--release", tmp_path / f"{label}.release.json", "--linkage", tmp_path / f"{label}.link.json",
+                     *subs, *cards, "--cards", card["bureau"], "--audit-log", tmp_path / f"{label}.log",
+                     "--out", tmp_path / f"{label}.csv")
         assert "slot" not in result.stderr and "position" not in result.stderr
         outcomes[label] = (result, (tmp_path / f"{label}.log").read_text(encoding="utf-8"))
     over, under = (json.loads(outcomes[k][1]) for k in ("over", "under"))
@@ -335,8 +336,11 @@ def _noised_release(world, tmp_path: Path, name: str, *extra: object) -> Path:
 
 def _decrypt(world, release: Path, log: Path, out: Path, ok: bool = True):
     w, key, card = world["dir"], world["key"], world["card"]
+    tmp = release.parent
+    evidence = ["--linkage", tmp / "clip.link.json",
+                *[a for n in PLATFORMS for a in ("--submissions", tmp / f"{n}.clip.json", "--cards", card[n])]]
     return run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
-               "--release", release, "--cards", card["bureau"], "--audit-log", log, "--max-epsilon", 5,
+               "--release", release, *evidence, "--cards", card["bureau"], "--audit-log", log, "--max-epsilon", 5,
                "--out", out, ok=ok)
 
 
@@ -471,8 +475,9 @@ def test_a_decryptor_recomputes_the_release_and_keeps_its_own_floor(world, tmp_p
     refused(_decrypt_checked(world, tmp_path, tmp_path / "forged.json", out, *evidence, ok=False), out,
             "forged.json", "is not the sum of its records")
     assert not (tmp_path / "forged.log").exists()
-    # (without --linkage the header is all the authority has: the forgery decrypts; hence the option)
-    _decrypt_checked(world, tmp_path, tmp_path / "forged.json", tmp_path / "unchecked.csv")
+    # and without the evidence there is no decrypting at all
+    result = _decrypt_checked(world, tmp_path, tmp_path / "forged.json", tmp_path / "unchecked.csv", ok=False)
+    assert result.exit_code == 2 and "--linkage" in result.stderr and not (tmp_path / "unchecked.csv").exists()
 
     # the decryptor's own floor, whatever the release header says (here every entity spans the 2 platforms)
     out = tmp_path / "floor.csv"

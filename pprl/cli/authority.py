@@ -87,34 +87,47 @@ def keygen_cmd(me, bits, directory, threshold, holders) -> None:
               help="With --combine: the threshold key's paillier.pub.json (default: the dealer-signed copy "
                    "every part carries; pin the dealer with --cards).")
 @click.option("--linkage", type=FILE,
-              help="The bureau's signed linkage the release follows: check the release against it and the "
-                   "platforms' submissions instead of trusting its header (needs --submissions and the "
-                   "platforms' cards in --cards).")
+              help="The bureau's signed linkage the release follows: the release is recomputed from it and "
+                   "--submissions (the platforms' cards in --cards), never taken on the bureau's word.")
 @click.option("--submissions", multiple=True, type=FILE, help="With --linkage: a submission; repeat per platform.")
+@click.option("--session", type=FILE,
+              help="A PSI release: the bureau's session; with --rounds, what the release is recomputed from.")
+@click.option("--rounds", multiple=True, type=FILE,
+              help="With --session: a platform's fully blinded list; repeat once per platform.")
 @click.option("--min-contributors", type=click.IntRange(1), default=2, show_default=True,
-              help="With --linkage: your own floor; refuse a release with an entity from fewer platforms.")
+              help="Your own floor: refuse a release with an entity from fewer platforms, whatever its header says.")
 @click.option("--max-epsilon", type=click.FloatRange(min=0), default=None,
               help="Refuse unless the release is noised and every score column's running epsilon in the "
                    "audit log (basic composition, this release included) stays at most this.")
 def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share, combiner, public_part, combine,
-                parts, paillier, linkage, submissions, min_contributors, max_epsilon) -> None:
-    """Decrypt a release's per-entity sums and record the release in the audit log.
+                parts, paillier, linkage, submissions, session, rounds, min_contributors, max_epsilon) -> None:
+    """Check a release against what it claims to sum, decrypt it, and record it in the audit log.
+
+    Nothing is taken on the bureau's word: the release is recomputed from the
+    signed linkage and submissions (--linkage, --submissions) or, for a PSI
+    release, from the session and the platforms' final lists (--session,
+    --rounds), under your own --min-contributors floor.
 
     \b
     Single key:
       pprl decrypt --me keys/authority.key --paillier-key authority/paillier.key \\
-          --release release.json --cards keys/bureau.card.json --audit-log audit.log --out aggregates.csv
-    Threshold key (each of T holders, then whoever combines):
+          --release release.json --linkage linkage.json --submissions platform_1.sub.json \\
+          --submissions platform_2.sub.json --cards keys/bureau.card.json \\
+          --cards keys/platform_1.card.json --cards keys/platform_2.card.json \\
+          --audit-log audit.log --out aggregates.csv
+    Threshold key (each of T holders, then whoever combines; the same evidence):
       pprl decrypt --partial --me keys/holder_a.key --share authority/holder_a.share.json \\
-          --release release.json --cards keys/bureau.card.json --cards keys/authority.card.json \\
+          --release release.json --linkage linkage.json --submissions ... \\
+          --cards keys/bureau.card.json --cards keys/authority.card.json --cards ... \\
           --for keys/authority.card.json --out holder_a.part.json
       pprl decrypt --combine --me keys/authority.key --parts holder_a.part.json --parts holder_b.part.json \\
-          --release release.json --cards keys/bureau.card.json --cards keys/authority.card.json \\
+          --release release.json --linkage linkage.json --submissions ... --cards ... \\
           --audit-log audit.log --out aggregates.csv
     Parts carry the dealer-signed public key and each holder's signed approval;
     the audit entry records the approvals (and is signed too with --me).
-    --cards pins the bureau (release) and, with --partial and --combine, the
-    dealer (key); without --cards, PPRL_TRUST's folder of pinned cards.
+    --cards pins the bureau (release), the platforms (submissions, lists) and,
+    with --partial and --combine, the dealer (key); without --cards,
+    PPRL_TRUST's folder of pinned cards.
     """
     from pprl.protocol.files import (
         combine_release_parts,
@@ -123,6 +136,7 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
         load_key,
         partial_decrypt_release,
         pinned_cards,
+        psi_evidence,
         release_evidence,
     )
 
@@ -136,12 +150,14 @@ def decrypt_cmd(me, paillier_key, release, cards, audit_log, out, partial, share
         raise click.UsageError("--me is required (only --combine can do without it)")
     trusted = pinned_cards(cards, "cards", "who signed the release")
     bureaus = _role(trusted, "bureau", "the bureau that signed the release")
-    if bool(linkage) != bool(submissions):
-        raise click.UsageError("--linkage and --submissions go together")
-    evidence = None
-    if linkage:
-        platforms = _role(trusted, "platform", "the platforms that signed the submissions")
-        evidence = release_evidence(linkage, submissions, platforms, min_contributors)
+    if bool(linkage) != bool(submissions) or bool(session) != bool(rounds):
+        raise click.UsageError("--linkage goes with --submissions, --session with --rounds")
+    if bool(linkage) == bool(session):
+        raise click.UsageError("give what the release is checked against: --linkage and --submissions "
+                               "(a linkage's release) or --session and --rounds (a PSI release)")
+    platforms = _role(trusted, "platform", "the platforms whose data the release sums")
+    evidence = (release_evidence(linkage, submissions, platforms, min_contributors) if linkage
+                else psi_evidence(session, rounds, platforms, min_contributors))
     key = load_key(me) if me else None
     if partial:
         if key is None or not share:

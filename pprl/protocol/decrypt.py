@@ -28,15 +28,29 @@ from pprl.crypto.paillier.vector import (
     decrypt_vector,
     generate_keypair,
 )
-from pprl.documents import Card, Linkage, PaillierKeyDocument, PaillierPub, Release, Submission, seal, verify
+from pprl.documents import (
+    Card,
+    Linkage,
+    PaillierKeyDocument,
+    PaillierPub,
+    PsiRound,
+    PsiSession,
+    Release,
+    Submission,
+    seal,
+    verify,
+)
 from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError, OptionError, PolicyError, PPRLError
 from pprl.protocol.aggregate import linked_groups
 from pprl.protocol.audit import check_chain, check_extends, next_entry
 from pprl.protocol.identity import PartyKey
+from pprl.protocol.psi import check_psi_release, check_session
 
 __all__ = [
     "DecryptOptions",
+    "PsiEvidence",
     "ReleaseEvidence",
+    "check_evidence",
     "check_release_sums",
     "Decrypted",
     "check_release_packing",
@@ -86,7 +100,7 @@ class DecryptOptions:
 
     max_epsilon: float | None = None
     progress: bool = False
-    evidence: ReleaseEvidence | None = None
+    evidence: ReleaseEvidence | PsiEvidence | None = None
 
     def __post_init__(self) -> None:
         m = self.max_epsilon
@@ -115,6 +129,33 @@ class ReleaseEvidence:
         m = self.min_contributors
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise OptionError("{min_contributors} must be at least 1", "min_contributors")
+
+
+@dataclass(frozen=True)
+class PsiEvidence:
+    """What a decryptor checks a PSI release against: the bureau's session and the platforms' final lists.
+
+    ``platforms``: the platform cards the decryptor pinned (every platform the session lists must be one);
+    ``min_contributors``: its own floor, as for :class:`ReleaseEvidence`.
+    """
+
+    session: PsiSession
+    rounds: Sequence[PsiRound] = field(repr=False)
+    platforms: Sequence[Card] = ()
+    min_contributors: int = 2
+
+    def __post_init__(self) -> None:
+        m = self.min_contributors
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise OptionError("{min_contributors} must be at least 1", "min_contributors")
+
+
+def check_evidence(release: Release, evidence: ReleaseEvidence | PsiEvidence, bureaus: Sequence[Card]) -> int:
+    """The decryptor's own check of a release, whichever path made it; returns the sums compared exactly."""
+    if isinstance(evidence, PsiEvidence):
+        session = check_session(evidence.session, bureaus, evidence.platforms)
+        return check_psi_release(release, session, evidence.rounds, evidence.min_contributors)
+    return check_release_sums(release, evidence, bureaus)
 
 
 def check_release_sums(release: Release, evidence: ReleaseEvidence, bureaus: Sequence[Card]) -> int:
@@ -196,7 +237,7 @@ def decrypt_sums(
     source = release.source
     bureau = verify(release, cards, source=source, role="bureau")
     if options.evidence is not None:
-        check_release_sums(release, options.evidence, [bureau])
+        check_evidence(release, options.evidence, [bureau])
     header, payload = release.header, release.payload
     if header.paillier_fingerprint != private.public_key.fingerprint:
         raise KeyMismatchError(f"{source}: encrypted under a different Paillier key than this one")

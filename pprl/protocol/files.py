@@ -72,9 +72,10 @@ from pprl.protocol.audit import (
 from pprl.protocol.decrypt import (
     Decrypted,
     DecryptOptions,
+    PsiEvidence,
     ReleaseEvidence,
+    check_evidence,
     check_release_packing,
-    check_release_sums,
     decrypt_sums,
     new_paillier_key,
     open_paillier_private,
@@ -175,6 +176,7 @@ __all__ = [
     "verify_log",
     "witness_log",
     "release_evidence",
+    "psi_evidence",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -586,6 +588,14 @@ def release_evidence(
                            min_contributors)
 
 
+def psi_evidence(
+    session: PathLike, rounds: Sequence[PathLike], platforms: Sequence[Card], min_contributors: int = 2
+) -> PsiEvidence:
+    """Read what a decryptor checks a PSI release against (:class:`pprl.protocol.decrypt.PsiEvidence`)."""
+    return PsiEvidence(load(session, PsiSession), [load(p, PsiRound) for p in rounds], list(platforms),
+                       min_contributors)
+
+
 def decrypt_release(
     me: PartyKey,
     paillier_key: PaillierPrivateKey | PathLike,
@@ -596,7 +606,7 @@ def decrypt_release(
     cards: Sequence[Card],
     progress: bool = False,
     max_epsilon: float | None = None,
-    evidence: ReleaseEvidence | None = None,
+    evidence: ReleaseEvidence | PsiEvidence | None,
 ) -> DecryptResult:
     """Verify a release, decrypt its per-entity sums, log the release, write the CSV.
 
@@ -626,7 +636,7 @@ def combine_release_parts(
     authority: Card | Sequence[Card],
     progress: bool = False,
     max_epsilon: float | None = None,
-    evidence: ReleaseEvidence | None = None,
+    evidence: ReleaseEvidence | PsiEvidence | None,
 ) -> DecryptResult:
     """Combine T holders' verified partial decryptions of a release; log it and write the CSV.
 
@@ -640,7 +650,7 @@ def combine_release_parts(
         raise KeyFormatError(f"only an authority combines decryption parts; '{me.name}' is a {me.role}")
     if evidence is not None:
         release_doc = load(release, Release)
-        check_release_sums(release_doc, evidence, [verify(release_doc, cards, source=str(release), role="bureau")])
+        check_evidence(release_doc, evidence, [verify(release_doc, cards, source=str(release), role="bureau")])
     combined = combine_release(parts, release, paillier_public, me=me, cards=cards, authority=authority,
                                progress=progress)
     doc = combined.document or Release.from_dict(combined.release, str(release))
@@ -897,15 +907,14 @@ def partial_decrypt_release(
     combiner: Card | None = None,
     workers: int | None = None,
     progress: bool = False,
-    evidence: ReleaseEvidence | None = None,
+    evidence: ReleaseEvidence | PsiEvidence | None,
     _allow_insecure: bool = False,
 ) -> Path:
     """Write ``me``'s signed decryption part of a release (:func:`pprl.protocol.threshold.holder.decryption_part`);
     ``evidence`` as for :func:`decrypt_release`: a holder checks the release itself before its part."""
     if evidence is not None:
         release_doc = load(release_path, Release)
-        check_release_sums(release_doc, evidence,
-                           [verify(release_doc, cards, source=str(release_path), role="bureau")])
+        check_evidence(release_doc, evidence, [verify(release_doc, cards, source=str(release_path), role="bureau")])
     share = load_share(me, share_path, dealer=dealer, _allow_insecure=_allow_insecure)
     options = ThresholdOptions(workers=workers, progress=progress, allow_insecure=_allow_insecure)
     part = decryption_part(me, share, load(release_path, Release), options, cards=cards, combiner=combiner)

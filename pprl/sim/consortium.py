@@ -32,6 +32,7 @@ from pprl.protocol.files import (
     load_key,
     load_linkage,
     paillier_keygen,
+    release_evidence,
     share_secret,
     submit,
     verify_log,
@@ -205,6 +206,9 @@ def run_consortium(
         decrypted = decrypt_release(
             keys["authority"], keygen.private_path, released.path, root / "authority" / "audit.log",
             root / "authority" / "aggregates.csv", cards=[cards["bureau"]], progress=progress,
+            # the authority recomputes the release from the linkage and submissions, under its own floor
+            evidence=release_evidence(linked.path, [s.path for s in submissions], [cards[n] for n in names],
+                                      min_contributors),
         )
         verify_log(root / "authority" / "audit.log", [cards["authority"]])
 

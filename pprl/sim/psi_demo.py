@@ -27,6 +27,7 @@ from pprl.protocol.files import (
     init_session,
     load_session,
     load_state,
+    psi_evidence,
     reblind_round,
 )
 from pprl.protocol.psi import Session, State, entity_id, entity_key, reblind_schedule
@@ -161,6 +162,8 @@ def run_exact_demo(
         decrypted = decrypt_release(
             keys["authority"], keygen.private_path, agg.path, root / "authority" / "audit.log",
             root / "authority" / "aggregates.csv", cards=[cards["bureau"]], progress=progress,
+            evidence=psi_evidence(bureau_dir / "session.json", [current[n] for n in names], [cards[n] for n in names],
+                                  min_contributors),
         )
         verify_log(root / "authority" / "audit.log", [cards["authority"]])
     with timed("check"):

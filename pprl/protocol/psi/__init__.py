@@ -18,6 +18,7 @@ from __future__ import annotations
 from pprl.protocol.psi.bureau import (
     IntersectionCounts,
     IntersectionRelease,
+    check_psi_release,
     count_rounds,
     entity_id,
     entity_key,
@@ -48,6 +49,7 @@ __all__ = [
     "State",
     "VerifiedRound",
     "blind",
+    "check_psi_release",
     "check_round",
     "check_session",
     "count_rounds",

@@ -33,9 +33,11 @@ from pprl.protocol.psi.session import Session, ring_order
 __all__ = [
     "IntersectionCounts",
     "IntersectionRelease",
+    "check_psi_release",
     "count_rounds",
     "entity_id",
     "entity_key",
+    "match_rounds",
     "sum_rounds",
 ]
 
@@ -56,6 +58,11 @@ def _match(me: PartyKey, session: Session, rounds: Sequence[PsiRound]) -> _Match
         raise KeyMismatchError(
             f"{session.source}: this session was opened by '{session.bureau.name}', not by '{me.name}'"
         )
+    return match_rounds(session, rounds)
+
+
+def match_rounds(session: Session, rounds: Sequence[PsiRound]) -> _Matched:
+    """Join a session's fully blinded lists: who shares which person (deterministic; what a decryptor recomputes)."""
     by_origin: dict[str, VerifiedRound] = {}
     for doc in rounds:
         rnd = check_round(doc, session)
@@ -93,6 +100,44 @@ def _match(me: PartyKey, session: Session, rounds: Sequence[PsiRound]) -> _Match
     group_elements = [uniq[g].tobytes() for g in shared]
     transcript = document_hash({"session": session.hash, "inputs": [r.hash for r in ordered]})
     return _Matched(session, ordered, groups, group_elements, transcript)
+
+
+def check_psi_release(release: Release, session: Session, rounds: Sequence[PsiRound], floor: int) -> int:
+    """A decryptor's own check of a PSI release against the session and the platforms' final lists.
+
+    Entity ids are keyed by the bureau, so the release must hold, as a
+    multiset, exactly (contributors, sum) pairs the lists give: every sum the
+    homomorphic sum of one shared person's ciphertexts, each person at most
+    once, none from fewer than ``floor`` platforms. Returns the sums compared.
+    """
+    source = release.source
+    m = match_rounds(session, rounds)
+    if release.header.linkage_hash != m.transcript_hash:
+        raise DocumentError(f"{source}: does not follow this session's lists (another transcript)")
+    if release.header.noise is not None:
+        raise DocumentError(f"{source}: a PSI release carries no noise")
+    header0 = m.rounds[0].header
+    key = PaillierPublicKey.from_dict(header0.paillier_key or {})
+    width = key.ciphertext_bytes
+    vectors = [EncryptedVector.from_bytes(key, r.scores["packed"]) for r in m.rounds]
+    summed = EncryptedVector.concat(vectors).sum_groups(m.groups).to_bytes() if m.groups else b""
+    available: dict[tuple[int, bytes], int] = {}
+    for i, group in enumerate(m.groups):
+        pair = (len(group), summed[i * width : (i + 1) * width])
+        available[pair] = available.get(pair, 0) + 1
+    given = release.payload.sums.get("packed") or b""
+    counts = release.payload.contributors
+    if len(given) != len(counts) * width:
+        raise DocumentError(f"{source}: holds {len(given) // width} sums for {len(counts)} entities")
+    for i, (entity, count) in enumerate(zip(release.payload.entity_ids, counts, strict=True)):
+        if count < floor:
+            raise PolicyError(f"{source}: entity {entity} is held by {count} platforms, below your floor of {floor}; "
+                              "nothing is decrypted")
+        pair = (count, given[i * width : (i + 1) * width])
+        if not available.get(pair):
+            raise DocumentError(f"{source}: the sum for entity {entity} is not the sum of one shared person's records")
+        available[pair] -= 1
+    return len(counts)
 
 
 def entity_key(me: PartyKey, session_id: str) -> bytes:
