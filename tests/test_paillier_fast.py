@@ -109,10 +109,21 @@ def test_djn_base_field_malformed(keys):
 
 def test_private_key_refuses_non_residue_base(keys):
     pub, priv = keys
-    # (1+n)·h_s is a unit but not an n-th residue: it would shift every plaintext.
-    bad = PaillierPublicKey(pub.n, pub.djn_hs * (1 + pub.n) % pub.nsquare)
-    with pytest.raises(KeyFormatError):
-        PaillierPrivateKey(bad, priv.p, priv.q)
+    # (1+n)·h_s is a unit but not an n-th residue: it would shift every plaintext. It is not the base
+    # derived from n either, so the public key alone already refuses it.
+    with pytest.raises(KeyFormatError, match="derived from n"):
+        PaillierPublicKey(pub.n, pub.djn_hs * (1 + pub.n) % pub.nsquare)
+
+
+def test_the_djn_base_is_derived_from_n_and_nobody_chooses_it(keys):
+    from pprl.crypto.paillier.keys import derive_djn_hs
+
+    pub, priv = keys
+    assert pub.djn_hs == derive_djn_hs(pub.n)  # anyone can recompute it from n alone
+    order_two = pub.nsquare - 1  # (-1)^n: every ciphertext would carry r^n = ±1
+    for chosen in (order_two, pow(7, pub.n, pub.nsquare)):  # even a genuine n-th residue, if chosen
+        with pytest.raises(KeyFormatError):
+            PaillierPublicKey(pub.n, chosen)
 
 
 def test_with_djn_upgrades_an_old_key():

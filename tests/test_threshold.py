@@ -248,3 +248,16 @@ def test_public_key_checks(key23) -> None:
         ThresholdPublicKey(tpk.public, 4, tpk.verification_base, tpk.verification_keys)
     with pytest.raises(KeyFormatError):
         ThresholdPublicKey(tpk.public, 2, tpk.public.n, tpk.verification_keys)
+
+
+def test_threshold_keys_carry_the_derived_djn_base():
+    """Threshold keys encrypt with DJN too (they used to fall back to r^n, about 10x slower)."""
+    from pprl.crypto.paillier.keys import derive_djn_hs
+    from pprl.crypto.paillier.vector import PaillierPublicKey
+
+    tpk, shares = deal(512, 2, 3, _allow_insecure=True)
+    assert tpk.public.has_djn and tpk.public.djn_hs == derive_djn_hs(tpk.public.n)
+    assert PaillierPublicKey.from_dict(tpk.public.to_dict(), allow_small=True).has_djn
+    enc = encrypt_vector(tpk.public, [5, -7, 123456])  # DJN-encrypted, threshold-decrypted
+    parts = [partial_decrypt(s, enc) for s in shares[:2]]
+    assert combine_partials(tpk, parts, enc) == [5, -7, 123456]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,7 @@ __all__ = [
     "PaillierPrivateKey",
     "CRTParams",
     "generate_keypair",
+    "derive_djn_hs",
     "make_djn_hs",
     "raw_encrypt",
 ]
@@ -38,6 +40,7 @@ __all__ = [
 #: Smallest modulus accepted from a key file (and generated) unless a caller
 #: explicitly opts into toy keys for tests.
 MIN_KEY_BITS = 2048
+_DJN_DOMAIN = b"pprl-djn-base-v1"
 
 _FINGERPRINT_DOMAIN = b"pprl-paillier-v1"
 
@@ -106,6 +109,9 @@ class PaillierPublicKey:
             # h = ±1 would make every DJN ciphertext deterministic (hs ≡ ±1 mod n).
             if not 1 < hs < n * n or gmpy2.gcd(hs, n) != 1 or hs % n in (1, n - 1):
                 raise KeyFormatError("Paillier key field 'djn_hs' is not a valid DJN base")
+            if hs != derive_djn_hs(n):
+                raise KeyFormatError("Paillier key field 'djn_hs' is not the base derived from n; refused "
+                                     "(a chosen base could make ciphertexts predictable)")
 
     @property
     def has_djn(self) -> bool:
@@ -347,14 +353,33 @@ def _random_blum_prime(bits: int) -> int:
             return p
 
 
-def make_djn_hs(p: int, q: int) -> int:
-    """Key-holder side: h_s = h^n mod n² for h = -x² mod n, x a random unit (DJN), by CRT."""
-    n = p * q
+def _djn_h(n: int) -> int:
+    """h = -x² mod n with x a hash of n: a DJN base nobody chooses (not the key holder, not a man in the middle)."""
+    width = (n.bit_length() + 7) // 8
+    counter = 0
     while True:
-        x = secrets.randbelow(n - 2) + 2
-        if gmpy2.gcd(x, n) == 1:
-            break
-    h = (-x * x) % n
+        digest = hashlib.shake_256(_DJN_DOMAIN + counter.to_bytes(4, "big") + n.to_bytes(width, "big"))
+        x = int.from_bytes(digest.digest(width + 16), "big") % n
+        if x > 1 and gmpy2.gcd(x, n) == 1:
+            return int((-x * x) % n)
+        counter += 1
+
+
+@functools.lru_cache(maxsize=64)
+def derive_djn_hs(n: int) -> int:
+    """The DJN base for modulus ``n``: h_s = h^n mod n² with h = -H(n)² mod n, computable by anyone.
+
+    A key whose ``djn_hs`` is anything else is refused: a base someone chose
+    (say, of order 2) would make every DJN ciphertext predictable.
+    """
+    n = int(n)
+    return int(gmpy2.powmod(_djn_h(n), n, n * n))
+
+
+def make_djn_hs(p: int, q: int) -> int:
+    """Key-holder side: :func:`derive_djn_hs` by CRT (the same value, about four times faster)."""
+    n = p * q
+    h = _djn_h(n)
     p2, q2 = p * p, q * q
     hp, hq = gmpy2.powmod(h, n, p2), gmpy2.powmod(h, n, q2)
     # CRT: hs ≡ hp (mod p²), hs ≡ hq (mod q²).

@@ -19,6 +19,7 @@ from functools import cached_property
 import gmpy2
 import numpy as np
 
+from pprl.crypto.paillier.keys import make_djn_hs
 from pprl.crypto.paillier.vector import MIN_KEY_BITS, PaillierPrivateKey, PaillierPublicKey
 from pprl.errors import DataValidationError, KeyFormatError, KeyMismatchError
 
@@ -252,7 +253,8 @@ def deal(
         # but check): otherwise gcd(n, m) != 1 and d does not exist.
         if p != q and n.bit_length() == bits and math.gcd(n, (p - 1) * (q - 1)) == 1:
             break
-    public = PaillierPublicKey(n)
+    # the DJN base is derived from n, so a threshold key encrypts as fast as an ordinary one
+    public = PaillierPublicKey(n, djn_hs=make_djn_hs(p, q))
     PaillierPrivateKey(public, p, q)  # the same validity checks as an ordinary key
     m = ((p - 1) // 2) * ((q - 1) // 2)
     nm = n * m
