@@ -40,8 +40,10 @@ def secret_group() -> None:
 @click.option("--me", required=True, type=click.Path(dir_okay=False), help="Your identity key (NAME.key).")
 @click.option("--peers", multiple=True, type=click.Path(dir_okay=False),
               help="Another platform's card; repeat once per platform.")
+@click.option("--ceremony", help="The ceremony id all platforms agreed (32 hex digits); default: derived alike by "
+                                "every platform from the participants' cards and today's UTC date.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Share file to write.")
-def share_cmd(me: str, peers: tuple[str, ...], out: str) -> None:
+def share_cmd(me: str, peers: tuple[str, ...], ceremony: str | None, out: str) -> None:
     """Draw your random share of the linkage secret and wrap it for every platform.
 
     \b
@@ -53,7 +55,7 @@ def share_cmd(me: str, peers: tuple[str, ...], out: str) -> None:
     from pprl.protocol.files import load_cards, load_key, share_secret
 
     key = load_key(me)
-    path = share_secret(key, load_cards(peers), out)
+    path = share_secret(key, load_cards(peers), out, ceremony)
     say(f"wrote {path}: a share for {1 + len(peers)} platforms; pass it to each of them")
 
 

@@ -113,6 +113,8 @@ class Share(SignedDocument):
     PUBLIC: ClassVar[tuple[str, ...]] = ("participants", "commitment")
 
     participants: list[dict[str, Any]]
+    ceremony: str
+    ephemeral_pub: bytes
     commitment: str
     payload: SharePayload
 

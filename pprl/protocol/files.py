@@ -256,9 +256,10 @@ def pinned_cards(paths: Iterable[PathLike], option: str, what: str) -> list[Card
 # -- the linkage secret -----------------------------------------------------------------------------
 
 
-def share_secret(me: PartyKey, peers: Sequence[Card], out: PathLike) -> Path:
-    """Draw this platform's share and write it wrapped for itself and every peer."""
-    return save(out, make_share(me, peers))
+def share_secret(me: PartyKey, peers: Sequence[Card], out: PathLike, ceremony: str | None = None) -> Path:
+    """Draw this platform's share and write it wrapped for itself and every peer (``ceremony``: see
+    :func:`pprl.protocol.secret.default_ceremony`)."""
+    return save(out, make_share(me, peers, ceremony))
 
 
 def combine_secrets(me: PartyKey, share_paths: Iterable[PathLike], out: PathLike) -> LinkageSecret:
