@@ -487,3 +487,29 @@ def test_a_decryptor_recomputes_the_release_and_keeps_its_own_floor(world, tmp_p
     refused(_decrypt_checked(world, tmp_path, tmp_path / "release.json", tmp_path / "x.csv", "--linkage",
                              tmp_path / "linkage.json", *linked["subs"], ok=False), tmp_path / "x.csv",
             "holds no platform card")
+
+
+def test_a_noisy_release_cannot_hide_a_platforms_ciphertext_in_its_noise(world, tmp_path, monkeypatch):
+    """Noise is a fresh encryption the decryptor cannot recompute. A bureau could fold Enc(-v_B), made from
+    platform_2's ciphertext, into an entity's 'noise' and so have the authority decrypt v_A alone. The
+    bureau must prove it knows what it added; an addition made from a platform's ciphertext fails."""
+    monkeypatch.delenv("PPRL_TRUST", raising=False)
+    key = world["key"]
+    release = _noised_release(world, tmp_path, "noisy")
+    doc = read_document(release, "release")
+    assert doc["payload"]["added_proof"]["scheme"] == "pprl-known-plaintexts"
+    _decrypt(world, release, tmp_path / "honest.log", tmp_path / "honest.csv")  # the honest one passes
+    public = PaillierPublicKey.from_dict(doc["header"]["paillier_key"])
+    width, n2 = public.ciphertext_bytes, public.nsquare
+    sums = bytearray(b64d(doc["payload"]["sums"]["packed"]))
+    record = int.from_bytes(b64d(read_document(tmp_path / "platform_2.clip.json",
+                                               "submission")["payload"]["scores_packed"])[:width], "big")
+    first = int.from_bytes(sums[:width], "big")
+    sums[:width] = (first * pow(record, -1, n2) % n2).to_bytes(width, "big")  # ... minus a platform's record
+    doc["payload"]["sums"]["packed"] = b64e(bytes(sums))
+    bureau = load_key(key["bureau"])
+    forged = write_document(tmp_path / "forged.release.json", sign_document(doc, bureau.identity, bureau.card))
+    out = tmp_path / "forged.csv"
+    refused(_decrypt(world, forged, tmp_path / "forged.log", out, ok=False), out, "forged.release.json",
+            "does not verify")
+    assert not (tmp_path / "forged.log").exists()

@@ -306,6 +306,7 @@ class ReleasePayload(Part):
     entity_ids: list[str]
     contributors: list[int]
     sums: dict[str, bytes] = field(repr=False)
+    added_proof: dict[str, Any] | None = field(default=None, metadata=OPTIONAL, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)

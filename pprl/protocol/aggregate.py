@@ -11,6 +11,7 @@ encryption as one extra packed summand): docs/release-policy.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,8 @@ import numpy as np
 from pprl.crypto.exchange import hkdf_sha256
 from pprl.crypto.noise import KeyedStream, discrete_gaussian, discrete_laplace, gaussian_sigma
 from pprl.crypto.paillier.packing import PackingSpec, pack_rows
-from pprl.crypto.paillier.packing_records import blinding_vector, record_addresses, sum_records
+from pprl.crypto.paillier.packing_records import blinding_plaintexts, record_addresses, sum_records
+from pprl.crypto.paillier.proofs import encrypt_known, prove_known
 from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey, encode_fixed
 from pprl.documents import Card, Linkage, LogHead, Release, ReleaseHeader, ReleasePayload, Submission, seal, verify
 from pprl.errors import DocumentError, OptionError, PolicyError
@@ -132,10 +134,16 @@ def aggregate_release(
             + (" (plus the noise row)" if extra else "") + ", beyond the packing's headroom"
         )
     summed = linked.sums(released_ids, progress=options.progress)
+    added_proof = None
     if released_ids and (policy is not None or spec.records_per_ciphertext > 1):
         noise_rows = (_noise_rows(spec, policy, columns, released_ids, linkage.hash, _noise_key(me))
                       if policy is not None else None)
-        summed = summed + blinding_vector(key, spec, len(released_ids), noise_rows, progress=options.progress)
+        # what the bureau adds (noise, masks) is made with known randomness and proved known, so a decryptor
+        # that recomputes the sums can check the additions depend on nothing but the bureau's own choices
+        plain = blinding_plaintexts(spec, len(released_ids), noise_rows)
+        added, exps = encrypt_known(key, plain)
+        added_proof = prove_known(key, added, plain, exps, addition_context(linkage.hash, released_ids))
+        summed = summed + EncryptedVector._trusted(key, added)
     header = ReleaseHeader(
         linkage_hash=linkage.hash,
         paillier_fingerprint=key.fingerprint,
@@ -151,7 +159,8 @@ def aggregate_release(
         platforms=[s.platform for s in ordered],
         audit_head=_anchor(audit_head, cards),
     )
-    payload = ReleasePayload(entity_ids=released_ids, contributors=contributors, sums={"packed": summed.to_bytes()})
+    payload = ReleasePayload(entity_ids=released_ids, contributors=contributors, sums={"packed": summed.to_bytes()},
+                             added_proof=added_proof)
     release = seal(Release(header=header, payload=payload), me.identity, me.card)
     return Aggregated(release=release, released=len(released_ids), suppressed=suppressed)
 
@@ -294,6 +303,11 @@ def linked_groups(
             raise DocumentError(f"{source}: entity {entity.entity_id} names a token no submission has") from None
         entities[entity.entity_id] = (group, len({m[0] for m in members}))
     return LinkedGroups(ordered, spec, key, list(columns), entities)
+
+
+def addition_context(linkage_hash: str, entity_ids: Sequence[str]) -> bytes:
+    """What the proof of the bureau's additions is bound to: the linkage and the released entities, in order."""
+    return bytes.fromhex(linkage_hash) + hashlib.sha256("\n".join(entity_ids).encode()).digest()
 
 
 def _anchor(head: LogHead | None, cards: Sequence[Card]) -> dict[str, Any] | None:

@@ -17,9 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import gmpy2
 import numpy as np
 
 from pprl.crypto.paillier.packing import PackingSpec, decrypt_packed, unpack
+from pprl.crypto.paillier.proofs import verify_known
 from pprl.crypto.paillier.vector import (
     EncryptedVector,
     PaillierPrivateKey,
@@ -41,7 +43,7 @@ from pprl.documents import (
     verify,
 )
 from pprl.errors import DocumentError, KeyFormatError, KeyMismatchError, OptionError, PolicyError, PPRLError
-from pprl.protocol.aggregate import linked_groups
+from pprl.protocol.aggregate import addition_context, linked_groups
 from pprl.protocol.audit import check_chain, check_extends, next_entry
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.psi import check_psi_release, check_session
@@ -163,9 +165,9 @@ def check_release_sums(release: Release, evidence: ReleaseEvidence, bureaus: Seq
 
     Refused (one line, nothing decrypted): a release of another linkage, an entity the linkage does not
     have or gives twice, a contributor count that is not the entity's, an entity below the decryptor's
-    own floor, and (for releases without noise, one record per ciphertext) a sum that is not exactly the
-    homomorphic sum of the entity's records. Noise and several-records masks are fresh encryptions the
-    decryptor cannot recompute: for those releases only the groups are checked.
+    own floor, and a sum that is not exactly the homomorphic sum of the entity's records, or (when the
+    bureau added noise or masks) that sum plus additions the bureau proves it knows the plaintexts of
+    (:mod:`pprl.crypto.paillier.proofs`): never something made from a platform's ciphertext.
     """
     source = release.source
     linked = linked_groups(evidence.linkage, evidence.submissions, evidence.platforms, bureaus)
@@ -185,12 +187,25 @@ def check_release_sums(release: Release, evidence: ReleaseEvidence, bureaus: Seq
             raise PolicyError(f"{source}: entity {entity} has records from {platforms} platforms, below your "
                               f"floor of {evidence.min_contributors}; nothing is decrypted")
     spec = linked.spec
-    if release.header.noise is not None or spec.records_per_ciphertext > 1 or not ids:
+    if not ids:
         return 0
     recomputed = linked.sums(ids).to_bytes()
-    if recomputed != release.payload.sums.get("packed"):
-        width = linked.key.ciphertext_bytes
-        given = release.payload.sums.get("packed") or b""
+    key, width = linked.key, linked.key.ciphertext_bytes
+    given = release.payload.sums.get("packed") or b""
+    if len(given) != len(ids) * width:
+        raise DocumentError(f"{source}: holds {len(given) // width} sums for {len(ids)} entities")
+    if release.header.noise is not None or spec.records_per_ciphertext > 1:
+        # the bureau added ciphertexts of its own (noise, masks): it must prove it knows what they encrypt
+        n2 = key.nsquare
+        added = [
+            int(gmpy2.mpz(int.from_bytes(given[i * width : (i + 1) * width], "big"))
+                * gmpy2.invert(int.from_bytes(recomputed[i * width : (i + 1) * width], "big"), n2) % n2)
+            for i in range(len(ids))
+        ]
+        verify_known(key, added, release.payload.added_proof, addition_context(evidence.linkage.hash, ids),
+                     source=source)
+        return len(ids)
+    if recomputed != given:
         for i, entity in enumerate(ids):
             if given[i * width : (i + 1) * width] != recomputed[i * width : (i + 1) * width]:
                 raise DocumentError(f"{source}: the sum for entity {entity} is not the sum of its records")
