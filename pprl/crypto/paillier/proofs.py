@@ -45,8 +45,9 @@ def encrypt_known(public: PaillierPublicKey, plaintexts: Sequence[int]) -> tuple
     if public.djn_hs is None:
         raise DataValidationError("proofs of known plaintexts need a key with its DJN base")
     n, n2 = public.n, public.nsquare
-    params = djn_params(public, len(plaintexts))
-    assert params is not None  # a key with a DJN base always has parameters
+    params = djn_params(public, len(plaintexts), method="djn")
+    if params is None:  # pragma: no cover - method="djn" always resolves to parameters
+        raise DataValidationError("no DJN parameters for this key")
     exps = [secrets.randbits(params.exponent_bits) for _ in plaintexts]
     if params.use_table:  # the fixed-base table the encryption engine uses (about 10x faster than powmod)
         obf = get_table(params).pow_many(exps)
