@@ -513,3 +513,31 @@ def test_a_noisy_release_cannot_hide_a_platforms_ciphertext_in_its_noise(world, 
     refused(_decrypt(world, forged, tmp_path / "forged.log", out, ok=False), out, "forged.release.json",
             "does not verify")
     assert not (tmp_path / "forged.log").exists()
+
+
+def test_a_submission_from_another_run_is_not_linked(world, tmp_path, monkeypatch):
+    monkeypatch.delenv("PPRL_TRUST", raising=False)
+    w, key, card = world["dir"], world["key"], world["card"]
+
+    def submit(name: str, run_id: str | None) -> Path:
+        out = tmp_path / f"{name}.{run_id}.json"
+        run("submit", "--me", key[name], "--schema", SCHEMA, "--secret", w / f"{name}.secret",
+            "--data", w / "data" / f"{name}.csv", "--id-column", "user_id",
+            *(["--run", run_id] if run_id else []), "--out", out)
+        return out
+
+    cards = [a for n in PLATFORMS for a in ("--cards", card[n])]
+    november = submit("platform_1", "2026-11")
+    p1, p2 = submit("platform_1", "2026-12"), submit("platform_2", "2026-12")
+    link = ["link", "--me", key["bureau"], *cards, "--threshold", 0.8, "--run", "2026-12"]
+    run(*link, "--submissions", p1, "--submissions", p2, "--out", tmp_path / "linkage.json")
+    assert read_document(tmp_path / "linkage.json", "linkage")["header"]["run"] == "2026-12"
+    out = tmp_path / "replayed.json"
+    refused(run(*link, "--submissions", november, "--submissions", p2, "--out", out, ok=False), out,
+            "platform_1.2026-11.json", "run '2026-11', not run '2026-12'")
+    refused(run(*link, "--submissions", submit("platform_1", None), "--submissions", p2, "--out", out, ok=False),
+            out, "made for no run")
+    bad = run("submit", "--me", key["platform_1"], "--schema", SCHEMA, "--secret", w / "platform_1.secret",
+              "--data", w / "data" / "platform_1.csv", "--id-column", "user_id", "--run", "no spaces",
+              "--out", tmp_path / "bad.json", ok=False)
+    refused(bad, tmp_path / "bad.json", "--run")

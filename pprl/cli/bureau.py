@@ -71,8 +71,10 @@ def link_report(result) -> list[str]:
 @click.option("--blocking", type=click.Choice(["auto", "lsh", "none"]), default="auto", show_default=True,
               help="Keyed LSH blocking on the encodings' bits: 'auto' uses it when it is estimated to be "
                    "faster at pair completeness 0.99, 'lsh' always, 'none' compares every pair.")
+@click.option("--run", help="The run id you announced to the platforms (`pprl submit --run`): a submission made "
+                           "for another run, or without one, is refused, so an old one cannot be replayed.")
 @click.option("--out", required=True, type=FILE, help="Linkage file to write.")
-def link_cmd(me, cards, submissions, threshold, blocking, out) -> None:
+def link_cmd(me, cards, submissions, threshold, blocking, run, out) -> None:
     """Verify submissions, compare encodings (Dice) and group records into entities.
 
     Each entity holds at most one record per platform and at least two
@@ -89,7 +91,8 @@ def link_cmd(me, cards, submissions, threshold, blocking, out) -> None:
     from pprl.protocol.files import link, load_cards, load_key
 
     result = link(
-        load_key(me), load_cards(cards), submissions, threshold, out, blocking=blocking, progress=progress_wanted()
+        load_key(me), load_cards(cards), submissions, threshold, out, blocking=blocking, progress=progress_wanted(),
+        run=run,
     )
     for line in link_report(result):
         say(line)

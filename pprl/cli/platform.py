@@ -61,9 +61,10 @@ def parse_clip(specs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
                    "without anyone seeing the ID.")
 @click.option("--pseudonym-kind", type=click.Choice(["resident_id", "mobile"]), default="resident_id",
               show_default=True, help="The identifier kind in --pseudonym-column.")
+@click.option("--run", help="The run id the bureau announced for this linkage (goes into the signed header).")
 @click.option("--out", required=True, type=FILE, help="Submission file to write.")
 def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores, clip, plain_encryption,
-               records_per_ciphertext, pseudonym_column, pseudonym_kind, out) -> None:
+               records_per_ciphertext, pseudonym_column, pseudonym_kind, run, out) -> None:
     """Encode identifiers into CLKs, encrypt scores, and sign one submission for the bureau.
 
     Also writes OUT.map.csv (token,<id-column>; mode 0600): your private way
@@ -96,6 +97,7 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
         records_per_ciphertext=records_per_ciphertext,
         pseudonym_column=pseudonym_column,
         pseudonym_kind=pseudonym_kind,
+        run=run,
     )
     say(f"wrote {result.path} ({result.records} records, scores: {', '.join(result.score_columns) or 'none'})")
     say(f"wrote {result.map_path} (private, mode 0600: keep it)")

@@ -200,6 +200,7 @@ class SubmissionHeader(Part):
     packing: dict[str, Any] | None = None
     clip: dict[str, list[str]] = field(default_factory=dict)
     pseudonym_kind: str | None = field(default=None, metadata=OPTIONAL)
+    run: str | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -262,6 +263,7 @@ class LinkageHeader(Part):
     blocking: dict[str, Any]
     candidate_pairs: int
     entities: int
+    run: str | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, kw_only=True)

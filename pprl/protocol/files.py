@@ -351,6 +351,7 @@ def submit(
     records_per_ciphertext: int = 1,
     pseudonym_column: str | None = None,
     pseudonym_kind: str = "resident_id",
+    run: str | None = None,
 ) -> SubmitResult:
     """Encode, encrypt and sign this platform's records; write the submission and its token map (0600).
 
@@ -360,7 +361,7 @@ def submit(
     options = SubmitOptions(
         id_column=id_column, scores=tuple(scores), clip=dict(clip or {}), encryption=encryption or "djn",
         records_per_ciphertext=records_per_ciphertext, pseudonym_column=pseudonym_column,
-        pseudonym_kind=pseudonym_kind, progress=progress,
+        pseudonym_kind=pseudonym_kind, progress=progress, run=run,
     )
     schema = schema if isinstance(schema, Schema) else load_schema(schema)
     secret = secret if isinstance(secret, LinkageSecret) else load_secret(secret)
@@ -419,14 +420,16 @@ def link(
     progress: bool = False,
     sample_size: int | None = None,
     workers: int | None = None,
+    run: str | None = None,
 ) -> LinkResult:
     """Verify submissions, link them (:func:`pprl.protocol.link.link_submissions`), write the signed linkage.
 
-    ``threshold`` is a Dice similarity in (0, 1] or ``"auto"``.
+    ``threshold`` is a Dice similarity in (0, 1] or ``"auto"``; ``run``: every submission must have been made
+    for this run (:class:`pprl.protocol.link.LinkOptions`).
     """
-    extra = {} if sample_size is None else {"sample_size": sample_size}
     options = LinkOptions(threshold=LinkOptions.parse_threshold(threshold), blocking=blocking, workers=workers,
-                          progress=progress, **extra)
+                          progress=progress, run=run,
+                          **({} if sample_size is None else {"sample_size": sample_size}))
     linked = link_submissions(me, cards, [load(p, Submission) for p in submissions], options)
     path = save(out, linked.linkage)
     return LinkResult(path=path, **vars(linked.report))

@@ -155,6 +155,16 @@ def open_linkage(doc: Linkage, trusted: Sequence[Card]) -> Linkage:
     return doc
 
 
+_RUN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+
+
+def check_run(run: str) -> str:
+    """A run id: 1-64 letters, digits and . _ : - (OptionError otherwise)."""
+    if not isinstance(run, str) or not 1 <= len(run) <= 64 or not set(run) <= _RUN_CHARS:
+        raise OptionError("{run} is 1 to 64 letters, digits and . _ : -", "run")
+    return run
+
+
 @dataclass(frozen=True)
 class LinkOptions:
     """How the bureau links; checked once, here.
@@ -165,6 +175,8 @@ class LinkOptions:
         sample_size: records sampled for the automatic threshold and the blocking design.
         workers: processes for the comparisons (None: all cores).
         progress: show progress bars.
+        run: the run every submission must have been made for (a submission replayed from another run,
+            or made without one, is refused).
     """
 
     threshold: float | None = None
@@ -172,8 +184,11 @@ class LinkOptions:
     sample_size: int = SAMPLE_SIZE
     workers: int | None = None
     progress: bool = False
+    run: str | None = None
 
     def __post_init__(self) -> None:
+        if self.run is not None:
+            check_run(self.run)
         t = self.threshold
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < float(t) <= 1.0):
             raise OptionError(f"{{threshold}} {t} must be 'auto' or a number in (0, 1]", "threshold")
@@ -328,6 +343,12 @@ def link_submissions(
         PolicyError: fewer than two platforms.
     """
     subs = [open_submission(doc, cards) for doc in submissions]
+    if options.run is not None:
+        for s in subs:
+            if s.doc.header.run != options.run:
+                made = f"run '{s.doc.header.run}'" if s.doc.header.run else "no run"
+                raise PolicyError(f"{s.source}: made for {made}, not run '{options.run}' (replayed from another "
+                                  "linkage?); nothing is linked")
     check_consistent(subs)
     if len(subs) < 2:
         raise PolicyError("linkage needs submissions from at least two platforms")
@@ -412,6 +433,7 @@ def link_submissions(
         blocking=blocking_header,
         candidate_pairs=len(candidates),
         entities=len(entities),
+        run=options.run,
     )
     payload = LinkagePayload(
         entities=entities,

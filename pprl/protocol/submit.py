@@ -28,6 +28,7 @@ from pprl.encoding.normalise import IDENTIFIER_KINDS, normaliser_for
 from pprl.encoding.schema import Schema
 from pprl.errors import DataValidationError, KeyMismatchError, OptionError
 from pprl.protocol.identity import PartyKey
+from pprl.protocol.link import check_run
 from pprl.protocol.secret import LinkageSecret
 from pprl.protocol.tables import own_records
 
@@ -68,6 +69,7 @@ class SubmitOptions:
             submission then carries each record's pseudonym (the OPRF of the normalised
             identifier under the platforms' key), how a consenting applicant is found later.
         pseudonym_kind: "resident_id" or "mobile".
+        run: the linkage run the bureau announced (``pprl link --run`` refuses another run's submission).
         progress: show progress bars.
     """
 
@@ -79,9 +81,12 @@ class SubmitOptions:
     pseudonym_column: str | None = None
     pseudonym_kind: str = "resident_id"
     progress: bool = False
+    run: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scores", tuple(self.scores))
+        if self.run is not None:
+            check_run(self.run)
         if self.pseudonym_kind not in IDENTIFIER_KINDS:
             raise OptionError(
                 f"{{pseudonym_kind}} must be one of {', '.join(IDENTIFIER_KINDS)}, not '{self.pseudonym_kind}'",
@@ -290,6 +295,7 @@ def prepare_submission(
             c: [str(v) for v in decode_fixed(list(clip_fixed[c]), SCORE_DECIMALS)] for c in scores if c in clip_fixed
         },
         pseudonym_kind=options.pseudonym_kind if pseudonyms is not None else None,
+        run=options.run,
     )
     payload = SubmissionPayload(tokens=tokens, clks=np.ascontiguousarray(clks).tobytes(), scores_packed=packed,
                                 pseudonyms=pseudonyms)
