@@ -390,7 +390,7 @@ def test_three_platforms_exact_sums_and_release_format(world):
                 "platforms"]
     assert list(doc["header"]) == clk_like
     assert doc["header"]["platforms"] == sorted(people)  # the session's platform set, named in the release
-    assert list(doc["payload"]) == ["entity_ids", "contributors", "sums"]
+    assert list(doc["payload"]) == ["entity_ids", "contributors", "sums", "join_index"]  # join order: for the decryptor
     assert list(doc["payload"]["sums"]) == ["packed"]  # every column in one ciphertext per person
     assert doc["header"]["linkage_hash"] == rel.transcript_hash
     audit = [json.loads(line) for line in (root / "authority" / "audit.log").read_text().splitlines()]

@@ -160,3 +160,67 @@ def test_state_is_private_and_not_overwritten(world):
                  "--out", w / "again.json", "--state", w / "platform_1.state", ok=False)
     _refused(result, "platform_1.state")
     assert not (w / "again.json").exists()
+
+
+def test_a_noised_intersection_sum_is_checked_and_repeats_its_noise(world, tmp_path):
+    """PSI releases get the noise option: clip ranges declared when blinding, noise proved known by the
+    bureau, the decryptor recomputing every sum through the join order; the same lists, the same noise."""
+    w, key, card, _, _ = world
+    run("psi", "init", "--me", key["bureau"], *[a for p in PLATFORMS for a in ("--cards", card[p])],
+        "--identifier", "resident_id", "--out", tmp_path / "session.json")
+    current = {}
+    for name in PLATFORMS:
+        run("psi", "blind", "--me", key[name], "--session", tmp_path / "session.json", "--bureau", card["bureau"],
+            *[a for p in PLATFORMS if p != name for a in ("--peers", card[p])],
+            "--data", w / "data" / f"{name}.csv", "--id-column", "user_id", "--scores", "repay_score",
+            "--clip", "repay_score=0:1000", "--paillier", w / "authority" / "paillier.pub.json",
+            "--authority", card["authority"], "--out", tmp_path / f"{name}.r0.json",
+            "--state", tmp_path / f"{name}.state")
+        current[name] = tmp_path / f"{name}.r0.json"
+    route = _csv_text(run("psi", "route", "--session", tmp_path / "session.json", "--bureau", card["bureau"]).stdout)
+    for row in route:
+        out = tmp_path / f"{row['list_of']}.r{row['step']}.json"
+        run("psi", "reblind", "--me", key[row["platform"]], "--state", tmp_path / f"{row['platform']}.state",
+            "--input", current[row["list_of"]], "--out", out)
+        current[row["list_of"]] = out
+    inputs = [a for p in PLATFORMS for a in ("--inputs", current[p])]
+    evidence = ["--session", tmp_path / "session.json", *[a for p in PLATFORMS for a in ("--rounds", current[p])],
+                *[a for p in PLATFORMS for a in ("--cards", card[p])], "--cards", card["bureau"]]
+    outs = []
+    for label in ("exact", "noisy", "again"):
+        noise = [] if label == "exact" else ["--noise", "laplace", "--epsilon", 1.0]
+        run("psi", "aggregate", "--me", key["bureau"], "--session", tmp_path / "session.json", *inputs,
+            *noise, "--out", tmp_path / f"{label}.json")
+        run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
+            "--release", tmp_path / f"{label}.json", *evidence, "--audit-log", tmp_path / "audit.log",
+            "--out", tmp_path / f"{label}.csv")
+        outs.append({r["entity_id"]: r for r in _csv(tmp_path / f"{label}.csv")})
+    exact, noisy, again = outs
+    assert exact and exact.keys() == noisy.keys()
+    assert noisy == again  # the same lists draw the same noise
+    assert any(noisy[e]["repay_score_sum"] != exact[e]["repay_score_sum"] for e in exact)  # noised
+    header = json.loads(run("inspect", tmp_path / "noisy.json").stdout)["header"]
+    assert header["noise"]["sensitivity_fixed"] == {"repay_score": 100000}  # (1000 - 0) at 2 decimals
+    assert header["clip"] == {"repay_score": ["0.00", "1000.00"]}
+    # a bureau that tampers with a noised sum, or points it at another person, is refused
+    from pprl.documents import b64d, b64e, read_document, sign_document, write_document
+    from pprl.protocol.files import load_key
+
+    bureau = load_key(key["bureau"])
+    doc = read_document(tmp_path / "noisy.json", "release")
+    swapped = json.loads(json.dumps(doc))
+    index, counts = swapped["payload"]["join_index"], swapped["payload"]["contributors"]
+    i, j = next((i, j) for i in range(len(counts)) for j in range(i + 1, len(counts)) if counts[i] == counts[j])
+    index[i], index[j] = index[j], index[i]  # two persons held by as many platforms: only the proof can tell
+    write_document(tmp_path / "swapped.json", sign_document(swapped, bureau.identity, bureau.card))
+    sums = bytearray(b64d(doc["payload"]["sums"]["packed"]))
+    width = len(sums) // len(doc["payload"]["entity_ids"])
+    sums[:width] = sums[width : 2 * width]
+    doc["payload"]["sums"]["packed"] = b64e(bytes(sums))
+    write_document(tmp_path / "tampered.json", sign_document(doc, bureau.identity, bureau.card))
+    for name in ("swapped", "tampered"):
+        result = run("decrypt", "--me", key["authority"], "--paillier-key", w / "authority" / "paillier.key",
+                     "--release", tmp_path / f"{name}.json", *evidence, "--audit-log", tmp_path / "audit.log",
+                     "--out", tmp_path / f"{name}.csv", ok=False)
+        assert result.exit_code == 1 and "does not verify" in result.stderr
+        assert not (tmp_path / f"{name}.csv").exists()

@@ -226,10 +226,10 @@ def test_repeating_a_release_repeats_its_noise(world, tmp_path):
 
 def test_sensitivity_is_the_width_of_the_clip_range():
     from pprl.crypto.paillier.packing import PackingSpec
-    from pprl.protocol.aggregate import AggregateOptions, _noise_policy  # the one place sensitivity is computed
+    from pprl.protocol.aggregate import AggregateOptions, noise_policy  # the one place sensitivity is computed
 
     spec = PackingSpec.plan(10**11, 1, 64, decimals=2, count_slot=True)
-    policy = _noise_policy(AggregateOptions(noise="laplace", epsilon=1.0), {"a": ["-1000.00", "1000.00"]}, ["a"],
+    policy = noise_policy(AggregateOptions(noise="laplace", epsilon=1.0), {"a": ["-1000.00", "1000.00"]}, ["a"],
                            [], spec)
     assert policy["sensitivity_fixed"] == {"a": 200000}  # [-1000, 1000] at 2 decimals: 2000.00, not 1000.00
     assert policy["parameters"]["a"]["scale"] == "200000"

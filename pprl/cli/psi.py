@@ -87,12 +87,15 @@ def init_cmd(me, cards, identifier, reveal_intersection, out) -> None:
 @click.option("--out", required=True, type=FILE, help="Round file to write (goes to the bureau).")
 @click.option("--state", required=True, type=FILE,
               help="Private state to write (mode 0600, holds your session key): keep it for `reblind`.")
+@click.option("--clip", multiple=True, metavar="COL=LO:HI",
+              help="Clip score column COL to [LO, HI] before encryption and declare the range in the signed "
+                   "round (needed for release noise); repeat once per column.")
 @click.option("--plain-encryption", is_flag=True,
               help="Encrypt with classic phe-style r^n randomness instead of the key's DJN base "
                    "(about 10x slower; for a platform that will not rely on the key holder's DJN base).")
 @WORKERS
 def blind_cmd(me, session, bureau, peers, data, id_column, identifier, identifier_column, scores, paillier, authority,
-              out, state, plain_encryption, workers) -> None:
+              out, state, clip, plain_encryption, workers) -> None:
     """Round 1 (platform): normalise, hash and blind your identifiers, encrypt your scores, sign.
 
     Rows with a missing or invalid identifier are left out (counted, never
@@ -106,6 +109,7 @@ def blind_cmd(me, session, bureau, peers, data, id_column, identifier, identifie
           --scores repay_score,spend_score,travel_score --paillier authority/paillier.pub.json \\
           --authority keys/authority.card.json --out platform_1.r0.json --state platform_1.psi-state
     """
+    from pprl.cli.platform import parse_clip
     from pprl.protocol.files import blind_identifiers, load_key, load_session, pinned_cards
 
     key = load_key(me)
@@ -116,7 +120,7 @@ def blind_cmd(me, session, bureau, peers, data, id_column, identifier, identifie
         key, load_session(session, bureaus, [key.card, *platforms]), data, id_column, out, state,
         identifier=identifier, identifier_column=identifier_column, paillier=paillier, scores=split_columns(scores),
         authority=pins, workers=workers, progress=progress_wanted(),
-        encryption="plain" if plain_encryption else None,
+        encryption="plain" if plain_encryption else None, clip=parse_clip(clip),
     )
     say(f"wrote {result.path} ({result.records} blinded identifiers, {result.skipped} rows without a valid one left out; "
         f"scores: {', '.join(result.score_columns) or 'none'})")
@@ -187,7 +191,12 @@ def route_cmd(session, bureau) -> None:
 @click.option("--out", required=True, type=FILE, help="Release file to write (decrypt it with `pprl decrypt`).")
 @click.option("--reveal-dir", type=click.Path(file_okay=False),
               help="With a revealing session: where to write <platform>.reveal.json (default: next to --out).")
-def aggregate_cmd(me, session, inputs, min_contributors, out, reveal_dir) -> None:
+@click.option("--noise", type=click.Choice(["laplace", "gaussian"]),
+              help="Add differentially private integer noise to each released sum under encryption (needs every "
+                   "list blinded with the same --clip ranges); the same session's lists draw the same noise.")
+@click.option("--epsilon", type=float, help="With --noise: privacy parameter epsilon per score column.")
+@click.option("--delta", type=float, help="With --noise gaussian: privacy parameter delta.")
+def aggregate_cmd(me, session, inputs, min_contributors, out, reveal_dir, noise, epsilon, delta) -> None:
     """Match the fully blinded lists (bureau) and sum each score column per matched person, encrypted.
 
     The release has the same format as `pprl aggregate`'s, so the authority
@@ -201,7 +210,8 @@ def aggregate_cmd(me, session, inputs, min_contributors, out, reveal_dir) -> Non
     """
     from pprl.protocol.files import aggregate_intersection, load_key
 
-    result = aggregate_intersection(load_key(me), session, inputs, min_contributors, out, reveal_dir=reveal_dir)
+    result = aggregate_intersection(load_key(me), session, inputs, min_contributors, out, reveal_dir=reveal_dir,
+                                    noise=noise, epsilon=epsilon, delta=delta)
     say(f"wrote {result.path}: {result.intersection} persons on 2+ platforms, {result.released} released, "
         f"{result.suppressed} held back (< {min_contributors} platforms)")
     for path in result.reveal_paths:

@@ -309,6 +309,7 @@ class ReleasePayload(Part):
     contributors: list[int]
     sums: dict[str, bytes] = field(repr=False)
     added_proof: dict[str, Any] | None = field(default=None, metadata=OPTIONAL, repr=False)
+    join_index: list[int] | None = field(default=None, metadata=OPTIONAL, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -418,6 +419,7 @@ class PsiRoundHeader(Part):
     score_columns: list[str]
     score_decimals: int
     packing: dict[str, Any] | None
+    clip: dict[str, list[str]] | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,7 +32,19 @@ from pprl.errors import DocumentError, OptionError, PolicyError
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.link import VerifiedSubmission, check_consistent, open_linkage, open_submission, paillier_key_of
 
-__all__ = ["NOISE_MECHANISMS", "AggregateOptions", "Aggregated", "aggregate_release"]
+__all__ = [
+    "NOISE_MECHANISMS",
+    "AggregateOptions",
+    "Aggregated",
+    "LinkedGroups",
+    "addition_context",
+    "aggregate_release",
+    "linked_groups",
+    "noise_key",
+    "noise_policy",
+    "noise_rows",
+    "proved_additions",
+]
 
 NOISE_MECHANISMS = ("laplace", "gaussian")
 #: Refuse noise whose chance of exceeding the packing bound B is not below 2^-64 per value.
@@ -126,7 +138,7 @@ def aggregate_release(
     clip = _common_clip(ordered)
     policy = None
     if options.noise is not None:
-        policy = _noise_policy(options, clip, columns, ordered, spec)
+        policy = noise_policy(options, clip, columns, [s.doc.header.clip for s in ordered], spec)
     extra = 1 if policy is not None else 0
     if any(c + extra > spec.max_summands for c in contributors):
         raise PolicyError(
@@ -136,14 +148,10 @@ def aggregate_release(
     summed = linked.sums(released_ids, progress=options.progress)
     added_proof = None
     if released_ids and (policy is not None or spec.records_per_ciphertext > 1):
-        noise_rows = (_noise_rows(spec, policy, columns, released_ids, linkage.hash, _noise_key(me))
-                      if policy is not None else None)
-        # what the bureau adds (noise, masks) is made with known randomness and proved known, so a decryptor
-        # that recomputes the sums can check the additions depend on nothing but the bureau's own choices
-        plain = blinding_plaintexts(spec, len(released_ids), noise_rows)
-        added, exps = encrypt_known(key, plain)
-        added_proof = prove_known(key, added, plain, exps, addition_context(linkage.hash, released_ids))
-        summed = summed + EncryptedVector._trusted(key, added)
+        rows = (noise_rows(spec, policy, columns, released_ids, linkage.hash, noise_key(me))
+                if policy is not None else None)
+        added, added_proof = proved_additions(key, spec, rows, linkage.hash, released_ids)
+        summed = summed + added
     header = ReleaseHeader(
         linkage_hash=linkage.hash,
         paillier_fingerprint=key.fingerprint,
@@ -174,18 +182,22 @@ def _common_clip(ordered: Sequence[VerifiedSubmission]) -> dict[str, list[str]] 
     return dict(first) or None
 
 
-def _noise_policy(
+def noise_policy(
     options: AggregateOptions,
     clip: Mapping[str, list[str]] | None,
     columns: Sequence[str],
-    ordered: Sequence[VerifiedSubmission],
+    declared_clips: Sequence[Mapping[str, Any] | None],
     spec: PackingSpec,
 ) -> dict[str, Any]:
-    """The release header's noise parameters; PolicyError when they cannot be honoured."""
+    """The release header's noise parameters; PolicyError when they cannot be honoured.
+
+    ``clip``: the ranges every input declares alike (None if they differ); ``declared_clips``: each
+    input's own, for the message.
+    """
     noise, epsilon, delta = str(options.noise), options.epsilon, options.delta
     missing = [c for c in columns if clip is None or c not in clip]
     if missing:
-        declared = {json.dumps(s.doc.header.clip or {}, sort_keys=True) for s in ordered}
+        declared = {json.dumps(d or {}, sort_keys=True) for d in declared_clips}
         why = ("the submissions declare different clip ranges" if len(declared) > 1
                else f"no clip range declared for {', '.join(missing)}")
         raise OptionError(
@@ -305,6 +317,20 @@ def linked_groups(
     return LinkedGroups(ordered, spec, key, list(columns), entities)
 
 
+def proved_additions(
+    key: PaillierPublicKey, spec: PackingSpec, rows: list[int] | None, transcript: str, entity_ids: Sequence[str]
+) -> tuple[EncryptedVector, dict[str, Any]]:
+    """What the bureau adds to each released sum (noise ``rows``, several-records masks) and the proof it knows it.
+
+    Made with known randomness and proved known (:mod:`pprl.crypto.paillier.proofs`), so a decryptor that
+    recomputes the sums can check the additions depend on nothing but the bureau's own choices.
+    """
+    plain = blinding_plaintexts(spec, len(entity_ids), rows)
+    added, exps = encrypt_known(key, plain)
+    proof = prove_known(key, added, plain, exps, addition_context(transcript, entity_ids))
+    return EncryptedVector._trusted(key, added), proof
+
+
 def addition_context(linkage_hash: str, entity_ids: Sequence[str]) -> bytes:
     """What the proof of the bureau's additions is bound to: the linkage and the released entities, in order."""
     return bytes.fromhex(linkage_hash) + hashlib.sha256("\n".join(entity_ids).encode()).digest()
@@ -318,12 +344,12 @@ def _anchor(head: LogHead | None, cards: Sequence[Card]) -> dict[str, Any] | Non
     return {"keeper": head.header.keeper, "entries": head.header.entries, "head": head.header.head}
 
 
-def _noise_key(me: PartyKey) -> bytes:
+def noise_key(me: PartyKey) -> bytes:
     """The bureau's secret noise key, derived from its identity: the same every run, known to no one else."""
     return hkdf_sha256(me.identity.sign_seed, 32, salt=b"pprl-release-noise-v1", info=me.card.fingerprint.encode())
 
 
-def _noise_rows(
+def noise_rows(
     spec: PackingSpec, policy: Mapping[str, Any], columns: Sequence[str], entity_ids: Sequence[str],
     linkage_hash: str, key: bytes,
 ) -> list[int]:

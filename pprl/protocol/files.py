@@ -740,10 +740,14 @@ def blind_identifiers(
     workers: int | None = None,
     progress: bool = False,
     encryption: str | None = None,
+    clip: Mapping[str, tuple[Decimal, Decimal]] | None = None,
 ) -> BlindResult:
-    """Round 1 (platform): blind, shuffle and encrypt; write the signed round ``out`` and the private ``state`` (0600)."""
+    """Round 1 (platform): blind, shuffle and encrypt; write the signed round ``out`` and the private ``state`` (0600).
+
+    ``clip``: as for :func:`submit` (what release noise is calibrated to)."""
     options = BlindOptions(id_column=id_column, identifier_column=identifier_column, identifier=identifier,
-                           scores=tuple(scores), encryption=encryption or "djn", workers=workers, progress=progress)
+                           scores=tuple(scores), encryption=encryption or "djn", workers=workers, progress=progress,
+                           clip=dict(clip or {}))
     sess = session if isinstance(session, Session) else load_session(
         session, _pin(bureau, "the session's signer", "bureau"), [me.card, *platforms])
     state_path = Path(state)
@@ -815,12 +819,17 @@ def aggregate_intersection(
     out: PathLike,
     *,
     reveal_dir: PathLike | None = None,
+    noise: str | None = None,
+    epsilon: float | None = None,
+    delta: float | None = None,
 ) -> PsiReleaseResult:
     """Match and sum (bureau, :func:`pprl.protocol.psi.sum_rounds`); write the release and, for a revealing
     session, ``<platform>.reveal.json`` per platform into ``reveal_dir`` (default: the release's directory).
+    ``noise``/``epsilon``/``delta``: as for :func:`aggregate` (every list must declare the same clip ranges).
     """
     sess = session if isinstance(session, Session) else _own_session(session, me)
-    result = sum_rounds(me, sess, [load(p, PsiRound) for p in inputs], min_contributors)
+    options = AggregateOptions(min_contributors=min_contributors, noise=noise, epsilon=epsilon, delta=delta)
+    result = sum_rounds(me, sess, [load(p, PsiRound) for p in inputs], min_contributors, options)
     directory = Path(reveal_dir) if reveal_dir is not None else Path(out).parent
     written: list[Path] = []
     try:

@@ -41,6 +41,7 @@ __all__ = [
     "prepare_submission",
     "record_pseudonyms",
     "score_packing",
+    "clip_ranges",
 ]
 
 SCORE_DECIMALS = 2
@@ -153,7 +154,7 @@ def score_packing(columns: Sequence[str], key: PaillierPublicKey, records_per_ci
     )
 
 
-def _clip_ranges(
+def clip_ranges(
     clip: Mapping[str, tuple[Decimal, Decimal]] | None, columns: Sequence[str]
 ) -> dict[str, tuple[int, int]]:
     """Validate declared clip ranges; return them in fixed-point units.
@@ -260,7 +261,7 @@ def prepare_submission(
         raise DataValidationError("score columns were named but no Paillier public key was given")
     key = paillier if scores else None
     spec = score_packing(scores, key, options.records_per_ciphertext) if key is not None else None
-    clip_fixed = _clip_ranges(options.clip, scores)
+    clip_fixed = clip_ranges(options.clip, scores)
     fixed = _fixed_point_scores(frame, scores, source, clip_fixed)
     try:
         encoded = encode_with_report(frame, schema, secret.secret, progress=options.progress)

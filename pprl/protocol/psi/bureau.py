@@ -10,9 +10,11 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import gmpy2
 import numpy as np
 
 from pprl.crypto.paillier.packing import PackingSpec
+from pprl.crypto.paillier.proofs import verify_known
 from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
 from pprl.documents import (
     PsiReveal,
@@ -26,6 +28,14 @@ from pprl.documents import (
     seal,
 )
 from pprl.errors import DocumentError, KeyMismatchError, OptionError, PolicyError
+from pprl.protocol.aggregate import (
+    AggregateOptions,
+    addition_context,
+    noise_key,
+    noise_policy,
+    noise_rows,
+    proved_additions,
+)
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.psi.platform import VerifiedRound, check_round
 from pprl.protocol.psi.session import Session, ring_order
@@ -114,12 +124,15 @@ def check_psi_release(release: Release, session: Session, rounds: Sequence[PsiRo
     m = match_rounds(session, rounds)
     if release.header.linkage_hash != m.transcript_hash:
         raise DocumentError(f"{source}: does not follow this session's lists (another transcript)")
-    if release.header.noise is not None:
-        raise DocumentError(f"{source}: a PSI release carries no noise")
     header0 = m.rounds[0].header
     key = PaillierPublicKey.from_dict(header0.paillier_key or {})
     width = key.ciphertext_bytes
     vectors = [EncryptedVector.from_bytes(key, r.scores["packed"]) for r in m.rounds]
+    index = release.payload.join_index
+    if index is not None:
+        return _check_indexed(release, m, vectors, key, index, floor)
+    if release.header.noise is not None:
+        raise DocumentError(f"{source}: a noised PSI release must say which shared person each sum is")
     summed = EncryptedVector.concat(vectors).sum_groups(m.groups).to_bytes() if m.groups else b""
     available: dict[tuple[int, bytes], int] = {}
     for i, group in enumerate(m.groups):
@@ -138,6 +151,45 @@ def check_psi_release(release: Release, session: Session, rounds: Sequence[PsiRo
             raise DocumentError(f"{source}: the sum for entity {entity} is not the sum of one shared person's records")
         available[pair] -= 1
     return len(counts)
+
+
+def _check_indexed(
+    release: Release, m: _Matched, vectors: Sequence[EncryptedVector], key: PaillierPublicKey, index: Sequence[int],
+    floor: int,
+) -> int:
+    """The check when the release names each entity's person in the join order: recompute each sum, and
+    (with noise) verify the bureau's proof that it knows what it added."""
+    source = release.source
+    ids, counts = release.payload.entity_ids, release.payload.contributors
+    if len(index) != len(ids) or len(set(index)) != len(index) or any(
+        not isinstance(j, int) or not 0 <= j < len(m.groups) for j in index
+    ):
+        raise DocumentError(f"{source}: its join indices are not one distinct shared person per entity")
+    for entity, j, count in zip(ids, index, counts, strict=True):
+        if count != len(m.groups[j]):
+            raise DocumentError(f"{source}: entity {entity} is held by {len(m.groups[j])} platforms, not {count}")
+        if count < floor:
+            raise PolicyError(f"{source}: entity {entity} is held by {count} platforms, below your floor of {floor}; "
+                              "nothing is decrypted")
+    if not ids:
+        return 0
+    width = key.ciphertext_bytes
+    recomputed = EncryptedVector.concat(list(vectors)).sum_groups([m.groups[j] for j in index]).to_bytes()
+    given = release.payload.sums.get("packed") or b""
+    if len(given) != len(recomputed):
+        raise DocumentError(f"{source}: holds {len(given) // width} sums for {len(ids)} entities")
+    if release.header.noise is None:
+        if given != recomputed:
+            raise DocumentError(f"{source}: a sum is not the sum of its person's records")
+        return len(ids)
+    n2 = key.nsquare
+    added = [
+        int(gmpy2.mpz(int.from_bytes(given[i * width : (i + 1) * width], "big"))
+            * gmpy2.invert(int.from_bytes(recomputed[i * width : (i + 1) * width], "big"), n2) % n2)
+        for i in range(len(ids))
+    ]
+    verify_known(key, added, release.payload.added_proof, addition_context(m.transcript_hash, ids), source=source)
+    return len(ids)
 
 
 def entity_key(me: PartyKey, session_id: str) -> bytes:
@@ -185,7 +237,10 @@ class IntersectionRelease:
     transcript_hash: str
 
 
-def sum_rounds(me: PartyKey, session: Session, rounds: Sequence[PsiRound], min_contributors: int) -> IntersectionRelease:
+def sum_rounds(
+    me: PartyKey, session: Session, rounds: Sequence[PsiRound], min_contributors: int,
+    options: AggregateOptions | None = None,
+) -> IntersectionRelease:
     """Match the fully blinded lists (bureau), sum ciphertexts per person, sign the release.
 
     The release has exactly the CLK path's layout, with ``linkage_hash`` set
@@ -196,6 +251,7 @@ def sum_rounds(me: PartyKey, session: Session, rounds: Sequence[PsiRound], min_c
     """
     if isinstance(min_contributors, bool) or not isinstance(min_contributors, int) or min_contributors < 1:
         raise OptionError("{min_contributors} must be at least 1", "min_contributors")
+    options = options or AggregateOptions(min_contributors=min_contributors)
     m = _match(me, session, rounds)
     ordered = m.rounds
     header0 = ordered[0].header
@@ -207,12 +263,27 @@ def sum_rounds(me: PartyKey, session: Session, rounds: Sequence[PsiRound], min_c
     if len(ordered) > spec.max_summands:
         raise PolicyError(f"{len(ordered)} platforms exceed the packing's headroom of {spec.max_summands} summands")
     ekey = entity_key(me, session.session_id)
-    released = [(entity_id(ekey, e), g) for e, g in zip(m.group_elements, m.groups) if len(g) >= min_contributors]
-    released.sort()
+    released = sorted(
+        (entity_id(ekey, e), j, g) for j, (e, g) in enumerate(zip(m.group_elements, m.groups))
+        if len(g) >= min_contributors
+    )
     suppressed = len(m.groups) - len(released)
-    groups = [g for _, g in released]
+    groups = [g for _, _, g in released]
+    entity_ids = [e for e, _, _ in released]
     vectors = [EncryptedVector.from_bytes(key, r.scores["packed"]) for r in ordered]
-    sums = {"packed": EncryptedVector.concat(vectors).sum_groups(groups).to_bytes()}
+    summed = EncryptedVector.concat(vectors).sum_groups(groups)
+    policy, clip, added_proof = None, None, None
+    if options.noise is not None:
+        clips = [r.header.clip for r in ordered]
+        clip = dict(clips[0]) if all(c == clips[0] for c in clips) and clips[0] else None
+        policy = noise_policy(options, clip, columns, clips, spec)
+        if any(len(g) + 1 > spec.max_summands for g in groups):
+            raise PolicyError(f"a person has more than {spec.max_summands - 1} records (plus the noise row)")
+        if entity_ids:
+            noise = noise_rows(spec, policy, columns, entity_ids, m.transcript_hash, noise_key(me))
+            added, added_proof = proved_additions(key, spec, noise, m.transcript_hash, entity_ids)
+            summed = summed + added
+    sums = {"packed": summed.to_bytes()}
     header = ReleaseHeader(
         linkage_hash=m.transcript_hash,
         paillier_fingerprint=key.fingerprint,
@@ -221,13 +292,14 @@ def sum_rounds(me: PartyKey, session: Session, rounds: Sequence[PsiRound], min_c
         score_decimals=header0.score_decimals,
         packing=spec.to_dict(),
         min_contributors=min_contributors,
-        clip=None,
-        noise=None,
+        clip=clip,
+        noise=policy,
         entities=len(released),
         suppressed=suppressed,
         platforms=list(session.names),
     )
-    payload = ReleasePayload(entity_ids=[e for e, _ in released], contributors=[len(g) for g in groups], sums=sums)
+    payload = ReleasePayload(entity_ids=entity_ids, contributors=[len(g) for g in groups], sums=sums,
+                             added_proof=added_proof, join_index=[j for _, j, _ in released])
     release = seal(Release(header=header, payload=payload), me.identity, me.card)
     reveals: dict[str, PsiReveal] = {}
     if session.reveal_intersection:
@@ -235,7 +307,7 @@ def sum_rounds(me: PartyKey, session: Session, rounds: Sequence[PsiRound], min_c
         for p, r in enumerate(ordered):
             tokens = r.tokens or []
             rows = []
-            for entity, g in released:
+            for entity, _, g in released:
                 for i in g:
                     if offsets[p] <= i < offsets[p + 1]:
                         rows.append((tokens[i - offsets[p]], entity, len(g)))

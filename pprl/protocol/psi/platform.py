@@ -10,14 +10,16 @@ import dataclasses
 import io
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 
 from pprl.crypto import psi as psi_crypto
 from pprl.crypto.paillier.packing import PackingSpec, encrypt_packed
-from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey, encode_fixed
+from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey, decode_fixed, encode_fixed
 from pprl.documents import (
     PsiReveal,
     PsiRound,
@@ -41,7 +43,7 @@ from pprl.errors import (
 )
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.psi.session import Session, reopen_session, ring_order
-from pprl.protocol.submit import ENCRYPTIONS, SCORE_DECIMALS, score_packing
+from pprl.protocol.submit import ENCRYPTIONS, SCORE_DECIMALS, clip_ranges, score_packing
 from pprl.protocol.tables import own_records
 
 __all__ = [
@@ -164,6 +166,8 @@ class BlindOptions:
         encryption: "djn" or "plain" (as for submissions).
         workers: threads/processes (None: every CPU).
         progress: show progress bars.
+        clip: {score column: (lo, hi)}: clip before encryption and declare the ranges in the signed
+            round header, which is what release noise is calibrated to (as for submissions).
     """
 
     id_column: str
@@ -173,9 +177,14 @@ class BlindOptions:
     encryption: str = "djn"
     workers: int | None = None
     progress: bool = False
+    clip: Mapping[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scores", tuple(self.scores))
+        for column in self.clip:
+            if column not in self.scores:
+                raise OptionError(f"{{clip}} names '{column}', which is not one of the {{scores}} columns",
+                                  "clip", "scores")
         if len(set(self.scores)) != len(self.scores):
             raise DataValidationError("a score column is named twice")
         if self.encryption not in ENCRYPTIONS:
@@ -244,11 +253,15 @@ def blind(
             "merge or remove duplicates first"
         )
     fixed: dict[str, list[int]] = {}
+    clip = clip_ranges(options.clip, scores)
     for c in scores:
         try:
             fixed[c] = encode_fixed([frame[c].iloc[i] for i in kept], SCORE_DECIMALS)
         except DataValidationError as exc:
             raise DataValidationError(f"{source}: column '{c}': {exc}; scores must be numbers") from None
+        if c in clip:
+            lo, hi = clip[c]
+            fixed[c] = [min(max(v, lo), hi) for v in fixed[c]]
     spec = score_packing(scores, key) if key is not None and scores else None
 
     order = psi_crypto.random_permutation(len(kept))
@@ -283,6 +296,7 @@ def blind(
         score_columns=list(scores),
         score_decimals=SCORE_DECIMALS,
         packing=spec.to_dict() if spec is not None else None,
+        clip={c: [str(v) for v in decode_fixed(list(clip[c]), SCORE_DECIMALS)] for c in scores if c in clip} or None,
     )
     payload = PsiRoundPayload(elements=elements, scores=ciphertexts, tokens=tokens)
     signed = seal(PsiRound(header=header, payload=payload), me.identity, me.card)
