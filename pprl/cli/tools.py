@@ -50,6 +50,48 @@ def inspect_cmd(file, entities) -> None:
     click.echo(json.dumps(doc.public_header(), indent=2, ensure_ascii=False))
 
 
+@cli.command("attack")
+@click.option("--submissions", multiple=True, required=True, type=click.Path(dir_okay=False, exists=True),
+              help="A submission whose CLKs to attack (yours, before going live); repeat.")
+@click.option("--frequencies", type=click.Path(dir_okay=False, exists=True),
+              help="A public frequency table, CSV value,frequency (e.g. M,0.49 / F,0.51), to name the groups.")
+@click.option("--fail-on-leak", is_flag=True, help="Exit 1 when a field can be read from the CLKs (for CI).")
+def attack_cmd(submissions, frequencies, fail_on_leak) -> None:
+    """Run the bureau's pattern-mining attack on CLKs: what can be read without any key?
+
+    A low-cardinality field hashed on its own (gender) sets the same bits in
+    every record with that value; the attack finds such blocks of bits, and
+    groups of blocks that never co-occur (an attribute the bureau can read).
+    Check your schema with it before going live. Only the CLKs are read; the
+    signature is not checked (the tool vouches for nothing).
+
+    \b
+    Example:
+      pprl attack --submissions platform_1.sub.json --frequencies gender.csv --fail-on-leak
+    """
+    import numpy as np
+
+    from pprl.documents import Submission, load
+    from pprl.matching.attack import attack, frequencies_from_rows
+
+    blocks = []
+    for path in submissions:
+        doc = load(path, Submission)
+        width = doc.header.clk_bytes
+        blocks.append(np.frombuffer(doc.payload.clks, dtype=np.uint8).reshape(-1, width))
+    if len({b.shape[1] for b in blocks}) > 1:
+        raise click.UsageError("the submissions have CLKs of different lengths (another schema)")
+    table = None
+    if frequencies:
+        with open(frequencies, encoding="utf-8", newline="") as fh:
+            rows = [(r[0], r[1]) for r in csv.reader(fh) if len(r) >= 2 and r[0] != "value"]
+        table = frequencies_from_rows(rows, str(frequencies))
+    report = attack(np.concatenate(blocks), frequencies=table)
+    click.echo(report.render())
+    if fail_on_leak and report.leaks:
+        raise click.ClickException("a field can be read from these CLKs alone; harden the schema")
+
+
 @cli.command("synth")
 @click.option("--people", type=click.IntRange(1), default=1000, show_default=True, help="Population size.")
 @click.option("--platforms", type=click.IntRange(1), default=3, show_default=True, help="Number of platforms.")

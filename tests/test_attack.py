@@ -1,0 +1,72 @@
+"""`pprl attack`: the pattern-mining attack a bureau could run on CLKs, for deployers to check their schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_runner import run
+
+from pprl.documents import save
+from pprl.encoding.clk import encode_records
+from pprl.encoding.schema import load_schema
+from pprl.matching.attack import attack
+from pprl.protocol.identity import create_identity
+from pprl.protocol.secret import combine_shares, make_share
+from pprl.protocol.submit import SubmitOptions, prepare_submission
+from pprl.sim.synth import generate_population
+
+SCHEMA = Path(__file__).resolve().parents[1] / "examples" / "schema-cn.json"
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return generate_population(3000, 1, seed=3).platforms["platform_1"]
+
+
+def _without_gender(tmp_path: Path) -> Path:
+    d = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    for f in d["features"]:
+        if f["identifier"] == "gender":
+            f.clear()
+            f.update({"identifier": "gender", "ignored": True})
+    path = tmp_path / "no-gender.json"
+    path.write_text(json.dumps(d), encoding="utf-8")
+    return path
+
+
+def test_the_shipped_schema_gives_gender_away_and_the_attack_reads_it(frame):
+    clks = encode_records(frame, load_schema(SCHEMA), b"k" * 32)
+    report = attack(clks, frequencies={"F": 0.51, "M": 0.49})
+    assert report.leaks
+    (attribute,) = [a for a in report.attributes if len(a.blocks) == 2]
+    bits = np.unpackbits(clks, axis=1)
+    truth = frame["gender"].map({"男": "M", "女": "F"}).to_numpy()
+    for block, guess in zip(attribute.blocks, attribute.guesses, strict=True):
+        present = bits[:, list(block.bits)].min(axis=1).astype(bool)
+        labels = set(truth[present]) - {np.nan}
+        share = (truth[present] == max(labels, key=lambda v: (truth[present] == v).sum())).mean()
+        assert share >= 0.98  # each block is one gender, read off the CLKs with no key
+        assert guess in ("F", "M")
+
+
+def test_without_the_gender_block_nothing_is_read(frame, tmp_path):
+    clks = encode_records(frame, load_schema(_without_gender(tmp_path)), b"k" * 32)
+    assert not attack(clks).leaks
+
+
+def test_the_command_reports_and_can_fail_a_build(frame, tmp_path):
+    p1, p2 = create_identity("platform_1", "platform"), create_identity("platform_2", "platform")
+    secret = combine_shares(p1, [make_share(p1, [p2.card]), make_share(p2, [p1.card])])
+    sub = prepare_submission(p1, load_schema(SCHEMA), secret, frame, SubmitOptions(id_column="user_id")).submission
+    path = save(tmp_path / "p1.sub.json", sub)
+    (tmp_path / "gender.csv").write_text("value,frequency\nF,0.51\nM,0.49\n", encoding="utf-8")
+    ok = run("attack", "--submissions", path, "--frequencies", tmp_path / "gender.csv")
+    assert "ATTRIBUTE: 2 mutually exclusive blocks" in ok.stdout and "(F?)" in ok.stdout
+    failed = run("attack", "--submissions", path, "--fail-on-leak", ok=False)
+    assert failed.exit_code == 1 and "harden the schema" in failed.stderr
+    (tmp_path / "bad.csv").write_text("F,lots\n", encoding="utf-8")
+    bad = run("attack", "--submissions", path, "--frequencies", tmp_path / "bad.csv", ok=False)
+    assert bad.exit_code == 1 and "bad.csv: row 1" in bad.stderr
