@@ -21,7 +21,15 @@ from pprl.matching.solve import greedy_solve
 from pprl.sim.synth import generate_population
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-RAW_CN = json.loads((EXAMPLES / "schema-cn.json").read_text(encoding="utf-8"))
+#: The gender feature hashed on its own, as schema-cn.json had it until December 2026 (it leaks: see
+#: test_attack.py); kept here to test the gender normaliser end to end.
+GENDER_HASHED = {
+    "identifier": "gender", "normalise": {"type": "gender"}, "format": {"type": "enum", "values": ["M", "F"]},
+    "hashing": {"comparison": {"type": "exact"}, "strategy": {"bitsPerToken": 20}, "hash": {"type": "blakeHash"}},
+}
+SHIPPED_CN = json.loads((EXAMPLES / "schema-cn.json").read_text(encoding="utf-8"))
+RAW_CN = {**SHIPPED_CN, "features": [GENDER_HASHED if f["identifier"] == "gender" else f
+                                     for f in SHIPPED_CN["features"]]}
 RAW_CLKHASH = json.loads((EXAMPLES / "schema-cn-clkhash.json").read_text(encoding="utf-8"))
 SCHEMA_CN = load_schema(RAW_CN)
 SECRET = b"correct horse battery staple"

@@ -90,6 +90,10 @@ class Feature:
         return self.format.encoding if self.format is not None else "utf-8"
 
 
+#: A hashed field with at most this many values forms a block of bits the bureau can read.
+LOW_CARDINALITY = 16
+
+
 @dataclass(frozen=True)
 class Schema:
     """A validated linkage schema. ``raw`` is the JSON as given (before any v2 conversion)."""
@@ -105,6 +109,22 @@ class Schema:
     kdf_info: bytes | None = None
     kdf_key_size: int = DEFAULT_KEY_SIZE
     extended: bool = False
+
+    @property
+    def leak_warnings(self) -> list[str]:
+        """Hashed features with so few values that their bits form a block the bureau can read without any key.
+
+        A field of at most :data:`LOW_CARDINALITY` values (an enum such as gender) hashed on its own sets
+        the same bits in every record with that value; ``pprl attack`` finds and reads them.
+        """
+        out = []
+        for f in self.features:
+            values = getattr(f.format, "values", None)
+            if not f.ignored and values is not None and len(values) <= LOW_CARDINALITY:
+                out.append(f"feature '{f.identifier}' has only {len(values)} possible values and is hashed on its "
+                           "own: the bureau can read it from the CLKs without any key (see `pprl attack`); "
+                           "mark it ignored")
+        return out
 
     @property
     def identifiers(self) -> list[str]:

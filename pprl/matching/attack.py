@@ -30,6 +30,9 @@ from pprl.errors import DataValidationError
 
 __all__ = ["Attribute", "AttackReport", "Block", "attack", "find_blocks", "frequencies_from_rows"]
 
+#: A block is present in a record when at least this share of its bits is set.
+_PRESENT = 0.9
+
 
 @dataclass(frozen=True)
 class Block:
@@ -118,11 +121,26 @@ def find_blocks(
             for j in np.flatnonzero(adjacent[i] & ~seen):
                 seen[j] = True
                 stack.append(int(j))
+        members = _core(members, corr, min_correlation)
         if len(members) >= min_bits:
             cols = candidates[members]
-            present = bits[:, cols].mean(axis=1) >= 0.99  # every bit of the block set
+            present = bits[:, cols].mean(axis=1) >= _PRESENT
             blocks.append(Block(tuple(int(c) for c in sorted(cols)), float(present.mean())))
     return blocks
+
+
+def _core(members: list[int], corr: np.ndarray, threshold: float) -> list[int]:
+    """Drop, one at a time, the member least correlated with the others until every one averages at least
+    ``threshold``: a bit that bridges two tokens (a hash collision) would otherwise merge their blocks."""
+    members = list(members)
+    while len(members) > 2:
+        sub = corr[np.ix_(members, members)]
+        mean = (sub.sum(axis=1) - np.diag(sub)) / (len(members) - 1)
+        worst = int(np.argmin(mean))
+        if mean[worst] >= threshold:
+            break
+        members.pop(worst)
+    return members
 
 
 def attack(
@@ -132,7 +150,7 @@ def attack(
     """Mine blocks and the attributes they give away; name the groups from ``frequencies`` if given."""
     blocks = find_blocks(clks, min_bits=min_bits, min_correlation=min_correlation)
     bits = _bits(clks)
-    present = [bits[:, list(b.bits)].min(axis=1).astype(bool) for b in blocks]
+    present = [bits[:, list(b.bits)].mean(axis=1) >= _PRESENT for b in blocks]
     attributes: list[Attribute] = []
     used: set[int] = set()
     # greedily group blocks that never co-occur into attributes

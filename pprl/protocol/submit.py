@@ -304,5 +304,5 @@ def prepare_submission(
     return PreparedSubmission(
         submission=submission,
         token_map=list(zip(tokens, (str(i) for i in ids))),
-        notes=tuple(encoded.report.messages()),
+        notes=tuple(f"WARNING: {w}" for w in schema.leak_warnings) + tuple(encoded.report.messages()),
     )
