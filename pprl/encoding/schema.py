@@ -382,6 +382,8 @@ def _parse_feature(obj: Any, index: int, problems: list[str], extended: bool) ->
             local.append("format is missing (or mark the feature \"ignored\": true)")
         else:
             fmt = parse_format(obj["format"], local)
+            if isinstance(obj["format"], dict) and "hashAs" in obj["format"] and not extended:
+                local.append(f"format.hashAs is a pprl extension: declare \"version\": \"{EXTENDED_VERSION}\"")
         if "hashing" not in obj:
             local.append("hashing is missing (or mark the feature \"ignored\": true)")
         else:
