@@ -115,3 +115,40 @@ def test_hash_as_is_checked_and_an_extension():
     dob["format"] = {"type": "date", "format": "%Y-%m-%d", "hashAs": "%y%m%d"}
     with pytest.raises(Exception, match="pprl extension"):
         load_schema(plain)
+
+
+def _hardened(tmp_path: Path, **cfg) -> Path:
+    d = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    d["clkConfig"].update(cfg)
+    d["features"] = [GENDER_HASHED if f["identifier"] == "gender" else f for f in d["features"]]
+    path = tmp_path / "hardened.json"
+    path.write_text(json.dumps(d), encoding="utf-8")
+    return path
+
+
+def test_blip_flips_bits_unpredictably_and_hides_the_gender_block(frame, tmp_path):
+    schema = load_schema(_hardened(tmp_path, blip=0.05))
+    plain = encode_records(frame, load_schema(_with_gender(tmp_path)), b"k" * 32)
+    a, b = encode_records(frame, schema, b"k" * 32), encode_records(frame, schema, b"k" * 32)
+    flipped = np.unpackbits(a ^ plain).mean()
+    assert 0.04 < flipped < 0.06  # each bit flipped with probability 0.05
+    assert (a != b).any()  # fresh, secret randomness every time: nothing to undo
+    assert not attack(a).leaks  # the gender blocks no longer stand out to this attack
+
+
+def test_balancing_doubles_the_filter_and_fixes_its_weight(frame, tmp_path):
+    schema = load_schema(_hardened(tmp_path, balance=True))
+    clks = encode_records(frame, schema, b"k" * 32)
+    assert clks.shape[1] == 2 * (schema.l // 8)
+    assert set(np.unpackbits(clks, axis=1).sum(axis=1).tolist()) == {schema.l}  # popcount says nothing
+
+
+def test_hardenings_are_checked_and_extensions():
+    d = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    for bad, message in (({"blip": 0.4}, "bit-flip probability"), ({"balance": "yes"}, "true or false")):
+        with pytest.raises(Exception, match=message):
+            load_schema({**d, "clkConfig": {**d["clkConfig"], **bad}})
+    plain = json.loads((SCHEMA.parent / "schema-cn-clkhash.json").read_text(encoding="utf-8"))
+    plain["clkConfig"]["blip"] = 0.02
+    with pytest.raises(Exception, match="pprl extensions"):
+        load_schema(plain)

@@ -15,11 +15,13 @@ import base64
 import binascii
 import json
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from Crypto.Cipher import AES
 
 from pprl.encoding.columns import hashed_columns
 from pprl.encoding.keys import derive_feature_keys, secret_bytes
@@ -158,7 +160,35 @@ def encode_with_report(data: Any, schema: Schema, secret: bytes | str, *, progre
                 add_counts(counts, part_counts)
                 bar.update(len(part[0]))
     clks = np.frombuffer(out, dtype=np.uint8).reshape(n, width)
+    clks = harden(clks, schema)
     return EncodeResult(clks, _report(n, hashed, counts))
+
+
+def harden(clks: np.ndarray, schema: Schema) -> np.ndarray:
+    """The schema's hardenings, in order: BLIP bit flips, then balancing (the complement appended).
+
+    BLIP's flips come from AES-CTR under a key from :mod:`secrets` (fresh every call): the bureau cannot
+    predict or undo them; the same record encoded twice differs.
+    """
+    if schema.blip:
+        clks = _blip(clks, schema.l, schema.blip)
+    if schema.balance:
+        complement = np.bitwise_not(clks)
+        pad = clks.shape[1] * 8 - schema.l
+        if pad:  # the last byte's padding bits stay zero
+            complement[:, -1] &= np.uint8((0xFF << pad) & 0xFF)
+        clks = np.concatenate([clks, complement], axis=1)
+    return np.ascontiguousarray(clks)
+
+
+def _blip(clks: np.ndarray, length: int, f: float) -> np.ndarray:
+    n, width = clks.shape
+    cipher = AES.new(secrets.token_bytes(32), AES.MODE_CTR, nonce=b"")
+    limit = int(round(f * 65536))
+    out = np.unpackbits(clks, axis=1)[:, :length]
+    draws = np.frombuffer(cipher.encrypt(bytes(2 * out.size)), dtype=">u2").reshape(out.shape)
+    out ^= (draws < limit).astype(np.uint8)
+    return np.packbits(out, axis=1)[:, :width]
 
 
 def _report(n: int, hashed: list[Feature], counts: Counts) -> EncodeReport:

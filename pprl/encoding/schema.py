@@ -44,6 +44,8 @@ __all__ = [
 SUPPORTED_VERSIONS = (2, 3)
 #: ``version`` of a schema that uses pprl extensions; clkhash refuses it (as it must).
 EXTENDED_VERSION = "3+pprl"
+#: The largest BLIP bit-flip probability a schema may ask for (beyond it, linkage quality collapses).
+MAX_BLIP = 0.25
 #: Feature keys that only an extended schema may use.
 EXTENSION_KEYS = ("normalise", "source")
 MAX_BLAKE_KEY_SIZE = 64  # hashlib.blake2b refuses longer keys
@@ -109,6 +111,10 @@ class Schema:
     kdf_info: bytes | None = None
     kdf_key_size: int = DEFAULT_KEY_SIZE
     extended: bool = False
+    #: pprl extensions, hardening what the bureau can read: flip each bit with this probability (BLIP,
+    #: randomised response), and append the filter's complement (every CLK then has exactly half its bits set).
+    blip: float = 0.0
+    balance: bool = False
 
     @property
     def leak_warnings(self) -> list[str]:
@@ -269,12 +275,23 @@ def _decode_b64(kdf: dict, key: str, problems: list[str]) -> bytes | None:
 
 def _parse_clk_config(cfg: Any, problems: list[str]) -> dict:
     out: dict = {"l": None, "xor_folds": 0, "kdf_type": "HKDF", "kdf_hash": "SHA256",
-                 "kdf_salt": None, "kdf_info": None, "kdf_key_size": DEFAULT_KEY_SIZE}
+                 "kdf_salt": None, "kdf_info": None, "kdf_key_size": DEFAULT_KEY_SIZE, "blip": 0.0,
+                 "balance": False}
     if not isinstance(cfg, dict):
         problems.append("clkConfig is missing" if cfg is None else "clkConfig must be an object")
         return out
-    for key in sorted(set(cfg) - {"l", "kdf", "xor_folds", "xorFolds"}):
+    for key in sorted(set(cfg) - {"l", "kdf", "xor_folds", "xorFolds", "blip", "balance"}):
         problems.append(f"clkConfig has unknown key {key!r}")
+    blip = cfg.get("blip", 0.0)
+    if isinstance(blip, bool) or not isinstance(blip, (int, float)) or not 0 <= blip <= MAX_BLIP:
+        problems.append(f"clkConfig.blip must be a bit-flip probability from 0 to {MAX_BLIP}")
+    else:
+        out["blip"] = float(blip)
+    balance = cfg.get("balance", False)
+    if not isinstance(balance, bool):
+        problems.append("clkConfig.balance must be true or false")
+    else:
+        out["balance"] = balance
     l = cfg.get("l")  # noqa: E741 (clkhash's name)
     if l is None:
         problems.append("clkConfig.l is missing")
@@ -475,6 +492,9 @@ def load_schema(source: SchemaSource) -> Schema:
         dct = _v2_to_v3(raw, problems)
 
     cfg = _parse_clk_config(dct.get("clkConfig"), problems)
+    if (cfg["blip"] or cfg["balance"]) and not extended:
+        problems.append(f"clkConfig.blip and clkConfig.balance are pprl extensions: declare \"version\": "
+                        f"\"{EXTENDED_VERSION}\"")
     raw_features = dct.get("features")
     features: list[Feature] = []
     if not isinstance(raw_features, list):
@@ -505,4 +525,6 @@ def load_schema(source: SchemaSource) -> Schema:
         kdf_info=cfg["kdf_info"],
         kdf_key_size=cfg["kdf_key_size"],
         extended=extended,
+        blip=cfg["blip"],
+        balance=cfg["balance"],
     )
