@@ -49,6 +49,7 @@ from pprl.documents import (
     ReceiptHeader,
     ValuesPayload,
     now,
+    parse_json,
     seal,
     verify,
 )
@@ -642,8 +643,9 @@ def open_answer(
     if header.per_platform and answer.payload.platforms is not None:
         raw = _open_for_me(me, answer, answer.payload.platforms, _LABELS_CONTEXT + bytes.fromhex(query.hash),
                            "platform names")
-        labels = json.loads(raw)
+        labels = parse_json(raw, f"{answer.source}: platform names")
         if (not isinstance(labels, list) or len(labels) != header.found
+                or not all(isinstance(x, list) and all(isinstance(p, str) for p in x) for x in labels)
                 or sum(len(x) for x in labels) != count):
             raise DocumentError(f"{answer.source}: its platform names do not match its sums")
     spec = PackingSpec.from_dict(header.packing)
