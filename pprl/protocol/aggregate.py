@@ -38,6 +38,7 @@ __all__ = [
     "Aggregated",
     "LinkedGroups",
     "addition_context",
+    "common_clip",
     "aggregate_release",
     "linked_groups",
     "noise_key",
@@ -135,7 +136,7 @@ def aggregate_release(
         released_ids.append(entity_id)
         contributors.append(len(group))
 
-    clip = _common_clip(ordered)
+    clip = common_clip([s.doc.header.clip for s in ordered])
     policy = None
     if options.noise is not None:
         policy = noise_policy(options, clip, columns, [s.doc.header.clip for s in ordered], spec)
@@ -173,12 +174,11 @@ def aggregate_release(
     return Aggregated(release=release, released=len(released_ids), suppressed=suppressed)
 
 
-def _common_clip(ordered: Sequence[VerifiedSubmission]) -> dict[str, list[str]] | None:
-    """The clip ranges every submission declares, or None if they differ or some declare none."""
-    first = ordered[0].doc.header.clip or {}
-    for s in ordered[1:]:
-        if (s.doc.header.clip or {}) != first:
-            return None
+def common_clip(clips: Sequence[Mapping[str, Any] | None]) -> dict[str, list[str]] | None:
+    """The clip ranges every input (submission, PSI list) declares alike, or None if they differ or none does."""
+    first = clips[0] or {}
+    if any((c or {}) != first for c in clips[1:]):
+        return None
     return dict(first) or None
 
 

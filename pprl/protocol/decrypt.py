@@ -17,11 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import gmpy2
 import numpy as np
 
 from pprl.crypto.paillier.packing import PackingSpec, decrypt_packed, unpack
-from pprl.crypto.paillier.proofs import verify_known
+from pprl.crypto.paillier.proofs import verify_additions
 from pprl.crypto.paillier.vector import (
     EncryptedVector,
     PaillierPrivateKey,
@@ -128,9 +127,7 @@ class ReleaseEvidence:
     min_contributors: int = 2
 
     def __post_init__(self) -> None:
-        m = self.min_contributors
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise OptionError("{min_contributors} must be at least 1", "min_contributors")
+        _check_floor(self.min_contributors)
 
 
 @dataclass(frozen=True)
@@ -147,9 +144,13 @@ class PsiEvidence:
     min_contributors: int = 2
 
     def __post_init__(self) -> None:
-        m = self.min_contributors
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise OptionError("{min_contributors} must be at least 1", "min_contributors")
+        _check_floor(self.min_contributors)
+
+
+def _check_floor(m: object) -> None:
+    """A decryptor's own minimum of contributing platforms: an integer of at least 1."""
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise OptionError("{min_contributors} must be at least 1", "min_contributors")
 
 
 def check_evidence(release: Release, evidence: ReleaseEvidence | PsiEvidence, bureaus: Sequence[Card]) -> int:
@@ -196,14 +197,8 @@ def check_release_sums(release: Release, evidence: ReleaseEvidence, bureaus: Seq
         raise DocumentError(f"{source}: holds {len(given) // width} sums for {len(ids)} entities")
     if release.header.noise is not None or spec.records_per_ciphertext > 1:
         # the bureau added ciphertexts of its own (noise, masks): it must prove it knows what they encrypt
-        n2 = key.nsquare
-        added = [
-            int(gmpy2.mpz(int.from_bytes(given[i * width : (i + 1) * width], "big"))
-                * gmpy2.invert(int.from_bytes(recomputed[i * width : (i + 1) * width], "big"), n2) % n2)
-            for i in range(len(ids))
-        ]
-        verify_known(key, added, release.payload.added_proof, addition_context(evidence.linkage.hash, ids),
-                     source=source)
+        verify_additions(key, given, recomputed, release.payload.added_proof,
+                         addition_context(evidence.linkage.hash, ids), source=source)
         return len(ids)
     if recomputed != given:
         for i, entity in enumerate(ids):

@@ -42,6 +42,7 @@ __all__ = [
     "default_window",
     "resolve_cache_dir",
     "djn_params",
+    "obfuscate",
     "get_table",
     "has_cached_table",
     "clear_memory_cache",
@@ -233,13 +234,17 @@ def has_cached_table(params: DJNParams) -> bool:
     return (params.n, params.hs, params.exponent_bits, params.window) in _MEMO
 
 
+def obfuscate(params: DJNParams, exponents: Sequence[int]) -> list[Any]:
+    """h_s^a mod n² for each given exponent a (the fixed-base table when ``params.use_table``)."""
+    if params.use_table:
+        return get_table(params).pow_many(list(exponents))
+    hs, n2 = gmpy2.mpz(params.hs), gmpy2.mpz(params.n) ** 2
+    return [gmpy2.powmod(hs, a, n2) for a in exponents]
+
+
 def _obfuscators(params: DJNParams, count: int) -> list[Any]:
     """``count`` fresh h_s^a mod n² with a uniform in [0, 2^ℓ) from the OS CSPRNG."""
-    bits = params.exponent_bits
-    if params.use_table:
-        return get_table(params).pow_many([secrets.randbits(bits) for _ in range(count)])
-    hs, n2 = gmpy2.mpz(params.hs), gmpy2.mpz(params.n) ** 2
-    return [gmpy2.powmod(hs, secrets.randbits(bits), n2) for _ in range(count)]
+    return obfuscate(params, [secrets.randbits(params.exponent_bits) for _ in range(count)])
 
 
 def djn_encrypt_chunk(params: DJNParams, plaintexts: Sequence[int]) -> list[Any]:

@@ -28,11 +28,11 @@ from typing import Any
 
 import gmpy2
 
-from pprl.crypto.paillier.djn import djn_params, get_table
+from pprl.crypto.paillier.djn import djn_params, obfuscate
 from pprl.crypto.paillier.keys import PaillierPublicKey
 from pprl.errors import DataValidationError, DecryptionError, DocumentError
 
-__all__ = ["encrypt_known", "prove_known", "verify_known"]
+__all__ = ["encrypt_known", "prove_known", "verify_additions", "verify_known"]
 
 _DOMAIN = b"pprl-known-plaintexts-v1"
 _WEIGHT_BITS = 64
@@ -49,11 +49,7 @@ def encrypt_known(public: PaillierPublicKey, plaintexts: Sequence[int]) -> tuple
     if params is None:  # pragma: no cover - method="djn" always resolves to parameters
         raise DataValidationError("no DJN parameters for this key")
     exps = [secrets.randbits(params.exponent_bits) for _ in plaintexts]
-    if params.use_table:  # the fixed-base table the encryption engine uses (about 10x faster than powmod)
-        obf = get_table(params).pow_many(exps)
-    else:
-        obf = [gmpy2.powmod(public.djn_hs, a, n2) for a in exps]
-    cts = [int((1 + (int(m) % n) * n) * r % n2) for m, r in zip(plaintexts, obf)]
+    cts = [int((1 + (int(m) % n) * n) * r % n2) for m, r in zip(plaintexts, obfuscate(params, exps))]
     return cts, exps
 
 
@@ -117,3 +113,17 @@ def verify_known(public: PaillierPublicKey, cts: Sequence[int], proof: Any, cont
     if left != right:
         raise DecryptionError(f"{source}: the proof of what the bureau added does not verify "
                               "(an addition it does not know, e.g. one made from a platform's ciphertext)")
+
+
+def verify_additions(
+    public: PaillierPublicKey, given: bytes, recomputed: bytes, proof: Any, context: bytes, *, source: str
+) -> None:
+    """Check what was added to each recomputed sum: ``given_i / recomputed_i`` (fixed-width ciphertexts,
+    concatenated) must be ciphertexts whose maker proves, with ``proof``, that it knows their plaintexts."""
+    width, n2 = public.ciphertext_bytes, public.nsquare
+    added = [
+        int(gmpy2.mpz(int.from_bytes(given[i : i + width], "big"))
+            * gmpy2.invert(int.from_bytes(recomputed[i : i + width], "big"), n2) % n2)
+        for i in range(0, len(recomputed), width)
+    ]
+    verify_known(public, added, proof, context, source=source)

@@ -10,11 +10,10 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import gmpy2
 import numpy as np
 
 from pprl.crypto.paillier.packing import PackingSpec
-from pprl.crypto.paillier.proofs import verify_known
+from pprl.crypto.paillier.proofs import verify_additions
 from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
 from pprl.documents import (
     PsiReveal,
@@ -31,6 +30,7 @@ from pprl.errors import DocumentError, KeyMismatchError, OptionError, PolicyErro
 from pprl.protocol.aggregate import (
     AggregateOptions,
     addition_context,
+    common_clip,
     noise_key,
     noise_policy,
     noise_rows,
@@ -182,13 +182,8 @@ def _check_indexed(
         if given != recomputed:
             raise DocumentError(f"{source}: a sum is not the sum of its person's records")
         return len(ids)
-    n2 = key.nsquare
-    added = [
-        int(gmpy2.mpz(int.from_bytes(given[i * width : (i + 1) * width], "big"))
-            * gmpy2.invert(int.from_bytes(recomputed[i * width : (i + 1) * width], "big"), n2) % n2)
-        for i in range(len(ids))
-    ]
-    verify_known(key, added, release.payload.added_proof, addition_context(m.transcript_hash, ids), source=source)
+    verify_additions(key, given, recomputed, release.payload.added_proof, addition_context(m.transcript_hash, ids),
+                     source=source)
     return len(ids)
 
 
@@ -275,7 +270,7 @@ def sum_rounds(
     policy, clip, added_proof = None, None, None
     if options.noise is not None:
         clips = [r.header.clip for r in ordered]
-        clip = dict(clips[0]) if all(c == clips[0] for c in clips) and clips[0] else None
+        clip = common_clip(clips)
         policy = noise_policy(options, clip, columns, clips, spec)
         if any(len(g) + 1 > spec.max_summands for g in groups):
             raise PolicyError(f"a person has more than {spec.max_summands - 1} records (plus the noise row)")
