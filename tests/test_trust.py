@@ -541,3 +541,38 @@ def test_a_submission_from_another_run_is_not_linked(world, tmp_path, monkeypatc
               "--data", w / "data" / "platform_1.csv", "--id-column", "user_id", "--run", "no spaces",
               "--out", tmp_path / "bad.json", ok=False)
     refused(bad, tmp_path / "bad.json", "--run")
+
+
+def test_submissions_of_different_runs_never_link_and_a_rotating_schema_needs_the_run(world, tmp_path, monkeypatch):
+    monkeypatch.delenv("PPRL_TRUST", raising=False)
+    w, key, card = world["dir"], world["key"], world["card"]
+    rotating = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    rotating["clkConfig"]["rotate"] = True
+    schema = tmp_path / "rotating.json"
+    schema.write_text(json.dumps(rotating), encoding="utf-8")
+
+    def submit(name: str, run_id: str | None, ok: bool = True, out: Path | None = None):
+        out = out or tmp_path / f"{name}.{run_id}.json"
+        result = run("submit", "--me", key[name], "--schema", schema, "--secret", w / f"{name}.secret",
+                     "--data", w / "data" / f"{name}.csv", "--id-column", "user_id",
+                     *(["--run", run_id] if run_id else []), "--out", out, ok=ok)
+        return out if ok else result
+
+    out = tmp_path / "norun.json"
+    refused(submit("platform_1", None, ok=False, out=out), out, "rotates its key per run", "--run")
+    nov1, nov2 = submit("platform_1", "2026-11"), submit("platform_2", "2026-11")
+    dec1 = submit("platform_1", "2026-12")
+    header = {p: read_document(p, "submission")["header"] for p in (nov1, nov2, dec1)}
+    assert header[nov1]["linkage_key_id"] == header[nov2]["linkage_key_id"] != header[dec1]["linkage_key_id"]
+    cards = [a for n in PLATFORMS for a in ("--cards", card[n])]
+    link = ["link", "--me", key["bureau"], *cards, "--threshold", 0.8]
+    run(*link, "--submissions", nov1, "--submissions", nov2, "--out", tmp_path / "linkage.json")
+    linked = read_document(tmp_path / "linkage.json", "linkage")
+    assert linked["header"]["entities"] < 0.7 * sum(h["records"] for h in (header[nov1], header[nov2]))
+    # Without --run the bureau still cannot link submissions of two runs together.
+    out = tmp_path / "mixed.json"
+    refused(run(*link, "--submissions", dec1, "--submissions", nov2, "--out", out, ok=False), out,
+            "made for run '2026-11'")
+    schema = SCHEMA  # the same with a schema that does not rotate
+    refused(run(*link, "--submissions", submit("platform_1", "2026-12"), "--submissions", submit("platform_2", None),
+                "--out", out, ok=False), out, "made for no run", "for run '2026-12'")

@@ -61,7 +61,8 @@ def parse_clip(specs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
                    "without anyone seeing the ID.")
 @click.option("--pseudonym-kind", type=click.Choice(["resident_id", "mobile"]), default="resident_id",
               show_default=True, help="The identifier kind in --pseudonym-column.")
-@click.option("--run", help="The run id the bureau announced for this linkage (goes into the signed header).")
+@click.option("--run", help="The run id the bureau announced for this linkage (goes into the signed header; a "
+              "schema with clkConfig.rotate also derives this run's key from it).")
 @click.option("--out", required=True, type=FILE, help="Submission file to write.")
 def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores, clip, plain_encryption,
                records_per_ciphertext, pseudonym_column, pseudonym_kind, run, out) -> None:
@@ -111,8 +112,9 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
 @click.option("--clkhash-secret", type=FILE,
               help="File whose bytes are the secret as given to clkhash (one trailing newline is ignored).")
 @click.option("--data", required=True, type=FILE, help="CSV with a header row naming the schema's features.")
+@click.option("--run", help="The run id, for a schema that rotates its key per run (clkConfig.rotate).")
 @click.option("--out", required=True, type=FILE, help="Output in clkhash's format: {\"clks\": [base64, ...]}.")
-def encode_cmd(schema, secret, clkhash_secret, data, out) -> None:
+def encode_cmd(schema, secret, clkhash_secret, data, run, out) -> None:
     """Encode records into CLKs only, in clkhash's output format (feeds anonlink's tools).
 
     With a plain clkhash v3 schema and --clkhash-secret the CLKs are identical
@@ -144,7 +146,7 @@ def encode_cmd(schema, secret, clkhash_secret, data, out) -> None:
             raise DataValidationError(f"{clkhash_secret}: the secret file is empty")
     frame = read_table(data)
     try:
-        clks = encode_records(frame, load_schema(schema), secret_bytes, progress=progress_wanted())
+        clks = encode_records(frame, load_schema(schema), secret_bytes, progress=progress_wanted(), run=run)
     except DataValidationError as exc:
         raise DataValidationError(f"{data}: {exc}") from None
     write_atomic(out, json.dumps(to_clkhash_json(clks)).encode("utf-8"))

@@ -24,7 +24,7 @@ import numpy as np
 from Crypto.Cipher import AES
 
 from pprl.encoding.columns import hashed_columns
-from pprl.encoding.keys import derive_feature_keys, secret_bytes
+from pprl.encoding.keys import derive_feature_keys, run_secret, secret_bytes
 from pprl.encoding.masks import (
     Counts,
     add_counts,
@@ -99,7 +99,7 @@ class EncodeResult:
 
 
 def encode_records(data: Any, schema: Schema, secret: bytes | str, *, progress: bool = False,
-                   workers: int | None = None) -> np.ndarray:
+                   workers: int | None = None, run: str | None = None) -> np.ndarray:
     """CLKs of ``data`` under ``schema`` and ``secret``: uint8 array, one row per record.
 
     ``data`` is a pandas DataFrame (hashed features picked by column name;
@@ -110,15 +110,17 @@ def encode_records(data: Any, schema: Schema, secret: bytes | str, *, progress: 
     schema without pprl extensions); the width is ``ceil(l / 8)`` bytes.
     ``secret`` bytes (or a str, UTF-8 encoded as clkhash does). ``workers``:
     processes to use (None: all cores for more than 20000 rows, else 1).
+    ``run``: the run id, needed by a schema that rotates its key per run
+    (``clkConfig.rotate``) and ignored by any other.
     Raises ``DataValidationError`` naming the row (1-based) and column of the
     first bad value, never the value. ``encode_with_report`` also returns
     per-feature counts of missing and invalid values.
     """
-    return encode_with_report(data, schema, secret, progress=progress, workers=workers).clks
+    return encode_with_report(data, schema, secret, progress=progress, workers=workers, run=run).clks
 
 
 def encode_with_report(data: Any, schema: Schema, secret: bytes | str, *, progress: bool = False,
-                       workers: int | None = None) -> EncodeResult:
+                       workers: int | None = None, run: str | None = None) -> EncodeResult:
     """``encode_records``, plus an ``EncodeReport`` of missing and invalid values per feature.
 
     The CLKs are exactly those ``encode_records`` gives. ``report.messages()``
@@ -129,6 +131,11 @@ def encode_with_report(data: Any, schema: Schema, secret: bytes | str, *, progre
     key = secret_bytes(secret)
     if not key:
         raise PPRLError("the linkage secret must not be empty")
+    if schema.rotate:
+        if not run:
+            raise PPRLError("this schema rotates its key per run (clkConfig.rotate): give the run id "
+                            "(pprl submit --run, pprl encode --run)")
+        key = run_secret(key, run)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise PPRLError("workers must be a positive integer (or None for automatic)")
     columns, n = hashed_columns(data, schema)

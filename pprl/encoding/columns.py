@@ -1,5 +1,9 @@
 """The records to encode, read into one list of strings per hashed feature.
 
+A salted feature's values come with the record's salt in front: a tag of
+:data:`SALT_WIDTH` hex digits (see :func:`salt_tags`), which the feature's
+encoder strips and puts in front of every token instead.
+
 Part of :mod:`pprl.encoding.clk`: ``data`` is a pandas DataFrame (hashed
 features picked by column name) or a sequence of rows matching the schema's
 columns by position.  Missing markers (None, NaN, pandas' NA) become ``''``;
@@ -12,14 +16,18 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping, Sequence
+from hashlib import blake2b
 from typing import Any
 
 import numpy as np
 
-from pprl.encoding.schema import Schema
+from pprl.encoding.schema import Feature, Schema
 from pprl.errors import DataValidationError
 
-__all__ = ["hashed_columns"]
+__all__ = ["SALT_WIDTH", "hashed_columns", "salt_tags"]
+
+#: Hex digits of the tag that carries a record's salt in front of a salted feature's values.
+SALT_WIDTH = 16
 
 
 def _to_text(value: Any, row: int, identifier: str) -> str:
@@ -60,7 +68,10 @@ def hashed_columns(data: Any, schema: Schema) -> tuple[list[list[str]], int]:
     A derived feature gets its source column (the same list object: each
     column is read and converted once).
     """
-    needed = list(dict.fromkeys(f.column for f in schema.features if not f.ignored))
+    by_id = {f.identifier: f for f in schema.features}
+    salts = [f.salt.feature for f in schema.features if not f.ignored and f.salt is not None]
+    needed = list(dict.fromkeys([*(f.column for f in schema.features if not f.ignored),
+                                 *(by_id[s].column for s in salts)]))
     if _is_dataframe(data):
         names = list(data.columns)
         missing = [ident for ident in needed if ident not in names]
@@ -88,4 +99,53 @@ def hashed_columns(data: Any, schema: Schema) -> tuple[list[list[str]], int]:
                 raise DataValidationError(f"row {r}: has {len(row)} values, the schema has {what}")
         texts = {ident: _texts([row[positions[ident]] for row in rows], ident) for ident in needed}
         n = len(rows)
-    return [texts[f.column] for f in schema.features if not f.ignored], n
+    out = []
+    tags: dict[tuple[str, int | None], list[str]] = {}
+    for f in schema.features:
+        if f.ignored:
+            continue
+        if f.salt is None:
+            out.append(texts[f.column])
+            continue
+        spec = (f.salt.feature, f.salt.characters)
+        if spec not in tags:
+            source = by_id[f.salt.feature]
+            tags[spec] = salt_tags(texts[source.column], source, f.salt.characters)
+        out.append([t + v for t, v in zip(tags[spec], texts[f.column])])
+    return out, n
+
+
+def salt_tags(values: list[str], feature: Feature, characters: int | None) -> list[str]:
+    """Each record's salt tag from its ``values`` of the salt ``feature``.
+
+    The salt is the value as ``feature`` hashes it (after its ``normalise`` and its format; a
+    missing or invalid value salts as ``''``), cut to its first ``characters``; the raw value,
+    stripped, for an ignored feature. The tag is a BLAKE2b digest of it in :data:`SALT_WIDTH`
+    hex digits, so the encoders can split it off whatever the salt's characters.
+    """
+    memo: dict[str, str] = {}
+    out = []
+    for v in values:
+        tag = memo.get(v)
+        if tag is None:
+            text = _salt_text(v, feature)[:characters]
+            tag = memo[v] = blake2b(text.encode("utf-8"), digest_size=SALT_WIDTH // 2,
+                                    person=b"pprl-salt-v1").hexdigest()
+        out.append(tag)
+    return out
+
+
+def _salt_text(value: str, feature: Feature) -> str:
+    if feature.ignored or feature.format is None:
+        return value.strip()
+    missing = feature.hashing.missing_value if feature.hashing is not None else None
+    if value == "" or (missing is not None and value == missing.sentinel):
+        return ""
+    if feature.normalise is not None:
+        canonical = feature.normalise(value)
+        if canonical is None:
+            return ""
+        value = canonical
+    if feature.format.check(value):
+        return ""
+    return feature.format.normalise(value)

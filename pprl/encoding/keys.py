@@ -20,6 +20,7 @@ __all__ = [
     "derive_feature_keys",
     "hkdf",
     "max_hkdf_length",
+    "run_secret",
     "secret_bytes",
 ]
 
@@ -68,3 +69,14 @@ def derive_feature_keys(secret: bytes, num_features: int, *, hash_name: str = "S
     block = hkdf(secret, total * key_size, hash_name, salt, info)
     keys = [block[i * key_size:(i + 1) * key_size] for i in range(total)]
     return tuple((keys[2 * j], keys[2 * j + 1]) for j in range(num_features))
+
+
+def run_secret(secret: bytes, run: str) -> bytes:
+    """The secret one run encodes with under a rotating schema (``clkConfig.rotate``, a pprl extension).
+
+    HKDF-SHA256 of the linkage secret with the run id as its info: every platform of a run derives the
+    same key, and CLKs of two runs share nothing the bureau could compare.
+    """
+    if not isinstance(run, str) or not run:
+        raise ValueError("a run id is a non-empty string")
+    return hkdf(secret, 32, "SHA256", salt=b"pprl-run-rotation-v1", info=run.encode("utf-8"))

@@ -26,6 +26,7 @@ from operator import itemgetter, or_
 from typing import Any, cast
 
 from pprl.encoding.bloom import TokenHasher, fold_masks, masks_to_bytes
+from pprl.encoding.columns import SALT_WIDTH
 from pprl.encoding.field_formats import FieldFormat, StringFormat
 from pprl.encoding.normalise import Normaliser
 from pprl.encoding.schema import Feature, Hashing, Schema
@@ -51,7 +52,7 @@ class _Invalid(Exception):
 class FeatureEncoder(dict):
     """value -> filter mask for one hashed feature; normalises and validates on a cache miss."""
 
-    __slots__ = ("format", "hasher", "hashing", "identifier", "normaliser", "refused")
+    __slots__ = ("format", "hasher", "hashing", "identifier", "normaliser", "refused", "salted")
 
     def __init__(self, feature: Feature, keys: tuple[bytes, bytes], length: int) -> None:
         super().__init__()
@@ -60,6 +61,9 @@ class FeatureEncoder(dict):
         self.format = cast(FieldFormat, feature.format)
         self.hashing = hashing
         self.normaliser: Normaliser | None = feature.normalise
+        # A salted feature's values start with the record's salt tag (see columns.salt_tags): it is
+        # split off before the checks and put in front of every token.
+        self.salted = feature.salt is not None
         # Every value the normaliser mapped to None since this was last emptied ->
         # True if it had content (a letter or digit): refused rather than empty.
         # Only emptied between chunks, together with the memo (see start_chunk), so
@@ -81,17 +85,18 @@ class FeatureEncoder(dict):
         record which values the normaliser refused.
         """
         sentinel = self.hashing.missing_value.sentinel if self.hashing.missing_value else None
+        plain = [v[SALT_WIDTH:] for v in values] if self.salted else values
         if self.normaliser is None:
-            missing = values.count("")
+            missing = plain.count("")
             if sentinel:
-                missing += values.count(sentinel)
+                missing += plain.count(sentinel)
             return missing, 0
         if not self.refused and sentinel is None:
             return 0, 0
         missing = invalid = 0
         tally = Counter(values)
         if sentinel is not None:
-            missing += tally.get(sentinel, 0)
+            missing += plain.count(sentinel)
         for value in self.refused.keys() & tally.keys():
             if self.refused[value]:
                 invalid += tally[value]
@@ -110,12 +115,16 @@ class FeatureEncoder(dict):
         """Check, normalise and tokenise ``value``: ``[(k, tokens inserted k times), ...]``."""
         hashing = self.hashing
         missing = hashing.missing_value
+        key = value
+        salt = ""
+        if self.salted:
+            salt, value = value[:SALT_WIDTH], value[SALT_WIDTH:]
         if missing is not None and value == missing.sentinel:
             text = missing.replace_with  # clkhash neither checks nor normalises these
         elif self.normaliser is not None:
             canonical = self.normaliser(value)
             if canonical is None:  # missing or refused by the normaliser: no bits
-                self.refused[value] = any(ch.isalnum() for ch in value)
+                self.refused[key] = any(ch.isalnum() for ch in value)
                 return []
             problem = self.format.check(canonical)
             if problem:
@@ -132,6 +141,8 @@ class FeatureEncoder(dict):
             raise _Invalid("value is not a finite number (the feature uses numeric comparison)") from None
         if not tokens:
             return []
+        if salt:
+            tokens = [salt + t for t in tokens]
         if hashing.strategy == "bitsPerToken":
             return [(hashing.bits, tokens)]
         # bitsPerFeature: the first `extra` tokens get k + 1 bits, the rest k.
@@ -180,19 +191,22 @@ class FeatureEncoder(dict):
         refused = self.refused
         per_token = hashing.strategy == "bitsPerToken"
         bits = hashing.bits
+        salted = self.salted
         zeros: list[str] = []  # values without bits (no tokens, or refused by the normaliser)
         # Valid values grouped by their number of tokens, which fixes how many bits
         # each token gets: number of tokens -> (values, their token lists).
         by_len: dict[int, tuple[list[str], list[list[str]]]] = {}
-        for value in new:
+        for key in new:
+            # ``key``: the memo's key (with a salted feature, the salt tag and the value).
+            value = key[SALT_WIDTH:] if salted else key
             if value == sentinel:
                 text = replacement  # clkhash neither checks nor normalises these
             else:
                 if normaliser is not None:
                     canonical = normaliser(value)
                     if canonical is None:  # missing or refused by the normaliser: no bits
-                        refused[value] = any(ch.isalnum() for ch in value)
-                        zeros.append(value)
+                        refused[key] = any(ch.isalnum() for ch in value)
+                        zeros.append(key)
                         continue
                 else:
                     canonical = value
@@ -210,10 +224,13 @@ class FeatureEncoder(dict):
                 tokens = tokenize(cast(str, text))
             except (ValueError, OverflowError):
                 continue  # invalid: raises when looked up
+            if salted and tokens:
+                salt = key[:SALT_WIDTH]
+                tokens = [salt + t for t in tokens]
             group = by_len.get(len(tokens))
             if group is None:
                 group = by_len[len(tokens)] = ([], [])
-            group[0].append(value)
+            group[0].append(key)
             group[1].append(tokens)
         # Per group: [(k, token lists whose tokens are inserted k times), ...]; with
         # bitsPerFeature the first `extra` tokens of a value get k + 1 bits, the rest k.

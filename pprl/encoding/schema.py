@@ -36,6 +36,7 @@ __all__ = [
     "Feature",
     "Hashing",
     "MissingValue",
+    "Salt",
     "Schema",
     "SchemaSource",
     "load_schema",
@@ -47,7 +48,7 @@ EXTENDED_VERSION = "3+pprl"
 #: The largest BLIP bit-flip probability a schema may ask for (beyond it, linkage quality collapses).
 MAX_BLIP = 0.25
 #: Feature keys that only an extended schema may use.
-EXTENSION_KEYS = ("normalise", "source")
+EXTENSION_KEYS = ("normalise", "source", "salt")
 MAX_BLAKE_KEY_SIZE = 64  # hashlib.blake2b refuses longer keys
 MAX_HASH_LENGTH = 1 << 16  # bits before folding; blakeHash cannot address more anyway
 MAX_XOR_FOLDS = 16
@@ -58,6 +59,16 @@ SchemaSource = Union[Mapping[str, Any], str, bytes, "os.PathLike[str]"]
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class Salt:
+    """``"salt": {"feature": "dob", "characters": 2}`` (pprl extension): every token of the feature is
+    hashed together with another feature's value of the same record (its first ``characters`` characters,
+    as that feature hashes it; all of it when ``characters`` is None)."""
+
+    feature: str
+    characters: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,7 @@ class Feature:
     hashing: Hashing | None = None
     normalise: Normaliser | None = None
     source: str | None = None
+    salt: Salt | None = None
 
     @property
     def column(self) -> str:
@@ -115,6 +127,9 @@ class Schema:
     #: randomised response), and append the filter's complement (every CLK then has exactly half its bits set).
     blip: float = 0.0
     balance: bool = False
+    #: pprl extension: the encoding key is derived from the linkage secret and the run id, so CLKs of
+    #: different runs cannot be compared (encode with ``run=``; ``pprl submit --run``).
+    rotate: bool = False
 
     @property
     def leak_warnings(self) -> list[str]:
@@ -276,11 +291,11 @@ def _decode_b64(kdf: dict, key: str, problems: list[str]) -> bytes | None:
 def _parse_clk_config(cfg: Any, problems: list[str]) -> dict:
     out: dict = {"l": None, "xor_folds": 0, "kdf_type": "HKDF", "kdf_hash": "SHA256",
                  "kdf_salt": None, "kdf_info": None, "kdf_key_size": DEFAULT_KEY_SIZE, "blip": 0.0,
-                 "balance": False}
+                 "balance": False, "rotate": False}
     if not isinstance(cfg, dict):
         problems.append("clkConfig is missing" if cfg is None else "clkConfig must be an object")
         return out
-    for key in sorted(set(cfg) - {"l", "kdf", "xor_folds", "xorFolds", "blip", "balance"}):
+    for key in sorted(set(cfg) - {"l", "kdf", "xor_folds", "xorFolds", "blip", "balance", "rotate"}):
         problems.append(f"clkConfig has unknown key {key!r}")
     blip = cfg.get("blip", 0.0)
     if isinstance(blip, bool) or not isinstance(blip, (int, float)) or not 0 <= blip <= MAX_BLIP:
@@ -292,6 +307,11 @@ def _parse_clk_config(cfg: Any, problems: list[str]) -> dict:
         problems.append("clkConfig.balance must be true or false")
     else:
         out["balance"] = balance
+    rotate = cfg.get("rotate", False)
+    if not isinstance(rotate, bool):
+        problems.append("clkConfig.rotate must be true or false")
+    else:
+        out["rotate"] = rotate
     l = cfg.get("l")  # noqa: E741 (clkhash's name)
     if l is None:
         problems.append("clkConfig.l is missing")
@@ -334,18 +354,37 @@ _FEATURE_KEYS = {"identifier", "ignored", "description", "format", "hashing"}
 _IGNORE_KEYS = {"identifier", "ignored", "description"}
 
 
+def _parse_salt(obj: Any, local: list[str]) -> Salt | None:
+    """A feature's ``salt`` block: ``{"feature": identifier, "characters": n}`` (``characters`` optional)."""
+    if not isinstance(obj, dict):
+        local.append('salt must be an object such as {"feature": "dob", "characters": 2}')
+        return None
+    for key in sorted(set(obj) - {"feature", "characters"}):
+        local.append(f"salt has unknown key {key!r}")
+    feature = obj.get("feature")
+    if not isinstance(feature, str) or not feature:
+        local.append("salt.feature must be the identifier of another feature (a non-empty string)")
+        return None
+    characters = obj.get("characters")
+    if characters is not None and (not _is_int(characters) or characters < 1):
+        local.append("salt.characters must be an integer >= 1 (or left out for the whole value)")
+        return None
+    return Salt(feature, characters)
+
+
 def _parse_extensions(obj: dict, fmt: FieldFormat | None, hashing: Hashing | None,
-                      local: list[str]) -> tuple[Normaliser | None, str | None]:
-    """The ``normalise`` and ``source`` keys of a hashed feature in an extended schema."""
+                      local: list[str]) -> tuple[Normaliser | None, str | None, Salt | None]:
+    """The ``normalise``, ``source`` and ``salt`` keys of a hashed feature in an extended schema."""
     source = obj.get("source")
     if "source" in obj and (not isinstance(source, str) or not source):
         local.append("source must be the identifier of another feature (a non-empty string)")
         source = None
+    salt = _parse_salt(obj["salt"], local) if "salt" in obj else None
     if "normalise" not in obj:
-        return None, source
+        return None, source, salt
     normaliser = parse_normaliser(obj["normalise"], local)
     if normaliser is None:
-        return None, source
+        return None, source, salt
     if normaliser.type == "cn_resident_id" and hashing is not None \
             and not isinstance(hashing.comparison, ExactComparison):
         local.append("normalise.type 'cn_resident_id' needs hashing.comparison.type 'exact': "
@@ -360,7 +399,7 @@ def _parse_extensions(obj: dict, fmt: FieldFormat | None, hashing: Hashing | Non
             and hashing.missing_value.replace_with != "":
         local.append("hashing.missingValue.replaceWith must be '' (or left out) with normalise: "
                      "missing and invalid values add no bits")
-    return normaliser, source
+    return normaliser, source, salt
 
 
 def _parse_feature(obj: Any, index: int, problems: list[str], extended: bool) -> Feature | None:
@@ -405,9 +444,9 @@ def _parse_feature(obj: Any, index: int, problems: list[str], extended: bool) ->
             local.append("hashing is missing (or mark the feature \"ignored\": true)")
         else:
             hashing = parse_hashing(obj["hashing"], local)
-    normaliser = source = None
+    normaliser = source = salt = None
     if extended and used and ignored is False:
-        normaliser, source = _parse_extensions(obj, fmt, hashing, local)
+        normaliser, source, salt = _parse_extensions(obj, fmt, hashing, local)
 
     problems.extend(f"{label}: {p}" for p in local)
     if local:
@@ -415,7 +454,7 @@ def _parse_feature(obj: Any, index: int, problems: list[str], extended: bool) ->
     ident = cast(str, ident)  # checked above
     if ignored:
         return Feature(ident, True, description)
-    return Feature(ident, False, description, fmt, hashing, normaliser, source)
+    return Feature(ident, False, description, fmt, hashing, normaliser, source, salt)
 
 
 def _cross_checks(features: list[Feature], total: int, known: set[str], cfg: dict,
@@ -442,6 +481,18 @@ def _cross_checks(features: list[Feature], total: int, known: set[str], cfg: dic
         elif target is not None and target.derived:
             problems.append(f"feature {f.identifier!r}: source {f.source!r} is itself derived "
                             f"(from {target.source!r}); name a feature that reads its own column")
+    for f in features:
+        if f.salt is None:
+            continue
+        target = by_id.get(f.salt.feature)
+        if f.salt.feature == f.identifier:
+            problems.append(f"feature {f.identifier!r}: salt names the feature itself")
+        elif f.salt.feature not in known:
+            problems.append(f"feature {f.identifier!r}: salt.feature {f.salt.feature!r} is not a feature "
+                            f"of this schema")
+        elif target is not None and target.salt is not None:
+            problems.append(f"feature {f.identifier!r}: salt.feature {f.salt.feature!r} is itself salted; "
+                            f"salt with a feature that is not")
     hashed = [f for f in features if f.hashing is not None]
     if not hashed and len(features) == total:
         problems.append("features: no feature is hashed (all are ignored)")
@@ -492,9 +543,9 @@ def load_schema(source: SchemaSource) -> Schema:
         dct = _v2_to_v3(raw, problems)
 
     cfg = _parse_clk_config(dct.get("clkConfig"), problems)
-    if (cfg["blip"] or cfg["balance"]) and not extended:
-        problems.append(f"clkConfig.blip and clkConfig.balance are pprl extensions: declare \"version\": "
-                        f"\"{EXTENDED_VERSION}\"")
+    if (cfg["blip"] or cfg["balance"] or cfg["rotate"]) and not extended:
+        problems.append(f"clkConfig.blip, clkConfig.balance and clkConfig.rotate are pprl extensions: declare "
+                        f"\"version\": \"{EXTENDED_VERSION}\"")
     raw_features = dct.get("features")
     features: list[Feature] = []
     if not isinstance(raw_features, list):
@@ -527,4 +578,5 @@ def load_schema(source: SchemaSource) -> Schema:
         extended=extended,
         blip=cfg["blip"],
         balance=cfg["balance"],
+        rotate=cfg["rotate"],
     )

@@ -114,7 +114,8 @@ def open_submission(doc: Submission, cards: Sequence[Card]) -> VerifiedSubmissio
 
 
 def check_consistent(subs: Sequence[VerifiedSubmission]) -> None:
-    """Refuse submissions from one platform twice, or under different schemas, secrets, keys or packings."""
+    """Refuse submissions from one platform twice, of different runs, or under different schemas, secrets, keys or
+    packings."""
     if not subs:
         raise DocumentError("no submissions given")
     first = subs[0]
@@ -123,6 +124,10 @@ def check_consistent(subs: Sequence[VerifiedSubmission]) -> None:
         if s.platform in seen:
             raise DocumentError(f"{s.source}: a second submission from '{s.platform}' (first: {seen[s.platform]})")
         seen[s.platform] = s.source
+        if s.doc.header.run != first.doc.header.run:
+            runs = [f"run '{x.doc.header.run}'" if x.doc.header.run else "no run" for x in (s, first)]
+            raise PolicyError(f"{s.source}: made for {runs[0]}, {first.source} for {runs[1]}; submissions of one "
+                              "linkage are made for one run")
         for field_name, what in [
             ("schema_hash", "linkage schema"),
             ("linkage_key_id", "linkage secret"),

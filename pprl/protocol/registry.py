@@ -143,7 +143,10 @@ def _check_parameters(view: RegistryView, sub: VerifiedSubmission) -> dict[str, 
     for name in PARAMETER_FIELDS:
         if canonical_json(view.parameters.get(name)) != canonical_json(params[name]):
             what = name.replace("_", " ")
-            raise KeyMismatchError(f"{sub.source}: its {what} differs from the registry's; it belongs to another consortium set-up")
+            hint = ("it belongs to another consortium set-up, or its schema rotates the key per run "
+                    "(clkConfig.rotate), which a registry cannot keep" if name == "linkage_key_id"
+                    else "it belongs to another consortium set-up")
+            raise KeyMismatchError(f"{sub.source}: its {what} differs from the registry's; {hint}")
     return params
 
 

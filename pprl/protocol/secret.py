@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pprl.crypto.exchange import hkdf_sha256, unwrap, wrap
 from pprl.crypto.identity import IdentityKey
 from pprl.documents import Card, SecretDocument, Share, SharePayload, canonical_json, check_signature, seal, verify
+from pprl.encoding.keys import run_secret
 from pprl.errors import DecryptionError, DocumentError, KeyFormatError, KeyMismatchError
 from pprl.protocol.identity import PartyKey
 
@@ -72,6 +73,14 @@ class LinkageSecret:
     def key_id(self) -> str:
         """Public identifier of the secret: lets the bureau check platforms used the same one."""
         return hkdf_sha256(self.secret, 16, salt=b"pprl-key-id-v1", info=b"linkage").hex()
+
+    def for_run(self, run: str) -> LinkageSecret:
+        """The secret of one run under a schema that rotates its key (``clkConfig.rotate``).
+
+        Its ``key_id`` differs from run to run, so a registry (which compares CLKs across runs) refuses
+        such submissions rather than linking nothing.
+        """
+        return LinkageSecret(self.owner, self.participants, run_secret(self.secret, run))
 
 
 def default_ceremony(participants: Sequence[Card], day: str | None = None) -> str:

@@ -263,8 +263,14 @@ def prepare_submission(
     spec = score_packing(scores, key, options.records_per_ciphertext) if key is not None else None
     clip_fixed = clip_ranges(options.clip, scores)
     fixed = _fixed_point_scores(frame, scores, source, clip_fixed)
+    linkage_secret = secret  # the one the CLKs are made with (its id goes into the header)
+    if schema.rotate:
+        if options.run is None:
+            raise OptionError("the schema rotates its key per run (clkConfig.rotate): give {run}, the run the "
+                              "bureau announced", "run")
+        linkage_secret = secret.for_run(options.run)
     try:
-        encoded = encode_with_report(frame, schema, secret.secret, progress=options.progress)
+        encoded = encode_with_report(frame, schema, secret.secret, progress=options.progress, run=options.run)
     except DataValidationError as exc:
         raise DataValidationError(f"{source}: {exc}") from None
     # Records leave in a random order so the document says nothing about the table's order.
@@ -285,7 +291,7 @@ def prepare_submission(
         platform=me.name,
         records=len(frame),
         schema_hash=schema.canonical_hash(),
-        linkage_key_id=secret.key_id,
+        linkage_key_id=linkage_secret.key_id,
         clk_bytes=int(clks.shape[1]),
         paillier_fingerprint=key.fingerprint if key is not None else None,
         paillier_key=key.to_dict() if key is not None else None,
