@@ -72,7 +72,7 @@ def say(message: str) -> None:
     click.echo(message, err=True)
 
 
-from pprl.cli import admin, authority, bureau, evaluate, lender, platform, psi, tools  # noqa: E402,F401  (registers commands)
+from pprl.cli import admin, authority, bureau, evaluate, lender, platform, psi, service, tools  # noqa: E402,F401  (registers commands)
 
 
 def main() -> None:

@@ -160,16 +160,23 @@ def registry_group() -> None:
 
 @registry_group.command("update")
 @click.option("--me", required=True, type=FILE, help="Your identity key (bureau).")
-@REGISTRY
-@click.option("--cards", multiple=True, required=True, type=FILE,
+@click.option("--registry", metavar="PATH|URL",
+              help="The registry: a SQLite file (created if absent) or a PostgreSQL URL (postgresql://user@host/db).")
+@click.option("--cards", multiple=True, type=FILE,
               help="A platform's card; repeat once per platform. Submissions must be signed by one of them.")
-@click.option("--submissions", multiple=True, required=True, type=FILE,
-              help="A platform's new submission (its monthly snapshot); repeat. Applied in the order given.")
+@click.option("--submissions", multiple=True, type=FILE,
+              help="A platform's new submission (its monthly snapshot); repeat. Applied in the order given. With "
+                   "--service: the hash of a submission the service received (default: all not yet applied).")
+@click.option("--service", "service_url", metavar="URL",
+              help="Run the update as a job of your bureau service instead (it holds the registry and the pins), "
+                   "and follow its progress.")
+@click.option("--service-card", "service_cards", multiple=True, type=FILE,
+              help="With --service: your service's card (default: your trust store, PPRL_TRUST).")
 @click.option("--threshold", type=ThresholdType(), default="auto", show_default=True,
               help="Dice similarity at or above which a record joins an entity, or 'auto' (chosen from the data).")
 @click.option("--blocking", type=click.Choice(["auto", "lsh", "none"]), default="auto", show_default=True,
               help="Keyed LSH blocking, as for `pprl link`.")
-def registry_update_cmd(me, registry, cards, submissions, threshold, blocking) -> None:
+def registry_update_cmd(me, registry, cards, submissions, service_url, service_cards, threshold, blocking) -> None:
     """Link platforms' new submissions into the registry; each replaces its platform's previous one.
 
     A record keeps its entity when its previous self is found, joins the
@@ -183,6 +190,9 @@ def registry_update_cmd(me, registry, cards, submissions, threshold, blocking) -
       pprl registry update --me keys/bureau.key --registry bureau/registry.db \\
           --cards keys/platform_1.card.json --cards keys/platform_2.card.json \\
           --submissions platform_1.2026-11.sub.json --submissions platform_2.2026-11.sub.json
+    Through the bureau's service (every submission it received and has not applied yet):
+      pprl registry update --me keys/bureau.key --service http://127.0.0.1:8400 \
+          --service-card keys/bureau.card.json
     """
     from pprl.documents import Submission, load
     from pprl.errors import KeyFormatError
@@ -193,6 +203,15 @@ def registry_update_cmd(me, registry, cards, submissions, threshold, blocking) -
     key = load_key(me)
     if key.role != "bureau":
         raise KeyFormatError(f"{me}: only the bureau keeps the registry; '{key.name}' is a {key.role}")
+    if service_url:
+        if registry or cards:
+            raise click.UsageError("with --service the service holds the registry and the pins: leave out "
+                                   "--registry and --cards")
+        _update_through_service(service_url, key, service_cards, list(submissions), threshold)
+        return
+    for name, value in (("--registry", registry), ("--cards", cards), ("--submissions", submissions)):
+        if not value:
+            raise click.UsageError(f"Missing option '{name}' (or run the update through --service URL)")
     options = LinkOptions(threshold=None if threshold == "auto" else threshold, blocking=blocking,
                             progress=progress_wanted())
     trusted = load_cards(cards)
@@ -210,6 +229,36 @@ def registry_update_cmd(me, registry, cards, submissions, threshold, blocking) -
         f"removed {sum(r.removed for r in reports)} unchanged {reports[-1].unchanged if reports else 0} "
         f"entities {stats.entities}"
     )
+
+
+def _update_through_service(url: str, key, service_cards, submissions: list[str], threshold) -> None:
+    import json
+
+    from pprl.cli.service import connect
+    from pprl.errors import PPRLError
+
+    spec: dict = {"kind": "registry-update", "threshold": "auto" if threshold == "auto" else float(threshold)}
+    if submissions:
+        spec["submissions"] = submissions
+    shown: list[str] = []
+
+    def show(state: dict) -> None:
+        p = state.get("progress")
+        line = (f"job {state['job']}: running, submission {p['done'] + 1} of {p['total']} ({p.get('platform')})"
+                if state["status"] == "running" and p else f"job {state['job']}: {state['status']}")
+        if not shown or shown[-1] != line:
+            say(line)
+            shown.append(line)
+
+    with connect(url, key, service_cards, "bureau") as client:
+        job = client.call("POST", "/v1/jobs", spec, idempotent=False)
+        state = client.wait(job["job"], progress=show)
+    if state["status"] == "failed":
+        raise PPRLError(f"job {state['job']} failed: {state.get('error')}")
+    for r in state["result"]["updates"]:
+        say(f"{r['platform']}: {r['records']:,} records: {r['new']:,} new, {r['updated']:,} updated, "
+            f"{r['removed']:,} removed, {r['unchanged']:,} unchanged entities")
+    click.echo(json.dumps(state["result"], ensure_ascii=False))
 
 
 @registry_group.command("stats")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from pprl.cli import cli, progress_wanted, say
@@ -32,7 +34,14 @@ def pseudonym_group() -> None:
 @click.option("--out", required=True, type=FILE, help="Request to write (goes to a platform).")
 @click.option("--state", required=True, type=FILE,
               help="Private state to write (mode 0600; holds the IDs and the unblinding scalars): keep it.")
-def request_cmd(me, applicants, reference_column, identifier_column, identifier, out, state) -> None:
+@click.option("--platform", "platform_url", metavar="URL",
+              help="Have the platform's service evaluate the request at once, and finish: writes --pseudonyms.")
+@click.option("--service-card", "service_cards", multiple=True, type=FILE,
+              help="With --platform: the platform's card (default: your trust store, PPRL_TRUST).")
+@click.option("--pseudonyms", "pseudonyms_out", type=FILE,
+              help="With --platform: reference,pseudonym file to write (0600).")
+def request_cmd(me, applicants, reference_column, identifier_column, identifier, out, state, platform_url,
+                service_cards, pseudonyms_out) -> None:
     """Blind your applicants' IDs for a platform to evaluate: it learns how many, never which.
 
     An ID that is not valid of its kind is left out: that applicant is "not
@@ -42,13 +51,35 @@ def request_cmd(me, applicants, reference_column, identifier_column, identifier,
     Example:
       pprl pseudonym request --me keys/bank_a.key --applicants applicants.csv \\
           --reference-column app_id --out bank_a.request.json --state bank_a.pseudonym-state
+    Evaluated by the platform's service at once:
+      pprl pseudonym request ... --platform https://platform-1.example:8401 \
+          --service-card keys/platform_1.card.json --pseudonyms bank_a.pseudonyms.csv
     """
     from pprl.protocol.files import load_key, request_pseudonyms_file
 
-    result = request_pseudonyms_file(load_key(me), applicants, reference_column, identifier_column, out, state,
+    if bool(platform_url) != bool(pseudonyms_out):
+        raise click.UsageError("--platform and --pseudonyms go together")
+    key = load_key(me)
+    client = None
+    if platform_url:
+        from pprl.cli.service import connect
+
+        client = connect(platform_url, key, service_cards, "platform")
+    result = request_pseudonyms_file(key, applicants, reference_column, identifier_column, out, state,
                                      identifier=identifier)
     say(f"wrote {result.path}: {result.applicants} applicants ({result.invalid} without a valid {identifier}, "
         "left out) and " + str(result.state_path) + " (private, mode 0600)")
+    if client is not None:
+        from pathlib import Path
+
+        from pprl.documents import write_atomic
+        from pprl.protocol.files import finish_pseudonyms_file
+
+        with client:
+            response = client.send_document("/v1/pseudonyms", "pseudonym-request", Path(result.path).read_bytes())
+        response_path = write_atomic(f"{out}.response.json", json.dumps(response, ensure_ascii=False).encode())
+        path, count = finish_pseudonyms_file(key, state, response_path, [client.service], pseudonyms_out)
+        say(f"wrote {path}: {count} pseudonyms from {platform_url} (private, mode 0600)")
 
 
 @pseudonym_group.command("evaluate")
@@ -112,18 +143,44 @@ PURPOSE = click.Choice(["loan-application", "credit-limit-review", "post-loan-mo
                    "applicant's signed authorisation; times ISO 8601 UTC).")
 @click.option("--purpose", required=True, type=PURPOSE, help="Why you ask; every consent must be for it.")
 @click.option("--out", required=True, type=FILE, help="Query to write (goes to the bureau).")
-def query_cmd(me, pseudonyms, consents, purpose, out) -> None:
+@click.option("--bureau", "bureau_url", metavar="URL", help="Send it to the bureau's service and write its answer.")
+@click.option("--service-card", "service_cards", multiple=True, type=FILE,
+              help="With --bureau: the bureau's card (default: your trust store, PPRL_TRUST).")
+@click.option("--answer", "answer_out", type=FILE, help="With --bureau: the answer to write.")
+def query_cmd(me, pseudonyms, consents, purpose, out, bureau_url, service_cards, answer_out) -> None:
     """Ask the bureau about consenting applicants, by pseudonym and with each one's consent.
 
     \b
     Example:
       pprl query --me keys/bank_a.key --pseudonyms bank_a.pseudonyms.csv --consents consents.csv \\
           --purpose loan-application --out bank_a.query.json
+    Answered by the bureau's service at once:
+      pprl query ... --out bank_a.query.json --bureau https://bureau.example:8400 \
+          --service-card keys/bureau.card.json --answer bank_a.answer.json
     """
     from pprl.protocol.files import load_key, query_file
 
-    path = query_file(load_key(me), pseudonyms, consents, purpose, out)
+    if bool(bureau_url) != bool(answer_out):
+        raise click.UsageError("--bureau and --answer go together")
+    key = load_key(me)
+    client = None
+    if bureau_url:
+        from pprl.cli.service import connect
+
+        client = connect(bureau_url, key, service_cards, "bureau")
+    path = query_file(key, pseudonyms, consents, purpose, out)
     say(f"wrote {path}")
+    if client is not None:
+        from pathlib import Path
+
+        from pprl.documents import Answer, save, verify
+
+        with client:
+            raw = client.send_document("/v1/queries", "query", Path(path).read_bytes())
+        answer = Answer.from_dict(raw, f"{bureau_url} answer")
+        verify(answer, [client.service], source=answer.source, role="bureau")
+        save(answer_out, answer)
+        say(f"wrote {answer_out}: {answer.header.found} of {answer.header.count} applicants found")
 
 
 @cli.command("answer")
@@ -251,13 +308,20 @@ def decrypt_answer_cmd(me, paillier_key, share, answer_, cards, policy, audit_lo
 @click.option("--decryption", type=FILE, help="Single key: the authority's decryption of it.")
 @click.option("--parts", multiple=True, type=FILE,
               help="Threshold key: a holder's part of it; repeat (T of them).")
+@click.option("--authority", "authority_url", metavar="URL",
+              help="Single key: ask the authority's service for the decryption (written to --decryption if given).")
+@click.option("--holders", "holder_urls", multiple=True, metavar="URL",
+              help="Threshold key: ask each holder's service for its part; repeat (T of them).")
+@click.option("--service-card", "service_cards", multiple=True, type=FILE,
+              help="With --authority / --holders: their cards (default: your trust store, PPRL_TRUST).")
 @click.option("--pseudonyms", required=True, type=FILE, help="Your reference,pseudonym file for this query.")
 @click.option("--cards", multiple=True, required=True, type=FILE,
               help="The bureau's and the authority's cards (threshold key: the dealer's).")
 @click.option("--out", required=True, type=FILE,
               help="CSV to write: app_id,found,contributors,<score>_sum... and, if the policy gives them, "
                    "<platform>:<score> columns (0600).")
-def open_answer_cmd(me, answer_, decryption, parts, pseudonyms, cards, out) -> None:
+def open_answer_cmd(me, answer_, decryption, parts, authority_url, holder_urls, service_cards, pseudonyms, cards,
+                    out) -> None:
     """Remove the masks and read your applicants' scores (the columns the purpose releases).
 
     \b
@@ -269,11 +333,49 @@ def open_answer_cmd(me, answer_, decryption, parts, pseudonyms, cards, out) -> N
       pprl open-answer --me keys/bank_a.key --answer bank_a.answer.json --parts holder_a.answer-part.json \\
           --parts holder_b.answer-part.json --pseudonyms bank_a.pseudonyms.csv --cards keys/bureau.card.json \\
           --cards keys/authority.card.json --out bank_a.scores.csv
+    Through the key holders' services:
+      pprl open-answer --me keys/bank_a.key --answer bank_a.answer.json --authority https://authority.example:8402 \
+          --service-card keys/authority.card.json --pseudonyms bank_a.pseudonyms.csv \
+          --cards keys/bureau.card.json --cards keys/authority.card.json --out bank_a.scores.csv
     """
     from pprl.protocol.files import load_cards, load_key, open_answer_file
 
+    key = load_key(me)
+    if authority_url or holder_urls:
+        if (authority_url and holder_urls) or parts:
+            raise click.UsageError("give --authority (single key) or --holders (threshold key), not both, "
+                                   "and no --parts")
+        decryption, parts = _fetch_decryptions(key, answer_, authority_url, list(holder_urls), service_cards,
+                                               decryption, out)
     if bool(decryption) == bool(parts):
         raise click.UsageError("give --decryption (single key) or --parts (threshold key), one of them")
-    path, asked, found = open_answer_file(load_key(me), answer_, decryption or list(parts), pseudonyms,
+    path, asked, found = open_answer_file(key, answer_, decryption or list(parts), pseudonyms,
                                           load_cards(cards), out)
     say(f"wrote {path}: {found} of {asked} applicants found (private, mode 0600)")
+
+
+def _fetch_decryptions(key, answer: str, authority_url: str | None, holder_urls: list[str], service_cards,
+                       decryption: str | None, out: str) -> tuple[str | None, list[str]]:
+    """Ask the authority's (or each holder's) service to decrypt ``answer``; the files its answers went to."""
+    from pathlib import Path
+
+    from pprl.cli.service import connect
+    from pprl.documents import write_atomic
+
+    body = Path(answer).read_bytes()
+    if authority_url:
+        with connect(authority_url, key, service_cards, "authority") as client:
+            doc = client.send_document("/v1/answer-decryptions", "answer", body)
+        path = decryption or f"{out}.decryption.json"
+        write_atomic(path, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+        say(f"wrote {path} (from {authority_url})")
+        return str(path), []
+    paths = []
+    for i, url in enumerate(holder_urls, start=1):
+        with connect(url, key, service_cards, "authority") as client:
+            doc = client.send_document("/v1/answer-decryptions", "answer", body)
+        path = f"{out}.part{i}.json"
+        write_atomic(path, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+        say(f"wrote {path} (from {url})")
+        paths.append(path)
+    return None, paths

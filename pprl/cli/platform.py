@@ -64,8 +64,12 @@ def parse_clip(specs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
 @click.option("--run", help="The run id the bureau announced for this linkage (goes into the signed header; a "
               "schema with clkConfig.rotate also derives this run's key from it).")
 @click.option("--out", required=True, type=FILE, help="Submission file to write.")
+@click.option("--to", "to_url", metavar="URL",
+              help="Also send it to the bureau's service (in chunks, resumed after a broken connection).")
+@click.option("--service-card", "service_cards", multiple=True, type=FILE,
+              help="With --to: the bureau's card (default: your trust store, PPRL_TRUST).")
 def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores, clip, plain_encryption,
-               records_per_ciphertext, pseudonym_column, pseudonym_kind, run, out) -> None:
+               records_per_ciphertext, pseudonym_column, pseudonym_kind, run, out, to_url, service_cards) -> None:
     """Encode identifiers into CLKs, encrypt scores, and sign one submission for the bureau.
 
     Also writes OUT.map.csv (token,<id-column>; mode 0600): your private way
@@ -77,10 +81,18 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
           --secret platform_1.secret --paillier authority/paillier.pub.json \\
           --authority keys/authority.card.json --data platform_1.csv --id-column user_id --scores repay_score,spend_score,travel_score \\
           --clip repay_score=0:1000 --clip spend_score=0:50000 --out platform_1.submission.json
+    Sent to the bureau's service as well:
+      pprl submit ... --out platform_1.submission.json --to https://bureau.example:8400 \
+          --service-card keys/bureau.card.json
     """
     from pprl.protocol.files import load_key, pinned_cards, submit
 
     key = load_key(me)
+    client = None
+    if to_url:  # before the work: a wrong URL or an unpinned bureau fails at once
+        from pprl.cli.service import connect
+
+        client = connect(to_url, key, service_cards, "bureau")
     pins = pinned_cards([authority] if authority else [], "authority", "who signed --paillier") if paillier else None
     result = submit(
         key,
@@ -104,6 +116,12 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
     say(f"wrote {result.map_path} (private, mode 0600: keep it)")
     for note in result.notes:
         say(f"note: {note}")
+    if client is not None:
+        from pathlib import Path
+
+        with client:
+            summary = client.upload("submission", Path(result.path).read_bytes())
+        say(f"sent to {to_url}: submission {summary['document']} ({summary.get('records')} records)")
 
 
 @cli.command("encode")

@@ -575,6 +575,21 @@ def _log_then_write(decrypted: Decrypted, audit_log: PathLike, out: PathLike) ->
                          unreadable=decrypted.unreadable)
 
 
+def append_log_line(path: PathLike, entry: Mapping[str, Any]) -> None:
+    """Append one entry to a party's log file (atomically: readers see the old or the new file)."""
+    _append_line(path, entry)
+
+
+def checked_audit_log(audit_log: PathLike) -> list[dict[str, Any]]:
+    """An audit log's entries after checking its chain (DocumentError naming the file if it is damaged)."""
+    return _checked_log(audit_log)
+
+
+def read_log_lines(path: PathLike) -> list[dict[str, Any]]:
+    """A log file's entries (none if it does not exist yet); DocumentError for a damaged line."""
+    return _read_lines(path)
+
+
 def _checked_log(audit_log: PathLike) -> list[dict[str, Any]]:
     """The log's entries after checking its chain (errors name the file)."""
     try:

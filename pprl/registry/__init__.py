@@ -3,6 +3,6 @@
 Import from here: ``from pprl.registry import Registry``. Design: docs/registry.md.
 """
 
-from pprl.registry.store import FORMAT, Registry, RegistryStats, UpdateReport, registry_url
+from pprl.registry.store import FORMAT, Registry, RegistryStats, UpdateReport, registry_url, sqlite_pragmas
 
-__all__ = ["FORMAT", "Registry", "RegistryStats", "UpdateReport", "registry_url"]
+__all__ = ["FORMAT", "Registry", "RegistryStats", "UpdateReport", "registry_url", "sqlite_pragmas"]

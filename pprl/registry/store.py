@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from pprl.protocol.link import LinkOptions
 from pprl.protocol.query import AnswerPolicy, Found, build_answer, check_query
 from pprl.protocol.registry import RegistryView, UpdatePlan, plan_update
 
-__all__ = ["FORMAT", "Registry", "RegistryStats", "UpdateReport", "registry_url"]
+__all__ = ["FORMAT", "Registry", "RegistryStats", "UpdateReport", "registry_url", "sqlite_pragmas"]
 
 #: The registry format this pprl reads and writes (refuses others).
 FORMAT = "pprl-registry-1"
@@ -175,6 +175,8 @@ class Registry:
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._engine: Engine = sa.create_engine(url, future=True)
+            if self._engine.dialect.name == "sqlite":
+                sa.event.listen(self._engine, "connect", sqlite_pragmas)
             with self._engine.begin() as conn:
                 _md.create_all(conn)
                 found = conn.execute(sa.select(_meta.c.value).where(_meta.c.key == "format")).scalar()
@@ -318,13 +320,17 @@ class Registry:
 
     def update(
         self, submissions: Sequence[Submission], options: LinkOptions, cards: Sequence[Card],
-        me: PartyKey | None = None,
+        me: PartyKey | None = None, *, step: Callable[[int, int, str], None] | None = None,
+        also: Callable[[Connection, list[UpdateReport]], None] | None = None,
     ) -> list[UpdateReport]:
         """Replace each submission's platform contribution, in order, in one transaction for them all.
 
         Each submission is planned against the registry as the ones before it
         left it; if any is refused, nothing is written. With ``me`` (the bureau)
-        each update also goes into the registry's signed log.
+        each update also goes into the registry's signed log. ``step(i, n, platform)``
+        is called before the i-th of n submissions is planned (progress);
+        ``also(conn, reports)`` runs inside the same transaction at the end (a
+        service marks its job done there, so the two commit together).
         """
         if me is not None and me.role != "bureau":
             raise KeyFormatError(f"only the bureau keeps the registry; '{me.name}' is a {me.role}")
@@ -332,7 +338,9 @@ class Registry:
         try:
             with self._engine.begin() as conn:
                 _lock(conn)
-                for doc in submissions:
+                for i, doc in enumerate(submissions):
+                    if step is not None:
+                        step(i, len(submissions), str(doc.header.platform))
                     plan = plan_update(_view(conn), doc, options, cards)
                     _apply(conn, plan)
                     if me is not None:
@@ -345,9 +353,21 @@ class Registry:
                         plan.platform, plan.submission_hash, len(plan.add), plan.new, plan.updated, plan.removed,
                         plan.unchanged, plan.threshold, plan.threshold_method,
                     ))
+                if also is not None:
+                    also(conn, reports)
         except sa.exc.SQLAlchemyError as exc:
             raise RegistryError(f"{self.display}: the update was not applied ({_reason(exc)})") from None
         return reports
+
+
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Every SQLite connection: write-ahead log (readers never wait for the writer), wait up to 60 s for another
+    writer instead of failing at once, and sync every commit to disk."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
 
 
 def entity_id(number: int) -> str:

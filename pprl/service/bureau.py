@@ -1,0 +1,203 @@
+"""The bureau's service: submissions in, registry updates as background jobs, lender queries answered.
+
+Routes (every request signed; see :mod:`pprl.service.app`):
+
+- ``/v1/uploads`` ...: a platform uploads its signed submission in chunks; on
+  ``complete`` the bureau checks it (signed by that very platform among its
+  pinned cards, counts and encodings agree) and keeps it until an update.
+- ``GET /v1/submissions``: the submissions received (the bureau itself).
+- ``POST /v1/jobs`` ``{"kind": "registry-update", "submissions": [hash, ...]}``
+  (the bureau itself; without ``submissions``, every one not yet applied):
+  queues a registry update and answers 202 with the job. One job runs at a
+  time, in a thread; the update and the job's "done" commit in one transaction,
+  so a crash leaves neither (the job runs again at restart) or both.
+- ``GET /v1/jobs/{id}``: a job's status and progress (the bureau, or the
+  platform whose submission it applies).
+- ``POST /v1/queries``: a lender's signed query (the document, or
+  ``{"document": hash}`` of one uploaded in chunks); the answer document comes
+  back, or a 403 naming why it was refused (the refusal is recorded).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from pprl.documents import Card, Query, Submission, parse_json
+from pprl.errors import DocumentError, PPRLError
+from pprl.protocol.identity import PartyKey
+from pprl.protocol.link import LinkOptions, open_submission
+from pprl.protocol.query import AnswerPolicy
+from pprl.registry import Registry
+from pprl.service.app import Call, Service, document_body
+from pprl.service.auth import AuthError
+from pprl.service.state import Job, ServiceState
+
+__all__ = ["BureauService"]
+
+log = logging.getLogger("pprl.service.bureau")
+
+
+class BureauService(Service):
+    """The bureau's service over the registry at ``registry`` (its state tables live there too)."""
+
+    role = "bureau"
+    uploads = {"submission": ("platform",), "query": ("lender",)}
+
+    def __init__(self, me: PartyKey, registry: str, cards: Sequence[Card], policy: AnswerPolicy | None = None,
+                 link_options: LinkOptions | None = None) -> None:
+        if me.role != "bureau":
+            raise PPRLError(f"only the bureau serves the registry; '{me.name}' is a {me.role}")
+        self.registry = Registry(registry)
+        super().__init__(me, cards, ServiceState(registry))
+        self.platforms = [c for c in self.cards if c.role == "platform"]
+        self.lenders = [c for c in self.cards if c.role == "lender"]
+        self.policy = policy or AnswerPolicy()
+        self.link_options = link_options or LinkOptions()
+        self._progress: dict[str, dict[str, Any]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._runner: threading.Thread | None = None
+
+    def routes(self) -> list:
+        return [
+            *super().routes(),
+            self.route("/v1/submissions", self.list_submissions, methods=["GET"], roles=("bureau",)),
+            self.route("/v1/jobs", self.start_job, methods=["POST"], roles=("bureau",)),
+            self.route("/v1/jobs/{job}", self.job_status, methods=["GET"], roles=("bureau", "platform")),
+            self.route("/v1/queries", self.answer, methods=["POST"], roles=("lender",)),
+        ]
+
+    # -- documents -----------------------------------------------------------------------------------
+
+    def accept(self, kind: str, signer: Card, data: bytes, source: str) -> dict[str, Any]:
+        raw = parse_json(data, source, f"{source}: not a pprl document (not valid JSON)")
+        if kind == "submission":
+            doc = Submission.from_dict(raw, source)
+            verified = open_submission(doc, self.platforms)
+            if verified.platform != signer.name:
+                raise AuthError(403, f"{source}: a submission of '{verified.platform}' uploaded by '{signer.name}'")
+            header = doc.header
+            return {"document": doc.hash, "kind": kind, "platform": header.platform, "records": header.records,
+                    "created": header.created, "run": header.run}
+        doc_q = Query.from_dict(raw, source)
+        if doc_q.header.lender != signer.name:
+            raise AuthError(403, f"{source}: a query of '{doc_q.header.lender}' uploaded by '{signer.name}'")
+        return {"document": doc_q.hash, "kind": kind, "lender": doc_q.header.lender, "count": doc_q.header.count}
+
+    def list_submissions(self, call: Call) -> tuple[int, Any]:
+        return 200, {"submissions": self.state.documents("submission")}
+
+    # -- registry updates ----------------------------------------------------------------------------
+
+    def start_job(self, call: Call) -> tuple[int, Any]:
+        spec = call.json()
+        if not isinstance(spec, dict) or spec.get("kind") != "registry-update":
+            raise DocumentError('a job is {"kind": "registry-update", "submissions": [hash, ...]} (the only kind)')
+        wanted = spec.get("submissions")
+        received = {d["document"]: d for d in self.state.documents("submission")}
+        if wanted is None:
+            wanted = [h for h, d in received.items() if d["job"] is None]
+            if not wanted:
+                raise DocumentError("no received submission waits for an update")
+        if not isinstance(wanted, list) or not all(isinstance(h, str) for h in wanted) or not wanted:
+            raise DocumentError("submissions must be a non-empty list of document hashes")
+        for h in wanted:
+            if h not in received:
+                raise DocumentError(f"no received submission {h[:64]!r}")
+            if received[h]["job"] is not None:
+                raise AuthError(409, f"submission {h} was already applied by job {received[h]['job']}")
+        threshold = spec.get("threshold", "auto")
+        if threshold != "auto" and (not isinstance(threshold, (int, float)) or isinstance(threshold, bool)
+                                    or not 0 < threshold <= 1):
+            raise DocumentError("threshold must be 'auto' or a Dice similarity in (0, 1]")
+        platforms = sorted({received[h]["platform"] for h in wanted})
+        job = self.state.create_job("registry-update", call.signer.name,
+                                    {"submissions": wanted, "threshold": threshold, "platforms": platforms})
+        self._wake.set()
+        return 202, self._job_view(job)
+
+    def job_status(self, call: Call) -> tuple[int, Any]:
+        job = self.state.job(call.params["job"])
+        if call.signer.role == "platform" and call.signer.name not in job.params.get("platforms", []):
+            raise AuthError(404, f"no job {job.id!r} of yours")
+        return 200, self._job_view(job)
+
+    def _job_view(self, job: Job) -> dict[str, Any]:
+        view = job.to_dict()
+        view["progress"] = self._progress.get(job.id) if job.status == "running" else None
+        view["submissions"] = job.params.get("submissions")
+        return view
+
+    def startup(self) -> None:
+        again = self.state.requeue_interrupted()
+        if again:
+            log.warning("jobs interrupted by a stop run again: %s", ", ".join(again))
+        self._runner = threading.Thread(target=self._run_jobs, name="pprl-jobs", daemon=True)
+        self._runner.start()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._runner is not None:
+            self._runner.join(timeout=5)
+        self.registry.close()
+        self.state.close()
+
+    def _run_jobs(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.state.claim_job()
+            except Exception:  # noqa: BLE001 - the database may be briefly unavailable
+                log.exception("cannot read the job queue")
+                job = None
+            if job is None:
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        hashes: list[str] = job.params["submissions"]
+        progress = self._progress[job.id] = {"done": 0, "total": len(hashes), "platform": None}
+
+        def step(i: int, n: int, platform: str) -> None:
+            progress.update(done=i, total=n, platform=platform)
+
+        def also(conn: Any, reports: list) -> None:
+            result = [{"platform": r.platform, "submission": r.submission, "records": r.records, "new": r.new,
+                       "updated": r.updated, "removed": r.removed, "unchanged": r.unchanged,
+                       "threshold": r.threshold, "threshold_method": r.threshold_method} for r in reports]
+            ServiceState.finish_job_in(conn, job, {"updates": result}, hashes)
+
+        try:
+            docs = [Submission.from_dict(parse_json(body, f"submission {h}"), f"submission {h}")
+                    for h, body in zip(hashes, self.state.document_bodies(hashes))]
+            threshold = job.params.get("threshold", "auto")
+            options = LinkOptions(threshold=None if threshold == "auto" else float(threshold),
+                                  blocking=self.link_options.blocking, workers=self.link_options.workers)
+            self.registry.update(docs, options, self.platforms, me=self.me, step=step, also=also)
+            log.info("job %s: registry updated from %d submissions", job.id, len(hashes))
+        except PPRLError as exc:
+            log.warning("job %s refused: %s", job.id, exc)
+            self.state.fail_job(job, str(exc))
+        except Exception as exc:  # noqa: BLE001 - recorded, the runner carries on
+            log.exception("job %s failed", job.id)
+            self.state.fail_job(job, f"internal error ({type(exc).__name__}); the service logged it")
+        finally:
+            self._progress.pop(job.id, None)
+
+    # -- lender queries --------------------------------------------------------------------------------
+
+    def answer(self, call: Call) -> tuple[int, Any]:
+        raw = call.json()
+        if isinstance(raw, dict) and set(raw) == {"document"}:
+            (body,) = self.state.document_bodies([str(raw["document"])])
+            raw = parse_json(body, "the uploaded query")
+        query = Query.from_dict(raw, "the query")
+        if query.header.lender != call.signer.name:
+            raise AuthError(403, f"the query is '{query.header.lender}''s, but '{call.signer.name}' sent it")
+        answer = self.registry.answer(self.me, query, self.lenders, self.policy)
+        return 200, document_body(answer)

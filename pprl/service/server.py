@@ -1,0 +1,33 @@
+"""Run a party's service under uvicorn: plain HTTP/1.1 (h11) on one port, TLS and mutual TLS when asked."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from pprl.service.app import Service
+
+__all__ = ["serve", "uvicorn_config"]
+
+
+def uvicorn_config(service: Service, host: str, port: int, *, tls_cert: str | None = None,
+                   tls_key: str | None = None, tls_client_ca: str | None = None, log_level: str = "info") -> Any:
+    """The uvicorn configuration of ``service`` (exposed for tests, which run it in a thread)."""
+    import uvicorn
+
+    options: dict[str, Any] = {}
+    if tls_cert:
+        options.update(ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+        if tls_client_ca:
+            options.update(ssl_ca_certs=tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return uvicorn.Config(service.app(), host=host, port=port, http="h11", lifespan="on", log_level=log_level,
+                          proxy_headers=False, server_header=False, timeout_keep_alive=30, **options)
+
+
+def serve(service: Service, host: str, port: int, **options: Any) -> None:
+    """Serve until SIGINT or SIGTERM (uvicorn finishes the requests in flight, then the service shuts down)."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvicorn.Server(uvicorn_config(service, host, port, **options)).run()

@@ -1,0 +1,341 @@
+"""A service's own state, in its database: nonces seen, uploads in progress, documents received, jobs.
+
+The bureau keeps these tables next to its registry (same database: SQLite by
+default, PostgreSQL by URL), so a registry update and the job that ran it
+commit in one transaction. Platforms and key holders keep them in a small
+SQLite file of their own (``--state``). Every change is one transaction: a
+service killed at any point restarts with each upload, document and job as it
+was before or after a change, never between.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pprl.documents import now
+from pprl.errors import PPRLError
+from pprl.registry import registry_url, sqlite_pragmas
+from pprl.service.auth import WINDOW_SECONDS, AuthError
+
+__all__ = ["MAX_BODY", "Job", "ServiceState", "Upload", "jobs_table"]
+
+#: The largest request body a service reads (bank proxies often stop at 2 MB): larger documents are uploaded
+#: in chunks of at most this size.
+MAX_BODY = 2 * 1024 * 1024
+#: The largest document an upload may assemble.
+MAX_UPLOAD = 8 * 1024 ** 3
+
+_md = sa.MetaData()
+_nonces = sa.Table(
+    "pprl_svc_nonces", _md,
+    sa.Column("signer", sa.String(64), primary_key=True),
+    sa.Column("nonce", sa.String(32), primary_key=True),
+    sa.Column("expires", sa.Float, nullable=False, index=True),
+)
+_uploads = sa.Table(
+    "pprl_svc_uploads", _md,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("chunk_size", sa.Integer, nullable=False),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("document", sa.String(64), nullable=True),
+)
+_chunks = sa.Table(
+    "pprl_svc_chunks", _md,
+    sa.Column("upload", sa.String(32), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+_documents = sa.Table(
+    "pprl_svc_documents", _md,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("received", sa.String(40), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("job", sa.String(32), nullable=True),
+)
+jobs_table = sa.Table(
+    "pprl_svc_jobs", _md,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("started", sa.String(40), nullable=True),
+    sa.Column("finished", sa.String(40), nullable=True),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An upload: ``chunks`` pieces of ``chunk_size`` bytes (the last shorter), ``received`` of them so far."""
+
+    id: str
+    owner: str
+    kind: str
+    size: int
+    sha256: str
+    chunk_size: int
+    status: str
+    document: str | None
+    received: tuple[int, ...]
+
+    @property
+    def chunks(self) -> int:
+        return max(1, -(-self.size // self.chunk_size))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"upload": self.id, "kind": self.kind, "size": self.size, "sha256": self.sha256,
+                "chunk_size": self.chunk_size, "chunks": self.chunks, "status": self.status,
+                "received": list(self.received), "document": self.document}
+
+
+@dataclass(frozen=True)
+class Job:
+    """A background job's stored state (a running job's progress lives in the service's memory)."""
+
+    id: str
+    kind: str
+    owner: str
+    status: str  # queued, running, done, failed
+    created: str
+    started: str | None
+    finished: str | None
+    params: dict[str, Any]
+    result: Any
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job": self.id, "kind": self.kind, "owner": self.owner, "status": self.status,
+                "created": self.created, "started": self.started, "finished": self.finished,
+                "result": self.result, "error": self.error}
+
+
+def _job(row: Any) -> Job:
+    return Job(row.id, row.kind, row.owner, row.status, row.created, row.started, row.finished,
+               json.loads(row.params), json.loads(row.result) if row.result else None, row.error)
+
+
+class ServiceState:
+    """The state tables at ``location`` (a SQLite file or a database URL), created on first use."""
+
+    def __init__(self, location: str | Path) -> None:
+        url = registry_url(location)
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = sa.create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", sqlite_pragmas)
+        with self.engine.begin() as conn:
+            _md.create_all(conn)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- replay protection -------------------------------------------------------------------------
+
+    def remember_nonce(self, signer: str, nonce: str, at: float | None = None) -> None:
+        """Record a request's nonce; AuthError 409 if this signer used it before (a replay)."""
+        clock = time.time() if at is None else at
+        try:
+            with self._tx() as conn:
+                if secrets.randbelow(64) == 0:  # now and then, forget nonces older than the window
+                    conn.execute(sa.delete(_nonces).where(_nonces.c.expires < clock))
+                conn.execute(sa.insert(_nonces).values(signer=signer, nonce=nonce,
+                                                       expires=clock + 2 * WINDOW_SECONDS))
+        except sa.exc.IntegrityError:
+            raise AuthError(409, "replayed request: this nonce was used before; sign every request afresh") from None
+
+    # -- uploads -----------------------------------------------------------------------------------
+
+    def open_upload(self, owner: str, kind: str, size: int, sha256: str, chunk_size: int) -> Upload:
+        """A new upload, or the same owner's open upload of the same bytes (so a client can resume)."""
+        with self._tx() as conn:
+            row = conn.execute(sa.select(_uploads).where(
+                (_uploads.c.owner == owner) & (_uploads.c.sha256 == sha256) & (_uploads.c.size == size)
+                & (_uploads.c.kind == kind) & (_uploads.c.status == "open"))).first()
+            if row is None:
+                upload_id = secrets.token_hex(16)
+                conn.execute(sa.insert(_uploads).values(id=upload_id, owner=owner, kind=kind, size=size,
+                                                        sha256=sha256, chunk_size=chunk_size, created=now(),
+                                                        status="open", document=None))
+            else:
+                upload_id = row.id
+            return self._upload(conn, upload_id, owner)
+
+    def upload(self, upload_id: str, owner: str) -> Upload:
+        with self.engine.connect() as conn:
+            return self._upload(conn, upload_id, owner)
+
+    def _upload(self, conn: Connection, upload_id: str, owner: str) -> Upload:
+        row = conn.execute(sa.select(_uploads).where(_uploads.c.id == upload_id)).first()
+        if row is None or row.owner != owner:
+            raise _NotFound(f"no upload {upload_id[:40]!r} of yours")
+        received = tuple(conn.execute(sa.select(_chunks.c.idx).where(_chunks.c.upload == upload_id)
+                                      .order_by(_chunks.c.idx)).scalars())
+        return Upload(row.id, row.owner, row.kind, row.size, row.sha256, row.chunk_size, row.status,
+                      row.document, received)
+
+    def put_chunk(self, upload_id: str, owner: str, index: int, data: bytes) -> Upload:
+        """Store one chunk; sending the same chunk again is harmless, a different one is refused (409)."""
+        with self._tx() as conn:
+            up = self._upload(conn, upload_id, owner)
+            if up.status != "open":
+                raise _Conflict(f"upload {upload_id} is already complete")
+            if not 0 <= index < up.chunks:
+                raise _BadRequest(f"chunk {index} is out of range: the upload has chunks 0 to {up.chunks - 1}")
+            want = up.chunk_size if index < up.chunks - 1 else up.size - up.chunk_size * (up.chunks - 1)
+            if len(data) != want:
+                raise _BadRequest(f"chunk {index} has {len(data)} bytes; it must have {want}")
+            old = conn.execute(sa.select(_chunks.c.data).where((_chunks.c.upload == upload_id)
+                                                               & (_chunks.c.idx == index))).scalar()
+            if old is None:
+                conn.execute(sa.insert(_chunks).values(upload=upload_id, idx=index, data=data))
+            elif bytes(old) != data:
+                raise _Conflict(f"chunk {index} was already received with other bytes")
+            return self._upload(conn, upload_id, owner)
+
+    def assemble(self, upload_id: str, owner: str) -> tuple[Upload, bytes]:
+        """The upload's whole bytes, checked against its SHA-256; 409 naming the chunks still missing."""
+        with self.engine.connect() as conn:
+            up = self._upload(conn, upload_id, owner)
+            if up.status != "open":
+                raise _Conflict(f"upload {upload_id} is already complete (document {up.document})")
+            missing = sorted(set(range(up.chunks)) - set(up.received))
+            if missing:
+                shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+                raise _Conflict(f"upload {upload_id} is missing chunks {shown}; send them, then complete")
+            data = b"".join(bytes(r.data) for r in conn.execute(
+                sa.select(_chunks.c.data).where(_chunks.c.upload == upload_id).order_by(_chunks.c.idx)))
+        if hashlib.sha256(data).hexdigest() != up.sha256:
+            raise _BadRequest(f"upload {upload_id}: the chunks do not add up to the declared SHA-256")
+        return up, data
+
+    def store_document(self, upload_id: str | None, owner: str, kind: str, doc_hash: str, body: bytes,
+                       summary: dict[str, Any]) -> None:
+        """Keep a received document (and close its upload, dropping the chunks) in one transaction."""
+        with self._tx() as conn:
+            exists = conn.execute(sa.select(_documents.c.hash).where(_documents.c.hash == doc_hash)).first()
+            if exists is None:
+                received = datetime.now(timezone.utc).isoformat(timespec="microseconds")  # orders arrivals
+                conn.execute(sa.insert(_documents).values(hash=doc_hash, kind=kind, owner=owner, received=received,
+                                                          summary=json.dumps(summary), body=body, job=None))
+            if upload_id is not None:
+                conn.execute(sa.update(_uploads).where(_uploads.c.id == upload_id)
+                             .values(status="complete", document=doc_hash))
+                conn.execute(sa.delete(_chunks).where(_chunks.c.upload == upload_id))
+
+    def documents(self, kind: str, *, unused: bool = False) -> list[dict[str, Any]]:
+        """Summaries of the received documents of ``kind`` (oldest first); ``unused``: not yet in a job."""
+        query = sa.select(_documents.c.hash, _documents.c.owner, _documents.c.received, _documents.c.summary,
+                          _documents.c.job).where(_documents.c.kind == kind)
+        if unused:
+            query = query.where(_documents.c.job.is_(None))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(_documents.c.received, _documents.c.hash)).all()
+        return [{"document": r.hash, "owner": r.owner, "received": r.received, "job": r.job,
+                 **json.loads(r.summary)} for r in rows]
+
+    def document_bodies(self, hashes: Sequence[str]) -> list[bytes]:
+        with self.engine.connect() as conn:
+            rows = {r.hash: bytes(r.body) for r in conn.execute(
+                sa.select(_documents.c.hash, _documents.c.body).where(_documents.c.hash.in_(list(hashes))))}
+        missing = [h for h in hashes if h not in rows]
+        if missing:
+            raise _NotFound(f"no received document {missing[0]}")
+        return [rows[h] for h in hashes]
+
+    # -- jobs ----------------------------------------------------------------------------------------
+
+    def create_job(self, kind: str, owner: str, params: dict[str, Any]) -> Job:
+        job_id = secrets.token_hex(8)
+        with self._tx() as conn:
+            conn.execute(sa.insert(jobs_table).values(id=job_id, kind=kind, owner=owner, status="queued",
+                                                      created=now(), params=json.dumps(params)))
+            return _job(conn.execute(sa.select(jobs_table).where(jobs_table.c.id == job_id)).one())
+
+    def job(self, job_id: str) -> Job:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs_table).where(jobs_table.c.id == job_id)).first()
+        if row is None:
+            raise _NotFound(f"no job {job_id[:40]!r}")
+        return _job(row)
+
+    def requeue_interrupted(self) -> list[str]:
+        """Jobs that were running when the service stopped: nothing of theirs committed, so they run again."""
+        with self._tx() as conn:
+            ids = list(conn.execute(sa.select(jobs_table.c.id).where(jobs_table.c.status == "running")).scalars())
+            if ids:
+                conn.execute(sa.update(jobs_table).where(jobs_table.c.id.in_(ids))
+                             .values(status="queued", started=None))
+        return ids
+
+    def claim_job(self) -> Job | None:
+        """The oldest queued job, marked running; None when there is none."""
+        with self._tx() as conn:
+            row = conn.execute(sa.select(jobs_table).where(jobs_table.c.status == "queued")
+                               .order_by(jobs_table.c.created, jobs_table.c.id).limit(1)).first()
+            if row is None:
+                return None
+            done = conn.execute(sa.update(jobs_table).where((jobs_table.c.id == row.id)
+                                                            & (jobs_table.c.status == "queued"))
+                                .values(status="running", started=now()))
+            if done.rowcount != 1:
+                return None
+            return _job(conn.execute(sa.select(jobs_table).where(jobs_table.c.id == row.id)).one())
+
+    @staticmethod
+    def finish_job_in(conn: Connection, job: Job, result: Any, documents: Sequence[str] = ()) -> None:
+        """Mark ``job`` done (and ``documents`` used by it) inside the caller's transaction."""
+        conn.execute(sa.update(jobs_table).where(jobs_table.c.id == job.id)
+                     .values(status="done", finished=now(), result=json.dumps(result)))
+        if documents:
+            conn.execute(sa.update(_documents).where(_documents.c.hash.in_(list(documents)))
+                         .values(job=job.id))
+
+    def fail_job(self, job: Job, error: str) -> None:
+        with self._tx() as conn:
+            conn.execute(sa.update(jobs_table).where(jobs_table.c.id == job.id)
+                         .values(status="failed", finished=now(), error=error[:500]))
+
+    def run_in_transaction(self, fn: Callable[[Connection], Any]) -> Any:
+        with self._tx() as conn:
+            return fn(conn)
+
+
+class _NotFound(PPRLError):
+    status = 404
+
+
+class _Conflict(PPRLError):
+    status = 409
+
+
+class _BadRequest(PPRLError):
+    status = 400

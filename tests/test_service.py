@@ -1,0 +1,210 @@
+"""The parties' services over real HTTP on 127.0.0.1: the lender story through them, and bad requests refused."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_runner import cli_consortium, run
+from service_harness import served
+
+from pprl.documents import Submission, load
+from pprl.errors import PPRLError, SignatureError
+from pprl.protocol.files import load_card, load_key, load_paillier_private, load_secret
+from pprl.registry import Registry
+from pprl.service.auth import TIME, sign_request
+from pprl.service.bureau import BureauService
+from pprl.service.client import Client, ServiceError
+from pprl.service.parties import HolderService, PlatformService
+from pprl.service.state import MAX_BODY
+
+ROOT = Path(__file__).resolve().parents[1]
+PLATFORMS = ["platform_1", "platform_2"]
+SCORES = ["repay_score", "spend_score"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+
+
+def _stamp(days: float) -> str:
+    return (datetime.now(timezone.utc) + timedelta(days=days)).isoformat(timespec="seconds")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = tmp_path_factory.mktemp("service")
+    key, card, _ = cli_consortium(w, PLATFORMS, seed=31)
+    for name in ("bank_a", "outsider"):
+        run("init", name, "--role", "lender", "--dir", w / "keys")
+        key[name], card[name] = w / "keys" / f"{name}.key", w / "keys" / f"{name}.card.json"
+    k = {n: load_key(p) for n, p in key.items()}
+    c = {n: load_card(p) for n, p in card.items()}
+    bureau = BureauService(k["bureau"], str(w / "bureau" / "registry.db"),
+                           [c["platform_1"], c["platform_2"], c["bank_a"]])
+    platform = PlatformService(k["platform_1"], load_secret(w / "platform_1.secret"), [c["bank_a"]],
+                               w / "platform_1" / "oprf.log", w / "platform_1" / "state.db")
+    authority = HolderService(k["authority"], [c["bureau"], c["bank_a"]], w / "authority" / "audit.log",
+                              w / "authority" / "state.db",
+                              private=load_paillier_private(w / "authority" / "paillier.key"))
+    with served(bureau) as b, served(platform) as p, served(authority) as a:
+        yield {"dir": w, "key": key, "card": card, "k": k, "c": c, "bureau": b, "platform": p, "authority": a,
+               "bureau_service": bureau}
+
+
+def test_the_lender_story_through_the_services(world, tmp_path):
+    w, key, card = world["dir"], world["key"], world["card"]
+    for n in PLATFORMS:
+        out = run("submit", "--me", key[n], "--schema", ROOT / "examples" / "schema-cn.json", "--secret",
+                  w / f"{n}.secret", "--data", w / "data" / f"{n}.csv", "--id-column", "user_id", "--scores",
+                  ",".join(SCORES), "--paillier", w / "authority" / "paillier.pub.json", "--authority",
+                  card["authority"], "--pseudonym-column", "resident_id", "--out", tmp_path / f"{n}.sub.json",
+                  "--to", world["bureau"], "--service-card", card["bureau"])
+        assert f"sent to {world['bureau']}: submission" in out.stderr
+    done = run("registry", "update", "--me", key["bureau"], "--service", world["bureau"], "--service-card",
+               card["bureau"])
+    updates = json.loads(done.stdout)["updates"]
+    assert [u["platform"] for u in updates] == PLATFORMS and updates[0]["new"] == updates[0]["records"]
+    registry = w / "bureau" / "registry.db"
+    with Registry(registry) as reg:
+        entities = reg.stats().entities
+        members = reg.members()
+    assert 0 < entities < sum(u["records"] for u in updates)
+
+    # the lender: pseudonyms from platform_1's service, the answer from the bureau's, the decryption from
+    # the authority's
+    people = {n: {r["user_id"]: r for r in _rows(w / "data" / f"{n}.csv")} for n in PLATFORMS}
+    applicants = tmp_path / "applicants.csv"
+    chosen = list(people["platform_1"].values())[:12]
+    applicants.write_text("app_id,resident_id\n" + "".join(f"a{i},{r['resident_id']}\n"
+                                                           for i, r in enumerate(chosen)), encoding="utf-8")
+    run("pseudonym", "request", "--me", key["bank_a"], "--applicants", applicants, "--reference-column", "app_id",
+        "--out", tmp_path / "request.json", "--state", tmp_path / "state", "--platform", world["platform"],
+        "--service-card", card["platform_1"], "--pseudonyms", tmp_path / "pseudonyms.csv")
+    pseudonyms = _rows(tmp_path / "pseudonyms.csv")
+    consents = tmp_path / "consents.csv"
+    consents.write_text("reference,consent,purpose,issued,expires\n" + "".join(
+        f"{r['reference']},{hashlib.sha256(r['reference'].encode()).hexdigest()},loan-application,"
+        f"{_stamp(-1)},{_stamp(30)}\n" for r in pseudonyms), encoding="utf-8")
+    run("query", "--me", key["bank_a"], "--pseudonyms", tmp_path / "pseudonyms.csv", "--consents", consents,
+        "--purpose", "loan-application", "--out", tmp_path / "query.json", "--bureau", world["bureau"],
+        "--service-card", card["bureau"], "--answer", tmp_path / "answer.json")
+    run("open-answer", "--me", key["bank_a"], "--answer", tmp_path / "answer.json", "--authority",
+        world["authority"], "--service-card", card["authority"], "--pseudonyms", tmp_path / "pseudonyms.csv",
+        "--cards", card["bureau"], "--cards", card["authority"], "--out", tmp_path / "scores.csv")
+    scores = {r["app_id"]: r for r in _rows(tmp_path / "scores.csv")}
+    # every answer equals the plaintext sums over the records the bureau linked into the applicant's entity
+    maps = {n: {r["token"]: r["user_id"] for r in _rows(Path(f"{tmp_path / n}.sub.json.map.csv"))}
+            for n in PLATFORMS}
+    with Registry(registry) as reg:
+        entity_of = reg.find([bytes.fromhex(r["pseudonym"]) for r in pseudonyms])
+    checked = 0
+    for r in pseudonyms:
+        line = scores[r["reference"]]
+        entity = entity_of.get(bytes.fromhex(r["pseudonym"]))
+        assert (line["found"] == "yes") == (entity is not None)
+        if entity is None:
+            continue
+        records = [people[p][maps[p][t]] for p, t in members[entity]]
+        assert int(line["contributors"]) == len(records)
+        for col in SCORES:
+            assert Decimal(line[f"{col}_sum"]) == sum(Decimal(x[col]) for x in records)
+        checked += 1
+    assert checked >= 10
+    assert (w / "platform_1" / "oprf.log").read_text().count("\n") == 1  # the evaluation was logged
+    assert (w / "authority" / "audit.log").read_text().count("\n") == 1  # and the decryption
+
+
+def _raw(world, method: str, route: str, body: bytes = b"", *, signer: str = "platform_1", **changes):
+    """A request signed by hand (then changed as ``changes`` say), sent with httpx; (status, error line)."""
+    me = world["k"][signer]
+    headers = sign_request(me, method, route, world["c"]["bureau"], body)
+    headers.update(changes.pop("headers", {}))
+    for name in changes.pop("drop", ()):
+        headers.pop(name)
+    response = httpx.request(method, world["bureau"] + route, content=changes.pop("content", body), headers=headers)
+    data = response.json()
+    assert set(data) == {"error"} or response.status_code < 400
+    return response.status_code, data.get("error", "")
+
+
+def test_bad_requests_get_a_4xx_with_one_line_and_change_nothing(world):
+    service = world["bureau_service"]
+    before = service.state.documents("submission")
+    spec = json.dumps({"kind": "submission", "size": 5000, "sha256": "0" * 64, "chunk_size": 1024}).encode()
+    assert _raw(world, "POST", "/v1/uploads", spec, drop=["pprl-signature"])[0] == 401  # unauthenticated
+    status, error = _raw(world, "POST", "/v1/uploads", spec, signer="outsider")
+    assert status == 403 and "not among this service's pinned cards" in error
+    forged = sign_request(world["k"]["platform_2"], "POST", "/v1/uploads", world["c"]["bureau"], spec)
+    status, error = _raw(world, "POST", "/v1/uploads", spec, headers={"pprl-signature": forged["pprl-signature"]})
+    assert status == 401 and "does not verify" in error  # platform_2's signature on platform_1's request
+    status, error = _raw(world, "POST", "/v1/uploads", spec, headers={TIME: str(int(time.time()) - 3600)})
+    assert status == 401 and "stale request" in error
+    status, error = _raw(world, "POST", "/v1/uploads", spec, content=spec[:-5])  # truncated on the way
+    assert status == 400 and "does not match" in error
+    status, error = _raw(world, "POST", "/v1/uploads", b"{not json")
+    assert status == 400 and "not valid JSON" in error
+    big = b"x" * (MAX_BODY + 1)
+    status, error = _raw(world, "POST", "/v1/uploads", big)
+    assert status == 413 and "/v1/uploads" in error
+    # a replay: the very same signed request twice
+    headers = sign_request(world["k"]["platform_1"], "GET", "/v1/uploads/none", world["c"]["bureau"])
+    first = httpx.get(world["bureau"] + "/v1/uploads/none", headers=headers)
+    again = httpx.get(world["bureau"] + "/v1/uploads/none", headers=headers)
+    assert first.status_code == 404 and again.status_code == 409 and "replayed" in again.json()["error"]
+    # out of order: completing an upload before its chunks
+    client = Client(world["bureau"], world["k"]["platform_1"], [world["c"]["bureau"]], "bureau")
+    opened = client.call("POST", "/v1/uploads", json.loads(spec))
+    with pytest.raises(ServiceError, match="409 .*missing chunks 0, 1, 2, 3, 4"):
+        client.call("POST", f"/v1/uploads/{opened['upload']}/complete")
+    with pytest.raises(ServiceError, match="400 .*chunk 9 is out of range"):
+        client.call("PUT", f"/v1/uploads/{opened['upload']}/chunks/9", body=b"x" * 1024)
+    with pytest.raises(ServiceError, match="403 .*this request is for a bureau"):
+        client.call("POST", "/v1/jobs", {"kind": "registry-update"})
+    client.close()
+    assert service.state.documents("submission") == before  # nothing stored
+
+
+def test_uploads_resume_and_a_changed_chunk_is_refused(world, tmp_path):
+    w, key = world["dir"], world["key"]
+    run("submit", "--me", key["platform_2"], "--schema", ROOT / "examples" / "schema-cn.json", "--secret",
+        w / "platform_2.secret", "--data", w / "data" / "platform_2.csv", "--id-column", "user_id",
+        "--out", tmp_path / "sub.json")
+    data = (tmp_path / "sub.json").read_bytes()
+    client = Client(world["bureau"], world["k"]["platform_2"], [world["c"]["bureau"]], "bureau")
+    digest = hashlib.sha256(data).hexdigest()
+    opened = client.call("POST", "/v1/uploads", {"kind": "submission", "size": len(data), "sha256": digest,
+                                                 "chunk_size": 1024})
+    n = opened["chunks"]
+    assert n > 4
+    for i in range(0, n, 2):  # the connection broke after every other chunk
+        client.call("PUT", f"/v1/uploads/{opened['upload']}/chunks/{i}", body=data[i * 1024:(i + 1) * 1024])
+    with pytest.raises(ServiceError, match="409 .*already received with other bytes"):
+        client.call("PUT", f"/v1/uploads/{opened['upload']}/chunks/0", body=b"y" * 1024)
+    sent: list[int] = []
+    summary = client.upload("submission", data, chunk_size=1024, progress=lambda i, total: sent.append(i))
+    assert summary["document"] == load(tmp_path / "sub.json", Submission).hash
+    assert summary["platform"] == "platform_2" and len(sent) == n
+    assert client.call("GET", f"/v1/uploads/{opened['upload']}")["status"] == "complete"
+    client.close()
+
+
+def test_a_client_pins_the_service_and_checks_every_response(world):
+    with pytest.raises(SignatureError, match="not among your pinned cards"):
+        Client(world["bureau"], world["k"]["bank_a"], [world["c"]["authority"]], "bureau")
+    with pytest.raises(SignatureError, match="a authority; expected a bureau"):
+        Client(world["authority"], world["k"]["bank_a"], [world["c"]["authority"]], "bureau")
+    client = Client(world["bureau"], world["k"]["bank_a"], [world["c"]["bureau"]], "bureau")
+    client.service = world["c"]["platform_1"]  # as if another party had answered: its signature is not there
+    with pytest.raises(SignatureError, match="not signed by the pinned 'platform_1'"):
+        client.call("GET", "/v1/jobs/none")
+    client.close()
+    with pytest.raises(PPRLError, match="cannot reach the service"):
+        Client("http://127.0.0.1:9", world["k"]["bank_a"], [world["c"]["bureau"]], "bureau", retry_seconds=0.5)
