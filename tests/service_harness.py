@@ -84,3 +84,69 @@ class Process:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def forwarding_proxy(target: str | None = None, strip: str = ""):
+    """An ASGI app that forwards every request, untouched but for the path, and its answer back.
+
+    With ``target`` it is a reverse proxy (such as a bank's TLS-terminating gateway) that strips the path
+    prefix ``strip`` and forwards to ``target``; without, a forward proxy for clients that set
+    PPRL_PROXY (requests then name the whole URL). Headers other than hop-by-hop ones pass as they are.
+    """
+    hop = {"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "content-length"}
+    seen: list[str] = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        raw = scope.get("raw_path") or scope["path"].encode()
+        path = raw.decode()
+        if target is None:
+            url = path if path.startswith("http") else f"http://{dict(scope['headers'])[b'host'].decode()}{path}"
+        else:
+            url = target + (path[len(strip):] if path.startswith(strip) else path)
+        seen.append(url)
+        headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k.decode().lower() not in hop]
+        async with httpx.AsyncClient(trust_env=False) as client:
+            response = await client.request(scope["method"], url, content=body, headers=headers)
+        out = [(k.encode(), v.encode()) for k, v in response.headers.items() if k.lower() not in hop]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": out})
+        await send({"type": "http.response.body", "body": response.content})
+
+    app.seen = seen  # type: ignore[attr-defined]
+    return app
+
+
+@contextmanager
+def served_app(app, **options) -> Iterator[str]:
+    """Serve a bare ASGI ``app`` on a free port of 127.0.0.1 (TLS with tls_cert / tls_key)."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                            ssl_certfile=options.get("tls_cert"), ssl_keyfile=options.get("tls_key"))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the proxy did not start")
+        time.sleep(0.02)
+    try:
+        yield f"{'https' if options.get('tls_cert') else 'http'}://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -208,3 +208,67 @@ def test_a_client_pins_the_service_and_checks_every_response(world):
     client.close()
     with pytest.raises(PPRLError, match="cannot reach the service"):
         Client("http://127.0.0.1:9", world["k"]["bank_a"], [world["c"]["bureau"]], "bureau", retry_seconds=0.5)
+
+
+def _openssl(*args: object) -> None:
+    import subprocess
+
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A deployment CA, the service's certificate (for 127.0.0.1) and a client certificate, made with openssl."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=pprl test CA",
+             "-keyout", d / "ca.key", "-out", d / "ca.pem")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=pprl {name}", "-keyout", d / f"{name}.key",
+                 "-out", d / f"{name}.csr")
+        (d / f"{name}.ext").write_text(ext + "\n")
+        _openssl("x509", "-req", "-in", d / f"{name}.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
+                 "-CAcreateserial", "-days", "2", "-extfile", d / f"{name}.ext", "-out", d / f"{name}.pem")
+    return d
+
+
+def test_tls_with_the_deployment_ca_and_mutual_tls(world, pki, monkeypatch, tmp_path):
+    k, c = world["k"], world["c"]
+    service = BureauService(k["bureau"], str(tmp_path / "registry.db"), [c["platform_1"]])
+    options = {"tls_cert": str(pki / "server.pem"), "tls_key": str(pki / "server.key"),
+               "tls_client_ca": str(pki / "ca.pem")}
+    with served(service, **options) as url:
+        assert url.startswith("https://")
+        monkeypatch.delenv("PPRL_TLS_CA", raising=False)
+        with pytest.raises(PPRLError, match="TLS failed .*PPRL_TLS_CA"):
+            Client(url, k["platform_1"], [c["bureau"]], "bureau")  # the system CAs do not know the deployment's
+        monkeypatch.setenv("PPRL_TLS_CA", str(pki / "ca.pem"))
+        with pytest.raises(PPRLError, match="PPRL_TLS_CERT"):
+            Client(url, k["platform_1"], [c["bureau"]], "bureau", retry_seconds=1)  # no client certificate
+        monkeypatch.setenv("PPRL_TLS_CERT", str(pki / "client.pem"))
+        monkeypatch.setenv("PPRL_TLS_KEY", str(pki / "client.key"))
+        with Client(url, k["platform_1"], [c["bureau"]], "bureau") as client:
+            assert client.call("GET", "/v1/health")["role"] == "bureau"
+
+
+def test_signatures_hold_through_a_tls_terminating_gateway_and_a_forward_proxy(world, pki, monkeypatch):
+    from service_harness import forwarding_proxy, served_app
+
+    k, c = world["k"], world["c"]
+    gateway = forwarding_proxy(world["bureau"], strip="/pprl-bureau")
+    with served_app(gateway, tls_cert=str(pki / "server.pem"), tls_key=str(pki / "server.key")) as front:
+        monkeypatch.setenv("PPRL_TLS_CA", str(pki / "ca.pem"))
+        with Client(front + "/pprl-bureau", k["platform_1"], [c["bureau"]], "bureau") as client, \
+                pytest.raises(ServiceError, match="404 .*no upload"):
+            client.call("GET", "/v1/uploads/none")  # signed, verified and answered through the gateway
+        assert gateway.seen[-1] == world["bureau"] + "/v1/uploads/none"
+    monkeypatch.delenv("PPRL_TLS_CA")
+    proxy = forwarding_proxy()
+    with served_app(proxy) as forward:
+        monkeypatch.setenv("PPRL_PROXY", forward)
+        with Client(world["bureau"], k["platform_1"], [c["bureau"]], "bureau") as client:
+            assert client.call("GET", "/v1/health")["service"] == "bureau"
+        assert proxy.seen and proxy.seen[-1].endswith("/v1/health")

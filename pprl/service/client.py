@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import secrets
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,11 +51,15 @@ def http_settings() -> dict[str, Any]:
     """httpx settings from the environment (proxy, CA certificate, client certificate)."""
     out: dict[str, Any] = {"trust_env": True}
     ca = os.environ.get("PPRL_TLS_CA")
-    if ca:
-        out["verify"] = ca
     cert, key = os.environ.get("PPRL_TLS_CERT"), os.environ.get("PPRL_TLS_KEY")
-    if cert:
-        out["cert"] = (cert, key) if key else cert
+    if ca or cert:
+        try:
+            context = ssl.create_default_context(cafile=ca or None)
+            if cert:
+                context.load_cert_chain(cert, key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise PPRLError(f"cannot load the TLS files of PPRL_TLS_CA / PPRL_TLS_CERT / PPRL_TLS_KEY ({exc})") from None
+        out["verify"] = context
     proxy = os.environ.get("PPRL_PROXY")
     if proxy:
         out["proxy"] = proxy
@@ -111,9 +116,18 @@ class Client:
                 response.extensions["pprl_nonce"] = headers[NONCE]
                 return response
             except retryable as exc:
+                text = str(exc)
+                if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
+                    raise PPRLError(f"{self.url}: TLS failed ({text[:160]}); trust the deployment's CA certificate "
+                                    "with PPRL_TLS_CA (and give PPRL_TLS_CERT / PPRL_TLS_KEY if the service asks "
+                                    "for a client certificate)") from None
                 if time.monotonic() + wait > deadline:
+                    hint = "is it running?"
+                    if self.url.startswith("https://") and not os.environ.get("PPRL_TLS_CERT"):
+                        hint += (" (a service that asks for a client certificate drops the connection: give "
+                                 "PPRL_TLS_CERT and PPRL_TLS_KEY)")
                     raise PPRLError(f"{self.url}{route}: cannot reach the service ({type(exc).__name__}: "
-                                    f"{str(exc)[:120] or 'connection failed'}); is it running?") from None
+                                    f"{str(exc)[:120] or 'connection failed'}); {hint}") from None
                 time.sleep(wait)
                 wait = min(wait * 2, 5.0)
 
