@@ -272,3 +272,64 @@ def test_signatures_hold_through_a_tls_terminating_gateway_and_a_forward_proxy(w
         with Client(world["bureau"], k["platform_1"], [c["bureau"]], "bureau") as client:
             assert client.call("GET", "/v1/health")["service"] == "bureau"
         assert proxy.seen and proxy.seen[-1].endswith("/v1/health")
+
+
+def test_threshold_holders_serve_their_parts_and_the_lender_opens_the_same_scores(tmp_path):
+    from pprl.protocol.files import load_share
+
+    w = tmp_path
+    run("synth", "--people", 60, "--platforms", 2, "--out", w / "data", "--seed", 13)
+    roles = {"platform_1": "platform", "platform_2": "platform", "bureau": "bureau", "authority": "authority",
+             "holder_a": "authority", "holder_b": "authority", "holder_c": "authority", "bank_a": "lender"}
+    for name, role in roles.items():
+        run("init", name, "--role", role, "--dir", w / "keys")
+    key = {n: w / "keys" / f"{n}.key" for n in roles}
+    card = {n: w / "keys" / f"{n}.card.json" for n in roles}
+    run("paillier", "keygen", "--me", key["authority"], "--dir", w / "auth", "--threshold", 2,
+        *[a for h in ("holder_a", "holder_b", "holder_c") for a in ("--holders", card[h])])
+    for n, peer in (("platform_1", "platform_2"), ("platform_2", "platform_1")):
+        run("secret", "share", "--me", key[n], "--peers", card[peer], "--out", w / f"{n}.share.json")
+    for n in PLATFORMS:
+        run("secret", "combine", "--me", key[n], "--shares", w / "platform_1.share.json", "--shares",
+            w / "platform_2.share.json", "--out", w / f"{n}.secret")
+        run("submit", "--me", key[n], "--schema", ROOT / "examples" / "schema-cn.json", "--secret", w / f"{n}.secret",
+            "--data", w / "data" / f"{n}.csv", "--id-column", "user_id", "--scores", "repay_score",
+            "--paillier", w / "auth" / "paillier.pub.json", "--authority", card["authority"],
+            "--pseudonym-column", "resident_id", "--out", w / f"{n}.sub.json")
+    run("registry", "update", "--me", key["bureau"], "--registry", w / "registry.db",
+        *[a for n in PLATFORMS for a in ("--cards", card[n], "--submissions", w / f"{n}.sub.json")])
+    people = _rows(w / "data" / "platform_1.csv")[:6]
+    (w / "applicants.csv").write_text("app_id,resident_id\n" + "".join(
+        f"a{i},{r['resident_id']}\n" for i, r in enumerate(people)), encoding="utf-8")
+    run("pseudonym", "request", "--me", key["bank_a"], "--applicants", w / "applicants.csv", "--reference-column",
+        "app_id", "--out", w / "request.json", "--state", w / "state")
+    run("pseudonym", "evaluate", "--me", key["platform_1"], "--secret", w / "platform_1.secret", "--request",
+        w / "request.json", "--cards", card["bank_a"], "--log", w / "oprf.log", "--out", w / "response.json")
+    run("pseudonym", "finish", "--me", key["bank_a"], "--state", w / "state", "--response", w / "response.json",
+        "--cards", card["platform_1"], "--out", w / "pseudonyms.csv")
+    (w / "consents.csv").write_text("reference,consent,purpose,issued,expires\n" + "".join(
+        f"{r['reference']},{hashlib.sha256(r['reference'].encode()).hexdigest()},loan-application,"
+        f"{_stamp(-1)},{_stamp(30)}\n" for r in _rows(w / "pseudonyms.csv")), encoding="utf-8")
+    run("query", "--me", key["bank_a"], "--pseudonyms", w / "pseudonyms.csv", "--consents", w / "consents.csv",
+        "--purpose", "loan-application", "--out", w / "query.json")
+    run("answer", "--me", key["bureau"], "--registry", w / "registry.db", "--query", w / "query.json",
+        "--cards", card["bank_a"], "--out", w / "answer.json")
+    pins = ["--cards", card["bureau"], "--cards", card["bank_a"], "--cards", card["authority"]]
+    for h in ("holder_a", "holder_b"):  # the file path, for comparison
+        run("decrypt-answer", "--me", key[h], "--share", w / "auth" / f"{h}.share.json", "--answer",
+            w / "answer.json", *pins, "--audit-log", w / f"{h}.file.log", "--out", w / f"{h}.part.json")
+    opened = ["open-answer", "--me", key["bank_a"], "--answer", w / "answer.json", "--pseudonyms",
+              w / "pseudonyms.csv", "--cards", card["bureau"], "--cards", card["authority"]]
+    run(*opened, "--parts", w / "holder_a.part.json", "--parts", w / "holder_b.part.json", "--out", w / "files.csv")
+    c = {n: load_card(p) for n, p in card.items()}
+    services = [HolderService(load_key(key[h]), [c["bureau"], c["bank_a"], c["authority"]], w / f"{h}.audit.log",
+                              w / f"{h}.state.db",
+                              share=load_share(load_key(key[h]), w / "auth" / f"{h}.share.json", dealer=c["authority"]))
+                for h in ("holder_a", "holder_b")]
+    with served(services[0]) as a, served(services[1]) as b:
+        run(*opened, "--holders", a, "--holders", b, "--service-card", card["holder_a"], "--service-card",
+            card["holder_b"], "--out", w / "served.csv")
+    assert (w / "served.csv").read_text() == (w / "files.csv").read_text()
+    assert any(r["found"] == "yes" for r in _rows(w / "served.csv"))
+    for h in ("holder_a", "holder_b"):
+        assert (w / f"{h}.audit.log").read_text().count("\n") == 1
