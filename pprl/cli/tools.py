@@ -133,8 +133,12 @@ def synth_cmd(people, platforms, out, seed, overlap, corruption) -> None:
 @click.option("--lender", is_flag=True,
               help="Run the lender story instead: two months into a registry, a lender's consented queries, "
                    "refusals; leaves lender_applicants.csv and lender_scores.csv in WORKDIR.")
+@click.option("--served", is_flag=True,
+              help="Run the lender story through the parties' services: the bureau, a platform and the authority "
+                   "each as a `pprl serve` process on a free port of 127.0.0.1, every step over signed HTTP; "
+                   "stopped at the end. Implies --lender.")
 def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed, records_per_ciphertext,
-             exact, lender) -> None:
+             exact, lender, served) -> None:
     """Run the whole consortium in WORKDIR through the CLI steps, and print a summary.
 
     Platforms, a bureau and an authority are created; platforms agree a
@@ -147,13 +151,32 @@ def demo_cmd(people, platforms, workdir, bits, threshold, min_contributors, seed
     intersection instead (`pprl psi`); the summary checks the intersection
     and every sum against the plaintext.
 
+    With --lender, the lender story runs instead (a registry fed two months,
+    a lender's consented queries, refusals); with --served, the same story
+    goes through every party's service (`pprl serve` on local ports:
+    uploads, registry-update jobs, pseudonyms, queries, decryptions), which
+    are stopped at the end.
+
     \b
     Examples:
       pprl demo --people 1000 --platforms 3 --workdir demo-run
       pprl demo --records-per-ciphertext 5 --workdir demo-compact
       pprl demo --exact --people 1000 --platforms 3 --workdir demo-exact
       pprl demo --lender --people 2000 --workdir demo-lender
+      pprl demo --served --people 2000 --workdir demo-served
     """
+    if served:
+        if exact or records_per_ciphertext != 1:
+            raise click.UsageError("--served runs the lender story: no --exact, one record per ciphertext")
+        from pprl.sim.served_demo import run_served_demo
+
+        served_summary = run_served_demo(workdir, people=people, platforms=platforms, bits=bits, seed=seed,
+                                         echo=say, progress=progress_wanted())
+        click.echo(served_summary.render())
+        if not served_summary.ok:
+            raise click.ClickException("the served lender story's answers, findings, refusals or service stops "
+                                       "are not what they must be")
+        return
     if lender:
         if exact or records_per_ciphertext != 1:
             raise click.UsageError("--lender runs its own story: no --exact, one record per ciphertext")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -100,6 +101,9 @@ class Service:
         self.me = me
         self.cards = [c for c in cards if c.fingerprint != me.card.fingerprint] + [me.card]
         self.state = state
+        # Completing an upload holds the whole document in memory (its bytes, then the parsed document) while
+        # it is checked: one at a time, so memory stays bounded however many platforms finish at once.
+        self._assembling = threading.BoundedSemaphore(1)
 
     # -- plumbing ------------------------------------------------------------------------------------
 
@@ -237,9 +241,11 @@ class Service:
         return 200, {"upload": up.id, "received": len(up.received), "chunks": up.chunks}
 
     def complete_upload(self, call: Call) -> tuple[int, Any]:
-        up, data = self.state.assemble(call.params["upload"], call.signer.name)
-        summary = self.accept(up.kind, call.signer, data, f"upload {up.id}")
-        self.state.store_document(up.id, call.signer.name, up.kind, summary["document"], data, summary)
+        with self._assembling:
+            up, data = self.state.assemble(call.params["upload"], call.signer.name)
+            summary = self.accept(up.kind, call.signer, data, f"upload {up.id}")
+            self.state.store_document(up.id, call.signer.name, up.kind, summary["document"], data, summary)
+            del data
         return 201, summary
 
     def accept(self, kind: str, signer: Card, data: bytes, source: str) -> dict[str, Any]:
