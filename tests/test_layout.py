@@ -1,4 +1,5 @@
-"""The package's layering, read from the source: data flows cli -> protocol -> (documents, crypto, encoding, matching).
+"""The package's layering, read from the source: data flows cli -> (service ->) protocol -> (documents, crypto, encoding,
+matching).
 
 These are the house rules of docs/development.md, checked on every module's
 imports (parsed, not executed): lower layers never import upper ones or each
@@ -22,8 +23,9 @@ ALLOWED = {
     "documents": {"crypto"},
     "protocol": {"documents", "crypto", "encoding", "matching"},
     "registry": {"protocol", "documents", "crypto", "encoding", "matching"},
-    "sim": {"protocol", "registry", "documents", "crypto", "encoding", "matching"},
-    "cli": {"protocol", "registry", "documents", "crypto", "encoding", "matching", "sim"},
+    "service": {"protocol", "registry", "documents", "crypto", "encoding", "matching"},
+    "sim": {"protocol", "registry", "service", "documents", "crypto", "encoding", "matching"},
+    "cli": {"protocol", "registry", "service", "documents", "crypto", "encoding", "matching", "sim"},
 }
 EXTENSIONS = {"_dice", "_h2c", "_montexp"}
 

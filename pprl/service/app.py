@@ -171,6 +171,8 @@ class Service:
                 status = status_of(exc)
                 if status >= 500:
                     log.error("%s %s: %s", request.method, request.url.path, exc)
+                elif status in (401, 403, 409, 413):  # refused callers stay on the service's record
+                    log.warning("refused %s %s (%d): %s", request.method, request.url.path, status, exc)
                 return self.error(status, str(exc), nonce)
             except Exception:  # noqa: BLE001 - a bug must not leak details to the caller
                 log.exception("%s %s failed", request.method, request.url.path)

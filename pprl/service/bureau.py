@@ -33,11 +33,16 @@ from pprl.protocol.query import AnswerPolicy
 from pprl.registry import Registry
 from pprl.service.app import Call, Service, document_body
 from pprl.service.auth import AuthError
-from pprl.service.state import Job, ServiceState
+from pprl.service.state import Job, ServiceState, new_runner
 
 __all__ = ["BureauService"]
 
 log = logging.getLogger("pprl.service.bureau")
+
+#: A running job's runner renews its lease this often; another process takes the job over once the lease is this
+#: old (or at once, when the runner was a process of the same host that no longer exists).
+HEARTBEAT_SECONDS = 5.0
+LEASE_SECONDS = 60.0
 
 
 class BureauService(Service):
@@ -57,6 +62,7 @@ class BureauService(Service):
         self.policy = policy or AnswerPolicy()
         self.link_options = link_options or LinkOptions()
         self._progress: dict[str, dict[str, Any]] = {}
+        self.runner = new_runner()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._runner: threading.Thread | None = None
@@ -108,14 +114,14 @@ class BureauService(Service):
             if h not in received:
                 raise DocumentError(f"no received submission {h[:64]!r}")
             if received[h]["job"] is not None:
-                raise AuthError(409, f"submission {h} was already applied by job {received[h]['job']}")
+                raise AuthError(409, f"submission {h} was already applied or taken by job {received[h]['job']}")
         threshold = spec.get("threshold", "auto")
         if threshold != "auto" and (not isinstance(threshold, (int, float)) or isinstance(threshold, bool)
                                     or not 0 < threshold <= 1):
             raise DocumentError("threshold must be 'auto' or a Dice similarity in (0, 1]")
         platforms = sorted({received[h]["platform"] for h in wanted})
         job = self.state.create_job("registry-update", call.signer.name,
-                                    {"submissions": wanted, "threshold": threshold, "platforms": platforms})
+                                    {"submissions": wanted, "threshold": threshold, "platforms": platforms}, wanted)
         self._wake.set()
         return 202, self._job_view(job)
 
@@ -132,11 +138,25 @@ class BureauService(Service):
         return view
 
     def startup(self) -> None:
-        again = self.state.requeue_interrupted()
-        if again:
-            log.warning("jobs interrupted by a stop run again: %s", ", ".join(again))
+        self._requeue()
         self._runner = threading.Thread(target=self._run_jobs, name="pprl-jobs", daemon=True)
         self._runner.start()
+        threading.Thread(target=self._keep_alive, name="pprl-jobs-lease", daemon=True).start()
+
+    def _requeue(self) -> None:
+        again = self.state.requeue_stale(LEASE_SECONDS)
+        if again:
+            log.warning("jobs whose runner stopped run again: %s", ", ".join(again))
+            self._wake.set()
+
+    def _keep_alive(self) -> None:
+        """Renew this process's job leases, and take over the jobs of runners that died."""
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self.state.heartbeat(self.runner)
+                self._requeue()
+            except Exception:  # noqa: BLE001 - the database may be briefly busy; the lease is generous
+                log.exception("cannot renew the job lease")
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -149,7 +169,7 @@ class BureauService(Service):
     def _run_jobs(self) -> None:
         while not self._stop.is_set():
             try:
-                job = self.state.claim_job()
+                job = self.state.claim_job(self.runner)
             except Exception:  # noqa: BLE001 - the database may be briefly unavailable
                 log.exception("cannot read the job queue")
                 job = None
@@ -170,7 +190,7 @@ class BureauService(Service):
             result = [{"platform": r.platform, "submission": r.submission, "records": r.records, "new": r.new,
                        "updated": r.updated, "removed": r.removed, "unchanged": r.unchanged,
                        "threshold": r.threshold, "threshold_method": r.threshold_method} for r in reports]
-            ServiceState.finish_job_in(conn, job, {"updates": result}, hashes)
+            ServiceState.finish_job_in(conn, job, self.runner, {"updates": result})
 
         try:
             docs = [Submission.from_dict(parse_json(body, f"submission {h}"), f"submission {h}")
@@ -182,10 +202,10 @@ class BureauService(Service):
             log.info("job %s: registry updated from %d submissions", job.id, len(hashes))
         except PPRLError as exc:
             log.warning("job %s refused: %s", job.id, exc)
-            self.state.fail_job(job, str(exc))
+            self.state.fail_job(job, self.runner, str(exc))
         except Exception as exc:  # noqa: BLE001 - recorded, the runner carries on
             log.exception("job %s failed", job.id)
-            self.state.fail_job(job, f"internal error ({type(exc).__name__}); the service logged it")
+            self.state.fail_job(job, self.runner, f"internal error ({type(exc).__name__}); the service logged it")
         finally:
             self._progress.pop(job.id, None)
 

@@ -78,7 +78,7 @@ class Client:
         self.me = me
         self.retry_seconds = float(os.environ.get("PPRL_RETRY_SECONDS", "60")) if retry_seconds is None \
             else retry_seconds
-        self.http = http or httpx.Client(base_url=self.url, timeout=timeout, **http_settings())
+        self.http = http or httpx.Client(timeout=timeout, **http_settings())
         try:
             self.service = self._discover(pinned, role)
         except BaseException:
@@ -111,7 +111,7 @@ class Client:
             if content_type:
                 headers["content-type"] = content_type
             try:
-                response = self.http.request(method, route, content=body, headers=headers)
+                response = self.http.request(method, self.url + route, content=body, headers=headers)
                 response.read()
                 response.extensions["pprl_nonce"] = headers[NONCE]
                 return response

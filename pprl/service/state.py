@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,7 +31,7 @@ from pprl.errors import PPRLError
 from pprl.registry import registry_url, sqlite_pragmas
 from pprl.service.auth import WINDOW_SECONDS, AuthError
 
-__all__ = ["MAX_BODY", "Job", "ServiceState", "Upload", "jobs_table"]
+__all__ = ["MAX_BODY", "Job", "ServiceState", "Upload", "jobs_table", "new_runner", "runner_alive"]
 
 #: The largest request body a service reads (bank proxies often stop at 2 MB): larger documents are uploaded
 #: in chunks of at most this size.
@@ -84,6 +86,10 @@ jobs_table = sa.Table(
     sa.Column("params", sa.Text, nullable=False),
     sa.Column("result", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    # which service process runs it, and when that process last said it is alive (a lease): another process
+    # on the same database requeues a running job only once its lease has run out
+    sa.Column("runner", sa.String(200), nullable=True),
+    sa.Column("heartbeat", sa.Float, nullable=True),
 )
 
 
@@ -149,6 +155,10 @@ class ServiceState:
             sa.event.listen(self.engine, "connect", sqlite_pragmas)
         with self.engine.begin() as conn:
             _md.create_all(conn)
+            have = {c["name"] for c in sa.inspect(conn).get_columns("pprl_svc_jobs")}
+            for column, kind in (("runner", "VARCHAR(200)"), ("heartbeat", "FLOAT")):
+                if column not in have:  # tables made before jobs had leases
+                    conn.execute(sa.text(f"ALTER TABLE pprl_svc_jobs ADD COLUMN {column} {kind}"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -273,11 +283,18 @@ class ServiceState:
 
     # -- jobs ----------------------------------------------------------------------------------------
 
-    def create_job(self, kind: str, owner: str, params: dict[str, Any]) -> Job:
+    def create_job(self, kind: str, owner: str, params: dict[str, Any], documents: Sequence[str] = ()) -> Job:
+        """Queue a job; ``documents`` are taken for it in the same transaction (409 if another job has one)."""
         job_id = secrets.token_hex(8)
         with self._tx() as conn:
             conn.execute(sa.insert(jobs_table).values(id=job_id, kind=kind, owner=owner, status="queued",
                                                       created=now(), params=json.dumps(params)))
+            if documents:
+                taken = conn.execute(sa.update(_documents).where(
+                    _documents.c.hash.in_(list(documents)) & _documents.c.job.is_(None)).values(job=job_id))
+                if taken.rowcount != len(set(documents)):
+                    raise _Conflict("a submission of this job is already taken by another job; ask again "
+                                    "without it")  # the transaction rolls back: no job, nothing taken
             return _job(conn.execute(sa.select(jobs_table).where(jobs_table.c.id == job_id)).one())
 
     def job(self, job_id: str) -> Job:
@@ -287,17 +304,22 @@ class ServiceState:
             raise _NotFound(f"no job {job_id[:40]!r}")
         return _job(row)
 
-    def requeue_interrupted(self) -> list[str]:
-        """Jobs that were running when the service stopped: nothing of theirs committed, so they run again."""
+    def requeue_stale(self, lease: float) -> list[str]:
+        """Running jobs whose runner died (nothing of theirs committed), queued again: a runner that has not said
+        it is alive for ``lease`` seconds, or a process of this host that no longer exists. A job another live
+        process runs keeps running there."""
         with self._tx() as conn:
-            ids = list(conn.execute(sa.select(jobs_table.c.id).where(jobs_table.c.status == "running")).scalars())
+            running = conn.execute(sa.select(jobs_table.c.id, jobs_table.c.runner, jobs_table.c.heartbeat)
+                                   .where(jobs_table.c.status == "running")).all()
+            ids = [r.id for r in running
+                   if r.heartbeat is None or r.heartbeat < time.time() - lease or not runner_alive(r.runner)]
             if ids:
-                conn.execute(sa.update(jobs_table).where(jobs_table.c.id.in_(ids))
-                             .values(status="queued", started=None))
+                conn.execute(sa.update(jobs_table).where(jobs_table.c.id.in_(ids) & (jobs_table.c.status == "running"))
+                             .values(status="queued", started=None, runner=None, heartbeat=None))
         return ids
 
-    def claim_job(self) -> Job | None:
-        """The oldest queued job, marked running; None when there is none."""
+    def claim_job(self, runner: str) -> Job | None:
+        """The oldest queued job, marked running by ``runner``; None when there is none."""
         with self._tx() as conn:
             row = conn.execute(sa.select(jobs_table).where(jobs_table.c.status == "queued")
                                .order_by(jobs_table.c.created, jobs_table.c.id).limit(1)).first()
@@ -305,28 +327,61 @@ class ServiceState:
                 return None
             done = conn.execute(sa.update(jobs_table).where((jobs_table.c.id == row.id)
                                                             & (jobs_table.c.status == "queued"))
-                                .values(status="running", started=now()))
+                                .values(status="running", started=now(), runner=runner, heartbeat=time.time()))
             if done.rowcount != 1:
                 return None
             return _job(conn.execute(sa.select(jobs_table).where(jobs_table.c.id == row.id)).one())
 
-    @staticmethod
-    def finish_job_in(conn: Connection, job: Job, result: Any, documents: Sequence[str] = ()) -> None:
-        """Mark ``job`` done (and ``documents`` used by it) inside the caller's transaction."""
-        conn.execute(sa.update(jobs_table).where(jobs_table.c.id == job.id)
-                     .values(status="done", finished=now(), result=json.dumps(result)))
-        if documents:
-            conn.execute(sa.update(_documents).where(_documents.c.hash.in_(list(documents)))
-                         .values(job=job.id))
-
-    def fail_job(self, job: Job, error: str) -> None:
+    def heartbeat(self, runner: str) -> None:
+        """``runner`` is alive: renew the lease of the jobs it runs."""
         with self._tx() as conn:
-            conn.execute(sa.update(jobs_table).where(jobs_table.c.id == job.id)
-                         .values(status="failed", finished=now(), error=error[:500]))
+            conn.execute(sa.update(jobs_table).where((jobs_table.c.runner == runner)
+                                                     & (jobs_table.c.status == "running"))
+                         .values(heartbeat=time.time()))
+
+    @staticmethod
+    def finish_job_in(conn: Connection, job: Job, runner: str, result: Any) -> None:
+        """Mark ``job`` done inside the caller's transaction; PPRLError (so the caller's transaction rolls back)
+        if ``runner`` no longer holds it."""
+        done = conn.execute(sa.update(jobs_table).where((jobs_table.c.id == job.id) & (jobs_table.c.runner == runner)
+                                                        & (jobs_table.c.status == "running"))
+                            .values(status="done", finished=now(), result=json.dumps(result)))
+        if done.rowcount != 1:
+            raise _Conflict(f"job {job.id} is no longer this process's to finish; nothing of this run is kept")
+
+    def fail_job(self, job: Job, runner: str, error: str) -> None:
+        """Mark ``job`` failed and give its documents back (a new job may take them)."""
+        with self._tx() as conn:
+            failed = conn.execute(sa.update(jobs_table).where((jobs_table.c.id == job.id)
+                                                              & (jobs_table.c.runner == runner))
+                                  .values(status="failed", finished=now(), error=error[:500]))
+            if failed.rowcount:
+                conn.execute(sa.update(_documents).where(_documents.c.job == job.id).values(job=None))
 
     def run_in_transaction(self, fn: Callable[[Connection], Any]) -> Any:
         with self._tx() as conn:
             return fn(conn)
+
+
+def new_runner() -> str:
+    """A job runner's name: this host, this process, and a random tag (a pid may be reused)."""
+    return f"{socket.gethostname()[:120]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def runner_alive(runner: str | None) -> bool:
+    """False when ``runner`` is a process of this host that no longer exists; True otherwise (for another
+    host, only its lease can tell)."""
+    host, _, rest = (runner or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname()[:120] or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _NotFound(PPRLError):
