@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import ssl
 from typing import Any
 
@@ -26,8 +27,18 @@ def uvicorn_config(service: Service, host: str, port: int, *, tls_cert: str | No
 
 
 def serve(service: Service, host: str, port: int, **options: Any) -> None:
-    """Serve until SIGINT or SIGTERM (uvicorn finishes the requests in flight, then the service shuts down)."""
+    """Serve until SIGINT or SIGTERM (uvicorn finishes the requests in flight, then the service shuts down).
+
+    A stop asked for that way ends with exit status 0: uvicorn hands the signal back once it has shut down,
+    and the handlers set here turn it into a normal exit (process supervisors read anything else as a failure).
+    """
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stopped)
     uvicorn.Server(uvicorn_config(service, host, port, **options)).run()
+
+
+def _stopped(signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
