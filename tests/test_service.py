@@ -194,6 +194,14 @@ def test_uploads_resume_and_a_changed_chunk_is_refused(world, tmp_path):
     assert summary["platform"] == "platform_2" and len(sent) == n
     assert client.call("GET", f"/v1/uploads/{opened['upload']}")["status"] == "complete"
     client.close()
+    # checked in a child process, refused in one line all the same: another platform's submission, a damaged one
+    with Client(world["bureau"], world["k"]["platform_1"], [world["c"]["bureau"]], "bureau") as other, \
+            pytest.raises(ServiceError, match="403 .*a submission of 'platform_2' uploaded by 'platform_1'"):
+        other.upload("submission", data)
+    damaged = data.replace(b'"records"', b'"recordz"', 1)
+    with Client(world["bureau"], world["k"]["platform_2"], [world["c"]["bureau"]], "bureau") as same, \
+            pytest.raises(ServiceError, match="400 "):
+        same.upload("submission", damaged)
 
 
 def test_a_client_pins_the_service_and_checks_every_response(world):

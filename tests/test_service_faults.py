@@ -88,8 +88,9 @@ def test_an_upload_survives_the_bureau_being_killed_and_resumes(world, tmp_path)
         bureau.stop()
     with sqlite3.connect(tmp_path / "registry.db") as db:
         stored = db.execute("SELECT hash, length(body) FROM pprl_svc_documents").fetchall()
-        chunks = db.execute("SELECT count(*) FROM pprl_svc_chunks WHERE upload IN "
-                            "(SELECT id FROM pprl_svc_uploads WHERE status = 'complete')").fetchone()[0]
+    with sqlite3.connect(tmp_path / "registry.db.uploads.db") as side:  # uploads live beside the registry
+        chunks = side.execute("SELECT count(*) FROM pprl_svc_chunks WHERE upload IN "
+                              "(SELECT id FROM pprl_svc_uploads WHERE status = 'complete')").fetchone()[0]
     assert stored == [(summary["document"], len(data))] and chunks == 0
 
 

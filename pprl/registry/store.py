@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from pprl.documents import Answer, Card, Query, Submission, document_hash, now
@@ -108,6 +110,12 @@ _access = sa.Table(
     sa.Column("lender", sa.String(64), nullable=False),
     sa.Column("purpose", sa.String(32), nullable=False),
     sa.Column("query", sa.String(64), nullable=False),
+)
+_quota = sa.Table(
+    "pprl_quota", _md,
+    sa.Column("lender", sa.String(64), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("applicants", sa.BigInteger, nullable=False),
 )
 _refusals = sa.Table(
     "pprl_refusals", _md,
@@ -429,10 +437,9 @@ def _answer(conn: Connection, me: PartyKey, query: Query, lenders: Sequence[Card
         if used is not None:
             raise PolicyError(f"{query.source}: a consent was already used (replayed); nothing is answered")
     time = now()
-    asked = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(_queries.c.applicants), 0)).where(
-        (_queries.c.lender == lender.name) & (sa.func.substr(_queries.c.time, 1, 10) == time[:10]))).scalar_one()
-    if int(asked) + query.header.count > policy.daily_quota:
-        raise PolicyError(f"{query.source}: lender '{lender.name}' would ask about {int(asked) + query.header.count} "
+    asked = _count_against_quota(conn, lender.name, time[:10], query.header.count)
+    if asked > policy.daily_quota:  # the transaction rolls back: the count goes back too
+        raise PolicyError(f"{query.source}: lender '{lender.name}' would ask about {asked} "
                           f"applicants today, over its daily quota of {policy.daily_quota}")
     pseudonyms = [bytes.fromhex(item["pseudonym"]) for item in query.payload.items]
     entity_of: dict[bytes, int] = {}
@@ -473,6 +480,23 @@ def _answer(conn: Connection, me: PartyKey, query: Query, lenders: Sequence[Card
             for e in touched
         ])
     return answer
+
+
+def _count_against_quota(conn: Connection, lender: str, day: str, count: int) -> int:
+    """Add ``count`` applicants to the lender's tally for ``day`` (UTC) and return the new tally.
+
+    One row per lender and day, incremented under the row's write lock, so concurrent answers count right and
+    the check costs the same at the day's last query as at its first. A registry from before the tally
+    starts each lender's day from the queries already recorded that day.
+    """
+    key = (_quota.c.lender == lender) & (_quota.c.day == day)
+    if conn.execute(sa.select(_quota.c.applicants).where(key)).first() is None:
+        earlier = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(_queries.c.applicants), 0)).where(
+            (_queries.c.lender == lender) & (sa.func.substr(_queries.c.time, 1, 10) == day))).scalar_one()
+        insert = (sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert)(_quota)
+        conn.execute(insert.values(lender=lender, day=day, applicants=int(earlier)).on_conflict_do_nothing())
+    conn.execute(sa.update(_quota).where(key).values(applicants=_quota.c.applicants + count))
+    return int(conn.execute(sa.select(_quota.c.applicants).where(key)).scalar_one())
 
 
 def _expiries(query: Query) -> list[str]:

@@ -21,21 +21,25 @@ Routes (every request signed; see :mod:`pprl.service.app`):
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from pprl.crypto.paillier import djn
+from pprl.crypto.paillier.vector import PaillierPublicKey
 from pprl.documents import Card, Query, Submission, parse_json
 from pprl.errors import DocumentError, PPRLError
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.link import LinkOptions, open_submission
 from pprl.protocol.query import AnswerPolicy
 from pprl.registry import Registry
-from pprl.service.app import Call, Service, document_body
+from pprl.service.app import Call, Service, document_body, status_of
 from pprl.service.auth import AuthError
 from pprl.service.state import Job, ServiceState, new_runner
 
-__all__ = ["BureauService"]
+__all__ = ["BureauService", "check_submission"]
 
 log = logging.getLogger("pprl.service.bureau")
 
@@ -63,6 +67,8 @@ class BureauService(Service):
         self.link_options = link_options or LinkOptions()
         self._progress: dict[str, dict[str, Any]] = {}
         self.runner = new_runner()
+        self._checker: ProcessPoolExecutor | None = None
+        self._warmed: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._runner: threading.Thread | None = None
@@ -79,15 +85,17 @@ class BureauService(Service):
     # -- documents -----------------------------------------------------------------------------------
 
     def accept(self, kind: str, signer: Card, data: bytes, source: str) -> dict[str, Any]:
-        raw = parse_json(data, source, f"{source}: not a pprl document (not valid JSON)")
         if kind == "submission":
-            doc = Submission.from_dict(raw, source)
-            verified = open_submission(doc, self.platforms)
-            if verified.platform != signer.name:
-                raise AuthError(403, f"{source}: a submission of '{verified.platform}' uploaded by '{signer.name}'")
-            header = doc.header
-            return {"document": doc.hash, "kind": kind, "platform": header.platform, "records": header.records,
-                    "created": header.created, "run": header.run}
+            # Checking a submission of 100,000 records takes seconds of pure Python (parse, signature, hash):
+            # in a child process, so lender queries are not held up meanwhile.
+            if self._checker is None:
+                self._checker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            outcome = self._checker.submit(check_submission, data, self.platforms, signer.name, source).result()
+            if outcome[0] == "ok":
+                return dict(outcome[1])
+            status, message = outcome[1], outcome[2]
+            raise AuthError(int(status), str(message))
+        raw = parse_json(data, source, f"{source}: not a pprl document (not valid JSON)")
         doc_q = Query.from_dict(raw, source)
         if doc_q.header.lender != signer.name:
             raise AuthError(403, f"{source}: a query of '{doc_q.header.lender}' uploaded by '{signer.name}'")
@@ -137,7 +145,23 @@ class BureauService(Service):
         view["submissions"] = job.params.get("submissions")
         return view
 
+    def _warm(self) -> None:
+        """Hold the registry key's DJN table: each answer encrypts a few masks, and without the table every one
+        is a full modular exponentiation (4.6 ms at 2048 bits, against 0.15 s once for the table)."""
+        parameters = self.registry.stats().parameters or {}
+        if parameters.get("paillier_key") is None:
+            return
+        key = PaillierPublicKey.from_dict(parameters["paillier_key"])
+        params = djn.djn_params(key, djn.TABLE_THRESHOLD) if key.has_djn else None
+        if params is not None and params.fingerprint not in self._warmed:
+            djn.get_table(params)
+            self._warmed.add(params.fingerprint)
+
     def startup(self) -> None:
+        try:
+            self._warm()
+        except PPRLError as exc:  # answers still work, only slower
+            log.warning("cannot prepare the registry key's DJN table: %s", exc)
         self._requeue()
         self._runner = threading.Thread(target=self._run_jobs, name="pprl-jobs", daemon=True)
         self._runner.start()
@@ -163,6 +187,8 @@ class BureauService(Service):
         self._wake.set()
         if self._runner is not None:
             self._runner.join(timeout=5)
+        if self._checker is not None:
+            self._checker.shutdown(cancel_futures=True)
         self.registry.close()
         self.state.close()
 
@@ -200,6 +226,7 @@ class BureauService(Service):
                                   blocking=self.link_options.blocking, workers=self.link_options.workers)
             self.registry.update(docs, options, self.platforms, me=self.me, step=step, also=also)
             log.info("job %s: registry updated from %d submissions", job.id, len(hashes))
+            self._warm()
         except PPRLError as exc:
             log.warning("job %s refused: %s", job.id, exc)
             self.state.fail_job(job, self.runner, str(exc))
@@ -221,3 +248,19 @@ class BureauService(Service):
             raise AuthError(403, f"the query is '{query.header.lender}''s, but '{call.signer.name}' sent it")
         answer = self.registry.answer(self.me, query, self.lenders, self.policy)
         return 200, document_body(answer)
+
+
+def check_submission(data: bytes, platforms: list[Card], signer: str, source: str) -> tuple:
+    """An uploaded submission checked (in a child process): ``("ok", summary)``, or ``("refused", status,
+    message)`` with the HTTP status a refusal gets (its message names no record value)."""
+    try:
+        raw = parse_json(data, source, f"{source}: not a pprl document (not valid JSON)")
+        doc = Submission.from_dict(raw, source)
+        verified = open_submission(doc, platforms)
+        if verified.platform != signer:
+            return "refused", 403, f"{source}: a submission of '{verified.platform}' uploaded by '{signer}'"
+        header = doc.header
+        return "ok", {"document": doc.hash, "kind": "submission", "platform": header.platform,
+                      "records": header.records, "created": header.created, "run": header.run}
+    except PPRLError as exc:
+        return "refused", status_of(exc), str(exc)

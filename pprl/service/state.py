@@ -40,14 +40,18 @@ MAX_BODY = 2 * 1024 * 1024
 MAX_UPLOAD = 8 * 1024 ** 3
 
 _md = sa.MetaData()
+#: Nonces, uploads and their chunks: written by every request and every chunk. With SQLite they live in a file
+#: of their own next to the database (``<file>.uploads.db``), so a 2 MB chunk or a nonce never waits for the
+#: registry's write lock (a registry update, a stored submission) and the registry's writers never wait for them.
+_side_md = sa.MetaData()
 _nonces = sa.Table(
-    "pprl_svc_nonces", _md,
+    "pprl_svc_nonces", _side_md,
     sa.Column("signer", sa.String(64), primary_key=True),
     sa.Column("nonce", sa.String(32), primary_key=True),
     sa.Column("expires", sa.Float, nullable=False, index=True),
 )
 _uploads = sa.Table(
-    "pprl_svc_uploads", _md,
+    "pprl_svc_uploads", _side_md,
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("owner", sa.String(64), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
@@ -59,7 +63,7 @@ _uploads = sa.Table(
     sa.Column("document", sa.String(64), nullable=True),
 )
 _chunks = sa.Table(
-    "pprl_svc_chunks", _md,
+    "pprl_svc_chunks", _side_md,
     sa.Column("upload", sa.String(32), primary_key=True),
     sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
@@ -148,11 +152,17 @@ class ServiceState:
 
     def __init__(self, location: str | Path) -> None:
         url = registry_url(location)
+        side_url = url
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            side_url = f"{url}.uploads.db"
         self.engine: Engine = sa.create_engine(url, future=True)
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", sqlite_pragmas)
+        self.side: Engine = self.engine if side_url == url else sa.create_engine(side_url, future=True)
+        for engine in {self.engine, self.side}:
+            if engine.dialect.name == "sqlite":
+                sa.event.listen(engine, "connect", sqlite_pragmas)
+        with self.side.begin() as conn:
+            _side_md.create_all(conn)
         with self.engine.begin() as conn:
             _md.create_all(conn)
             have = {c["name"] for c in sa.inspect(conn).get_columns("pprl_svc_jobs")}
@@ -162,10 +172,16 @@ class ServiceState:
 
     def close(self) -> None:
         self.engine.dispose()
+        self.side.dispose()
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _side_tx(self) -> Iterator[Connection]:
+        with self.side.begin() as conn:
             yield conn
 
     # -- replay protection -------------------------------------------------------------------------
@@ -174,7 +190,7 @@ class ServiceState:
         """Record a request's nonce; AuthError 409 if this signer used it before (a replay)."""
         clock = time.time() if at is None else at
         try:
-            with self._tx() as conn:
+            with self._side_tx() as conn:
                 if secrets.randbelow(64) == 0:  # now and then, forget nonces older than the window
                     conn.execute(sa.delete(_nonces).where(_nonces.c.expires < clock))
                 conn.execute(sa.insert(_nonces).values(signer=signer, nonce=nonce,
@@ -186,7 +202,7 @@ class ServiceState:
 
     def open_upload(self, owner: str, kind: str, size: int, sha256: str, chunk_size: int) -> Upload:
         """A new upload, or the same owner's open upload of the same bytes (so a client can resume)."""
-        with self._tx() as conn:
+        with self._side_tx() as conn:
             row = conn.execute(sa.select(_uploads).where(
                 (_uploads.c.owner == owner) & (_uploads.c.sha256 == sha256) & (_uploads.c.size == size)
                 & (_uploads.c.kind == kind) & (_uploads.c.status == "open"))).first()
@@ -200,7 +216,7 @@ class ServiceState:
             return self._upload(conn, upload_id, owner)
 
     def upload(self, upload_id: str, owner: str) -> Upload:
-        with self.engine.connect() as conn:
+        with self.side.connect() as conn:
             return self._upload(conn, upload_id, owner)
 
     def _upload(self, conn: Connection, upload_id: str, owner: str) -> Upload:
@@ -214,7 +230,7 @@ class ServiceState:
 
     def put_chunk(self, upload_id: str, owner: str, index: int, data: bytes) -> Upload:
         """Store one chunk; sending the same chunk again is harmless, a different one is refused (409)."""
-        with self._tx() as conn:
+        with self._side_tx() as conn:
             up = self._upload(conn, upload_id, owner)
             if up.status != "open":
                 raise _Conflict(f"upload {upload_id} is already complete")
@@ -233,7 +249,7 @@ class ServiceState:
 
     def assemble(self, upload_id: str, owner: str) -> tuple[Upload, bytes]:
         """The upload's whole bytes, checked against its SHA-256; 409 naming the chunks still missing."""
-        with self.engine.connect() as conn:
+        with self.side.connect() as conn:
             up = self._upload(conn, upload_id, owner)
             if up.status != "open":
                 raise _Conflict(f"upload {upload_id} is already complete (document {up.document})")
@@ -249,14 +265,18 @@ class ServiceState:
 
     def store_document(self, upload_id: str | None, owner: str, kind: str, doc_hash: str, body: bytes,
                        summary: dict[str, Any]) -> None:
-        """Keep a received document (and close its upload, dropping the chunks) in one transaction."""
+        """Keep a received document, then close its upload and drop the chunks."""
         with self._tx() as conn:
             exists = conn.execute(sa.select(_documents.c.hash).where(_documents.c.hash == doc_hash)).first()
             if exists is None:
                 received = datetime.now(timezone.utc).isoformat(timespec="microseconds")  # orders arrivals
                 conn.execute(sa.insert(_documents).values(hash=doc_hash, kind=kind, owner=owner, received=received,
                                                           summary=json.dumps(summary), body=body, job=None))
-            if upload_id is not None:
+        # Then the upload is closed (in the side database with SQLite: a second transaction). A stop in
+        # between leaves the upload open with the document kept: completing it again finds the document and
+        # closes it, so nothing is lost or stored twice.
+        if upload_id is not None:
+            with self._side_tx() as conn:
                 conn.execute(sa.update(_uploads).where(_uploads.c.id == upload_id)
                              .values(status="complete", document=doc_hash))
                 conn.execute(sa.delete(_chunks).where(_chunks.c.upload == upload_id))

@@ -171,9 +171,21 @@ class PaillierPublicKey:
 
     @classmethod
     def from_dict(cls, d: object, *, allow_small: bool = False) -> PaillierPublicKey:
-        """Parse :meth:`to_dict` output; KeyFormatError for anything malformed."""
+        """Parse :meth:`to_dict` output; KeyFormatError for anything malformed.
+
+        A key read before is not checked again: the bureau reads the registry's key for every lender query,
+        and the checks (a primality test of n, the DJN base derived again) cost milliseconds each time.
+        """
         if not isinstance(d, dict):
             raise KeyFormatError("Paillier public key must be a JSON object")
+        n_text, bits, hs_text = d.get("n"), d.get("bits"), d.get("djn_hs")
+        if isinstance(n_text, str) and _is_int(bits) and (hs_text is None or isinstance(hs_text, str)) \
+                and set(d) <= {"n", "bits", "djn_hs"}:
+            return _parse_public(n_text, bits, hs_text, allow_small)
+        return cls._from_dict(d, allow_small=allow_small)
+
+    @classmethod
+    def _from_dict(cls, d: dict, *, allow_small: bool = False) -> PaillierPublicKey:
         if "n" not in d or "bits" not in d:
             raise KeyFormatError("Paillier public key needs fields 'n' and 'bits'")
         bits = d["bits"]
@@ -202,6 +214,15 @@ class PaillierPublicKey:
         if not isinstance(key, phe.PaillierPublicKey):
             raise KeyFormatError("expected a phe.PaillierPublicKey")
         return cls(int(key.n))
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_public(n_text: str, bits: int, hs_text: str | None, allow_small: bool) -> PaillierPublicKey:
+    """The checked key of these fields (memoised: a key is immutable; a malformed one raises every time)."""
+    fields: dict[str, Any] = {"n": n_text, "bits": bits}
+    if hs_text is not None:
+        fields["djn_hs"] = hs_text
+    return PaillierPublicKey._from_dict(fields, allow_small=allow_small)
 
 
 class CRTParams(NamedTuple):
