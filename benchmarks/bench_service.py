@@ -288,18 +288,38 @@ class Sample:
     wal: float
 
 
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every process under it, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
 class Bureau:
     """``python -m pprl serve`` as the bureau, with its RSS and CPU time sampled every ``interval`` s."""
 
     def __init__(self, setup: Setup, registry: Path, log: Path, interval: float = 1.0,
-                 script: Path | None = None) -> None:
+                 script: Path | None = None, workers: int = 1) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cards = [a for n in [*setup.platforms, *setup.lenders] for a in ("--cards", str(setup.card(n)))]
         command = [str(script)] if script else ["-m", "pprl"]
         self.args = [sys.executable, *command, "serve", "--me", str(setup.key("bureau")), "--registry",
                      str(registry), *cards, "--policy", str(setup.policy), "--host", "127.0.0.1",
-                     "--port", str(self.port)]
+                     "--port", str(self.port), *(["--workers", str(workers)] if workers > 1 else [])]
         self.log = log
         self.wal = Path(f"{registry}-wal")
         self.interval = interval
@@ -330,19 +350,28 @@ class Bureau:
         self._sampler.start()
 
     def read(self) -> Sample:
+        """RSS, VmHWM and CPU time of the bureau and every process under it (`--workers` processes, the
+        submission checker), summed; CPU includes children already reaped."""
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise SystemExit(f"the bureau exited ({self.proc.returncode}): {self.log.read_text()[-2000:]}")
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        ticks = stat[stat.rindex(")") + 2:].split()
+        rss = hwm = cpu = 0.0
+        for pid in _process_tree(self.proc.pid):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue  # it ended meanwhile
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            ticks = stat[stat.rindex(")") + 2:].split()
+            rss += int(fields["VmRSS"].split()[0]) / 1024
+            hwm += int(fields["VmHWM"].split()[0]) / 1024
+            cpu += sum(int(t) for t in ticks[11:15]) / os.sysconf("SC_CLK_TCK")
         try:
             wal = self.wal.stat().st_size / MIB
         except OSError:
             wal = 0.0
-        return Sample(time.monotonic(), int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024,
-                      (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK"), wal)
+        return Sample(time.monotonic(), rss, hwm, cpu, wal)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
@@ -369,8 +398,10 @@ class Bureaus:
     """``count`` bureau processes on the one registry database (each on its own port), read as one: RSS, VmHWM
     and CPU time summed (the sum of the peaks bounds the peak of the sum)."""
 
-    def __init__(self, setup: Setup, registry: Path, run_dir: Path, count: int, script: Path | None) -> None:
-        self.members = [Bureau(setup, registry, run_dir / f"bureau-{j + 1}.log", script=script) for j in range(count)]
+    def __init__(self, setup: Setup, registry: Path, run_dir: Path, count: int, script: Path | None,
+                 workers: int = 1) -> None:
+        self.members = [Bureau(setup, registry, run_dir / f"bureau-{j + 1}.log", script=script, workers=workers)
+                        for j in range(count)]
         self.urls = [b.url for b in self.members]
 
     def start(self) -> None:
@@ -624,7 +655,7 @@ def run(setup: Setup, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]
     run_dir.mkdir(parents=True, exist_ok=True)
     registry = run_dir / "registry.db"
     shutil.copyfile(setup.base_registry, registry)
-    bureau = Bureaus(setup, registry, run_dir, args.bureau_procs, args.serve_script)
+    bureau = Bureaus(setup, registry, run_dir, args.bureau_procs, args.serve_script, args.workers)
     bureau.start()
     res: dict[str, Any] = {}
     subs = [] if args.no_uploads else setup.submissions
@@ -841,6 +872,8 @@ def main() -> None:
     parser.add_argument("--timeline-step", type=float, default=10.0, help="seconds per line of the timeline")
     parser.add_argument("--bureau-procs", type=int, default=1, help="bureau processes on the one registry, each "
                         "on its own port; queries and uploads take turns between them")
+    parser.add_argument("--workers", type=int, default=1, help="`pprl serve --workers N`: one bureau on one port "
+                        "served from N processes (its RSS and CPU summed over them)")
     parser.add_argument("--serve-script", type=Path, help="run the bureau as `python SCRIPT serve ...` instead of "
                         "`python -m pprl serve ...` (to measure a changed service)")
     parser.add_argument("--prepare-only", action="store_true", help="make (and cache) the set-up, then stop")

@@ -248,3 +248,20 @@ def test_a_key_holder_killed_mid_request_keeps_a_whole_log(world, tmp_path):
     finally:
         holder.stop()
     assert json.loads((tmp_path / "audit.log").read_text().splitlines()[-1])["release_hash"] == answers[-1].hash
+
+
+def test_a_bureau_served_from_two_processes_shares_its_uploads_and_jobs(world, tmp_path):
+    bureau = _bureau(world, tmp_path)
+    bureau.args.extend(["--workers", "2"])
+    bureau.start()
+    try:
+        for n in PLATFORMS:  # each chunk may land on either process
+            with Client(bureau.url, world["k"][n], [world["c"]["bureau"]], "bureau") as client:
+                client.upload("submission", world["subs"][n].read_bytes(), chunk_size=256 * 1024)
+        with Client(bureau.url, world["k"]["bureau"], [world["c"]["bureau"]], "bureau") as client:
+            job = client.call("POST", "/v1/jobs", {"kind": "registry-update"})
+            assert client.wait(job["job"], poll=0.2, timeout=120)["status"] == "done"
+    finally:
+        bureau.stop()
+    assert bureau.proc is not None and bureau.proc.returncode == 0
+    assert _updates(tmp_path / "registry.db") == 2

@@ -49,6 +49,9 @@ def connect(url: str, me: Any, service_cards: Sequence[str], role: str) -> Any:
 @click.option("--audit-log", type=FILE, help="Authority / key holder: the audit log every decryption goes into first.")
 @click.option("--state", type=FILE, help="Platform / key holder: SQLite file for nonces and uploads "
               "(default: next to the log, <log>.state.db).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Bureau: serve from this many processes on the one port (a process answers on about one core; "
+                   "they share the registry, its uploads and its jobs).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8400, show_default=True, help="Port to listen on.")
 @click.option("--tls-cert", type=FILE, help="Serve HTTPS with this certificate (PEM) ...")
@@ -56,7 +59,7 @@ def connect(url: str, me: Any, service_cards: Sequence[str], role: str) -> Any:
 @click.option("--tls-client-ca", type=FILE, help="With --tls-cert: require client certificates signed by this CA "
               "(mutual TLS).")
 def serve_cmd(me, cards, registry, policy, secret, log_path, daily_quota, per_minute, paillier_key, share, audit_log,
-              state, host, port, tls_cert, tls_key, tls_client_ca) -> None:
+              state, workers, host, port, tls_cert, tls_key, tls_client_ca) -> None:
     """Serve your party's steps over HTTP: signed requests in, signed documents out.
 
     \b
@@ -91,6 +94,16 @@ def serve_cmd(me, cards, registry, policy, secret, log_path, daily_quota, per_mi
 
         if not registry:
             raise click.UsageError("the bureau serves its registry: give --registry")
+        if workers > 1:
+            from pprl.service.server import serve_bureau_workers
+
+            if policy:
+                load_policy(policy)  # a bad policy fails here, once, not in every worker
+            say(f"pprl bureau service '{key.name}' ({key.card.fingerprint}) on "
+                f"{'https' if tls_cert else 'http'}://{host}:{port}, {workers} processes")
+            serve_bureau_workers(str(me), str(registry), trusted, policy, host, port, workers, tls_cert=tls_cert,
+                                 tls_key=tls_key, tls_client_ca=tls_client_ca)
+            return
         service = BureauService(key, registry, trusted, load_policy(policy) if policy else None)
     elif key.role == "platform":
         from pprl.protocol.files import load_secret
@@ -117,6 +130,8 @@ def serve_cmd(me, cards, registry, policy, secret, log_path, daily_quota, per_mi
         service = HolderService(key, trusted, audit_log, state or f"{audit_log}.state.db", **kwargs)
     else:
         raise KeyFormatError(f"{me}: a {key.role} calls services but serves none")
+    if workers > 1:
+        raise click.UsageError("--workers is for the bureau (a platform's and a key holder's logs take one writer)")
     scheme = "https" if tls_cert else "http"
     say(f"pprl {key.role} service '{key.name}' ({key.card.fingerprint}) on {scheme}://{host}:{port}")
     serve(service, host, port, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca)

@@ -15,6 +15,7 @@ resumable after a broken connection.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -49,6 +50,9 @@ from pprl.service.state import MAX_BODY, MAX_UPLOAD, ServiceState
 __all__ = ["Call", "Service", "document_body", "status_of"]
 
 log = logging.getLogger("pprl.service")
+
+#: Upload chunks handled at once; the rest wait (unread) for their turn.
+BULK_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class Service:
         # Completing an upload holds the whole document in memory (its bytes, then the parsed document) while
         # it is checked: one at a time, so memory stays bounded however many platforms finish at once.
         self._assembling = threading.BoundedSemaphore(1)
+        self._bulk: asyncio.Semaphore | None = None
 
     # -- plumbing ------------------------------------------------------------------------------------
 
@@ -148,13 +153,23 @@ class Service:
         return card, nonce
 
     def route(self, path: str, fn: Callable[[Call], tuple[int, Any]], *, methods: Sequence[str],
-              roles: tuple[str, ...] = (), public: bool = False) -> Route:
+              roles: tuple[str, ...] = (), public: bool = False, bulk: bool = False) -> Route:
         """A route running ``fn`` for a verified signer of one of ``roles`` (any pinned card when empty).
 
-        ``public`` routes (health) take no signature; their responses are signed all the same.
+        ``public`` routes (health) take no signature; their responses are signed all the same. ``bulk``
+        routes (upload chunks) run at most :data:`BULK_AT_ONCE` at a time, the others waiting their turn
+        before their bodies are read, so ten platforms uploading at once leave room for lender queries.
         """
 
         async def endpoint(request: Request) -> Response:
+            if bulk:
+                if self._bulk is None:  # made in the server's event loop, on first use
+                    self._bulk = asyncio.Semaphore(BULK_AT_ONCE)
+                async with self._bulk:
+                    return await handle(request)
+            return await handle(request)
+
+        async def handle(request: Request) -> Response:
             # the response (a refusal too) answers the request's nonce, so the client can tell it is its own
             nonce = request.headers.get("pprl-nonce", "")
             nonce = nonce if len(nonce) == 32 and all(c in "0123456789abcdef" for c in nonce) else ""
@@ -188,7 +203,8 @@ class Service:
             out += [
                 self.route("/v1/uploads", self.open_upload, methods=["POST"], roles=roles),
                 self.route("/v1/uploads/{upload}", self.upload_status, methods=["GET"], roles=roles),
-                self.route("/v1/uploads/{upload}/chunks/{index:int}", self.put_chunk, methods=["PUT"], roles=roles),
+                self.route("/v1/uploads/{upload}/chunks/{index:int}", self.put_chunk, methods=["PUT"], roles=roles,
+                           bulk=True),
                 self.route("/v1/uploads/{upload}/complete", self.complete_upload, methods=["POST"], roles=roles),
             ]
         return out
