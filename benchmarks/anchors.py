@@ -62,3 +62,25 @@ def to_bitarrays(x: np.ndarray) -> list:
         ba.frombytes(row.tobytes())
         out.append(ba)
     return out
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo), for the figures' headers."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def utc_stamp(days: float) -> str:
+    """An ISO 8601 UTC time ``days`` from now, to the second (consent windows)."""
+    from datetime import datetime, timedelta, timezone
+
+    return (datetime.now(timezone.utc) + timedelta(days=days)).isoformat(timespec="seconds")
+

@@ -27,14 +27,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import statistics
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
+from anchors import cpu_name, utc_stamp
 
 from pprl.crypto.paillier.vector import generate_keypair
 from pprl.encoding.normalise import normaliser_for
@@ -52,18 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCORES = ("repay_score", "spend_score", "travel_score")
 
 
-def _stamp(days: float) -> str:
-    return (datetime.now(timezone.utc) + timedelta(days=days)).isoformat(timespec="seconds")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+_stamp = utc_stamp
+_cpu = cpu_name
 
 
 def main() -> None:

@@ -62,7 +62,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import platform
 import queue
 import secrets
 import shutil
@@ -74,9 +73,11 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from anchors import cpu_name, utc_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORES = ("repay_score", "spend_score", "travel_score")
@@ -85,18 +86,8 @@ PURPOSE = "loan-application"
 MIB = 1024 * 1024
 
 
-def _stamp(days: float) -> str:
-    return (datetime.now(timezone.utc) + timedelta(days=days)).isoformat(timespec="seconds")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+_stamp = utc_stamp
+_cpu = cpu_name
 
 
 def _free_port() -> int:
