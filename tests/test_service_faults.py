@@ -87,11 +87,12 @@ def test_an_upload_survives_the_bureau_being_killed_and_resumes(world, tmp_path)
     finally:
         bureau.stop()
     with sqlite3.connect(tmp_path / "registry.db") as db:
-        stored = db.execute("SELECT hash, length(body) FROM pprl_svc_documents").fetchall()
-    with sqlite3.connect(tmp_path / "registry.db.uploads.db") as side:  # uploads live beside the registry
+        documents = db.execute("SELECT hash FROM pprl_svc_documents").fetchall()
+    with sqlite3.connect(tmp_path / "registry.db.uploads.db") as side:  # uploads and bytes live beside the registry
+        stored = side.execute("SELECT hash, length(body) FROM pprl_svc_bodies").fetchall()
         chunks = side.execute("SELECT count(*) FROM pprl_svc_chunks WHERE upload IN "
                               "(SELECT id FROM pprl_svc_uploads WHERE status = 'complete')").fetchone()[0]
-    assert stored == [(summary["document"], len(data))] and chunks == 0
+    assert documents == [(summary["document"],)] and stored == [(summary["document"], len(data))] and chunks == 0
 
 
 def _updates(registry: Path) -> int:

@@ -20,8 +20,10 @@ Routes (every request signed; see :mod:`pprl.service.app`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -89,7 +91,8 @@ class BureauService(Service):
             # Checking a submission of 100,000 records takes seconds of pure Python (parse, signature, hash):
             # in a child process, so lender queries are not held up meanwhile.
             if self._checker is None:
-                self._checker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                self._checker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                    initializer=_lower_priority)
             outcome = self._checker.submit(check_submission, data, self.platforms, signer.name, source).result()
             if outcome[0] == "ok":
                 return dict(outcome[1])
@@ -248,6 +251,12 @@ class BureauService(Service):
             raise AuthError(403, f"the query is '{query.header.lender}''s, but '{call.signer.name}' sent it")
         answer = self.registry.answer(self.me, query, self.lenders, self.policy)
         return 200, document_body(answer)
+
+
+def _lower_priority() -> None:
+    """The submission checker yields the CPU to the service's answers (a query waits for no upload)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(10)
 
 
 def check_submission(data: bytes, platforms: list[Card], signer: str, source: str) -> tuple:

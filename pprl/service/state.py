@@ -68,6 +68,13 @@ _chunks = sa.Table(
     sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
+#: The bytes of each received document, beside the registry like the chunks: writing 88 MB of a submission never
+#: holds the registry's write lock (which every lender answer takes to record itself).
+_bodies = sa.Table(
+    "pprl_svc_bodies", _side_md,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+)
 _documents = sa.Table(
     "pprl_svc_documents", _md,
     sa.Column("hash", sa.String(64), primary_key=True),
@@ -266,12 +273,15 @@ class ServiceState:
     def store_document(self, upload_id: str | None, owner: str, kind: str, doc_hash: str, body: bytes,
                        summary: dict[str, Any]) -> None:
         """Keep a received document, then close its upload and drop the chunks."""
+        with self._side_tx() as conn:  # the bytes first: a document row always has its bytes
+            if conn.execute(sa.select(_bodies.c.hash).where(_bodies.c.hash == doc_hash)).first() is None:
+                conn.execute(sa.insert(_bodies).values(hash=doc_hash, body=body))
         with self._tx() as conn:
             exists = conn.execute(sa.select(_documents.c.hash).where(_documents.c.hash == doc_hash)).first()
             if exists is None:
                 received = datetime.now(timezone.utc).isoformat(timespec="microseconds")  # orders arrivals
                 conn.execute(sa.insert(_documents).values(hash=doc_hash, kind=kind, owner=owner, received=received,
-                                                          summary=json.dumps(summary), body=body, job=None))
+                                                          summary=json.dumps(summary), body=b"", job=None))
         # Then the upload is closed (in the side database with SQLite: a second transaction). A stop in
         # between leaves the upload open with the document kept: completing it again finds the document and
         # closes it, so nothing is lost or stored twice.
@@ -294,8 +304,11 @@ class ServiceState:
 
     def document_bodies(self, hashes: Sequence[str]) -> list[bytes]:
         with self.engine.connect() as conn:
+            known = {r.hash for r in conn.execute(
+                sa.select(_documents.c.hash).where(_documents.c.hash.in_(list(hashes))))}
+        with self.side.connect() as conn:
             rows = {r.hash: bytes(r.body) for r in conn.execute(
-                sa.select(_documents.c.hash, _documents.c.body).where(_documents.c.hash.in_(list(hashes))))}
+                sa.select(_bodies.c.hash, _bodies.c.body).where(_bodies.c.hash.in_(list(known))))}
         missing = [h for h in hashes if h not in rows]
         if missing:
             raise _NotFound(f"no received document {missing[0]}")
