@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from cli_runner import cli_consortium, run
-from service_harness import Process
+from service_harness import Process, children, gone
 
 from pprl.documents import Answer, Submission, load
 from pprl.encoding.normalise import normaliser_for
@@ -189,9 +189,12 @@ def test_answers_after_a_kill_equal_those_before(world, tmp_path):
             flood = threading.Thread(target=keep_asking)
             flood.start()
             time.sleep(0.5)
+            checker = children(bureau.proc.pid)  # the process that checked the uploaded submissions
+            assert checker
             bureau.kill()  # with queries in flight
             stop.set()
             flood.join()
+            assert gone(checker)  # the checker does not outlive a killed service
         bureau.start()
         with Client(bureau.url, world["k"]["bank_a"], [world["c"]["bureau"]], "bureau") as client:
             after = _answered(Answer.from_dict(client.call("POST", "/v1/queries", _query(world, pseudonyms, "a").wire)))

@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -254,9 +255,18 @@ class BureauService(Service):
 
 
 def _lower_priority() -> None:
-    """The submission checker yields the CPU to the service's answers (a query waits for no upload)."""
+    """The submission checker yields the CPU to the service's answers (a query waits for no upload), and ends
+    when the service's process is gone (killed with SIGKILL, it cannot stop its children)."""
     with contextlib.suppress(OSError, AttributeError):
         os.nice(10)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="pprl-parent-watch", daemon=True).start()
 
 
 def check_submission(data: bytes, platforms: list[Card], signer: str, source: str) -> tuple:
