@@ -19,9 +19,15 @@ The filters are random, ``--bits`` long, each with its own fill drawn around
 right-hand records are noisy copies of left-hand ones, so there are true
 matches to find.
 
+The native kernel runs the best variant this CPU has unless ``--isa`` forces
+one (generic, popcnt, avx2, avx512, neon: each is refused where the CPU lacks
+it) or ``PPRL_NO_AVX512=1``, ``PPRL_NO_AVX2=1``, ... switch variants off; the
+header names the CPU and the variant, so each figure says what produced it.
+
     python benchmarks/bench_similarity.py                     # 10k x 10k, t = 0.8 and 0.5
     python benchmarks/bench_similarity.py -n 20000 -m 5000 --thresholds 0.9
-    python benchmarks/bench_similarity.py --isa popcnt        # force a native variant
+    python benchmarks/bench_similarity.py --isa avx2          # force a native variant
+    PPRL_NO_AVX512=1 python benchmarks/bench_similarity.py    # as on an AVX2-only CPU
     PPRL_NO_NATIVE=1 python benchmarks/bench_similarity.py -n 2000 -m 2000   # numpy path
 """
 
@@ -40,6 +46,7 @@ from anchors import optional_anonlink as load_anonlink  # noqa: E402
 from anchors import to_bitarrays  # noqa: E402
 
 from pprl.matching.dice import native as dice_native
+from pprl.matching.dice import rows as dice_rows
 from pprl.matching.dice import similarity
 
 __all__ = ["main", "make_filters"]
@@ -82,10 +89,35 @@ def same_candidates(ours: similarity.Candidates, theirs: tuple) -> bool:
     )
 
 
-def kernel_name() -> str:
-    if dice_native._native is None:
+def kernel_name(nwords: int) -> str:
+    isa = dice_native.current_isa(nwords)
+    if isa is None:
         return "numpy (fallback)"
-    return f"native ({dice_native._ISA or dice_native._native.isas()[-1]})"
+    forced = " (forced)" if dice_native._ISA is not None else ""
+    return f"native {isa}{forced}; this CPU has {', '.join(dice_native.isas())}"
+
+
+def cpu_name() -> str:
+    """The CPU's model name, as lscpu prints it (/proc/cpuinfo on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def checkpoint(a: np.ndarray, b: np.ndarray, t: float) -> tuple[int, int] | None:
+    """(split, nwords): where the native kernel checks whether a pair can still reach ``t``."""
+    if not dice_native.dice_enabled():
+        return None
+    job = dice_rows.Job.create(dice_rows.prepare(a), dice_rows.prepare(b), t, "anonlink", None, 2048)
+    run = dice_native.NativeRun(job)
+    return run.split, job.pa.native.nwords
 
 
 def allowed_cpus() -> set[int]:
@@ -117,13 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs each (default 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--isa", choices=["generic", "popcnt", "avx512"], help="force a native kernel variant"
+        "--isa", choices=dice_native.ISAS, help="force a native kernel variant (default: the best)"
     )
     args = parser.parse_args(argv)
     if args.isa:
-        if dice_native._native is None or args.isa not in dice_native._native.isas():
-            parser.error(f"native variant {args.isa!r} is not available here")
-        dice_native._ISA = args.isa
+        if dice_native._native is None:
+            parser.error("the native kernel is not built or switched off (PPRL_NO_DICE)")
+        try:
+            dice_native.force_isa(args.isa)
+        except ValueError as exc:
+            parser.error(str(exc))
 
     a, b = make_filters(args.n, args.m, args.bits, args.fill, args.seed)
     pairs = args.n * args.m
@@ -136,9 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     all_cpus = allowed_cpus()
     one_cpu = {min(all_cpus)}
     fill = np.unpackbits(a, axis=1).mean()
+    nwords = -(-args.bits // 64)
     print(
         f"Dice candidate generation: {args.n} x {args.m} filters of {args.bits} bits, "
-        f"mean fill {fill:.1%}; median of {args.repeats} runs; pprl kernel: {kernel_name()}"
+        f"mean fill {fill:.1%}; median of {args.repeats} runs\n"
+        f"CPU: {cpu_name()}; pprl kernel: {kernel_name(nwords)}"
     )
     if anonlink is None:
         print("anonlink is not installed (pip install -e '.[bench]'): timing pprl only")
@@ -189,8 +226,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{t:>4}  {len(ours):>10}  {cells[0]:>16}  {cells[1]:>14}  {cells[2]:>6}  "
             f"{cells[3]:>14}  {cells[4]:>6}"
         )
+        notes = []
         if theirs is not None:
-            print(f"      same candidates: {'yes' if same else 'no'}")
+            notes.append(f"same candidates: {'yes' if same else 'no'}")
+        split = checkpoint(a, b, t)
+        if split is not None:
+            notes.append(f"early exit after {split[0]} of {split[1]} words" if split[0] < split[1]
+                         else "no early exit")
+        if notes:
+            print("      " + "; ".join(notes))
         if not threads_agree:
             print("pprl's 1-core and all-core candidates differ", file=sys.stderr)
             return 1

@@ -80,7 +80,7 @@ def test_native_extension_is_built():
     assert similarity.NATIVE, "pprl.matching.dice._dice is missing: reinstall with `pip install -e .`"
     isas = dice_native._native.isas()
     assert isas[0] == "generic"
-    assert set(isas) <= {"generic", "popcnt", "avx512"}
+    assert set(isas) <= {"generic", "popcnt", "avx2", "avx512", "neon"}
 
 
 def test_no_native_environment_variable_selects_numpy():

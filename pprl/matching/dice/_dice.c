@@ -9,8 +9,18 @@
  *
  * Why native: the comparison loop is the whole cost of linkage.  Here it is a
  * tight loop over 64-bit words with hardware popcount, four left rows at a
- * time so each right row is read once per four comparisons, with the GIL
- * released so Python threads can run blocks on every core.
+ * time (eight in the AVX2 and AVX-512 variants) so each right row is read
+ * once per four (eight) comparisons, with the GIL released so Python threads
+ * can run blocks on every core.
+ *
+ * Early exit: after the first `split` words of a pair, at most
+ * min(popcount of the rest of A, popcount of the rest of B) more bits can be
+ * in common; when that cannot reach the threshold for any row of a group,
+ * the rest is skipped.  The caller picks `split` (pprl.matching.dice.native
+ * measures on a sample where pruning pays: half-way at t = 0.8, later at
+ * t = 0.5, none where it never prunes) and passes the right rows' popcounts
+ * of words split .. nwords-1 as b_rest.  The test is exact: results never
+ * depend on `split`.
  *
  * Exactness: a pair is kept iff |A & B| >= need[|A| + |B|], where need[s] is
  * the smallest intersection with (double)(2 * I) / (double)s >= threshold,
@@ -18,17 +28,24 @@
  * expression too.  So results are bit-identical to anonlink's C++ and to the
  * numpy path (no fast-math, no FP contraction: see setup.py).
  *
- * Portability: plain C99 plus GCC/Clang builtins.  On x86-64 the variant is
- * picked at run time with __builtin_cpu_supports: AVX-512 VPOPCNTDQ, else the
- * POPCNT instruction, else portable code; other architectures (aarch64, ...)
- * get the portable code, which their compilers turn into native popcounts.
- * No hand-written assembly.
+ * Variants (ISAs), all giving identical results, in the same order:
+ *   generic  portable C99 (any CPU; the compiler's own popcount)
+ *   popcnt   the same code built for the x86 POPCNT instruction
+ *   avx2     x86 AVX2: nibble lookup with vpshufb, bytes summed with
+ *            vpsadbw, eight left rows per pass over each right row
+ *   avx512   x86 AVX-512 VPOPCNTDQ: eight words per instruction, eight
+ *            left rows per pass
+ *   neon     aarch64 NEON: vcntq_u8 on 128 bits, summed with vpadalq_u8
+ * On x86-64 the variant is picked at run time with __builtin_cpu_supports;
+ * aarch64 gets neon (every aarch64 CPU has it) and generic; other
+ * architectures the portable code, which their compilers turn into native
+ * popcounts.  Intrinsics only, no hand-written assembly.
  *
  * Interface (private; pprl.matching.dice.similarity validates dtypes and shapes):
  *   isas() -> tuple[str, ...]        variants usable on this CPU, best last
  *   need_table(threshold, nbits) -> bytes   uint32[2 * nbits + 1]
  *   pairs(a, a_cnt, a_idx, b, b_cnt, b_rest, b_idx, lo, hi, need, nwords, r0, r1,
- *         delta, k, isa) -> (bytes i, bytes j, bytes sim)
+ *         delta, k, isa[, split]) -> (bytes i, bytes j, bytes sim)
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -60,19 +77,42 @@
 /* AVX-512 VPOPCNTDQ needs GCC >= 8 or Clang >= 6 for the target attribute. */
 #if PPRL_X86 && (defined(__clang__) ? (__clang_major__ >= 6) : (__GNUC__ >= 8))
 #define PPRL_AVX512 1
-#define PPRL_TARGET_AVX512 __attribute__((target("avx512f,avx512vpopcntdq")))
+#define PPRL_TARGET_AVX512 __attribute__((target("avx512f,avx512vpopcntdq,popcnt")))
 #else
 #define PPRL_AVX512 0
 #endif
 
-enum { ISA_GENERIC = 0, ISA_POPCNT = 1, ISA_AVX512 = 2 };
-static const char *const ISA_NAMES[] = {"generic", "popcnt", "avx512"};
+/* AVX2 with the target attribute: GCC >= 4.9, Clang >= 3.8. */
+#if PPRL_X86 && (defined(__clang__) ? (__clang_major__ * 100 + __clang_minor__ >= 308)     \
+                                    : (__GNUC__ * 100 + __GNUC_MINOR__ >= 409))
+#define PPRL_AVX2 1
+#define PPRL_TARGET_AVX2 __attribute__((target("avx2,popcnt")))
+#else
+#define PPRL_AVX2 0
+#endif
+
+/* aarch64 always has Advanced SIMD (NEON). */
+#if PPRL_GNUC && defined(__aarch64__) && defined(__ARM_NEON)
+#define PPRL_NEON 1
+#include <arm_neon.h>
+#else
+#define PPRL_NEON 0
+#endif
+
+enum { ISA_GENERIC = 0, ISA_POPCNT = 1, ISA_AVX2 = 2, ISA_AVX512 = 3, ISA_NEON = 4, ISA_COUNT = 5 };
+static const char *const ISA_NAMES[] = {"generic", "popcnt", "avx2", "avx512", "neon"};
+/* A split (early-exit checkpoint) other than nwords must be a multiple of
+ * this many words for the variant (its vector width). */
+static const Py_ssize_t ISA_SPLIT_STEP[] = {1, 1, 4, 8, 1};
 
 #define NEVER UINT32_MAX /* need[] entry: no intersection reaches the threshold */
 #define GROUP 4          /* left rows compared together against each right row */
-/* The AVX-512 path packs four counts into 16-bit fields: rows of at most
- * 1023 words (65472 bits) cannot overflow them. */
-#define AVX512_MAX_WORDS 1023
+#define MAX_GROUP 8      /* the most any variant compares together (avx2, avx512) */
+/* The vector variants (avx2, avx512, neon) run rows of at most 1023 words
+ * (65472 bits): AVX-512 packs counts into 16-bit fields, NEON sums bytes
+ * into 16-bit lanes, and AVX2 and AVX-512 keep a table of 32 bytes per right
+ * popcount.  Longer rows run on popcnt or generic. */
+#define WIDE_MAX_WORDS 1023
 
 /* ------------------------------------------------------------------------ */
 /* Popcount of one word.                                                     */
@@ -101,9 +141,20 @@ typedef struct {
     const int64_t *lo, *hi;        /* per left row: right rows [lo, hi) */
     const uint32_t *need;          /* need[|A| + |B|] */
     Py_ssize_t nwords;
-    double delta; /* anonlink's 1/t - 1 for its popcount window; < 0: none */
-    Py_ssize_t k; /* best k per left row; < 0: all */
+    Py_ssize_t split; /* early-exit checkpoint after this many words; nwords: none */
+    double delta;     /* anonlink's 1/t - 1 for its popcount window; < 0: none */
+    Py_ssize_t k;     /* best k per left row; < 0: all */
+    struct Scratch *scr; /* the vector variants' scratch space, or NULL */
 } Ctx;
+
+/* Scratch space of the avx2 and avx512 variants, allocated per call (never
+ * shared between threads). */
+typedef struct Scratch {
+    void *mem;
+    void *nibbles;  /* avx2: the group's left rows split for lookups, 32-byte aligned */
+    int32_t *thr;   /* per right popcount pb: need[pa_q + pb] - 1, eight int32 (32-byte aligned) */
+    uint32_t key[10]; /* pa of the rows (NEVER past the group), first and last pb thr holds */
+} Scratch;
 
 typedef struct {
     int64_t *i, *j;
@@ -259,10 +310,10 @@ group_window(const Ctx *c, Py_ssize_t r, int g, Py_ssize_t *lo, Py_ssize_t *hi)
 /* Written once, inlined into each target-specific block function below so   */
 /* the compiler emits POPCNT (or NEON, ...) there and specialises W.          */
 
-/* Early exit: after the first H = W / 2 words, a pair can gain at most
+/* Early exit: after the first H = c->split words, a pair can gain at most
  * min(popcount of the rest of A, popcount of the rest of B) more common bits;
- * when that cannot reach need[] for any row of the group, the second half is
- * skipped.  At the usual thresholds (0.7 and up) this skips most of it. */
+ * when that cannot reach need[] for any row of the group, the rest is
+ * skipped (H = W: no checkpoint). */
 #define PPRL_MIN(x, y) ((x) < (y) ? (x) : (y))
 
 PPRL_INLINE uint32_t
@@ -277,7 +328,7 @@ rest_popcount(const uint64_t *row, Py_ssize_t h, Py_ssize_t w)
 PPRL_INLINE void
 scan4_scalar(const Ctx *c, Out *o, Heap *h, Py_ssize_t r, const Py_ssize_t W)
 {
-    const Py_ssize_t H = W >= 4 ? W / 2 : W;
+    const Py_ssize_t H = c->split < W ? c->split : W; /* <= W: the compiler can peel */
     const uint64_t *a0 = c->a + r * W, *a1 = a0 + W, *a2 = a1 + W, *a3 = a2 + W;
     const uint32_t *n0 = c->need + c->a_cnt[r], *n1 = c->need + c->a_cnt[r + 1];
     const uint32_t *n2 = c->need + c->a_cnt[r + 2], *n3 = c->need + c->a_cnt[r + 3];
@@ -331,7 +382,7 @@ scan4_scalar(const Ctx *c, Out *o, Heap *h, Py_ssize_t r, const Py_ssize_t W)
 PPRL_INLINE void
 scan1_scalar(const Ctx *c, Out *o, Heap *h, Py_ssize_t r, const Py_ssize_t W)
 {
-    const Py_ssize_t H = W >= 4 ? W / 2 : W;
+    const Py_ssize_t H = c->split < W ? c->split : W;
     const uint64_t *a0 = c->a + r * W;
     const uint32_t *n0 = c->need + c->a_cnt[r];
     const uint64_t ra0 = rest_popcount(a0, H, W);
@@ -395,6 +446,48 @@ scan1_scalar(const Ctx *c, Out *o, Heap *h, Py_ssize_t r, const Py_ssize_t W)
         PPRL_BLOCK_BODY(SCAN4, SCAN1, c->nwords);                            \
     }
 
+/* The vector variants: groups of eight rows, then one of four, then single rows. */
+#define PPRL_BLOCK8_BODY(SCAN8, SCAN4, SCAN1, W)                             \
+    do {                                                                     \
+        Py_ssize_t r = r0;                                                   \
+        for (; r + MAX_GROUP <= r1; r += MAX_GROUP) {                        \
+            SCAN8(c, o, h, r, W);                                            \
+            if (c->k >= 0)                                                   \
+                for (int q = 0; q < MAX_GROUP; q++)                          \
+                    flush_heap(c, o, h + q, r + q);                          \
+        }                                                                    \
+        if (r + GROUP <= r1) {                                               \
+            SCAN4(c, o, h, r, W);                                            \
+            if (c->k >= 0)                                                   \
+                for (int q = 0; q < GROUP; q++)                              \
+                    flush_heap(c, o, h + q, r + q);                          \
+            r += GROUP;                                                      \
+        }                                                                    \
+        for (; r < r1; r++) {                                                \
+            SCAN1(c, o, h, r, W);                                            \
+            if (c->k >= 0)                                                   \
+                flush_heap(c, o, h, r);                                      \
+        }                                                                    \
+    } while (0)
+
+#define PPRL_BLOCK8_DISPATCH(SCAN8, SCAN4, SCAN1)                            \
+    switch (c->nwords) {                                                     \
+    case 8:                                                                  \
+        PPRL_BLOCK8_BODY(SCAN8, SCAN4, SCAN1, 8);                            \
+        break;                                                               \
+    case 16:                                                                 \
+        PPRL_BLOCK8_BODY(SCAN8, SCAN4, SCAN1, 16);                           \
+        break;                                                               \
+    case 32:                                                                 \
+        PPRL_BLOCK8_BODY(SCAN8, SCAN4, SCAN1, 32);                           \
+        break;                                                               \
+    case 64:                                                                 \
+        PPRL_BLOCK8_BODY(SCAN8, SCAN4, SCAN1, 64);                           \
+        break;                                                               \
+    default:                                                                 \
+        PPRL_BLOCK8_BODY(SCAN8, SCAN4, SCAN1, c->nwords);                    \
+    }
+
 static void
 block_generic(const Ctx *c, Out *o, Heap *h, Py_ssize_t r0, Py_ssize_t r1)
 {
@@ -409,6 +502,366 @@ block_popcnt(const Ctx *c, Out *o, Heap *h, Py_ssize_t r0, Py_ssize_t r1)
 }
 #endif
 
+#if PPRL_AVX2 || PPRL_AVX512
+/* ------------------------------------------------------------------------ */
+/* Thresholds of a group of g <= 8 left rows, per right popcount: a signed   */
+/* compare count > thr is count >= need (NEVER becomes INT32_MAX: never).    */
+/* Eight entries per popcount whatever g.  Consecutive groups of sorted rows */
+/* usually share their popcounts and window, so the table is rebuilt only    */
+/* when those change.                                                        */
+
+#define THR_ROWS 8
+
+static const int32_t *
+group_thresholds(const Ctx *c, Py_ssize_t r, int g, Py_ssize_t lo, Py_ssize_t hi)
+{
+    Scratch *s = c->scr;
+    uint32_t key[THR_ROWS + 2];
+    for (int q = 0; q < THR_ROWS; q++)
+        key[q] = q < g ? c->a_cnt[r + q] : NEVER;
+    key[THR_ROWS] = c->b_cnt[lo];
+    key[THR_ROWS + 1] = c->b_cnt[hi - 1];
+    if (memcmp(key, s->key, sizeof key) != 0) {
+        int32_t *t = s->thr;
+        for (uint32_t pb = key[THR_ROWS]; pb <= key[THR_ROWS + 1]; pb++, t += THR_ROWS) {
+            for (int q = 0; q < THR_ROWS; q++) {
+                const uint32_t n = q < g ? c->need[key[q] + pb] : NEVER;
+                t[q] = n == NEVER ? INT32_MAX : (int32_t)n - 1;
+            }
+        }
+        memcpy(s->key, key, sizeof key);
+    }
+    return s->thr;
+}
+
+/* The rows of a group with a set bit in mask (bit q: row r + q) reached the
+ * threshold against right row j with the counts in cnt[]. */
+static void
+accept_mask(const Ctx *c, Out *o, Heap *h, Py_ssize_t r, Py_ssize_t j, const uint32_t *cnt,
+            int mask)
+{
+    for (int q = 0; mask; q++, mask >>= 1)
+        if (mask & 1)
+            accept(c, o, h + q, r + q, j, cnt[q]);
+}
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* AVX2: popcount by nibble lookup (vpshufb), eight (or four) left rows per  */
+/* right row.  The group's left rows are prepared for the lookups once, so  */
+/* a right vector costs one shift, then per left row two ANDs, two lookups  */
+/* and two byte adds.  Bytes grow by at most 8 per vector and are summed (vpsadbw)  */
+/* at least every 31 vectors; the counts then sit in one register and are   */
+/* compared with the group's thresholds in one instruction.                 */
+
+#if PPRL_AVX2
+#define AVX2_CHUNK 31 /* vectors per byte accumulation: 31 * 8 = 248 < 256 */
+#define AVX2_BATCH 64 /* right rows per pass up to the checkpoint */
+
+/* Lanes 0 .. tail-1 of four 64-bit lanes (tail = W % 4 words). */
+PPRL_TARGET_AVX2 PPRL_INLINE __m256i
+tail_mask_avx2(Py_ssize_t W)
+{
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(W % 4)),
+                              _mm256_setr_epi64x(0, 1, 2, 3));
+}
+
+/* g rows of a (W words each) split for lookups, zero-padded to whole vectors:
+ * A[2 g v + 2 q] = vector v of row q without bit 7 of each byte,
+ * A[2 g v + 2 q + 1] = its high nibbles moved to bits 0-3.  A right vector x
+ * then needs no masking: vpshufb looks up bits 0-3 of A[..] & x (bits 4-6
+ * are ignored, and bit 7, which would zero the result, is clear), and of
+ * A[..+1] & (x >> 4) (the shift's stray bits land in 4-7, where A is 0). */
+PPRL_TARGET_AVX2 PPRL_INLINE void
+split_nibbles_avx2(__m256i *A, const uint64_t *a, const Py_ssize_t W, const int g,
+                   const __m256i tm)
+{
+    const Py_ssize_t full = W / 4, V = (W + 3) / 4;
+    const __m256i m7 = _mm256_set1_epi8(0x7f), m4 = _mm256_set1_epi8(0x0f);
+    for (int q = 0; q < g; q++) {
+        const uint64_t *row = a + q * W;
+        for (Py_ssize_t v = 0; v < V; v++) {
+            const __m256i x =
+                v < full ? _mm256_loadu_si256((const __m256i *)(row + 4 * v))
+                         : _mm256_maskload_epi64((const long long *)(row + 4 * v), tm);
+            A[2 * g * v + 2 * q] = _mm256_and_si256(x, m7);
+            A[2 * g * v + 2 * q + 1] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+        }
+    }
+}
+
+/* Left row q's share of one right vector (lo_: the vector, hi_: shifted right by 4). */
+#define PPRL_AVX2_ROW(S, p, q)                                                             \
+    S = _mm256_add_epi8(S, _mm256_shuffle_epi8(lut, _mm256_and_si256((p)[2 * (q)], lo_)));     \
+    S = _mm256_add_epi8(S, _mm256_shuffle_epi8(lut, _mm256_and_si256((p)[2 * (q) + 1], hi_)))
+
+#define PPRL_AVX2_NIBBLES(x)                                                               \
+    const __m256i lo_ = (x);                                                               \
+    const __m256i hi_ = _mm256_srli_epi16((x), 4)
+
+/* Sum the bytes of each of four accumulators: [sum s0, sum s1, sum s2, sum s3]. */
+PPRL_TARGET_AVX2 PPRL_INLINE __m128i
+fold4_avx2(__m256i s0, __m256i s1, __m256i s2, __m256i s3)
+{
+    const __m256i z = _mm256_setzero_si256();
+    /* 64-bit lanes of partial sums, two rows per lane (32 bits each). */
+    const __m256i t =
+        _mm256_or_si256(_mm256_sad_epu8(s0, z), _mm256_slli_epi64(_mm256_sad_epu8(s1, z), 32));
+    const __m256i u =
+        _mm256_or_si256(_mm256_sad_epu8(s2, z), _mm256_slli_epi64(_mm256_sad_epu8(s3, z), 32));
+    const __m256i v = _mm256_add_epi32(_mm256_unpacklo_epi64(t, u), _mm256_unpackhi_epi64(t, u));
+    return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
+
+/* Bits right row b has in common with each of the group's rows over vectors
+ * v0 .. v1-1 (vector `full` is the partial last one, when W % 4): four rows
+ * (count4: [c0, c1, c2, c3]) or eight (count8: [c0, ..., c7]). */
+PPRL_TARGET_AVX2 PPRL_INLINE __m128i
+count4_avx2(const __m256i *A, const uint64_t *b, Py_ssize_t v0, const Py_ssize_t v1,
+            const Py_ssize_t full, const __m256i tm, const __m256i lut)
+{
+    __m128i total = _mm_setzero_si128();
+    while (v0 < v1) {
+        const Py_ssize_t e = v1 - v0 > AVX2_CHUNK ? v0 + AVX2_CHUNK : v1;
+        const Py_ssize_t ef = e < full ? e : full;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+        for (Py_ssize_t v = v0; v < e; v++) {
+            const __m256i x = v < ef ? _mm256_loadu_si256((const __m256i *)(b + 4 * v))
+                                     : _mm256_maskload_epi64((const long long *)(b + 4 * v), tm);
+            PPRL_AVX2_NIBBLES(x);
+            const __m256i *p = A + 8 * v;
+            PPRL_AVX2_ROW(s0, p, 0);
+            PPRL_AVX2_ROW(s1, p, 1);
+            PPRL_AVX2_ROW(s2, p, 2);
+            PPRL_AVX2_ROW(s3, p, 3);
+        }
+        total = _mm_add_epi32(total, fold4_avx2(s0, s1, s2, s3));
+        v0 = e;
+    }
+    return total;
+}
+
+PPRL_TARGET_AVX2 PPRL_INLINE __m256i
+count8_avx2(const __m256i *A, const uint64_t *b, Py_ssize_t v0, const Py_ssize_t v1,
+            const Py_ssize_t full, const __m256i tm, const __m256i lut)
+{
+    __m256i total = _mm256_setzero_si256();
+    while (v0 < v1) {
+        const Py_ssize_t e = v1 - v0 > AVX2_CHUNK ? v0 + AVX2_CHUNK : v1;
+        const Py_ssize_t ef = e < full ? e : full;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+        __m256i s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+        for (Py_ssize_t v = v0; v < e; v++) {
+            const __m256i x = v < ef ? _mm256_loadu_si256((const __m256i *)(b + 4 * v))
+                                     : _mm256_maskload_epi64((const long long *)(b + 4 * v), tm);
+            PPRL_AVX2_NIBBLES(x);
+            const __m256i *p = A + 16 * v;
+            PPRL_AVX2_ROW(s0, p, 0);
+            PPRL_AVX2_ROW(s1, p, 1);
+            PPRL_AVX2_ROW(s2, p, 2);
+            PPRL_AVX2_ROW(s3, p, 3);
+            PPRL_AVX2_ROW(s4, p, 4);
+            PPRL_AVX2_ROW(s5, p, 5);
+            PPRL_AVX2_ROW(s6, p, 6);
+            PPRL_AVX2_ROW(s7, p, 7);
+        }
+        const __m128i f0 = fold4_avx2(s0, s1, s2, s3), f1 = fold4_avx2(s4, s5, s6, s7);
+        total = _mm256_add_epi32(total, _mm256_inserti128_si256(_mm256_castsi128_si256(f0), f1, 1));
+        v0 = e;
+    }
+    return total;
+}
+
+PPRL_TARGET_AVX2 PPRL_INLINE int
+reaches4_avx2(__m128i cnt, const int32_t *thr)
+{
+    return _mm_movemask_ps(
+        _mm_castsi128_ps(_mm_cmpgt_epi32(cnt, _mm_load_si128((const __m128i *)thr))));
+}
+
+PPRL_TARGET_AVX2 PPRL_INLINE int
+reaches8_avx2(__m256i cnt, const int32_t *thr)
+{
+    return _mm256_movemask_ps(
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(cnt, _mm256_load_si256((const __m256i *)thr))));
+}
+
+#define PPRL_AVX2_LUT                                                                      \
+    _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, \
+                     2, 2, 3, 2, 3, 3, 4)
+
+/* One pass of g = 4 (G = 4) or 8 (G = 8) left rows from r over their window. */
+#define PPRL_AVX2_SCAN(G, VEC, SETR, COUNT, REACHES, STORE)                                   \
+    do {                                                                                     \
+        Py_ssize_t lo, hi;                                                                   \
+        group_window(c, r, G, &lo, &hi);                                                     \
+        if (lo >= hi)                                                                        \
+            return;                                                                          \
+        const Py_ssize_t full = W / 4, V = (W + 3) / 4;                                      \
+        const Py_ssize_t H = c->split;                                                       \
+        const Py_ssize_t V1 = H < W ? H / 4 : V; /* vectors before the checkpoint */        \
+        const __m256i tm = tail_mask_avx2(W), lut = PPRL_AVX2_LUT;                           \
+        const uint64_t *a0 = c->a + r * W;                                                   \
+        __m256i *A = (__m256i *)c->scr->nibbles;                                             \
+        split_nibbles_avx2(A, a0, W, G, tm);                                              \
+        const int32_t *thr = group_thresholds(c, r, G, lo, hi);                              \
+        const uint32_t pb0 = c->b_cnt[lo];                                                   \
+        int32_t rest[G];                                                                     \
+        for (int q = 0; q < G; q++)                                                          \
+            rest[q] = V1 < V ? (int32_t)rest_popcount(a0 + q * W, H, W) : 0;                 \
+        const VEC ra = SETR(rest);                                                           \
+        if (V1 >= V) { /* no checkpoint */                                                \
+            /* V, but a bound the compiler cannot see (only that it is <= V):  */          \
+            /* it then peels the loop with an exit test per vector; knowing V */           \
+            /* it unrolls, hoists every lookup ahead of its add and spills.   */           \
+            Py_ssize_t nv = V;                                                               \
+            __asm__("" : "+r"(nv));                                                          \
+            nv = nv < V ? nv : V;                                                            \
+            const uint64_t *bj = c->b + lo * W;                                              \
+            for (Py_ssize_t j = lo; j < hi; j++, bj += W) {                                  \
+                const VEC cnt = COUNT(A, bj, 0, nv, full, tm, lut);                          \
+                PPRL_AVX2_ACCEPT(G, VEC, REACHES, STORE, j, cnt);                            \
+            }                                                                                \
+            break;                                                                           \
+        }                                                                                    \
+        /* With a checkpoint: the first V1 vectors of a batch of right rows,   */          \
+        /* the survivors' partial counts kept in a list, then the rest of the  */          \
+        /* survivors only (no branch per right row to mispredict).             */          \
+        VEC part[AVX2_BATCH];                                                                \
+        Py_ssize_t live[AVX2_BATCH];                                                         \
+        for (Py_ssize_t jb = lo; jb < hi; jb += AVX2_BATCH) {                                \
+            const Py_ssize_t je = hi - jb > AVX2_BATCH ? jb + AVX2_BATCH : hi;               \
+            int n_live = 0;                                                                  \
+            const uint64_t *bj = c->b + jb * W;                                              \
+            for (Py_ssize_t j = jb; j < je; j++, bj += W) {                                  \
+                const int32_t *tj = thr + THR_ROWS * (size_t)(c->b_cnt[j] - pb0);           \
+                const VEC cnt = COUNT(A, bj, 0, V1, full, tm, lut);                          \
+                const VEC bound = ADD32_##G(cnt, MINU32_##G(ra, SET1_##G((int)c->b_rest[j]))); \
+                part[n_live] = cnt;                                                          \
+                live[n_live] = j;                                                            \
+                n_live += REACHES(bound, tj) != 0;                                           \
+            }                                                                                \
+            for (int k = 0; k < n_live; k++) {                                               \
+                const Py_ssize_t j = live[k];                                                \
+                const VEC cnt =                                                              \
+                    ADD32_##G(part[k], COUNT(A, c->b + j * W, V1, V, full, tm, lut));        \
+                PPRL_AVX2_ACCEPT(G, VEC, REACHES, STORE, j, cnt);                            \
+            }                                                                                \
+        }                                                                                    \
+    } while (0)
+
+/* Right row j against the group, with the counts cnt: record what reaches the threshold. */
+#define PPRL_AVX2_ACCEPT(G, VEC, REACHES, STORE, j, cnt)                                     \
+    do {                                                                                     \
+        const int mask_ = REACHES(cnt, thr + THR_ROWS * (size_t)(c->b_cnt[j] - pb0));       \
+        if (PPRL_UNLIKELY(mask_)) {                                                          \
+            uint32_t counts_[G];                                                             \
+            STORE((VEC *)counts_, cnt);                                                      \
+            accept_mask(c, o, h, r, j, counts_, mask_);                                      \
+        }                                                                                    \
+    } while (0)
+
+#define ADD32_4 _mm_add_epi32
+#define MINU32_4 _mm_min_epu32
+#define SET1_4 _mm_set1_epi32
+#define ADD32_8 _mm256_add_epi32
+#define MINU32_8 _mm256_min_epu32
+#define SET1_8 _mm256_set1_epi32
+#define PPRL_SETR4(x) _mm_loadu_si128((const __m128i *)(x))
+#define PPRL_SETR8(x) _mm256_loadu_si256((const __m256i *)(x))
+
+PPRL_TARGET_AVX2 PPRL_INLINE void
+scan4_avx2(const Ctx *c, Out *o, Heap *h, Py_ssize_t r, const Py_ssize_t W)
+{
+    PPRL_AVX2_SCAN(4, __m128i, PPRL_SETR4, count4_avx2, reaches4_avx2, _mm_storeu_si128);
+}
+
+PPRL_TARGET_AVX2 PPRL_INLINE void
+scan8_avx2(const Ctx *c, Out *o, Heap *h, Py_ssize_t r, const Py_ssize_t W)
+{
+    PPRL_AVX2_SCAN(8, __m256i, PPRL_SETR8, count8_avx2, reaches8_avx2, _mm256_storeu_si256);
+}
+
+PPRL_TARGET_AVX2 static void
+block_avx2(const Ctx *c, Out *o, Heap *h, Py_ssize_t r0, Py_ssize_t r1)
+{
+    PPRL_BLOCK8_DISPATCH(scan8_avx2, scan4_avx2, scan1_scalar)
+}
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* aarch64 NEON: vcntq_u8 counts the bits of 16 bytes, vpadalq_u8 adds them */
+/* pairwise into 16-bit lanes (at most 16 per lane per vector: no overflow  */
+/* below WIDE_MAX_WORDS).  Four left rows per right row, as above.          */
+/* Not tested on hardware by the authors: the tests run it where it builds. */
+
+#if PPRL_NEON
+PPRL_INLINE void
+count4_neon(const uint64_t *a0, const uint64_t *b, Py_ssize_t w0, const Py_ssize_t w1,
+            const Py_ssize_t W, uint64_t cnt[GROUP])
+{
+    const uint64_t *a1 = a0 + W, *a2 = a1 + W, *a3 = a2 + W;
+    uint16x8_t s0 = vdupq_n_u16(0), s1 = s0, s2 = s0, s3 = s0;
+    Py_ssize_t w = w0;
+    for (; w + 2 <= w1; w += 2) {
+        const uint8x16_t x = vld1q_u8((const uint8_t *)(b + w));
+        s0 = vpadalq_u8(s0, vcntq_u8(vandq_u8(x, vld1q_u8((const uint8_t *)(a0 + w)))));
+        s1 = vpadalq_u8(s1, vcntq_u8(vandq_u8(x, vld1q_u8((const uint8_t *)(a1 + w)))));
+        s2 = vpadalq_u8(s2, vcntq_u8(vandq_u8(x, vld1q_u8((const uint8_t *)(a2 + w)))));
+        s3 = vpadalq_u8(s3, vcntq_u8(vandq_u8(x, vld1q_u8((const uint8_t *)(a3 + w)))));
+    }
+    cnt[0] += vaddlvq_u16(s0);
+    cnt[1] += vaddlvq_u16(s1);
+    cnt[2] += vaddlvq_u16(s2);
+    cnt[3] += vaddlvq_u16(s3);
+    if (w < w1) {
+        cnt[0] += popcount64(a0[w] & b[w]);
+        cnt[1] += popcount64(a1[w] & b[w]);
+        cnt[2] += popcount64(a2[w] & b[w]);
+        cnt[3] += popcount64(a3[w] & b[w]);
+    }
+}
+
+PPRL_INLINE void
+scan4_neon(const Ctx *c, Out *o, Heap *h, Py_ssize_t r, const Py_ssize_t W)
+{
+    const Py_ssize_t H = c->split < W ? c->split : W;
+    const uint64_t *a0 = c->a + r * W;
+    const uint32_t *n[GROUP];
+    uint64_t ra[GROUP];
+    for (int q = 0; q < GROUP; q++) {
+        n[q] = c->need + c->a_cnt[r + q];
+        ra[q] = rest_popcount(a0 + q * W, H, W);
+    }
+    Py_ssize_t lo, hi;
+    group_window(c, r, GROUP, &lo, &hi);
+    const uint64_t *bj = c->b + lo * W;
+    for (Py_ssize_t j = lo; j < hi; j++, bj += W) {
+        uint64_t cnt[GROUP] = {0, 0, 0, 0};
+        count4_neon(a0, bj, 0, H, W, cnt);
+        const uint32_t pb = c->b_cnt[j];
+        if (H < W) {
+            const uint64_t rb = c->b_rest[j];
+            int alive = 0;
+            for (int q = 0; q < GROUP; q++)
+                alive |= cnt[q] + PPRL_MIN(ra[q], rb) >= n[q][pb];
+            if (!alive)
+                continue;
+            count4_neon(a0, bj, H, W, W, cnt);
+        }
+        for (int q = 0; q < GROUP; q++)
+            if (PPRL_UNLIKELY(cnt[q] >= n[q][pb]))
+                accept(c, o, h + q, r + q, j, cnt[q]);
+    }
+}
+
+static void
+block_neon(const Ctx *c, Out *o, Heap *h, Py_ssize_t r0, Py_ssize_t r1)
+{
+    PPRL_BLOCK_DISPATCH(scan4_neon, scan1_scalar)
+}
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* AVX-512 VPOPCNTDQ: eight words per instruction; the four counts of a      */
 /* group are packed into 16-bit fields so one horizontal sum serves four.    */
@@ -420,49 +873,75 @@ and_popcnt(__m512i acc, __m512i x, __m512i y)
     return _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_and_si512(x, y)));
 }
 
+/* The four rows' bits in common with right row b over vectors v0 .. v1-1,
+ * and the partial vector v1 when `tail` (words 8 v1 .. 8 v1 + tail - 1),
+ * packed into 16-bit fields: row q in bits 16 q .. 16 q + 15. */
+PPRL_TARGET_AVX512 PPRL_INLINE uint64_t
+sums4_avx512(const uint64_t *a0, const Py_ssize_t W, const uint64_t *b, Py_ssize_t v0,
+             const Py_ssize_t v1, const unsigned tail)
+{
+    const uint64_t *a1 = a0 + W, *a2 = a1 + W, *a3 = a2 + W;
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+    for (Py_ssize_t v = v0; v < v1; v++) {
+        const __m512i x = _mm512_loadu_si512((const void *)(b + 8 * v));
+        s0 = and_popcnt(s0, x, _mm512_loadu_si512((const void *)(a0 + 8 * v)));
+        s1 = and_popcnt(s1, x, _mm512_loadu_si512((const void *)(a1 + 8 * v)));
+        s2 = and_popcnt(s2, x, _mm512_loadu_si512((const void *)(a2 + 8 * v)));
+        s3 = and_popcnt(s3, x, _mm512_loadu_si512((const void *)(a3 + 8 * v)));
+    }
+    if (tail) {
+        const __mmask8 tm = (__mmask8)((1u << tail) - 1u);
+        const __m512i x = _mm512_maskz_loadu_epi64(tm, b + 8 * v1);
+        s0 = and_popcnt(s0, x, _mm512_maskz_loadu_epi64(tm, a0 + 8 * v1));
+        s1 = and_popcnt(s1, x, _mm512_maskz_loadu_epi64(tm, a1 + 8 * v1));
+        s2 = and_popcnt(s2, x, _mm512_maskz_loadu_epi64(tm, a2 + 8 * v1));
+        s3 = and_popcnt(s3, x, _mm512_maskz_loadu_epi64(tm, a3 + 8 * v1));
+    }
+    const __m512i packed =
+        _mm512_or_si512(_mm512_or_si512(s0, _mm512_slli_epi64(s1, 16)),
+                        _mm512_or_si512(_mm512_slli_epi64(s2, 32), _mm512_slli_epi64(s3, 48)));
+    return (uint64_t)_mm512_reduce_add_epi64(packed);
+}
+
+#define PPRL_FIELD(sums, q) (((sums) >> (16 * (q))) & 0xFFFF)
+
 PPRL_TARGET_AVX512 PPRL_INLINE void
 scan4_avx512(const Ctx *c, Out *o, Heap *h, Py_ssize_t r, const Py_ssize_t W)
 {
     const Py_ssize_t V = W / 8;
     const unsigned tail = (unsigned)(W % 8);
-    const __mmask8 tm = (__mmask8)((1u << tail) - 1u);
-    const uint64_t *a0 = c->a + r * W, *a1 = a0 + W, *a2 = a1 + W, *a3 = a2 + W;
-    const uint32_t *n0 = c->need + c->a_cnt[r], *n1 = c->need + c->a_cnt[r + 1];
-    const uint32_t *n2 = c->need + c->a_cnt[r + 2], *n3 = c->need + c->a_cnt[r + 3];
+    const Py_ssize_t H = c->split; /* a multiple of 8 when < W */
+    const Py_ssize_t V1 = H < W ? H / 8 : V;
+    const uint64_t *a0 = c->a + r * W;
+    const uint32_t *n[GROUP];
+    uint64_t ra[GROUP];
+    for (int q = 0; q < GROUP; q++) {
+        n[q] = c->need + c->a_cnt[r + q];
+        ra[q] = H < W ? rest_popcount(a0 + q * W, H, W) : 0;
+    }
     Py_ssize_t lo, hi;
     group_window(c, r, GROUP, &lo, &hi);
     const uint64_t *bj = c->b + lo * W;
     for (Py_ssize_t j = lo; j < hi; j++, bj += W) {
-        __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
-        for (Py_ssize_t v = 0; v < V; v++) {
-            const __m512i x = _mm512_loadu_si512((const void *)(bj + 8 * v));
-            s0 = and_popcnt(s0, x, _mm512_loadu_si512((const void *)(a0 + 8 * v)));
-            s1 = and_popcnt(s1, x, _mm512_loadu_si512((const void *)(a1 + 8 * v)));
-            s2 = and_popcnt(s2, x, _mm512_loadu_si512((const void *)(a2 + 8 * v)));
-            s3 = and_popcnt(s3, x, _mm512_loadu_si512((const void *)(a3 + 8 * v)));
-        }
-        if (tail) {
-            const __m512i x = _mm512_maskz_loadu_epi64(tm, bj + 8 * V);
-            s0 = and_popcnt(s0, x, _mm512_maskz_loadu_epi64(tm, a0 + 8 * V));
-            s1 = and_popcnt(s1, x, _mm512_maskz_loadu_epi64(tm, a1 + 8 * V));
-            s2 = and_popcnt(s2, x, _mm512_maskz_loadu_epi64(tm, a2 + 8 * V));
-            s3 = and_popcnt(s3, x, _mm512_maskz_loadu_epi64(tm, a3 + 8 * V));
-        }
-        const __m512i packed = _mm512_or_si512(
-            _mm512_or_si512(s0, _mm512_slli_epi64(s1, 16)),
-            _mm512_or_si512(_mm512_slli_epi64(s2, 32), _mm512_slli_epi64(s3, 48)));
-        const uint64_t sums = (uint64_t)_mm512_reduce_add_epi64(packed);
-        const uint64_t c0 = sums & 0xFFFF, c1 = (sums >> 16) & 0xFFFF;
-        const uint64_t c2 = (sums >> 32) & 0xFFFF, c3 = sums >> 48;
         const uint32_t pb = c->b_cnt[j];
-        if (PPRL_UNLIKELY(c0 >= n0[pb]))
-            accept(c, o, h + 0, r + 0, j, c0);
-        if (PPRL_UNLIKELY(c1 >= n1[pb]))
-            accept(c, o, h + 1, r + 1, j, c1);
-        if (PPRL_UNLIKELY(c2 >= n2[pb]))
-            accept(c, o, h + 2, r + 2, j, c2);
-        if (PPRL_UNLIKELY(c3 >= n3[pb]))
-            accept(c, o, h + 3, r + 3, j, c3);
+        uint64_t sums;
+        if (H < W) {
+            sums = sums4_avx512(a0, W, bj, 0, V1, 0);
+            const uint64_t rb = c->b_rest[j];
+            const int alive = (PPRL_FIELD(sums, 0) + PPRL_MIN(ra[0], rb) >= n[0][pb]) |
+                              (PPRL_FIELD(sums, 1) + PPRL_MIN(ra[1], rb) >= n[1][pb]) |
+                              (PPRL_FIELD(sums, 2) + PPRL_MIN(ra[2], rb) >= n[2][pb]) |
+                              (PPRL_FIELD(sums, 3) + PPRL_MIN(ra[3], rb) >= n[3][pb]);
+            if (!alive)
+                continue;
+            sums += sums4_avx512(a0, W, bj, V1, V, tail); /* fields cannot carry: W <= 1023 */
+        }
+        else {
+            sums = sums4_avx512(a0, W, bj, 0, V, tail);
+        }
+        for (int q = 0; q < GROUP; q++)
+            if (PPRL_UNLIKELY(PPRL_FIELD(sums, q) >= n[q][pb]))
+                accept(c, o, h + q, r + q, j, PPRL_FIELD(sums, q));
     }
 }
 
@@ -490,10 +969,106 @@ scan1_avx512(const Ctx *c, Out *o, Heap *h, Py_ssize_t r, const Py_ssize_t W)
     }
 }
 
+/* Eight rows: their bits in common with right row b over vectors v0 .. v1-1
+ * (and the partial vector v1 when `tail`), as eight uint32 [c0, ..., c7].
+ * The 64-bit lane sums of rows 0-3 and 4-7 are packed into 16-bit fields
+ * (no carries: W <= 1023) and reduced together. */
+PPRL_TARGET_AVX512 PPRL_INLINE __m256i
+counts8_avx512(const uint64_t *a0, const Py_ssize_t W, const uint64_t *b, Py_ssize_t v0,
+               const Py_ssize_t v1, const unsigned tail)
+{
+    const uint64_t *a1 = a0 + W, *a2 = a1 + W, *a3 = a2 + W, *a4 = a3 + W, *a5 = a4 + W;
+    const uint64_t *a6 = a5 + W, *a7 = a6 + W;
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0,
+            s7 = s0;
+#define PPRL_AVX512_ROWS(LOAD, v)                                                          \
+    do {                                                                                   \
+        const __m512i x = LOAD(b, v);                                                      \
+        s0 = and_popcnt(s0, x, LOAD(a0, v));                                               \
+        s1 = and_popcnt(s1, x, LOAD(a1, v));                                               \
+        s2 = and_popcnt(s2, x, LOAD(a2, v));                                               \
+        s3 = and_popcnt(s3, x, LOAD(a3, v));                                               \
+        s4 = and_popcnt(s4, x, LOAD(a4, v));                                               \
+        s5 = and_popcnt(s5, x, LOAD(a5, v));                                               \
+        s6 = and_popcnt(s6, x, LOAD(a6, v));                                               \
+        s7 = and_popcnt(s7, x, LOAD(a7, v));                                               \
+    } while (0)
+#define PPRL_LOAD_FULL(p, v) _mm512_loadu_si512((const void *)((p) + 8 * (v)))
+#define PPRL_LOAD_TAIL(p, v) _mm512_maskz_loadu_epi64(tm, (p) + 8 * (v))
+    for (Py_ssize_t v = v0; v < v1; v++)
+        PPRL_AVX512_ROWS(PPRL_LOAD_FULL, v);
+    if (tail) {
+        const __mmask8 tm = (__mmask8)((1u << tail) - 1u);
+        PPRL_AVX512_ROWS(PPRL_LOAD_TAIL, v1);
+    }
+#undef PPRL_AVX512_ROWS
+#undef PPRL_LOAD_FULL
+#undef PPRL_LOAD_TAIL
+    const __m512i p0 =
+        _mm512_or_si512(_mm512_or_si512(s0, _mm512_slli_epi64(s1, 16)),
+                        _mm512_or_si512(_mm512_slli_epi64(s2, 32), _mm512_slli_epi64(s3, 48)));
+    const __m512i p1 =
+        _mm512_or_si512(_mm512_or_si512(s4, _mm512_slli_epi64(s5, 16)),
+                        _mm512_or_si512(_mm512_slli_epi64(s6, 32), _mm512_slli_epi64(s7, 48)));
+    /* Lanes alternate rows 0-3 and 4-7; fold 512 -> 256 -> 128 bits. */
+    const __m512i t = _mm512_add_epi64(_mm512_unpacklo_epi64(p0, p1), _mm512_unpackhi_epi64(p0, p1));
+    const __m256i u = _mm256_add_epi64(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
+    const __m128i w = _mm_add_epi64(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+    return _mm256_cvtepu16_epi32(w);
+}
+
+PPRL_TARGET_AVX512 PPRL_INLINE int
+reaches8_avx512(__m256i cnt, const int32_t *thr)
+{
+    return _mm256_movemask_ps(
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(cnt, _mm256_load_si256((const __m256i *)thr))));
+}
+
+PPRL_TARGET_AVX512 PPRL_INLINE void
+scan8_avx512(const Ctx *c, Out *o, Heap *h, Py_ssize_t r, const Py_ssize_t W)
+{
+    Py_ssize_t lo, hi;
+    group_window(c, r, MAX_GROUP, &lo, &hi);
+    if (lo >= hi)
+        return;
+    const Py_ssize_t V = W / 8;
+    const unsigned tail = (unsigned)(W % 8);
+    const Py_ssize_t H = c->split; /* a multiple of 8 when < W */
+    const Py_ssize_t V1 = H < W ? H / 8 : V;
+    const uint64_t *a0 = c->a + r * W;
+    const int32_t *thr = group_thresholds(c, r, MAX_GROUP, lo, hi);
+    const uint32_t pb0 = c->b_cnt[lo];
+    int32_t rest[MAX_GROUP];
+    for (int q = 0; q < MAX_GROUP; q++)
+        rest[q] = H < W ? (int32_t)rest_popcount(a0 + q * W, H, W) : 0;
+    const __m256i ra = _mm256_loadu_si256((const __m256i *)rest);
+    const uint64_t *bj = c->b + lo * W;
+    for (Py_ssize_t j = lo; j < hi; j++, bj += W) {
+        const int32_t *tj = thr + THR_ROWS * (size_t)(c->b_cnt[j] - pb0);
+        __m256i cnt;
+        if (H < W) {
+            cnt = counts8_avx512(a0, W, bj, 0, V1, 0);
+            const __m256i rb = _mm256_set1_epi32((int)c->b_rest[j]);
+            if (!reaches8_avx512(_mm256_add_epi32(cnt, _mm256_min_epu32(ra, rb)), tj))
+                continue;
+            cnt = _mm256_add_epi32(cnt, counts8_avx512(a0, W, bj, V1, V, tail));
+        }
+        else {
+            cnt = counts8_avx512(a0, W, bj, 0, V, tail);
+        }
+        const int mask = reaches8_avx512(cnt, tj);
+        if (PPRL_UNLIKELY(mask)) {
+            uint32_t counts[MAX_GROUP];
+            _mm256_storeu_si256((__m256i *)counts, cnt);
+            accept_mask(c, o, h, r, j, counts, mask);
+        }
+    }
+}
+
 PPRL_TARGET_AVX512 static void
 block_avx512(const Ctx *c, Out *o, Heap *h, Py_ssize_t r0, Py_ssize_t r1)
 {
-    PPRL_BLOCK_DISPATCH(scan4_avx512, scan1_avx512)
+    PPRL_BLOCK8_DISPATCH(scan8_avx512, scan4_avx512, scan1_avx512)
 }
 #endif
 
@@ -511,10 +1086,20 @@ isa_supported(int isa)
         __builtin_cpu_init();
         return __builtin_cpu_supports("popcnt") != 0;
 #endif
+#if PPRL_AVX2
+    case ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+#endif
 #if PPRL_AVX512
     case ISA_AVX512:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq") &&
+               __builtin_cpu_supports("popcnt");
+#endif
+#if PPRL_NEON
+    case ISA_NEON:
+        return 1;
 #endif
     default:
         return 0;
@@ -529,7 +1114,7 @@ py_isas(PyObject *self, PyObject *noargs)
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
-    for (int isa = ISA_GENERIC; isa <= ISA_AVX512; isa++) {
+    for (int isa = ISA_GENERIC; isa < ISA_COUNT; isa++) {
         if (!isa_supported(isa))
             continue;
         PyObject *name = PyUnicode_FromString(ISA_NAMES[isa]);
@@ -607,18 +1192,19 @@ py_pairs(PyObject *self, PyObject *args)
     (void)self;
     Py_buffer a = {0}, a_cnt = {0}, a_idx = {0}, b = {0}, b_cnt = {0}, b_rest = {0}, b_idx = {0};
     Py_buffer lo = {0}, hi = {0}, need = {0};
-    Py_ssize_t nwords, r0, r1, k;
+    Py_ssize_t nwords, r0, r1, k, split = -1;
     double delta;
     int isa;
     PyObject *result = NULL;
     Out out = {0};
-    Heap heaps[GROUP] = {{0}};
+    Heap heaps[MAX_GROUP] = {{0}};
     double *heap_s = NULL;
     int64_t *heap_j = NULL;
+    Scratch scratch = {0};
 
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*nnndni:pairs", &a, &a_cnt, &a_idx, &b,
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*nnndni|n:pairs", &a, &a_cnt, &a_idx, &b,
                           &b_cnt, &b_rest, &b_idx, &lo, &hi, &need, &nwords, &r0, &r1, &delta, &k,
-                          &isa))
+                          &isa, &split))
         return NULL;
 
     if (nwords < 1 || nwords > (Py_ssize_t)(UINT32_MAX / 256)) {
@@ -639,8 +1225,26 @@ py_pairs(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "row range out of bounds");
         goto done;
     }
-    if (!isa_supported(isa) || (isa == ISA_AVX512 && nwords > AVX512_MAX_WORDS)) {
-        PyErr_Format(PyExc_ValueError, "kernel variant %d is not usable here", isa);
+    if (isa < 0 || isa >= ISA_COUNT || !isa_supported(isa)) {
+        PyErr_Format(PyExc_ValueError, "kernel variant %d is not usable on this CPU", isa);
+        goto done;
+    }
+    if (isa != ISA_GENERIC && isa != ISA_POPCNT && nwords > WIDE_MAX_WORDS) {
+        PyErr_Format(PyExc_ValueError, "kernel variant %s takes rows of at most %d words",
+                     ISA_NAMES[isa], WIDE_MAX_WORDS);
+        goto done;
+    }
+    /* The checkpoint: by default half-way (as b_rest of pprl.matching.dice.rows
+     * assumes), none where the variant cannot stop there. */
+    const Py_ssize_t step = ISA_SPLIT_STEP[isa];
+    if (split == -1) {
+        split = nwords >= 4 ? nwords / 2 : nwords;
+        if (split % step != 0)
+            split = nwords;
+    }
+    if (split < 1 || split > nwords || (split != nwords && split % step != 0)) {
+        PyErr_Format(PyExc_ValueError, "split %zd is not usable with variant %s and %zd words",
+                     split, ISA_NAMES[isa], nwords);
         goto done;
     }
     /* Everything the loops index with must be in range. */
@@ -662,17 +1266,36 @@ py_pairs(PyObject *self, PyObject *args)
     if (k >= m)
         k = -1; /* the best m of m is all of them */
     if (k > 0) {
-        heap_s = (double *)malloc((size_t)(GROUP * k) * sizeof(double));
-        heap_j = (int64_t *)malloc((size_t)(GROUP * k) * sizeof(int64_t));
+        heap_s = (double *)malloc((size_t)(MAX_GROUP * k) * sizeof(double));
+        heap_j = (int64_t *)malloc((size_t)(MAX_GROUP * k) * sizeof(int64_t));
         if (heap_s == NULL || heap_j == NULL) {
             PyErr_NoMemory();
             goto done;
         }
-        for (int q = 0; q < GROUP; q++) {
+        for (int q = 0; q < MAX_GROUP; q++) {
             heaps[q].s = heap_s + q * k;
             heaps[q].j = heap_j + q * k;
         }
     }
+
+#if PPRL_AVX2 || PPRL_AVX512
+    if (isa == ISA_AVX2 || isa == ISA_AVX512) {
+        /* avx2: nibbles of eight rows (whole 256-bit vectors); both: 32 bytes
+         * of thresholds per right popcount 0 .. nbits; 32-byte aligned. */
+        const size_t nib =
+            isa == ISA_AVX2 ? (size_t)2 * MAX_GROUP * (size_t)((nwords + 3) / 4) * 32 : 0;
+        const size_t thr = ((size_t)nbits + 1) * THR_ROWS * sizeof(int32_t);
+        scratch.mem = malloc(nib + thr + 64);
+        if (scratch.mem == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        char *base = (char *)(((uintptr_t)scratch.mem + 31) & ~(uintptr_t)31);
+        scratch.nibbles = base;
+        scratch.thr = (int32_t *)(base + nib);
+        scratch.key[THR_ROWS] = 1; /* pb range [1, 0]: no table yet */
+    }
+#endif
 
     const Ctx ctx = {
         .a = (const uint64_t *)a.buf,
@@ -686,8 +1309,10 @@ py_pairs(PyObject *self, PyObject *args)
         .hi = his,
         .need = (const uint32_t *)need.buf,
         .nwords = nwords,
+        .split = split,
         .delta = delta,
         .k = k,
+        .scr = &scratch,
     };
 
     if (k != 0) {
@@ -696,6 +1321,16 @@ py_pairs(PyObject *self, PyObject *args)
 #if PPRL_AVX512
         case ISA_AVX512:
             block_avx512(&ctx, &out, heaps, r0, r1);
+            break;
+#endif
+#if PPRL_AVX2
+        case ISA_AVX2:
+            block_avx2(&ctx, &out, heaps, r0, r1);
+            break;
+#endif
+#if PPRL_NEON
+        case ISA_NEON:
+            block_neon(&ctx, &out, heaps, r0, r1);
             break;
 #endif
 #if PPRL_X86
@@ -725,6 +1360,7 @@ py_pairs(PyObject *self, PyObject *args)
     }
 
 done:
+    free(scratch.mem);
     out_free(&out);
     free(heap_s);
     free(heap_j);
@@ -749,9 +1385,10 @@ static PyMethodDef methods[] = {
      "uint32 need[s], s = 0..2*nbits: smallest intersection reaching the threshold."},
     {"pairs", py_pairs, METH_VARARGS,
      "pairs(a, a_cnt, a_idx, b, b_cnt, b_rest, b_idx, lo, hi, need, nwords, r0, r1, delta, k,"
-     " isa)"
+     " isa[, split])"
      " -> (i, j, sim) as bytes\n\n"
-     "Dice pairs of left rows r0..r1-1 (popcount order) reaching the threshold."},
+     "Dice pairs of left rows r0..r1-1 (popcount order) reaching the threshold; b_rest holds\n"
+     "the right rows' popcounts of words split..nwords-1 (split: nwords // 2 by default)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -3,7 +3,7 @@
 from typing_extensions import Buffer
 
 def isas() -> tuple[str, ...]:
-    """Kernel variants usable on this CPU ("generic", "popcnt", "avx512"), best last."""
+    """Kernel variants usable on this CPU ("generic", "popcnt", "avx2", "avx512", "neon"), best last."""
 
 def need_table(threshold: float, nbits: int, /) -> bytes:
     """uint32 need[s], s = 0..2*nbits: the smallest intersection reaching the threshold."""
@@ -25,6 +25,12 @@ def pairs(
     delta: float,
     k: int,
     isa: int,
+    split: int = -1,
     /,
 ) -> tuple[bytes, bytes, bytes]:
-    """Dice pairs of left rows r0..r1-1 (popcount order) reaching the threshold: (i int64, j int64, sim float64)."""
+    """Dice pairs of left rows r0..r1-1 (popcount order) reaching the threshold: (i int64, j int64, sim float64).
+
+    ``isa`` indexes ("generic", "popcnt", "avx2", "avx512", "neon"); ``split``
+    is the early-exit checkpoint in words (-1: half-way where the variant can
+    stop there), and ``b_rest`` the right rows' popcounts of the words after it.
+    """
