@@ -18,7 +18,7 @@ extensions were built where they should be.
 Flags: -O3 for the kernel loops, and -ffp-contract=off so the compiler never
 fuses a multiply and an add into an FMA -- similarities must stay
 bit-identical to anonlink's and to the numpy fallback.  No -march/-mpopcnt:
-the kernel picks POPCNT or AVX-512 at run time, so one build runs on any
+the kernel picks POPCNT, AVX2 or AVX-512 at run time, so one build runs on any
 x86-64 (and on aarch64, where the portable code is used).
 """
 

@@ -19,7 +19,7 @@ reference only (not run here): Microsoft APSI / SecretFlow labeled PSI answer
 one query against 1M keys in 0.49 s on 32 cores.
 
 Run: python benchmarks/bench_query.py [--people 100000] [--batch 10000] [--repeat 50]
-     python benchmarks/bench_query.py --isa popcnt --no-ifma   # the paths an AVX2-only CPU takes
+     python benchmarks/bench_query.py --isa avx2 --no-ifma     # the paths an AVX2-only CPU takes
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--isa", choices=["generic", "popcnt", "avx512"],
+    parser.add_argument("--isa", choices=["generic", "popcnt", "avx2", "avx512", "neon"],
                         help="force the Dice kernel variant (popcnt is the path of a CPU without AVX-512 VPOPCNTDQ)")
     parser.add_argument("--no-ifma", action="store_true",
                         help="Paillier without the AVX-512 IFMA kernel (gmpy2), as on AVX2-only CPUs")
@@ -70,7 +70,7 @@ def main() -> None:
     if args.isa:
         if dice_native._native is None or args.isa not in dice_native._native.isas():
             parser.error(f"Dice kernel variant {args.isa!r} is not available here")
-        dice_native._ISA = args.isa
+        dice_native.force_isa(args.isa)
     if args.no_ifma:
         os.environ["PPRL_NO_IFMA"] = "1"  # read at every call
     print(f"cpu: {_cpu()}; Dice kernel {args.isa or 'best available'}; Paillier "

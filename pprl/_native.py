@@ -19,6 +19,9 @@ extension          flag          switch                            per-call chec
 ``_h2c``           ``HAVE_H2C``  ``PPRL_NO_H2C``                   ``h2c_enabled()``
 ``_montexp``       ``HAVE_IFMA`` ``PPRL_NO_IFMA``                  ``ifma_enabled()``
 =================  ============  ================================  ====================
+
+Within ``_dice``, ``PPRL_NO_POPCNT``, ``PPRL_NO_AVX2``, ``PPRL_NO_AVX512`` and ``PPRL_NO_NEON`` keep the
+automatic choice off one variant (:mod:`pprl.matching.dice.native`).
 """
 
 from __future__ import annotations
