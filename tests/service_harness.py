@@ -22,27 +22,33 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(service, **options) -> Iterator[str]:
-    """Serve ``service`` on a free port of 127.0.0.1 until the block ends; yields its URL."""
+def _running(config, tls: bool) -> Iterator[str]:
+    """Run a uvicorn ``config`` (on a free port of 127.0.0.1) in a thread until the block ends; yields its URL."""
     import uvicorn
 
-    from pprl.service.server import uvicorn_config
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(service, "127.0.0.1", port, log_level="warning", **options))
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the service did not start")
+            raise RuntimeError("the server did not start")
         time.sleep(0.02)
-    scheme = "https" if options.get("tls_cert") else "http"
     try:
-        yield f"{scheme}://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{config.port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def served(service, **options) -> Iterator[str]:
+    """Serve ``service`` on a free port of 127.0.0.1 until the block ends; yields its URL."""
+    from pprl.service.server import uvicorn_config
+
+    config = uvicorn_config(service, "127.0.0.1", free_port(), log_level="warning", **options)
+    with _running(config, bool(options.get("tls_cert"))) as url:
+        yield url
 
 
 class Process:
@@ -134,22 +140,10 @@ def served_app(app, **options) -> Iterator[str]:
     """Serve a bare ASGI ``app`` on a free port of 127.0.0.1 (TLS with tls_cert / tls_key)."""
     import uvicorn
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on",
                             ssl_certfile=options.get("tls_cert"), ssl_keyfile=options.get("tls_key"))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the proxy did not start")
-        time.sleep(0.02)
-    try:
-        yield f"{'https' if options.get('tls_cert') else 'http'}://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with _running(config, bool(options.get("tls_cert"))) as url:
+        yield url
 
 
 def children(pid: int) -> list[int]:
