@@ -64,3 +64,24 @@ def test_repr_hides_secrets_and_bad_keys_refused():
         IdentityKey(sign_seed=b"short", agree_seed=bytes(32))
     with pytest.raises(KeyFormatError):
         PublicIdentity(sign_pub=b"x" * 31, agree_pub=bytes(32))
+
+
+def test_libsodium_gives_pycryptodomes_keys_and_secrets_and_refuses_the_same_peers():
+    from Crypto.Protocol import DH
+    from Crypto.PublicKey import ECC
+    from Crypto.Signature import eddsa
+
+    for _ in range(20):
+        a, b = IdentityKey.generate(), IdentityKey.generate()
+        assert a.public().sign_pub == eddsa.import_private_key(a.sign_seed).public_key().export_key(format="raw")
+        ours = DH.import_x25519_private_key(a.agree_seed)
+        assert a.public().agree_pub == ours.public_key().export_key(format="raw")
+        theirs = DH.import_x25519_public_key(b.public().agree_pub)
+        assert a.agree(b.public().agree_pub) == DH.key_agreement(static_priv=ours, static_pub=theirs,
+                                                                 kdf=lambda z: bytes(z))
+    low_order = [bytes(32), (1).to_bytes(32, "little"), h(
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")]
+    me = IdentityKey(sign_seed=bytes(32), agree_seed=ECC.generate(curve="Curve25519").seed)
+    for point in low_order:  # small-order points give an all-zero secret: refused, not used
+        with pytest.raises(KeyFormatError):
+            me.agree(point)

@@ -103,10 +103,15 @@ def _entity_of(reg: Registry, maps: dict[str, dict[str, str]]) -> dict[tuple[str
 def test_first_month_links_and_a_repeat_changes_nothing(world, location):
     frames = world["population"].platforms
     subs, maps = _month(world, frames)
+    stages: list[str] = []
     with Registry(location) as reg:
-        reports = reg.update(subs, OPTIONS, world["cards"])
+        reports = reg.update(subs, OPTIONS, world["cards"], stage=stages.append)
         assert [r.platform for r in reports] == world["names"]
         first = _entity_of(reg, maps)
+    # each submission's stages, told as they begin (a service shows them as the job's progress)
+    assert [s.split(" ")[0] for s in stages] == ["reading", "verifying", "comparing", "assigning", "writing"] * len(subs)
+    assert stages[2] == f"comparing {len(frames[world['names'][0]]):,} records with the registry's 0"
+    with Registry(location) as reg:
         stats = reg.stats()
     assert stats.records == {n: len(frames[n]) for n in world["names"]}
     # every record is in one entity; persons on several platforms share one (checked against the truth)

@@ -27,6 +27,7 @@ from pprl.protocol.pseudonym import finish_pseudonyms, request_pseudonyms
 from pprl.protocol.query import AnswerPolicy, Consent, make_query
 from pprl.registry import Registry
 from pprl.service.client import Client, ServiceError
+from pprl.service.state import ServiceState
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORMS = ["platform_1", "platform_2"]
@@ -89,10 +90,17 @@ def test_an_upload_survives_the_bureau_being_killed_and_resumes(world, tmp_path)
     with sqlite3.connect(tmp_path / "registry.db") as db:
         documents = db.execute("SELECT hash FROM pprl_svc_documents").fetchall()
     with sqlite3.connect(tmp_path / "registry.db.uploads.db") as side:  # uploads and bytes live beside the registry
-        stored = side.execute("SELECT hash, length(body) FROM pprl_svc_bodies").fetchall()
-        chunks = side.execute("SELECT count(*) FROM pprl_svc_chunks WHERE upload IN "
-                              "(SELECT id FROM pprl_svc_uploads WHERE status = 'complete')").fetchone()[0]
-    assert documents == [(summary["document"],)] and stored == [(summary["document"], len(data))] and chunks == 0
+        # the document's bytes are its upload's chunks, kept once: no second copy, no chunks of another upload
+        stored = side.execute("SELECT hash, length(body), upload FROM pprl_svc_bodies").fetchall()
+        chunks = side.execute("SELECT upload, sum(length(data)) FROM pprl_svc_chunks WHERE upload IN "
+                              "(SELECT id FROM pprl_svc_uploads WHERE status = 'complete') GROUP BY upload").fetchall()
+    assert documents == [(summary["document"],)]
+    assert len(stored) == 1 and stored[0][:2] == (summary["document"], 0) and chunks == [(stored[0][2], len(data))]
+    state = ServiceState(tmp_path / "registry.db")
+    try:
+        assert state.document_bodies([summary["document"]]) == [data]
+    finally:
+        state.close()
 
 
 def _updates(registry: Path) -> int:

@@ -159,7 +159,8 @@ def status_cmd(url, job, me, service_cards, wait) -> None:
     def show(state: dict) -> None:
         p = state.get("progress")
         if state["status"] == "running" and p:
-            say(f"job {job}: running, submission {p['done'] + 1} of {p['total']} ({p.get('platform')})")
+            what = f", {p['stage']}" if p.get("stage") else ""
+            say(f"job {job}: running, submission {p['done'] + 1} of {p['total']} ({p.get('platform')}){what}")
         else:
             say(f"job {job}: {state['status']}")
 

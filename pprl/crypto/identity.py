@@ -11,6 +11,7 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 from Crypto.Protocol import DH
@@ -41,11 +42,9 @@ class PublicIdentity:
     def __post_init__(self) -> None:
         if len(self.sign_pub) != KEY_BYTES or len(self.agree_pub) != KEY_BYTES:
             raise KeyFormatError("public keys must be 32 bytes each")
-        try:
-            eddsa.import_public_key(self.sign_pub)
-            DH.import_x25519_public_key(self.agree_pub)
-        except ValueError as exc:
-            raise KeyFormatError(f"not a valid Ed25519/X25519 public key: {exc}") from None
+        problem = _key_problem(bytes(self.sign_pub), bytes(self.agree_pub))
+        if problem:
+            raise KeyFormatError(f"not a valid Ed25519/X25519 public key: {problem}")
 
     @property
     def fingerprint(self) -> str:
@@ -54,6 +53,18 @@ class PublicIdentity:
     def verify(self, message: bytes, signature: bytes) -> None:
         """Raise SignatureError unless ``signature`` is this party's over ``message``."""
         verify_signature(self.sign_pub, message, signature)
+
+
+@functools.lru_cache(maxsize=256)
+def _key_problem(sign_pub: bytes, agree_pub: bytes) -> str:
+    """Why a card's public keys are not valid points ("" when they are); remembered, as every signed request
+    names its signer's card."""
+    try:
+        eddsa.import_public_key(sign_pub)
+        DH.import_x25519_public_key(agree_pub)
+    except ValueError as exc:
+        return str(exc) or "invalid point"
+    return ""
 
 
 def verify_signature(sign_pub: bytes, message: bytes, signature: bytes) -> None:
@@ -99,16 +110,8 @@ class IdentityKey:
         agree = ECC.generate(curve="Curve25519")
         return cls(sign_seed=sign.seed, agree_seed=agree.seed)
 
-    def _sign_key(self) -> ECC.EccKey:
-        return eddsa.import_private_key(self.sign_seed)
-
-    def _agree_key(self) -> ECC.EccKey:
-        return DH.import_x25519_private_key(self.agree_seed)
-
     def public(self) -> PublicIdentity:
-        sign_pub = self._sign_key().public_key().export_key(format="raw")
-        agree_pub = self._agree_key().public_key().export_key(format="raw")
-        return PublicIdentity(sign_pub=sign_pub, agree_pub=agree_pub)
+        return _public_of(self.sign_seed, self.agree_seed)
 
     def sign(self, message: bytes) -> bytes:
         """Ed25519 signature (RFC 8032, pure) over ``message`` (deterministic: libsodium and pycryptodome give
@@ -116,9 +119,27 @@ class IdentityKey:
         return bytes(_signing_key(self.sign_seed).sign(bytes(message)).signature)
 
     def agree(self, peer_agree_pub: bytes) -> bytes:
-        """Raw X25519 shared secret with a peer; feed it to a KDF, never use it directly."""
+        """Raw X25519 shared secret with a peer; feed it to a KDF, never use it directly.
+
+        The peer's key is checked as :class:`PublicIdentity` checks it; the product is libsodium's (the same
+        RFC 7748 function as pycryptodome's, several times faster: a service wraps every answer this way).
+        """
         try:
-            peer = DH.import_x25519_public_key(peer_agree_pub)
-            return DH.key_agreement(static_priv=self._agree_key(), static_pub=peer, kdf=lambda z: bytes(z))
-        except ValueError:
+            peer = _peer_key(bytes(peer_agree_pub))
+            return bytes(nacl.bindings.crypto_scalarmult(self.agree_seed, peer))
+        except (ValueError, TypeError, nacl.exceptions.CryptoError, RuntimeError):
             raise KeyFormatError("peer agreement key is not a valid X25519 public key") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _public_of(sign_seed: bytes, agree_seed: bytes) -> PublicIdentity:
+    sign_pub = bytes(_signing_key(sign_seed).verify_key)
+    agree_pub = bytes(nacl.bindings.crypto_scalarmult_base(agree_seed))
+    return PublicIdentity(sign_pub=sign_pub, agree_pub=agree_pub)
+
+
+@functools.lru_cache(maxsize=256)
+def _peer_key(peer_agree_pub: bytes) -> bytes:
+    """A peer's X25519 key, refused (ValueError) where pycryptodome's import refuses it."""
+    DH.import_x25519_public_key(peer_agree_pub)
+    return peer_agree_pub

@@ -17,7 +17,7 @@ Design: docs/registry.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,7 +186,8 @@ def _candidates(new: np.ndarray, old: np.ndarray, options: LinkOptions, seed: by
 
 
 def plan_update(
-    view: RegistryView, submission: Submission, options: LinkOptions, cards: Sequence[Card]
+    view: RegistryView, submission: Submission, options: LinkOptions, cards: Sequence[Card],
+    stage: Callable[[str], None] | None = None,
 ) -> UpdatePlan:
     """Plan how one platform's submission replaces its contribution to the registry.
 
@@ -195,12 +196,16 @@ def plan_update(
         submission: the platform's signed submission.
         options: threshold and blocking, as for linking.
         cards: platform cards the submission's signer must be among.
+        stage: told each stage as it begins ("verifying", "comparing 100,000 records with 2,000,000",
+            "assigning entities"), for progress reports.
 
     Raises:
         SignatureError: a submission not signed by a platform among ``cards``.
         KeyMismatchError: a submission made under other parameters than the registry's.
         PolicyError: a submission already applied, or older than the one applied.
     """
+    say = stage or (lambda _what: None)
+    say("verifying the submission")
     sub = open_submission(submission, cards)
     platform = sub.platform
     params = _check_parameters(view, sub)
@@ -216,7 +221,9 @@ def plan_update(
     ciphertexts = _ciphertexts(sub)
     n = len(sub.tokens)
     mine_old = np.flatnonzero(view.platforms == platform) if len(view.platforms) else np.zeros(0, dtype=np.int64)
+    say(f"comparing {n:,} records with the registry's {len(view.clks):,}")
     candidates, t, method = _candidates(sub.clks, view.clks, options, derive_seed("registry", sub.hash))
+    say(f"assigning entities ({len(candidates):,} candidate pairs)")
 
     old_entity = view.entities
     is_mine = np.zeros(len(old_entity), dtype=bool)

@@ -330,13 +330,15 @@ class Registry:
         self, submissions: Sequence[Submission], options: LinkOptions, cards: Sequence[Card],
         me: PartyKey | None = None, *, step: Callable[[int, int, str], None] | None = None,
         also: Callable[[Connection, list[UpdateReport]], None] | None = None,
+        stage: Callable[[str], None] | None = None,
     ) -> list[UpdateReport]:
         """Replace each submission's platform contribution, in order, in one transaction for them all.
 
         Each submission is planned against the registry as the ones before it
         left it; if any is refused, nothing is written. With ``me`` (the bureau)
         each update also goes into the registry's signed log. ``step(i, n, platform)``
-        is called before the i-th of n submissions is planned (progress);
+        is called before the i-th of n submissions is planned (progress), ``stage(what)`` as each stage of
+        it begins (reading the registry, verifying, comparing, assigning, writing);
         ``also(conn, reports)`` runs inside the same transaction at the end (a
         service marks its job done there, so the two commit together).
         """
@@ -349,7 +351,11 @@ class Registry:
                 for i, doc in enumerate(submissions):
                     if step is not None:
                         step(i, len(submissions), str(doc.header.platform))
-                    plan = plan_update(_view(conn), doc, options, cards)
+                    if stage is not None:
+                        stage("reading the registry")
+                    plan = plan_update(_view(conn), doc, options, cards, stage)
+                    if stage is not None:
+                        stage(f"writing {len(plan.add):,} records")
                     _apply(conn, plan)
                     if me is not None:
                         _log_append(conn, me, "registry-update", {

@@ -45,7 +45,7 @@ from pprl.errors import (
 )
 from pprl.protocol.identity import PartyKey
 from pprl.service.auth import AuthError, check_request, sign_response
-from pprl.service.state import MAX_BODY, MAX_UPLOAD, ServiceState
+from pprl.service.state import MAX_BODY, MAX_UPLOAD, ServiceState, Upload
 
 __all__ = ["Call", "Service", "document_body", "status_of"]
 
@@ -106,7 +106,8 @@ class Service:
         self.cards = [c for c in cards if c.fingerprint != me.card.fingerprint] + [me.card]
         self.state = state
         # Completing an upload holds the whole document in memory (its bytes, then the parsed document) while
-        # it is checked: one at a time, so memory stays bounded however many platforms finish at once.
+        # it is checked: one at a time, so memory stays bounded however many platforms finish at once (the
+        # bureau checks submissions in a child process, one at a time per host).
         self._assembling = threading.BoundedSemaphore(1)
         self._bulk: asyncio.Semaphore | None = None
 
@@ -260,11 +261,17 @@ class Service:
 
     def complete_upload(self, call: Call) -> tuple[int, Any]:
         with self._assembling:
-            up, data = self.state.assemble(call.params["upload"], call.signer.name)
-            summary = self.accept(up.kind, call.signer, data, f"upload {up.id}")
-            self.state.store_document(up.id, call.signer.name, up.kind, summary["document"], data, summary)
-            del data
+            up = self.state.ready(call.params["upload"], call.signer.name)
+            summary = self.accept_upload(up, call.signer, f"upload {up.id}")
+            # the document's bytes stay where they are, in the upload's chunks
+            self.state.store_document(up.id, call.signer.name, up.kind, summary["document"], None, summary)
         return 201, summary
+
+    def accept_upload(self, up: Upload, signer: Card, source: str) -> dict[str, Any]:
+        """Check a complete upload (every chunk in): its bytes against the declared SHA-256, then the document
+        (:meth:`accept`). Services that check large documents elsewhere override this."""
+        _up, data = self.state.assemble(up.id, signer.name)
+        return self.accept(up.kind, signer, data, source)
 
     def accept(self, kind: str, signer: Card, data: bytes, source: str) -> dict[str, Any]:
         """Check an uploaded document of ``kind`` (signature against the pins, shape); return its summary

@@ -21,13 +21,16 @@ Routes (every request signed; see :mod:`pprl.service.app`):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 import os
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from pprl.crypto.paillier import djn
@@ -40,9 +43,9 @@ from pprl.protocol.query import AnswerPolicy
 from pprl.registry import Registry
 from pprl.service.app import Call, Service, document_body, status_of
 from pprl.service.auth import AuthError
-from pprl.service.state import Job, ServiceState, new_runner
+from pprl.service.state import Job, ServiceState, Upload, assemble_upload, new_runner
 
-__all__ = ["BureauService", "check_submission"]
+__all__ = ["BureauService", "check_upload", "one_check_at_a_time"]
 
 log = logging.getLogger("pprl.service.bureau")
 
@@ -87,23 +90,31 @@ class BureauService(Service):
 
     # -- documents -----------------------------------------------------------------------------------
 
+    def accept_upload(self, up: Upload, signer: Card, source: str) -> dict[str, Any]:
+        if up.kind != "submission":
+            return super().accept_upload(up, signer, source)
+        # Checking a submission of 100,000 records takes seconds of pure Python (parse, signature, hash) and
+        # holds hundreds of MB: in a child process that reads the upload's chunks itself, so this process never
+        # holds the bytes and lender queries are not held up meanwhile.
+        outcome = self._check(check_upload, self.state.side_url, up.id, signer.name, self.platforms, source)
+        if outcome[0] == "ok":
+            return dict(outcome[1])
+        raise AuthError(int(outcome[1]), str(outcome[2]))
+
     def accept(self, kind: str, signer: Card, data: bytes, source: str) -> dict[str, Any]:
-        if kind == "submission":
-            # Checking a submission of 100,000 records takes seconds of pure Python (parse, signature, hash):
-            # in a child process, so lender queries are not held up meanwhile.
-            if self._checker is None:
-                self._checker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                    initializer=_lower_priority)
-            outcome = self._checker.submit(check_submission, data, self.platforms, signer.name, source).result()
-            if outcome[0] == "ok":
-                return dict(outcome[1])
-            status, message = outcome[1], outcome[2]
-            raise AuthError(int(status), str(message))
+        if kind != "query":  # submissions are checked from their upload's chunks (accept_upload)
+            raise DocumentError(f"{source}: a {kind} is not checked here")
         raw = parse_json(data, source, f"{source}: not a pprl document (not valid JSON)")
         doc_q = Query.from_dict(raw, source)
         if doc_q.header.lender != signer.name:
             raise AuthError(403, f"{source}: a query of '{doc_q.header.lender}' uploaded by '{signer.name}'")
         return {"document": doc_q.hash, "kind": kind, "lender": doc_q.header.lender, "count": doc_q.header.count}
+
+    def _check(self, fn: Callable[..., tuple], *args: Any) -> tuple:
+        if self._checker is None:
+            self._checker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_lower_priority)
+        return self._checker.submit(fn, *args).result()
 
     def list_submissions(self, call: Call) -> tuple[int, Any]:
         return 200, {"submissions": self.state.documents("submission")}
@@ -211,10 +222,13 @@ class BureauService(Service):
 
     def _run(self, job: Job) -> None:
         hashes: list[str] = job.params["submissions"]
-        progress = self._progress[job.id] = {"done": 0, "total": len(hashes), "platform": None}
+        progress = self._progress[job.id] = {"done": 0, "total": len(hashes), "platform": None, "stage": None}
 
         def step(i: int, n: int, platform: str) -> None:
             progress.update(done=i, total=n, platform=platform)
+
+        def stage(what: str) -> None:
+            progress["stage"] = what
 
         def also(conn: Any, reports: list) -> None:
             result = [{"platform": r.platform, "submission": r.submission, "records": r.records, "new": r.new,
@@ -228,7 +242,7 @@ class BureauService(Service):
             threshold = job.params.get("threshold", "auto")
             options = LinkOptions(threshold=None if threshold == "auto" else float(threshold),
                                   blocking=self.link_options.blocking, workers=self.link_options.workers)
-            self.registry.update(docs, options, self.platforms, me=self.me, step=step, also=also)
+            self.registry.update(docs, options, self.platforms, me=self.me, step=step, also=also, stage=stage)
             log.info("job %s: registry updated from %d submissions", job.id, len(hashes))
             self._warm()
         except PPRLError as exc:
@@ -269,17 +283,43 @@ def _lower_priority() -> None:
     threading.Thread(target=watch, name="pprl-parent-watch", daemon=True).start()
 
 
-def check_submission(data: bytes, platforms: list[Card], signer: str, source: str) -> tuple:
-    """An uploaded submission checked (in a child process): ``("ok", summary)``, or ``("refused", status,
-    message)`` with the HTTP status a refusal gets (its message names no record value)."""
+def check_upload(side_url: str, upload: str, owner: str, platforms: list[Card], source: str) -> tuple:
+    """An uploaded submission checked (in a child process) straight from its chunks in the database at
+    ``side_url``: the SHA-256 the upload declared, then the signature against the pinned platform cards, the
+    signer, counts and encodings. ``("ok", summary)``, or ``("refused", status, message)`` with the HTTP status a
+    refusal gets (its message names no record value)."""
     try:
-        raw = parse_json(data, source, f"{source}: not a pprl document (not valid JSON)")
-        doc = Submission.from_dict(raw, source)
-        verified = open_submission(doc, platforms)
-        if verified.platform != signer:
-            return "refused", 403, f"{source}: a submission of '{verified.platform}' uploaded by '{signer}'"
-        header = doc.header
-        return "ok", {"document": doc.hash, "kind": "submission", "platform": header.platform,
-                      "records": header.records, "created": header.created, "run": header.run}
+        with one_check_at_a_time(side_url):
+            _up, data = assemble_upload(side_url, upload, owner)
+            return _check_document(data, platforms, owner, source)
     except PPRLError as exc:
         return "refused", status_of(exc), str(exc)
+
+
+@contextlib.contextmanager
+def one_check_at_a_time(key: str) -> Iterator[None]:
+    """One submission check at a time on this host for one registry: each check holds about five times the
+    submission's size, and the service's worker processes (``--workers``) each have a checker of their own."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one check per worker process
+        yield
+        return
+    name = f"pprl-check-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+    with open(Path(tempfile.gettempdir()) / name, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _check_document(data: bytes, platforms: list[Card], signer: str, source: str) -> tuple:
+    raw = parse_json(data, source, f"{source}: not a pprl document (not valid JSON)")
+    doc = Submission.from_dict(raw, source)
+    verified = open_submission(doc, platforms)
+    if verified.platform != signer:
+        return "refused", 403, f"{source}: a submission of '{verified.platform}' uploaded by '{signer}'"
+    header = doc.header
+    return "ok", {"document": doc.hash, "kind": "submission", "platform": header.platform,
+                  "records": header.records, "created": header.created, "run": header.run}

@@ -31,7 +31,8 @@ from pprl.errors import PPRLError
 from pprl.registry import registry_url, sqlite_pragmas
 from pprl.service.auth import WINDOW_SECONDS, AuthError
 
-__all__ = ["MAX_BODY", "Job", "ServiceState", "Upload", "jobs_table", "new_runner", "runner_alive"]
+__all__ = ["MAX_BODY", "Job", "ServiceState", "Upload", "assemble_upload", "jobs_table", "new_runner",
+           "runner_alive"]
 
 #: The largest request body a service reads (bank proxies often stop at 2 MB): larger documents are uploaded
 #: in chunks of at most this size.
@@ -68,12 +69,15 @@ _chunks = sa.Table(
     sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
-#: The bytes of each received document, beside the registry like the chunks: writing 88 MB of a submission never
-#: holds the registry's write lock (which every lender answer takes to record itself).
+#: The bytes of each received document, beside the registry like the chunks: an 88 MB submission never holds the
+#: registry's write lock (which every lender answer takes to record itself). A document that came in an upload
+#: keeps its bytes in that upload's chunks (``upload`` names it, ``body`` is empty): completing an upload writes
+#: no second copy.
 _bodies = sa.Table(
     "pprl_svc_bodies", _side_md,
     sa.Column("hash", sa.String(64), primary_key=True),
     sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("upload", sa.String(32), nullable=True),
 )
 _documents = sa.Table(
     "pprl_svc_documents", _md,
@@ -163,13 +167,20 @@ class ServiceState:
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
             side_url = f"{url}.uploads.db"
+        #: The database of nonces, uploads and document bytes (the registry's own with PostgreSQL): a child
+        #: process that checks an upload reads its chunks from here itself (:func:`assemble_upload`).
+        self.side_url = side_url
         self.engine: Engine = sa.create_engine(url, future=True)
         self.side: Engine = self.engine if side_url == url else sa.create_engine(side_url, future=True)
         for engine in {self.engine, self.side}:
             if engine.dialect.name == "sqlite":
                 sa.event.listen(engine, "connect", sqlite_pragmas)
+        if self.side is not self.engine:
+            sa.event.listen(self.side, "connect", _side_pragmas)
         with self.side.begin() as conn:
             _side_md.create_all(conn)
+            if "upload" not in {c["name"] for c in sa.inspect(conn).get_columns("pprl_svc_bodies")}:
+                conn.execute(sa.text("ALTER TABLE pprl_svc_bodies ADD COLUMN upload VARCHAR(32)"))  # older files
         with self.engine.begin() as conn:
             _md.create_all(conn)
             have = {c["name"] for c in sa.inspect(conn).get_columns("pprl_svc_jobs")}
@@ -187,9 +198,20 @@ class ServiceState:
             yield conn
 
     @contextmanager
-    def _side_tx(self) -> Iterator[Connection]:
-        with self.side.begin() as conn:
-            yield conn
+    def _side_tx(self, *, durable: bool = False) -> Iterator[Connection]:
+        """A transaction on the side database. Its SQLite file commits without waiting for the disk (a process
+        killed at any point loses nothing; a power cut may lose the last nonces and chunks, which the clients
+        send again); a ``durable`` transaction waits until it and everything before it are on disk."""
+        with self.side.connect() as conn:
+            raw = conn.connection.driver_connection if self.side is not self.engine else None
+            if raw is not None and durable:
+                raw.execute("PRAGMA synchronous=FULL")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                if raw is not None and durable:
+                    raw.execute("PRAGMA synchronous=NORMAL")
 
     # -- replay protection -------------------------------------------------------------------------
 
@@ -227,13 +249,7 @@ class ServiceState:
             return self._upload(conn, upload_id, owner)
 
     def _upload(self, conn: Connection, upload_id: str, owner: str) -> Upload:
-        row = conn.execute(sa.select(_uploads).where(_uploads.c.id == upload_id)).first()
-        if row is None or row.owner != owner:
-            raise _NotFound(f"no upload {upload_id[:40]!r} of yours")
-        received = tuple(conn.execute(sa.select(_chunks.c.idx).where(_chunks.c.upload == upload_id)
-                                      .order_by(_chunks.c.idx)).scalars())
-        return Upload(row.id, row.owner, row.kind, row.size, row.sha256, row.chunk_size, row.status,
-                      row.document, received)
+        return _read_upload(conn, upload_id, owner)
 
     def put_chunk(self, upload_id: str, owner: str, index: int, data: bytes) -> Upload:
         """Store one chunk; sending the same chunk again is harmless, a different one is refused (409)."""
@@ -257,25 +273,26 @@ class ServiceState:
     def assemble(self, upload_id: str, owner: str) -> tuple[Upload, bytes]:
         """The upload's whole bytes, checked against its SHA-256; 409 naming the chunks still missing."""
         with self.side.connect() as conn:
-            up = self._upload(conn, upload_id, owner)
-            if up.status != "open":
-                raise _Conflict(f"upload {upload_id} is already complete (document {up.document})")
-            missing = sorted(set(range(up.chunks)) - set(up.received))
-            if missing:
-                shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-                raise _Conflict(f"upload {upload_id} is missing chunks {shown}; send them, then complete")
-            data = b"".join(bytes(r.data) for r in conn.execute(
-                sa.select(_chunks.c.data).where(_chunks.c.upload == upload_id).order_by(_chunks.c.idx)))
-        if hashlib.sha256(data).hexdigest() != up.sha256:
-            raise _BadRequest(f"upload {upload_id}: the chunks do not add up to the declared SHA-256")
-        return up, data
+            return _assemble(conn, upload_id, owner)
 
-    def store_document(self, upload_id: str | None, owner: str, kind: str, doc_hash: str, body: bytes,
+    def ready(self, upload_id: str, owner: str) -> Upload:
+        """The upload, if every chunk is in and it is still open (409 naming what is missing otherwise)."""
+        with self.side.connect() as conn:
+            return _complete_upload(conn, upload_id, owner)
+
+    def store_document(self, upload_id: str | None, owner: str, kind: str, doc_hash: str, body: bytes | None,
                        summary: dict[str, Any]) -> None:
-        """Keep a received document, then close its upload and drop the chunks."""
-        with self._side_tx() as conn:  # the bytes first: a document row always has its bytes
+        """Keep a received document, then close its upload. With ``upload_id`` and no ``body`` the document's
+        bytes are that upload's chunks, kept as they are (no second copy is written)."""
+        if body is None and upload_id is None:
+            raise ValueError("a document needs its bytes or the upload that holds them")
+        # the bytes first, on disk (with every chunk before them): a document row always has its bytes
+        with self._side_tx(durable=True) as conn:
             if conn.execute(sa.select(_bodies.c.hash).where(_bodies.c.hash == doc_hash)).first() is None:
-                conn.execute(sa.insert(_bodies).values(hash=doc_hash, body=body))
+                if body is None:
+                    conn.execute(sa.insert(_bodies).values(hash=doc_hash, body=b"", upload=upload_id))
+                else:
+                    conn.execute(sa.insert(_bodies).values(hash=doc_hash, body=body, upload=None))
         with self._tx() as conn:
             exists = conn.execute(sa.select(_documents.c.hash).where(_documents.c.hash == doc_hash)).first()
             if exists is None:
@@ -284,12 +301,15 @@ class ServiceState:
                                                           summary=json.dumps(summary), body=b"", job=None))
         # Then the upload is closed (in the side database with SQLite: a second transaction). A stop in
         # between leaves the upload open with the document kept: completing it again finds the document and
-        # closes it, so nothing is lost or stored twice.
+        # closes it, so nothing is lost or stored twice. Its chunks go unless they are the document's bytes
+        # (the same document uploaded again is kept once).
         if upload_id is not None:
             with self._side_tx() as conn:
                 conn.execute(sa.update(_uploads).where(_uploads.c.id == upload_id)
                              .values(status="complete", document=doc_hash))
-                conn.execute(sa.delete(_chunks).where(_chunks.c.upload == upload_id))
+                holder = conn.execute(sa.select(_bodies.c.upload).where(_bodies.c.hash == doc_hash)).scalar()
+                if holder != upload_id:
+                    conn.execute(sa.delete(_chunks).where(_chunks.c.upload == upload_id))
 
     def documents(self, kind: str, *, unused: bool = False) -> list[dict[str, Any]]:
         """Summaries of the received documents of ``kind`` (oldest first); ``unused``: not yet in a job."""
@@ -307,8 +327,8 @@ class ServiceState:
             known = {r.hash for r in conn.execute(
                 sa.select(_documents.c.hash).where(_documents.c.hash.in_(list(hashes))))}
         with self.side.connect() as conn:
-            rows = {r.hash: bytes(r.body) for r in conn.execute(
-                sa.select(_bodies.c.hash, _bodies.c.body).where(_bodies.c.hash.in_(list(known))))}
+            rows = {r.hash: _chunks_of(conn, r.upload) if r.upload else bytes(r.body) for r in conn.execute(
+                sa.select(_bodies.c.hash, _bodies.c.body, _bodies.c.upload).where(_bodies.c.hash.in_(list(known))))}
         missing = [h for h in hashes if h not in rows]
         if missing:
             raise _NotFound(f"no received document {missing[0]}")
@@ -394,6 +414,64 @@ class ServiceState:
     def run_in_transaction(self, fn: Callable[[Connection], Any]) -> Any:
         with self._tx() as conn:
             return fn(conn)
+
+
+def _side_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """The side file's commits (a nonce per request, a chunk per upload request) do not wait for the disk: in
+    write-ahead-log mode they are safe against a crash of the process, and a lender's query does not wait behind
+    the sync of other parties' 2 MB chunks. Storing a document is a durable transaction (:meth:`ServiceState.
+    store_document`), which syncs everything written before it."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _read_upload(conn: Connection, upload_id: str, owner: str) -> Upload:
+    row = conn.execute(sa.select(_uploads).where(_uploads.c.id == upload_id)).first()
+    if row is None or row.owner != owner:
+        raise _NotFound(f"no upload {upload_id[:40]!r} of yours")
+    received = tuple(conn.execute(sa.select(_chunks.c.idx).where(_chunks.c.upload == upload_id)
+                                  .order_by(_chunks.c.idx)).scalars())
+    return Upload(row.id, row.owner, row.kind, row.size, row.sha256, row.chunk_size, row.status, row.document,
+                  received)
+
+
+def _complete_upload(conn: Connection, upload_id: str, owner: str) -> Upload:
+    up = _read_upload(conn, upload_id, owner)
+    if up.status != "open":
+        raise _Conflict(f"upload {upload_id} is already complete (document {up.document})")
+    missing = sorted(set(range(up.chunks)) - set(up.received))
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise _Conflict(f"upload {upload_id} is missing chunks {shown}; send them, then complete")
+    return up
+
+
+def _chunks_of(conn: Connection, upload_id: str) -> bytes:
+    return b"".join(bytes(r.data) for r in conn.execute(
+        sa.select(_chunks.c.data).where(_chunks.c.upload == upload_id).order_by(_chunks.c.idx)))
+
+
+def _assemble(conn: Connection, upload_id: str, owner: str) -> tuple[Upload, bytes]:
+    up = _complete_upload(conn, upload_id, owner)
+    data = _chunks_of(conn, upload_id)
+    if len(data) != up.size or hashlib.sha256(data).hexdigest() != up.sha256:
+        raise _BadRequest(f"upload {upload_id}: the chunks do not add up to the declared SHA-256")
+    return up, data
+
+
+def assemble_upload(side_url: str, upload_id: str, owner: str) -> tuple[Upload, bytes]:
+    """An upload's whole bytes read from the database at ``side_url`` (:attr:`ServiceState.side_url`) on a
+    connection of its own, checked like :meth:`ServiceState.assemble`: for a process that checks uploads apart
+    from the service's (the service then never holds the bytes)."""
+    engine = sa.create_engine(side_url, future=True, poolclass=sa.pool.NullPool)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", sqlite_pragmas)
+    try:
+        with engine.connect() as conn:
+            return _assemble(conn, upload_id, owner)
+    finally:
+        engine.dispose()
 
 
 def new_runner() -> str:
