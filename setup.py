@@ -49,6 +49,7 @@ setup(
         Extension("pprl.crypto._h2c", sources=["pprl/crypto/_h2c.c"], depends=["pprl/crypto/_sha512.h"],
                   optional=True),
         Extension("pprl.crypto._montexp", sources=["pprl/crypto/_montexp.c"], optional=True),
+        Extension("pprl.crypto._avx2exp", sources=["pprl/crypto/_avx2exp.c"], optional=True),
     ],
     cmdclass={"build_ext": _BuildExt},
 )

@@ -125,13 +125,18 @@ def test_3072_bit_keys_fall_back_to_gmpy2():
     assert decrypt_vector(priv, enc, workers=1) == values
 
 
-@pytest.fixture(params=["ifma", "gmpy2"])
+@pytest.fixture(params=["ifma", "avx2", "gmpy2"])
 def path(request, monkeypatch):
     if request.param == "ifma":
         if not montexp.HAVE_IFMA:
             pytest.skip("no AVX-512 IFMA: the C path cannot run here")
+    elif request.param == "avx2":
+        if not montexp.HAVE_AVX2MONT:
+            pytest.skip("no AVX2 kernel: the C path cannot run here")
+        monkeypatch.setenv("PPRL_NO_IFMA", "1")
     else:
         monkeypatch.setenv("PPRL_NO_IFMA", "1")
+        monkeypatch.setenv(montexp.AVX2_SWITCH, "1")
     return request.param
 
 
@@ -141,7 +146,9 @@ def test_encrypt_round_trips(keys, path):
     enc = encrypt_vector(pub, values, workers=1)  # >= TABLE_THRESHOLD: the table path
     params = djn_params(pub, len(values))
     assert params.use_table
-    assert (get_table(params).mont is not None) == (path == "ifma")
+    mont = get_table(params).mont
+    assert (mont is not None) == (path != "gmpy2")
+    assert mont is None or mont.kernel == path
     assert decrypt_vector(priv, enc, workers=1) == values
     rows = np.array([[_rng.randrange(-(10**8), 10**8 + 1) for _ in range(3)] for _ in range(150)], dtype=object)
     spec = PackingSpec.plan(fixed_bound("1000000", 2), 3, 1000, key=2048, decimals=2)

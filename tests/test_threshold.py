@@ -261,3 +261,25 @@ def test_threshold_keys_carry_the_derived_djn_base():
     enc = encrypt_vector(tpk.public, [5, -7, 123456])  # DJN-encrypted, threshold-decrypted
     parts = [partial_decrypt(s, enc) for s in shares[:2]]
     assert combine_partials(tpk, parts, enc) == [5, -7, 123456]
+
+
+def test_threshold_documents_without_a_djn_base_still_work():
+    """A threshold public key dealt before the DJN base existed loads, encrypts with r^n, and decrypts."""
+    from pprl.crypto.paillier.djn import djn_params
+    from pprl.crypto.paillier.vector import PaillierPublicKey
+
+    tpk, shares = deal(512, 2, 3, _allow_insecure=True)
+    old_doc = {k: v for k, v in tpk.public.to_dict().items() if k != "djn_hs"}
+    old = PaillierPublicKey.from_dict(old_doc, allow_small=True)
+    assert not old.has_djn and old == tpk.public
+    assert djn_params(old, 500) is None  # plain r^n
+    old_tpk = ThresholdPublicKey(old, tpk.threshold, tpk.verification_base, tpk.verification_keys)
+    values = [3, -9, 10**9, 0] * 40
+    enc = encrypt_vector(old, values, workers=1)
+    old_shares = [ThresholdKeyShare(old_tpk, s.index, s.value) for s in shares]
+    parts = [partial_decrypt(s, enc, workers=1) for s in (old_shares[0], old_shares[2])]
+    assert combine_partials(old_tpk, parts, enc, workers=1) == values
+    # the same shares open DJN ciphertexts under the current document (table path: >= 128 values)
+    enc = encrypt_vector(tpk.public, values, workers=1)
+    parts = [partial_decrypt(s, enc, workers=1) for s in shares[1:]]
+    assert combine_partials(tpk, parts, enc, workers=1) == values

@@ -3,8 +3,8 @@
 DJN encryption (:mod:`pprl.crypto.paillier.djn`) raises one public base h_s
 to a fresh random exponent per ciphertext; with this table that costs about
 ℓ/w modular multiplications instead of ~1.2·ℓ for a square-and-multiply.
-The table lives either as gmpy2 ``mpz`` rows or, on CPUs with AVX-512 IFMA,
-only in Montgomery form for the C kernel (:mod:`pprl.crypto.montexp`). Its
+The table lives either as gmpy2 ``mpz`` rows or, on CPUs with AVX-512 IFMA or
+AVX2, only in Montgomery form for a C kernel (:mod:`pprl.crypto.montexp`). Its
 disk form (``to_bytes``/``from_bytes``) is bound to the key's fingerprint and
 base and spot-checked when read, so a damaged or foreign cache file is
 refused rather than used. The exponent's digits index the table: like
@@ -33,10 +33,10 @@ _SPOT_CHECKS = 32
 class FixedBaseTable:
     """Precomputed powers ``T[i][j] = base^(j·2^(w·i))`` mod ``modulus`` for fast ``base^e``.
 
-    Either ``rows`` of ``mpz`` (:meth:`build`) or, for the IFMA kernel, only a
+    Either ``rows`` of ``mpz`` (:meth:`build`) or, for a C kernel (IFMA or AVX2), only a
     :class:`~pprl.crypto.montexp.MontgomeryTable` ``mont`` (:meth:`build_fast`,
     ``from_bytes(montgomery=True)``, :meth:`use_montgomery`); ``rows`` are then
-    rebuilt on first use (``PPRL_NO_IFMA=1`` set later, tests) and kept.
+    rebuilt on first use (the kernel's switch set later, tests) and kept.
     """
 
     __slots__ = ("modulus", "window", "exponent_bits", "_rows", "mont", "_mask")
@@ -87,20 +87,22 @@ class FixedBaseTable:
 
     @classmethod
     def build_fast(cls, base: int, modulus: int, exponent_bits: int, window: int) -> FixedBaseTable:
-        """The table in Montgomery form, built on IFMA (~3.5x faster than :meth:`build`), when
-        :func:`~pprl.crypto.montexp.modulus_supported`; else :meth:`build`."""
+        """The table in Montgomery form, built on IFMA (~3.5x faster than :meth:`build`) or AVX2,
+        when :func:`~pprl.crypto.montexp.kernel_for` names a kernel; else :meth:`build`."""
         cls._check(window, exponent_bits)
-        if not montexp.modulus_supported(int(modulus)):
+        kernel = montexp.kernel_for(int(modulus))
+        if kernel is None:
             return cls.build(base, modulus, exponent_bits, window)
         count = -(-exponent_bits // window)
-        mont = montexp.MontgomeryTable.build(int(base), int(modulus), window, count)
+        mont = montexp.MontgomeryTable.build(int(base), int(modulus), window, count, kernel)
         return cls(modulus, window, exponent_bits, None, mont)
 
     def use_montgomery(self) -> bool:
-        """Convert the ``mpz`` rows to Montgomery form and drop them, when the IFMA kernel takes
+        """Convert the ``mpz`` rows to Montgomery form and drop them, when a C kernel takes
         the modulus (one Montgomery multiplication per entry); True if the table is now in that form."""
-        if self.mont is None and self._rows is not None and montexp.modulus_supported(int(self.modulus)):
-            self.mont = montexp.MontgomeryTable.from_rows(self._rows, int(self.modulus), self.window)
+        kernel = montexp.kernel_for(int(self.modulus))
+        if self.mont is None and self._rows is not None and kernel is not None:
+            self.mont = montexp.MontgomeryTable.from_rows(self._rows, int(self.modulus), self.window, kernel)
             self._rows = None
         return self.mont is not None
 
@@ -109,17 +111,17 @@ class FixedBaseTable:
         return self.pow_many([e])[0]
 
     def pow_many(self, exponents: Sequence[int]) -> list[Any]:
-        """``[self.pow(e) for e in exponents]``; several at once on IFMA in Montgomery form.
+        """``[self.pow(e) for e in exponents]``; several at once on IFMA or AVX2 in Montgomery form.
 
         Not constant time: each w-bit digit of e (secret randomness when
-        encrypting) selects the table entry to load, on both paths; the IFMA
-        path multiplies for zero digits too, so its operation count does not
+        encrypting) selects the table entry to load, on every path; the C
+        paths multiply for zero digits too, so their operation count does not
         depend on e, where the gmpy2 path skips them.
         """
         for e in exponents:
             if e < 0 or e.bit_length() > self.exponent_bits:
                 raise DataValidationError("exponent outside the table's range")
-        if self.mont is not None and montexp.ifma_enabled():
+        if self.mont is not None and montexp.kernel_enabled(self.mont.kernel):
             return montexp.table_products(self.mont, exponents)
         m, w, mask, rows = self.modulus, self.window, self._mask, self.rows
         out = []
@@ -161,8 +163,8 @@ class FixedBaseTable:
     ) -> FixedBaseTable | None:
         """Parse and verify :meth:`to_bytes` output for exactly these parameters; None if anything is off.
 
-        ``montgomery``: straight into Montgomery form, without ``mpz`` rows, when the
-        IFMA kernel takes the modulus (the same checks, in C for the range of each entry).
+        ``montgomery``: straight into Montgomery form, without ``mpz`` rows, when a
+        C kernel takes the modulus (the same checks, in C for the range of each entry).
         """
         m = gmpy2.mpz(modulus)
         expected = cls(m, window, exponent_bits, [])._header(fingerprint, base)
@@ -177,10 +179,11 @@ class FixedBaseTable:
         ):
             return None
         from_bytes = gmpy2.mpz.from_bytes
-        if montgomery and montexp.modulus_supported(int(m)):
+        kernel = montexp.kernel_for(int(m)) if montgomery else None
+        if kernel is not None:
             body = memoryview(data)[start : start + count * per_row * width]
             try:
-                mont = montexp.MontgomeryTable.from_body(body, int(m), window, count)
+                mont = montexp.MontgomeryTable.from_body(body, int(m), window, count, kernel)
             except ValueError:  # an entry outside [1, m)
                 return None
             table = cls(m, window, exponent_bits, None, mont)

@@ -5,6 +5,23 @@ everything here). :func:`deal` makes the key (Shoup 2000 / Damgård–Jurik 2001
 s = 1) and hands out the shares; the dealer is trusted at keygen only. The
 public key is an ordinary Paillier key with g = n + 1.
 
+The public key carries a DJN base ``h_s`` (field ``djn_hs``), so platforms
+encrypt under a threshold key with the fixed-base DJN path, as fast as under
+an ordinary key (without it: classic r^n, several times slower; documents
+dealt before it existed still load and fall back to r^n). Why whoever makes
+``h_s`` learns nothing that helps decrypt: ``h_s = (-x²)^n mod n²`` with
+``x = SHAKE256(domain, n)`` (:func:`~pprl.crypto.paillier.keys.derive_djn_hs`)
+is a public, deterministic function of n. Anyone holding the public key can
+compute it, and every reader recomputes it and refuses any other value, so it
+adds no information beyond n (nothing a holder or an outsider could not derive
+alone), and nobody, the dealer included, can choose it: no trapdoor base (say
+one of small order, which would make ciphertexts predictable) can be planted.
+The dealer's CRT shortcut (:func:`~pprl.crypto.paillier.keys.make_djn_hs`)
+yields the same number and uses p, q only while they exist anyway (they are
+dropped on return). Decrypting still needs T shares of d; the secrecy of each
+ciphertext rests on the encryptor's fresh exponent, drawn with :mod:`secrets`
+(DJN's assumption, with h public as in their scheme).
+
 Design and trust assumption: docs/threshold.md#key-generation
 """
 
