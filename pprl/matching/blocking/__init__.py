@@ -11,7 +11,15 @@ Design: docs/design.md#lsh-blocking
 
 from __future__ import annotations
 
-from pprl.matching.blocking.candidates import BlockingReport, lsh_candidates
+from pprl.matching.blocking.candidates import (
+    BlockingReport,
+    Window,
+    band_collisions,
+    band_keys_of_lanes,
+    dice_of_codes,
+    lsh_candidates,
+    merge_found,
+)
 from pprl.matching.blocking.design import (
     BITS_RANGE,
     DEFAULT_TARGET,
@@ -19,11 +27,13 @@ from pprl.matching.blocking.design import (
     MIN_PAIRS_FOR_LSH,
     BlockingPlan,
     LSHDesign,
+    as_lanes,
     band_positions,
     collision_probability,
     derive_seed,
     design_lsh,
     plan_blocking,
+    popcount_rows,
 )
 
 __all__ = [
@@ -34,10 +44,17 @@ __all__ = [
     "DEFAULT_TARGET",
     "MAX_BANDS",
     "MIN_PAIRS_FOR_LSH",
+    "Window",
+    "as_lanes",
+    "band_collisions",
+    "band_keys_of_lanes",
     "band_positions",
     "collision_probability",
     "derive_seed",
     "design_lsh",
+    "dice_of_codes",
     "lsh_candidates",
+    "merge_found",
     "plan_blocking",
+    "popcount_rows",
 ]

@@ -40,7 +40,8 @@ from pprl.matching.blocking.design import (
 from pprl.matching.dice.similarity import Candidates
 from pprl.matching.thresholds import BestMatchSample, check_datasets
 
-__all__ = ["BlockingReport", "Window", "lsh_candidates"]
+__all__ = ["BlockingReport", "Window", "band_collisions", "band_keys_of_lanes", "dice_of_codes", "lsh_candidates",
+           "merge_found"]
 
 Window = Literal["exact", "anonlink"]
 
@@ -242,24 +243,9 @@ def lsh_candidates(
             group = positions[g0 : g0 + _BANDS_PER_GROUP]
             keys = [_band_keys(bt, group) for bt in bits_t]
             for k in range(group.shape[0]):
-                orders = [np.argsort(kd[k]) for kd in keys]
-                sorted_keys = [kd[k][o] for kd, o in zip(keys, orders)]
-                for d, e in pairs:
-                    if not active[d].shape[0] or not active[e].shape[0]:
-                        continue
-                    # Sorted probes into sorted keys: each run of equal keys
-                    # on the left meets the run of the same key on the right.
-                    left = np.searchsorted(sorted_keys[e], sorted_keys[d], side="left")
-                    right = np.searchsorted(sorted_keys[e], sorted_keys[d], side="right")
-                    per = right - left
-                    total = int(per.sum())
-                    if total == 0:
-                        continue
-                    ia = np.repeat(orders[d], per)
-                    start = np.repeat(left - (np.cumsum(per) - per), per)
-                    jb = orders[e][start + np.arange(total)]
-                    buffer[(d, e)].append(active[d][ia] * sizes[e] + active[e][jb])
-                    buffered += total
+                for pair, codes in band_collisions([kd[k] for kd in keys], active, sizes, pairs).items():
+                    buffer[pair].append(codes)
+                    buffered += int(codes.shape[0])
                 if buffered >= _FLUSH_PAIRS:
                     flush()
                     buffered = 0
@@ -270,19 +256,6 @@ def lsh_candidates(
         if bar is not None:
             bar.close()
     comparisons = int(sum(compared.values()))
-    sims, dsets, recs = [], [], []
-    for (d, e), parts in found.items():
-        if not parts:
-            continue
-        i = np.concatenate([p[0] for p in parts])
-        j = np.concatenate([p[1] for p in parts])
-        s = np.concatenate([p[2] for p in parts])
-        # A pair colliding in bands of different batches was compared (and kept) more than once.
-        _, first = np.unique(i * sizes[e] + j, return_index=True)
-        i, j, s = i[first], j[first], s[first]
-        sims.append(s)
-        dsets.append(np.broadcast_to(np.array([d, e], np.int64), (s.shape[0], 2)))
-        recs.append(np.stack([i, j], axis=1))
     if design is not None:
         estimated, at_threshold = design.estimated_pair_completeness, design.pair_completeness_at_threshold
     else:
@@ -298,10 +271,86 @@ def lsh_candidates(
         estimated_pair_completeness=estimated,
         pair_completeness_at_threshold=at_threshold,
     )
+    return merge_found(found, sizes), report
+
+
+def band_collisions(
+    band_keys: Sequence[np.ndarray], active: Sequence[np.ndarray], sizes: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+) -> dict[tuple[int, int], np.ndarray]:
+    """The pairs of records that share one band's key, per pair of datasets ``(d, e)``, as codes
+    ``i * sizes[e] + j`` (``i``, ``j`` record numbers; ``band_keys[d]`` holds the keys of records ``active[d]``)."""
+    orders = [np.argsort(kd) for kd in band_keys]
+    sorted_keys = [kd[o] for kd, o in zip(band_keys, orders)]
+    out = {}
+    for d, e in pairs:
+        if not active[d].shape[0] or not active[e].shape[0]:
+            continue
+        # Sorted probes into sorted keys: each run of equal keys
+        # on the left meets the run of the same key on the right.
+        left = np.searchsorted(sorted_keys[e], sorted_keys[d], side="left")
+        right = np.searchsorted(sorted_keys[e], sorted_keys[d], side="right")
+        per = right - left
+        total = int(per.sum())
+        if total == 0:
+            continue
+        ia = np.repeat(orders[d], per)
+        start = np.repeat(left - (np.cumsum(per) - per), per)
+        jb = orders[e][start + np.arange(total)]
+        out[(d, e)] = active[d][ia] * sizes[e] + active[e][jb]
+    return out
+
+
+def dice_of_codes(
+    lanes_t: Sequence[np.ndarray], counts: Sequence[np.ndarray], sizes: Sequence[int], pair: tuple[int, int],
+    codes: np.ndarray, threshold: float, window: Window = "anonlink",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact Dice of the colliding pairs ``codes`` (each once) of datasets ``pair``: ``(i, j, similarity)`` of
+    those at or above ``threshold``. ``lanes_t[d]`` is dataset d as transposed 64-bit lanes, ``counts[d]`` its
+    records' set bits."""
+    d, e = pair
+    i, j = codes // sizes[e], codes % sizes[e]
+    return _dice_filter(lanes_t[d], lanes_t[e], counts[d], counts[e], i, j, float(threshold), window)
+
+
+def merge_found(
+    found: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]], sizes: Sequence[int]
+) -> Candidates:
+    """Candidates from the pairs found in batches of bands (a pair found in several batches is kept once),
+    in :func:`~pprl.matching.dice.similarity.find_candidates`' order."""
+    sims, dsets, recs = [], [], []
+    for (d, e), parts in found.items():
+        if not parts:
+            continue
+        i = np.concatenate([p[0] for p in parts])
+        j = np.concatenate([p[1] for p in parts])
+        s = np.concatenate([p[2] for p in parts])
+        # A pair colliding in bands of different batches was compared (and kept) more than once.
+        _, first = np.unique(i * sizes[e] + j, return_index=True)
+        i, j, s = i[first], j[first], s[first]
+        sims.append(s)
+        dsets.append(np.broadcast_to(np.array([d, e], np.int64), (s.shape[0], 2)))
+        recs.append(np.stack([i, j], axis=1))
     if not sims:
-        return Candidates.empty(), report
+        return Candidates.empty()
     sim = np.concatenate(sims)
     dset = np.concatenate(dsets)
     rec = np.concatenate(recs).reshape(-1, 2)
     order = np.lexsort((rec[:, 1], rec[:, 0], dset[:, 1], dset[:, 0], -sim))
-    return Candidates(sim[order], dset[order], rec[order]), report
+    return Candidates(sim[order], dset[order], rec[order])
+
+
+def band_keys_of_lanes(lanes_t: np.ndarray, positions: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Band keys ``(bands, n)`` for ``positions`` (bands x bits) read straight from transposed 64-bit lanes
+    (``rows``: only these records), equal to those the in-process search computes from unpacked bits: a worker
+    that holds the lanes needs no unpacked copy of every bit."""
+    flat = positions.ravel()
+    byte = flat // 8
+    lane, shift = byte // 8, (byte % 8) * 8 + (7 - flat % 8)
+    n = lanes_t.shape[1] if rows is None else rows.shape[0]
+    bits = np.empty((flat.shape[0], n), np.uint8)
+    for k in range(flat.shape[0]):
+        row = lanes_t[lane[k]] if rows is None else lanes_t[lane[k]][rows]
+        bits[k] = (row >> np.uint64(shift[k])) & np.uint64(1)
+    local = np.arange(flat.shape[0]).reshape(positions.shape)
+    return _band_keys(bits, local)

@@ -1,0 +1,236 @@
+"""Candidate pairs on a Dask cluster (dask.distributed): the comparison step of ``link`` and ``registry update``.
+
+The client (this process) holds the encodings, as it does in-process; it
+sends each dataset to every worker once (as transposed 64-bit lanes and
+popcounts), then runs one task per piece of work:
+
+- **LSH blocking**: a task per group of bands. It computes the group's band
+  keys straight from the lanes, finds the pairs of records that share a key,
+  and keeps those whose exact Dice reaches the threshold (only those come
+  back). The client merges the groups' pairs, keeping a pair found in
+  several groups once, and orders them as the in-process search does.
+- **No blocking**: a task per block of rows of a dataset against each later
+  dataset, through the native Dice kernel (one thread a task); the client
+  shifts the block's row numbers and orders the merged pairs.
+
+The candidates (pairs, similarities, order) are exactly those of the
+in-process :func:`~pprl.matching.blocking.candidates.lsh_candidates` and
+:func:`~pprl.matching.dice.similarity.find_candidates`. One figure differs:
+the blocking report's ``comparisons`` counts each colliding pair once per
+task here and once per batch in-process (a lower bound on the reduction
+ratio either way).
+
+Start one with :meth:`DaskEngine.start` (a running scheduler's address, or a
+LocalCluster of this machine), use it as a context manager, and pass it to
+:func:`pprl.protocol.link.search_candidates` (``engine=``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pprl.errors import OptionError
+from pprl.matching.blocking import (
+    BlockingReport,
+    Window,
+    as_lanes,
+    band_collisions,
+    band_keys_of_lanes,
+    band_positions,
+    dice_of_codes,
+    merge_found,
+    popcount_rows,
+)
+from pprl.matching.dice.similarity import Candidates, find_candidates
+from pprl.matching.thresholds import check_datasets
+
+__all__ = ["DaskEngine", "BANDS_PER_TASK", "ROWS_PER_TASK"]
+
+log = logging.getLogger("pprl.engine")
+
+#: Bands per LSH task: a task holds the keys of its bands for every record (4 bytes a band and record).
+BANDS_PER_TASK = 4
+#: Rows of the first dataset per task without blocking.
+ROWS_PER_TASK = 20_000
+
+
+@dataclass
+class DaskEngine:
+    """A connection to a Dask cluster that runs pprl's comparison tasks."""
+
+    client: Any
+    cluster: Any = None
+    bands_per_task: int = BANDS_PER_TASK
+    rows_per_task: int = ROWS_PER_TASK
+    progress: bool = False
+    _closed: bool = field(default=False, repr=False)
+
+    @classmethod
+    def start(cls, scheduler: str | None = None, *, workers: int = 2, threads_per_worker: int = 1,
+              memory_limit: str | None = None, progress: bool = False, timeout: float = 20.0,
+              **kwargs: Any) -> DaskEngine:
+        """Connect to the scheduler at ``scheduler`` (``tcp://host:8786``), or start a LocalCluster of
+        ``workers`` processes on this machine (its dashboard on a free local port). ``timeout``: seconds to keep
+        trying to reach the scheduler."""
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise OptionError("--engine dask needs dask.distributed: pip install 'pprl[dask]'", "engine") from None
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
+            except OSError as exc:
+                raise OptionError(f"cannot reach the Dask scheduler at {scheduler}: {exc} (start one with "
+                                  "`dask scheduler`, or leave --scheduler out for a cluster on this machine)",
+                                  "scheduler") from None
+            return cls(client, None, progress=progress, **kwargs)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise OptionError(f"{{workers}} must be a positive number of worker processes, got {workers!r}", "workers")
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                               dashboard_address="127.0.0.1:0", host="127.0.0.1",
+                               memory_limit=memory_limit or "auto", silence_logs=logging.WARNING)
+        return cls(Client(cluster, set_as_default=False), cluster, progress=progress, **kwargs)
+
+    @property
+    def dashboard(self) -> str:
+        """The cluster's dashboard address (watch the tasks there)."""
+        return str(self.client.dashboard_link or "")
+
+    @property
+    def workers(self) -> int:
+        return len(self.client.scheduler_info().get("workers", {}))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def __enter__(self) -> DaskEngine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- tasks ---------------------------------------------------------------------------------------
+
+    def _gather(self, futures: list[Any], what: str) -> list[Any]:
+        if self.progress and futures:
+            from distributed import progress
+
+            print(f"{what}: {len(futures)} tasks on {self.workers} workers (dashboard {self.dashboard})",
+                  file=sys.stderr)
+            progress(futures, notebook=False)
+            print(file=sys.stderr)
+        return list(self.client.gather(futures))
+
+    def lsh_candidates(self, datasets: Sequence[np.ndarray], threshold: float, *, seed: bytes, bands: int,
+                       bits_per_band: int, estimated_pair_completeness: float | None = None,
+                       pair_completeness_at_threshold: float | None = None,
+                       window: Window = "anonlink") -> tuple[Candidates, BlockingReport]:
+        """:func:`~pprl.matching.blocking.candidates.lsh_candidates` with a given design, on the cluster."""
+        arrays = check_datasets(datasets)
+        sizes = [int(d.shape[0]) for d in arrays]
+        pairs_total = sum(a * b for a, b in itertools.combinations(sizes, 2))
+        length = arrays[0].shape[1] * 8 if arrays else 0
+        report = BlockingReport("lsh", int(bands), int(bits_per_band), 0, int(pairs_total), 1.0, bytes(seed).hex(),
+                                estimated_pair_completeness, pair_completeness_at_threshold)
+        if pairs_total == 0 or length == 0:
+            return Candidates.empty(), report
+        positions = band_positions(bytes(seed), length, int(bands), int(bits_per_band))
+        with self._shared(arrays) as (lanes_t, counts):
+            futures = [self.client.submit(_lsh_task, lanes_t, counts, sizes, positions[g:g + self.bands_per_task],
+                                          float(threshold), window, pure=False)
+                       for g in range(0, int(bands), self.bands_per_task)]
+            results = self._gather(futures, "blocking")
+        found: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
+            p: [] for p in itertools.combinations(range(len(arrays)), 2)}
+        comparisons = 0
+        for part, compared in results:
+            comparisons += compared
+            for pair, triple in part.items():
+                found[pair].append(triple)
+        report = BlockingReport("lsh", int(bands), int(bits_per_band), comparisons, int(pairs_total),
+                                1.0 - comparisons / pairs_total, bytes(seed).hex(), estimated_pair_completeness,
+                                pair_completeness_at_threshold)
+        return merge_found(found, sizes), report
+
+    def find_candidates(self, datasets: Sequence[np.ndarray], threshold: float, *,
+                        window: Window = "anonlink") -> Candidates:
+        """:func:`~pprl.matching.dice.similarity.find_candidates` (every pair, no blocking), on the cluster."""
+        arrays = check_datasets(datasets)
+        sizes = [int(d.shape[0]) for d in arrays]
+        with contextlib.ExitStack() as stack:
+            shared = [self.client.scatter(d, broadcast=True, hash=False) for d in arrays]
+            stack.callback(lambda: self.client.cancel(shared))
+            futures = []
+            for d, e in itertools.combinations(range(len(arrays)), 2):
+                if not sizes[d] or not sizes[e]:
+                    continue
+                for r0 in range(0, sizes[d], self.rows_per_task):
+                    futures.append(self.client.submit(_block_task, shared[d], shared[e], d, e, r0,
+                                                      r0 + self.rows_per_task, float(threshold), window, pure=False))
+            parts = self._gather(futures, "comparing")
+        parts = [p for p in parts if p[0].shape[0]]
+        if not parts:
+            return Candidates.empty()
+        sim = np.concatenate([p[0] for p in parts])
+        dset = np.concatenate([p[1] for p in parts])
+        rec = np.concatenate([p[2] for p in parts])
+        order = np.lexsort((rec[:, 1], rec[:, 0], dset[:, 1], dset[:, 0], -sim))
+        return Candidates(sim[order], dset[order], rec[order])
+
+    @contextlib.contextmanager
+    def _shared(self, arrays: list[np.ndarray]) -> Iterator[tuple[list[Any], list[Any]]]:
+        """Each dataset's transposed lanes and popcounts on every worker, for the tasks of one search."""
+        lanes = [as_lanes(d) for d in arrays]
+        lanes_t = [self.client.scatter(np.ascontiguousarray(x.T), broadcast=True, hash=False) for x in lanes]
+        counts = [self.client.scatter(popcount_rows(x), broadcast=True, hash=False) for x in lanes]
+        try:
+            yield lanes_t, counts
+        finally:
+            self.client.cancel(lanes_t + counts)
+
+
+def _lsh_task(lanes_t: list[np.ndarray], counts: list[np.ndarray], sizes: list[int], positions: np.ndarray,
+              threshold: float, window: Window
+              ) -> tuple[dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]], int]:
+    """One group of bands: the pairs sharing a band key whose Dice reaches ``threshold``, and how many pairs
+    were compared."""
+    active = [np.flatnonzero(c > 0) for c in counts]  # records with no bit set are never candidates
+    keys = [band_keys_of_lanes(lt, positions, rows=a) for lt, a in zip(lanes_t, active)]
+    pairs = list(itertools.combinations(range(len(sizes)), 2))
+    collected: dict[tuple[int, int], list[np.ndarray]] = {p: [] for p in pairs}
+    for k in range(positions.shape[0]):
+        for pair, codes in band_collisions([kd[k] for kd in keys], active, sizes, pairs).items():
+            collected[pair].append(codes)
+    out, compared = {}, 0
+    for pair, parts in collected.items():
+        if not parts:
+            continue
+        codes = np.unique(np.concatenate(parts))
+        compared += int(codes.shape[0])
+        out[pair] = dice_of_codes(lanes_t, counts, sizes, pair, codes, threshold, window)
+    return out, compared
+
+
+def _block_task(a: np.ndarray, b: np.ndarray, d: int, e: int, r0: int, r1: int, threshold: float,
+                window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``r0:r1`` of dataset ``d`` against dataset ``e``: (similarity, datasets, records) in whole-dataset
+    numbering."""
+    found = find_candidates([a[r0:r1], b], threshold, window=window, workers=1)
+    n = found.similarity.shape[0]
+    rec = found.record.astype(np.int64, copy=True)
+    rec[:, 0] += r0
+    dset = np.broadcast_to(np.array([d, e], np.int64), (n, 2)).copy()
+    return found.similarity, dset, rec

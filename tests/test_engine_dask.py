@@ -1,0 +1,81 @@
+"""The Dask engine on a LocalCluster of two worker processes: the same candidates as in-process, pair for pair."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pprl.matching.blocking import as_lanes, band_keys_of_lanes, band_positions, lsh_candidates
+from pprl.matching.dice.similarity import find_candidates
+
+distributed = pytest.importorskip("distributed")
+
+from pprl.engine.dask_engine import DaskEngine  # noqa: E402
+
+
+def _datasets(seed: int, sizes: tuple[int, ...], width: int = 128, noise: float = 0.04) -> list[np.ndarray]:
+    """Random filters of ~30% fill; each dataset after the first holds noisy copies of half the first's rows."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((sizes[0], width * 8)) < 0.3
+    out = [np.packbits(base, axis=1)]
+    for n in sizes[1:]:
+        rows = rng.random((n, width * 8)) < 0.3
+        copies = min(n // 2, sizes[0])
+        pick = rng.choice(sizes[0], copies, replace=False)
+        rows[:copies] = base[pick] ^ (rng.random((copies, width * 8)) < noise)
+        out.append(np.packbits(rows[rng.permutation(n)], axis=1))
+    out[-1][3] = 0  # a record with no bit set is never a candidate
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine():
+    with DaskEngine.start(workers=2, bands_per_task=3, rows_per_task=700) as e:
+        yield e
+
+
+def _same(a, b) -> None:
+    assert np.array_equal(a.similarity, b.similarity)
+    assert np.array_equal(a.dataset, b.dataset) and np.array_equal(a.record, b.record)
+
+
+def test_band_keys_from_lanes_equal_those_from_unpacked_bits():
+    (data,) = _datasets(1, (300,), width=100)  # 800 bits: lanes padded to 13 words
+    positions = band_positions(b"seed", 800, 7, 19)
+    lanes_t = np.ascontiguousarray(as_lanes(data).T)
+    bits_t = np.unpackbits(np.ascontiguousarray(data.T), axis=0)
+    sel = bits_t[positions.ravel()].reshape(7, 19, -1)
+    packed = np.packbits(sel, axis=1)
+    keys = np.zeros((7, 4, 300), np.uint8)
+    keys[:, :packed.shape[1]] = packed
+    expected = np.ascontiguousarray(keys.transpose(0, 2, 1)).view(np.uint32).reshape(7, 300)
+    assert np.array_equal(band_keys_of_lanes(lanes_t, positions), expected)
+    rows = np.array([5, 0, 299, 17])
+    assert np.array_equal(band_keys_of_lanes(lanes_t, positions, rows=rows), expected[:, rows])
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8])
+def test_lsh_candidates_on_the_cluster_equal_the_in_process_ones(engine, threshold):
+    datasets = _datasets(2, (1500, 1200, 900))
+    local, report = lsh_candidates(datasets, threshold, seed=b"k", bands=10, bits_per_band=12)
+    remote, remote_report = engine.lsh_candidates(datasets, threshold, seed=b"k", bands=10, bits_per_band=12)
+    assert len(local) > 500
+    _same(remote, local)
+    assert (remote_report.bands, remote_report.bits_per_band, remote_report.pairs_total) == (
+        report.bands, report.bits_per_band, report.pairs_total)
+    assert len(local) <= remote_report.comparisons <= 10 * report.comparisons
+
+
+def test_every_pair_on_the_cluster_equals_the_native_search(engine):
+    datasets = _datasets(3, (2000, 1700, 400))
+    for threshold in (0.55, 0.9):
+        _same(engine.find_candidates(datasets, threshold), find_candidates(datasets, threshold))
+    empty = [datasets[0], datasets[1][:0]]
+    assert len(engine.find_candidates(empty, 0.5)) == 0
+
+
+def test_a_scheduler_that_is_not_there_is_a_clear_error():
+    from pprl.errors import OptionError
+
+    with pytest.raises(OptionError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        DaskEngine.start("tcp://127.0.0.1:9", timeout=2)
