@@ -79,3 +79,71 @@ def test_a_scheduler_that_is_not_there_is_a_clear_error():
 
     with pytest.raises(OptionError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         DaskEngine.start("tcp://127.0.0.1:9", timeout=2)
+
+
+@pytest.fixture(scope="module")
+def keys():
+    from pprl.crypto.paillier.vector import generate_keypair
+
+    return generate_keypair(1024, _allow_insecure=True)
+
+
+@pytest.mark.parametrize("records", [1, 3])
+def test_sums_per_entity_on_the_cluster_equal_the_in_process_ones(engine, keys, records):
+    import random
+
+    from pprl.crypto.paillier.packing import PackingSpec, encrypt_packed
+    from pprl.crypto.paillier.packing_records import sum_records
+
+    public, _private = keys
+    spec = PackingSpec.plan(1000, 2, 8, count_slot=True, records_per_ciphertext=records)
+    rng = random.Random(records)
+    rows = np.array([[rng.randint(-1000, 1000) for _ in range(2)] for _ in range(61)], dtype=object)
+    enc = encrypt_packed(public, rows, spec, workers=1)
+    limit = len(enc) * records
+    groups = [rng.sample(range(limit), rng.randint(0, 4)) for _ in range(45)] + [[], [limit - 1]]
+    engine.entities_per_task = 7
+    try:
+        remote = engine.sum_records(enc, groups, spec)
+    finally:
+        engine.entities_per_task = 20_000
+    assert remote.to_bytes() == sum_records(enc, groups, spec, workers=1).to_bytes()
+    assert len(remote) == len(groups)
+
+
+def test_a_release_summed_on_the_cluster_equals_the_one_summed_here(engine):
+    import os
+
+    from pprl.encoding.schema import load_schema
+    from pprl.protocol.aggregate import AggregateOptions, aggregate_release
+    from pprl.protocol.decrypt import new_paillier_key
+    from pprl.protocol.identity import create_identity
+    from pprl.protocol.link import LinkOptions, link_submissions
+    from pprl.protocol.secret import combine_shares, make_share
+    from pprl.protocol.submit import SubmitOptions, open_paillier_public, prepare_submission
+    from pprl.sim.synth import generate_population
+
+    population = generate_population(80, 3, seed=11)
+    names = sorted(population.platforms)
+    platforms = [create_identity(n, "platform") for n in names]
+    bureau, authority = create_identity("bureau", "bureau"), create_identity("authority", "authority")
+    shares = [make_share(p, [q.card for q in platforms]) for p in platforms]
+    secrets_ = {p.name: combine_shares(p, shares) for p in platforms}
+    pub, _private = new_paillier_key(authority, 2048)
+    key = open_paillier_public(pub, authority.card)
+    schema = load_schema(os.path.join(os.path.dirname(__file__), "..", "examples", "schema-cn.json"))
+    submissions = [prepare_submission(p, schema, secrets_[p.name], population.platforms[p.name],
+                                      SubmitOptions(id_column="user_id", scores=("repay_score",)), key).submission
+                   for p in platforms]
+    cards = [p.card for p in platforms]
+    linkage = link_submissions(bureau, cards, submissions, LinkOptions(threshold=None)).linkage
+    here = aggregate_release(bureau, linkage, submissions, AggregateOptions(min_contributors=2), cards)
+    engine.entities_per_task = 9
+    try:
+        there = aggregate_release(bureau, linkage, submissions, AggregateOptions(min_contributors=2), cards,
+                                  engine=engine)
+    finally:
+        engine.entities_per_task = 20_000
+    assert here.released > 9 and there.released == here.released
+    assert there.release.payload.entity_ids == here.release.payload.entity_ids
+    assert there.release.payload.sums == here.release.payload.sums

@@ -1,14 +1,45 @@
-"""Where the heavy steps run: in this process (the default) or on a Dask cluster (:mod:`pprl.engine.dask`).
+"""Where the heavy steps run: in this process (the default) or on a Dask cluster (:mod:`pprl.engine.dask_engine`).
 
 An engine gives the same results as the in-process code it replaces; only
-where the work runs changes. ``pprl link --engine dask`` (with
-``--scheduler ADDRESS`` for a running cluster, or a LocalCluster on this
-machine without one) is the command-line way in.
+where the work runs changes. Protocol steps take an optional ``engine`` (an
+object with the methods of :class:`Engine`); without one they run here.
+``--engine dask`` (with ``--scheduler ADDRESS`` for a running cluster, or a
+LocalCluster on this machine without one) is the command-line way in.
 """
 
 from __future__ import annotations
 
-__all__ = ["ENGINES"]
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pprl.crypto.paillier.packing import PackingSpec
+    from pprl.crypto.paillier.vector import EncryptedVector
+    from pprl.matching.blocking import BlockingReport
+    from pprl.matching.dice.similarity import Candidates
+
+__all__ = ["ENGINES", "Engine"]
 
 #: The engines the commands accept.
 ENGINES = ("local", "dask")
+
+
+class Engine(Protocol):
+    """What a protocol step asks of an engine (each result equal to the in-process function's)."""
+
+    def lsh_candidates(self, datasets: Sequence[np.ndarray], threshold: float, *, seed: bytes, bands: int,
+                       bits_per_band: int, estimated_pair_completeness: float | None = None,
+                       pair_completeness_at_threshold: float | None = None) -> tuple[Candidates, BlockingReport]:
+        """:func:`pprl.matching.blocking.lsh_candidates` with a given design."""
+        ...
+
+    def find_candidates(self, datasets: Sequence[np.ndarray], threshold: float) -> Candidates:
+        """:func:`pprl.matching.dice.similarity.find_candidates` (every pair)."""
+        ...
+
+    def sum_records(self, enc: EncryptedVector, groups: Sequence[Sequence[int]],
+                    spec: PackingSpec) -> EncryptedVector:
+        """:func:`pprl.crypto.paillier.packing_records.sum_records`."""
+        ...

@@ -1,4 +1,4 @@
-"""Candidate pairs on a Dask cluster (dask.distributed): the comparison step of ``link`` and ``registry update``.
+"""pprl's heavy steps on a Dask cluster (dask.distributed): linkage candidates, and homomorphic sums per entity.
 
 The client (this process) holds the encodings, as it does in-process; it
 sends each dataset to every worker once (as transposed 64-bit lanes and
@@ -12,6 +12,11 @@ popcounts), then runs one task per piece of work:
 - **No blocking**: a task per block of rows of a dataset against each later
   dataset, through the native Dice kernel (one thread a task); the client
   shifts the block's row numbers and orders the merged pairs.
+
+- **Sums per entity** (``aggregate``): a task per partition of entities,
+  sent only the ciphertexts its entities' records are in; it sums them as
+  :func:`~pprl.crypto.paillier.packing_records.sum_records` does, and the
+  client puts the partitions' sums back in entity order.
 
 The candidates (pairs, similarities, order) are exactly those of the
 in-process :func:`~pprl.matching.blocking.candidates.lsh_candidates` and
@@ -37,7 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from pprl.errors import OptionError
+from pprl.crypto.paillier.packing import PackingSpec
+from pprl.crypto.paillier.packing_records import sum_records
+from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
+from pprl.errors import DataValidationError, OptionError
 from pprl.matching.blocking import (
     BlockingReport,
     Window,
@@ -52,7 +60,7 @@ from pprl.matching.blocking import (
 from pprl.matching.dice.similarity import Candidates, find_candidates
 from pprl.matching.thresholds import check_datasets
 
-__all__ = ["DaskEngine", "BANDS_PER_TASK", "ROWS_PER_TASK"]
+__all__ = ["DaskEngine", "BANDS_PER_TASK", "ENTITIES_PER_TASK", "ROWS_PER_TASK"]
 
 log = logging.getLogger("pprl.engine")
 
@@ -60,6 +68,8 @@ log = logging.getLogger("pprl.engine")
 BANDS_PER_TASK = 4
 #: Rows of the first dataset per task without blocking.
 ROWS_PER_TASK = 20_000
+#: Entities per task of homomorphic sums (each entity's records: a few ciphertexts of 512 bytes at 2048 bits).
+ENTITIES_PER_TASK = 20_000
 
 
 @dataclass
@@ -70,6 +80,7 @@ class DaskEngine:
     cluster: Any = None
     bands_per_task: int = BANDS_PER_TASK
     rows_per_task: int = ROWS_PER_TASK
+    entities_per_task: int = ENTITIES_PER_TASK
     progress: bool = False
     _closed: bool = field(default=False, repr=False)
 
@@ -190,6 +201,37 @@ class DaskEngine:
         order = np.lexsort((rec[:, 1], rec[:, 0], dset[:, 1], dset[:, 0], -sim))
         return Candidates(sim[order], dset[order], rec[order])
 
+    def sum_records(self, enc: EncryptedVector, groups: Sequence[Sequence[int]], spec: PackingSpec) -> EncryptedVector:
+        """:func:`~pprl.crypto.paillier.packing_records.sum_records` on the cluster: one ciphertext per group of
+        record addresses, equal to the in-process sums."""
+        r = spec.records_per_ciphertext
+        limit = len(enc) * r
+        key = enc.public_key
+        cts = enc.to_bytes()
+        width = key.ciphertext_bytes
+        futures = []
+        for g0 in range(0, len(groups), self.entities_per_task):
+            part = groups[g0:g0 + self.entities_per_task]
+            needed: dict[int, int] = {}
+            local_groups: list[list[int]] = []
+            for group in part:
+                row = []
+                for a in group:
+                    a = int(a)
+                    if not 0 <= a < limit:
+                        raise DataValidationError(f"group {g0 + len(local_groups) + 1} has a record address "
+                                                  f"outside 0..{limit - 1}")
+                    slot = needed.setdefault(a // r, len(needed))
+                    row.append(slot * r + a % r)
+                local_groups.append(row)
+            blob = b"".join(cts[c * width:(c + 1) * width] for c in needed)
+            futures.append(self.client.submit(_sum_task, key.to_dict(), blob, local_groups, spec.to_dict(),
+                                              pure=False))
+        parts = self._gather(futures, "summing")
+        if not parts:
+            return EncryptedVector.from_bytes(key, b"")
+        return EncryptedVector.from_bytes(key, b"".join(parts))
+
     @contextlib.contextmanager
     def _shared(self, arrays: list[np.ndarray]) -> Iterator[tuple[list[Any], list[Any]]]:
         """Each dataset's transposed lanes and popcounts on every worker, for the tasks of one search."""
@@ -222,6 +264,13 @@ def _lsh_task(lanes_t: list[np.ndarray], counts: list[np.ndarray], sizes: list[i
         compared += int(codes.shape[0])
         out[pair] = dice_of_codes(lanes_t, counts, sizes, pair, codes, threshold, window)
     return out, compared
+
+
+def _sum_task(key: dict[str, Any], blob: bytes, groups: list[list[int]], spec: dict[str, Any]) -> bytes:
+    """One partition of entities: their sums, as bytes (the ciphertexts it was sent, renumbered from 0)."""
+    public = PaillierPublicKey.from_dict(key, allow_small=True)  # the client's own key object, checked there
+    return sum_records(EncryptedVector.from_bytes(public, blob), groups, PackingSpec.from_dict(spec),
+                       workers=1).to_bytes()
 
 
 def _block_task(a: np.ndarray, b: np.ndarray, d: int, e: int, r0: int, r1: int, threshold: float,

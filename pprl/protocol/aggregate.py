@@ -28,6 +28,7 @@ from pprl.crypto.paillier.packing_records import blinding_plaintexts, record_add
 from pprl.crypto.paillier.proofs import encrypt_known, prove_known
 from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey, encode_fixed
 from pprl.documents import Card, Linkage, LogHead, Release, ReleaseHeader, ReleasePayload, Submission, seal, verify
+from pprl.engine import Engine
 from pprl.errors import DocumentError, OptionError, PolicyError
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.link import VerifiedSubmission, check_consistent, open_linkage, open_submission, paillier_key_of
@@ -107,6 +108,7 @@ def aggregate_release(
     options: AggregateOptions,
     cards: Sequence[Card],
     audit_head: LogHead | None = None,
+    engine: Engine | None = None,
 ) -> Aggregated:
     """Sum each score column per entity under encryption; release only well-supported entities.
 
@@ -118,6 +120,7 @@ def aggregate_release(
         cards: platform cards the submissions' signers must be among (and the signer of ``audit_head``).
         audit_head: the decryptor's audit-log head as a pinned party witnessed it (``pprl audit
             witness``); the release carries it, and the decryptor refuses it unless its log extends it.
+        engine: where the sums run (:mod:`pprl.engine`; default: here); the release is the same.
 
     Raises:
         DocumentError: submissions that are not the linkage's, or disagree.
@@ -146,7 +149,7 @@ def aggregate_release(
             f"an entity has more than {spec.max_summands - extra} records"
             + (" (plus the noise row)" if extra else "") + ", beyond the packing's headroom"
         )
-    summed = linked.sums(released_ids, progress=options.progress)
+    summed = linked.sums(released_ids, progress=options.progress, engine=engine)
     added_proof = None
     if released_ids and (policy is not None or spec.records_per_ciphertext > 1):
         rows = (noise_rows(spec, policy, columns, released_ids, linkage.hash, noise_key(me))
@@ -255,10 +258,14 @@ class LinkedGroups:
     columns: list[str]
     entities: dict[str, tuple[list[int], int]]
 
-    def sums(self, entity_ids: Sequence[str], *, progress: bool = False) -> EncryptedVector:
-        """The homomorphic sums of these entities' records, as the bureau must compute them (deterministic)."""
+    def sums(self, entity_ids: Sequence[str], *, progress: bool = False, engine: Engine | None = None
+             ) -> EncryptedVector:
+        """The homomorphic sums of these entities' records, as the bureau must compute them (deterministic;
+        ``engine``: on a cluster, with the same result)."""
         vectors = [EncryptedVector.from_bytes(self.key, s.doc.payload.scores_packed or b"") for s in self.ordered]
         groups = [self.entities[e][0] for e in entity_ids]
+        if engine is not None:
+            return engine.sum_records(EncryptedVector.concat(vectors), groups, self.spec)
         return sum_records(EncryptedVector.concat(vectors), groups, self.spec, progress=progress)
 
 
