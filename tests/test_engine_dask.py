@@ -147,3 +147,49 @@ def test_a_release_summed_on_the_cluster_equals_the_one_summed_here(engine):
     assert here.released > 9 and there.released == here.released
     assert there.release.payload.entity_ids == here.release.payload.entity_ids
     assert there.release.payload.sums == here.release.payload.sums
+
+
+def test_a_submission_encoded_and_encrypted_on_the_cluster_holds_the_same_clks_and_values(engine, keys):
+    import os
+
+    from pprl.encoding.clk import encode_with_report
+    from pprl.encoding.schema import load_schema
+    from pprl.protocol.identity import create_identity
+    from pprl.protocol.secret import combine_shares, make_share
+    from pprl.protocol.submit import SubmitOptions, prepare_submission
+    from pprl.sim.synth import generate_population
+
+    population = generate_population(150, 2, seed=5)
+    name = sorted(population.platforms)[0]
+    frame = population.platforms[name]
+    me = create_identity(name, "platform")
+    secret = combine_shares(me, [make_share(me, [me.card])])
+    schema = load_schema(os.path.join(os.path.dirname(__file__), "..", "examples", "schema-cn.json"))
+    engine.records_per_task = 40
+    try:
+        encoded = engine.encode(frame, schema, secret.secret)
+        public, private = keys
+        options = SubmitOptions(id_column="user_id", scores=("repay_score", "spend_score"), records_per_ciphertext=3)
+        there = prepare_submission(me, schema, secret, frame, options, public, engine=engine)
+    finally:
+        engine.records_per_task = 20_000
+    here = encode_with_report(frame, schema, secret.secret, workers=1)
+    assert np.array_equal(encoded.clks, here.clks) and encoded.report == here.report
+    # the submission's records leave shuffled: each token's CLK and scores are its own row's
+    from decimal import Decimal
+
+    from pprl.crypto.paillier.packing import PackingSpec, pack_rows
+    from pprl.crypto.paillier.vector import EncryptedVector, decrypt_raw
+
+    doc = there.submission
+    by_user = frame.set_index("user_id")
+    clks = np.frombuffer(doc.payload.clks, np.uint8).reshape(len(doc.payload.tokens), -1)
+    position = {user: i for i, user in enumerate(frame["user_id"])}
+    assert [t for t, _ in there.token_map] == list(doc.payload.tokens)
+    for k, (_token, user) in enumerate(there.token_map):
+        assert np.array_equal(clks[k], here.clks[position[user]])
+    spec = PackingSpec.from_dict(doc.header.packing)
+    scaled = np.array([[int(Decimal(str(by_user.loc[user, c])) * 10 ** doc.header.score_decimals)
+                        for c in ("repay_score", "spend_score")] for _t, user in there.token_map], dtype=object)
+    vector = EncryptedVector.from_bytes(public, doc.payload.scores_packed)
+    assert decrypt_raw(private, vector, workers=1) == pack_rows(scaled, spec)

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     import numpy as np
 
     from pprl.crypto.paillier.packing import PackingSpec
-    from pprl.crypto.paillier.vector import EncryptedVector
+    from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
+    from pprl.encoding.clk import EncodeResult
+    from pprl.encoding.schema import Schema
     from pprl.matching.blocking import BlockingReport
     from pprl.matching.dice.similarity import Candidates
 
@@ -37,6 +39,15 @@ class Engine(Protocol):
 
     def find_candidates(self, datasets: Sequence[np.ndarray], threshold: float) -> Candidates:
         """:func:`pprl.matching.dice.similarity.find_candidates` (every pair)."""
+        ...
+
+    def encode(self, frame: object, schema: Schema, secret: bytes, *, run: str | None = None) -> EncodeResult:
+        """:func:`pprl.encoding.clk.encode_with_report` (the same CLKs and counts)."""
+        ...
+
+    def encrypt_packed(self, key: PaillierPublicKey, matrix: np.ndarray, spec: PackingSpec, *,
+                       method: str | None = None) -> EncryptedVector:
+        """:func:`pprl.crypto.paillier.packing.encrypt_packed` (the same packing, fresh randomness)."""
         ...
 
     def sum_records(self, enc: EncryptedVector, groups: Sequence[Sequence[int]],

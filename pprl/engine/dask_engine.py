@@ -13,6 +13,12 @@ popcounts), then runs one task per piece of work:
   dataset, through the native Dice kernel (one thread a task); the client
   shifts the block's row numbers and orders the merged pairs.
 
+- **Encoding and encryption** (``submit``): a task per partition of rows
+  encodes it (CLKs, missing/invalid counts) or encrypts its packed scores;
+  the CLKs equal the in-process ones, the ciphertexts decrypt to the same
+  values (encryption is randomised). The workers are sent the linkage
+  secret: run them in the platform's own network, and configure Dask's TLS
+  (``distributed.security.Security``) beyond one machine.
 - **Sums per entity** (``aggregate``): a task per partition of entities,
   sent only the ciphertexts its entities' records are in; it sums them as
   :func:`~pprl.crypto.paillier.packing_records.sum_records` does, and the
@@ -42,9 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from pprl.crypto.paillier.packing import PackingSpec
+from pprl.crypto.paillier.packing import PackingSpec, encrypt_packed
 from pprl.crypto.paillier.packing_records import sum_records
 from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
+from pprl.encoding.clk import EncodeReport, EncodeResult, FeatureReport, encode_with_report
+from pprl.encoding.schema import Schema
 from pprl.errors import DataValidationError, OptionError
 from pprl.matching.blocking import (
     BlockingReport,
@@ -60,7 +68,7 @@ from pprl.matching.blocking import (
 from pprl.matching.dice.similarity import Candidates, find_candidates
 from pprl.matching.thresholds import check_datasets
 
-__all__ = ["DaskEngine", "BANDS_PER_TASK", "ENTITIES_PER_TASK", "ROWS_PER_TASK"]
+__all__ = ["DaskEngine", "BANDS_PER_TASK", "ENTITIES_PER_TASK", "RECORDS_PER_TASK", "ROWS_PER_TASK"]
 
 log = logging.getLogger("pprl.engine")
 
@@ -68,6 +76,8 @@ log = logging.getLogger("pprl.engine")
 BANDS_PER_TASK = 4
 #: Rows of the first dataset per task without blocking.
 ROWS_PER_TASK = 20_000
+#: Records per task of encoding or encryption.
+RECORDS_PER_TASK = 20_000
 #: Entities per task of homomorphic sums (each entity's records: a few ciphertexts of 512 bytes at 2048 bits).
 ENTITIES_PER_TASK = 20_000
 
@@ -81,6 +91,7 @@ class DaskEngine:
     bands_per_task: int = BANDS_PER_TASK
     rows_per_task: int = ROWS_PER_TASK
     entities_per_task: int = ENTITIES_PER_TASK
+    records_per_task: int = RECORDS_PER_TASK
     progress: bool = False
     _closed: bool = field(default=False, repr=False)
 
@@ -201,6 +212,35 @@ class DaskEngine:
         order = np.lexsort((rec[:, 1], rec[:, 0], dset[:, 1], dset[:, 0], -sim))
         return Candidates(sim[order], dset[order], rec[order])
 
+    def encode(self, frame: Any, schema: Schema, secret: bytes, *, run: str | None = None) -> EncodeResult:
+        """:func:`~pprl.encoding.clk.encode_with_report` on the cluster: the same CLKs, the counts added up."""
+        n = len(frame)
+        futures = [self.client.submit(_encode_task, frame.iloc[r0:r0 + self.records_per_task], schema, secret, run,
+                                      pure=False)
+                   for r0 in range(0, n, self.records_per_task)]
+        parts = self._gather(futures, "encoding")
+        if not parts:
+            return encode_with_report(frame, schema, secret, run=run, workers=1)
+        clks = np.concatenate([part.clks for part in parts])
+        features = []
+        for i, first in enumerate(parts[0].report.features):
+            features.append(FeatureReport(first.identifier, first.column, first.normaliser,
+                                          sum(part.report.features[i].missing for part in parts),
+                                          sum(part.report.features[i].invalid for part in parts)))
+        return EncodeResult(clks, EncodeReport(n, tuple(features)))
+
+    def encrypt_packed(self, key: PaillierPublicKey, matrix: np.ndarray, spec: PackingSpec, *,
+                       method: str | None = None) -> EncryptedVector:
+        """:func:`~pprl.crypto.paillier.packing.encrypt_packed` on the cluster (partitions of whole ciphertexts:
+        the same packing; fresh randomness, so other ciphertexts of the same values)."""
+        r = spec.records_per_ciphertext
+        step = max(r, self.records_per_task - self.records_per_task % r)
+        futures = [self.client.submit(_encrypt_task, key.to_dict(), matrix[r0:r0 + step], spec.to_dict(), method,
+                                      pure=False)
+                   for r0 in range(0, len(matrix), step)]
+        parts = self._gather(futures, "encrypting")
+        return EncryptedVector.from_bytes(key, b"".join(parts))
+
     def sum_records(self, enc: EncryptedVector, groups: Sequence[Sequence[int]], spec: PackingSpec) -> EncryptedVector:
         """:func:`~pprl.crypto.paillier.packing_records.sum_records` on the cluster: one ciphertext per group of
         record addresses, equal to the in-process sums."""
@@ -264,6 +304,15 @@ def _lsh_task(lanes_t: list[np.ndarray], counts: list[np.ndarray], sizes: list[i
         compared += int(codes.shape[0])
         out[pair] = dice_of_codes(lanes_t, counts, sizes, pair, codes, threshold, window)
     return out, compared
+
+
+def _encode_task(frame: Any, schema: Schema, secret: bytes, run: str | None) -> EncodeResult:
+    return encode_with_report(frame, schema, secret, run=run, workers=1)
+
+
+def _encrypt_task(key: dict[str, Any], matrix: np.ndarray, spec: dict[str, Any], method: str | None) -> bytes:
+    public = PaillierPublicKey.from_dict(key, allow_small=True)  # the client's own key object, checked there
+    return encrypt_packed(public, matrix, PackingSpec.from_dict(spec), workers=1, method=method).to_bytes()
 
 
 def _sum_task(key: dict[str, Any], blob: bytes, groups: list[list[int]], spec: dict[str, Any]) -> bytes:

@@ -26,6 +26,7 @@ from pprl.documents import Card, PaillierPub, Submission, SubmissionHeader, Subm
 from pprl.encoding.clk import encode_with_report
 from pprl.encoding.normalise import IDENTIFIER_KINDS, normaliser_for
 from pprl.encoding.schema import Schema
+from pprl.engine import Engine
 from pprl.errors import DataValidationError, KeyMismatchError, OptionError
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.link import check_run
@@ -232,6 +233,7 @@ def prepare_submission(
     paillier: PaillierPublicKey | None = None,
     *,
     source: str = "data",
+    engine: Engine | None = None,
 ) -> PreparedSubmission:
     """Encode, encrypt and sign this platform's records.
 
@@ -243,6 +245,7 @@ def prepare_submission(
         options: id column, score columns and how to encrypt them.
         paillier: the authority's public key, verified (needed with score columns).
         source: how errors name ``records`` (its file).
+        engine: where encoding and encryption run (:mod:`pprl.engine`; default: here). The CLKs are the same.
 
     Returns:
         The signed submission and the private token map.
@@ -270,7 +273,10 @@ def prepare_submission(
                               "bureau announced", "run")
         linkage_secret = secret.for_run(options.run)
     try:
-        encoded = encode_with_report(frame, schema, secret.secret, progress=options.progress, run=options.run)
+        if engine is not None:
+            encoded = engine.encode(frame, schema, secret.secret, run=options.run)
+        else:
+            encoded = encode_with_report(frame, schema, secret.secret, progress=options.progress, run=options.run)
     except DataValidationError as exc:
         raise DataValidationError(f"{source}: {exc}") from None
     # Records leave in a random order so the document says nothing about the table's order.
@@ -278,10 +284,10 @@ def prepare_submission(
     clks = encoded.clks[order]
     ids = frame[options.id_column].to_numpy()[order]
     method = "plain" if options.encryption == "plain" else None
-    packed = (
-        encrypt_packed(key, fixed[order], spec, progress=options.progress, method=method).to_bytes()
-        if key is not None and spec is not None else None
-    )
+    packed = None
+    if key is not None and spec is not None:
+        packed = (engine.encrypt_packed(key, fixed[order], spec, method=method) if engine is not None else
+                  encrypt_packed(key, fixed[order], spec, progress=options.progress, method=method)).to_bytes()
     tokens = [secrets.token_hex(12) for _ in range(len(frame))]
     pseudonyms = None
     if options.pseudonym_column:
