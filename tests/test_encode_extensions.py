@@ -184,7 +184,7 @@ def test_extension_free_schemas_still_match_clkhash():
 def test_normalisers_travel_to_worker_processes():
     schema = load_schema(RAW_CN)
     feature = next(f for f in schema.features if f.identifier == "name_pinyin")
-    assert feature.normalise == Normaliser("cn_name", (("output", "pinyin"),))
+    assert feature.normalise == Normaliser("cn_name", (("output", "pinyin"), ("words", True)))
     import pickle
 
     assert pickle.loads(pickle.dumps(schema)) == schema

@@ -13,6 +13,7 @@ import pytest
 from pprl.encoding.normalise import (
     NORMALISER_TYPES,
     Normaliser,
+    clear_caches,
     normalise_date,
     normalise_gender,
     normalise_mobile,
@@ -237,7 +238,7 @@ def test_tables_fingerprint_is_stable():
     ({}, "normalise.type is missing"),
     ("cn_name", "normalise must be an object"),
     ({"type": "cn_name", "output": "latin"}, "normalise.output must be one of 'han', 'pinyin'"),
-    ({"type": "cn_name", "outptu": "pinyin"}, "unknown key 'outptu' for type 'cn_name' (options: output)"),
+    ({"type": "cn_name", "outptu": "pinyin"}, "unknown key 'outptu' for type 'cn_name' (options: output, han_only, words)"),
     ({"type": "cn_mobile", "strict": True}, "unknown key 'strict' for type 'cn_mobile' (it takes no options)"),
     ({"type": "text", "lower": 1}, "normalise.lower must be one of true, false"),
     ({"type": "date", "output": "%d/%m/%Y"}, "normalise.output must be one of 'iso', 'compact'"),
@@ -279,7 +280,7 @@ def test_schema_cn_is_extended():
                                          "address"]  # gender is not hashed: it would leak (test_attack.py)
     by_id = {f.identifier: f for f in schema.features}
     assert by_id["name_pinyin"].source == "name" and by_id["name_pinyin"].column == "name"
-    assert by_id["name_pinyin"].normalise == n("cn_name", output="pinyin")
+    assert by_id["name_pinyin"].normalise == n("cn_name", output="pinyin", words=True)
     assert by_id["resident_id"].normalise.type == "cn_resident_id"
     assert not load_schema(EXAMPLES / "schema-cn-clkhash.json").extended
 
@@ -389,3 +390,115 @@ def test_all_extension_problems_reported_together():
     with pytest.raises(SchemaError) as info:
         load_schema(raw)
     assert len(info.value.problems) == 3
+
+
+# ------------------------------------------------------------------ pinyin words, han only, addresses
+
+
+@pytest.mark.parametrize("raw", ["张小明", "張小明", "ZHANG XIAOMING", "Zhang Xiaoming", "zhang xiao ming",
+                                 "Zhāng Xiǎomíng", "章小明"])
+def test_pinyin_words_agree_across_scripts_and_formats(raw):
+    assert n("cn_name", output="pinyin", words=True)(raw) == "zhang xiaoming"
+
+
+def test_pinyin_words_western_order_has_the_same_bigrams():
+    from pprl.encoding.tokens import NgramComparison
+
+    f = n("cn_name", output="pinyin", words=True)
+    bigrams = NgramComparison(2).tokenize
+    assert f("Xiaoming Zhang") == "xiaoming zhang"
+    assert sorted(bigrams(f("Xiaoming Zhang"))) == sorted(bigrams(f("张小明")))
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("吕明", "lv ming"), ("LYU MING", "lv ming"), ("Lü Ming", "lv ming"), ("欧阳娜娜", "ouyang nana"),
+    ("曾伟", "zeng wei"), ("王", "wang"), ("·", None), ("", None),
+])
+def test_pinyin_words_surnames_and_u_umlaut(raw, expected):
+    assert n("cn_name", output="pinyin", words=True)(raw) == expected
+
+
+def test_han_only_drops_names_without_han_characters():
+    f = n("cn_name", han_only=True)
+    assert f("陳 小·明") == "陈小明" and f("ZHANG Xiaoming") is None and f("张Xiaoming") == "张xiaoming"
+    assert n("cn_name")("ZHANG Xiaoming") == "zhangxiaoming"     # the default is unchanged
+
+
+@pytest.mark.parametrize("raw", ["中国河北省石家庄市长安区建国路1号", "河北石家庄市长安区建国路1号",
+                                 "石家庄市 长安区 建国路 1号", "石家莊市長安區建國路１號", "中国石家庄市长安区建国路1号"])
+def test_cn_address_drops_country_and_province(raw):
+    assert n("cn_address")(raw) == "石家庄市长安区建国路1号"
+
+
+def test_cn_address_keeps_a_city_named_like_its_province():
+    f = n("cn_address")
+    assert f("吉林省吉林市船营区") == f("吉林市船营区") == "吉林市船营区"
+    assert f("北京市朝阳区1号") == f("北京朝阳区1号") == "朝阳区1号"
+    assert f("广西壮族自治区南宁市") == "南宁市" and f("中国") is None
+
+
+def test_options_that_do_not_go_together_are_refused():
+    problems: list[str] = []
+    assert parse_normaliser({"type": "cn_name", "words": True}, problems) is None
+    assert problems and "words" in problems[0]
+    with pytest.raises(SchemaError, match="han_only"):
+        n("cn_name", output="pinyin", han_only=True)
+
+
+def test_new_normalisers_are_idempotent_on_synthetic_data():
+    pop = generate_population(1500, 3, seed=4, profile="cn-heavy")
+    cases = [(n("cn_name", output="pinyin", words=True), "name"), (n("cn_name", han_only=True), "name"),
+             (n("cn_address"), "address")]
+    for f, column in cases:
+        for df in pop.platforms.values():
+            for v in df[column]:
+                out = f(v)
+                assert out is None or f(out) == out
+
+
+# ------------------------------------------------------------------ fast paths
+
+
+def _fold_chain(v: str) -> str:
+    from pprl.encoding.normalise.text import NOT_WORD, nfkc
+
+    return NOT_WORD.sub("", nfkc(simplify(nfkc(v)).casefold()))
+
+
+def test_fold_fast_path_equals_the_chain():
+    from pprl.encoding.normalise.chinese import fold
+
+    rnd = random.Random(7)
+    pool = [chr(c) for c in range(0x20, 0x3000, 7)] + [chr(c) for c in range(0x3000, 0xA000, 13)] + \
+        [chr(c) for c in range(0xF900, 0x10000, 3) if not 0xD800 <= c < 0xE000] + ["\u0301", "\u3099", "\u00a0"]
+    for ch in pool:
+        for v in (ch, "a" + ch, ch + "\u0301", "张" + ch + "伟"):
+            assert fold(v) == _fold_chain(v), repr(v)
+    for _ in range(20000):
+        v = "".join(rnd.choice(pool) for _ in range(rnd.randint(1, 6)))
+        assert fold(v) == _fold_chain(v), repr(v)
+    pop = generate_population(1000, 3, seed=2, profile="cn-heavy")
+    for df in pop.platforms.values():
+        for v in [*df.name, *df.address]:
+            assert fold(v) == _fold_chain(v)
+
+
+def test_many_equals_one_at_a_time():
+    from pprl.sim.synth import resident_id_check_digit
+
+    rnd = random.Random(3)
+    ids = []
+    for _ in range(5000):
+        body = "".join(rnd.choice("0123456789") for _ in range(17))
+        if rnd.random() < 0.7:
+            body = body[:6] + f"{rnd.randint(0, 2100):04d}{rnd.randint(0, 13):02d}{rnd.randint(0, 32):02d}" + body[14:]
+        ids.append(body + (resident_id_check_digit(body) if rnd.random() < 0.6 else rnd.choice("0123456789Xx")))
+    ids += ["11010519000229002X", "11010520000229002X", "00000000000000000X", "11010519491231002x", ""]
+    pop = generate_population(1000, 3, seed=2, profile="cn-heavy")
+    frames = list(pop.platforms.values())
+    for f, values in ((n("cn_resident_id"), ids + [v for df in frames for v in df.resident_id]),
+                      (n("cn_mobile"), [v for df in frames for v in df.mobile] + ["13800138000", "12800138000"]),
+                      (n("cn_name", output="pinyin", words=True), [v for df in frames for v in df.name]),
+                      (n("date"), [v for df in frames for v in df.dob])):
+        clear_caches()
+        assert f.many(values) == [f(v) for v in values]

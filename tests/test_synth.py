@@ -291,3 +291,57 @@ def test_progress_bar_goes_to_stderr(capsys):
     assert captured.out == "" and "synth" in captured.err
     generate_population(50, 2)
     assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------ cn-heavy profile
+
+
+@pytest.fixture(scope="module")
+def heavy() -> Population:
+    return generate_population(2000, 3, seed=11, profile="cn-heavy")
+
+
+def test_heavy_profile_is_deterministic_and_leaves_the_default_alone(heavy):
+    again = generate_population(2000, 3, seed=11, profile="cn-heavy")
+    for k in heavy.platforms:
+        pd.testing.assert_frame_equal(heavy.platforms[k], again.platforms[k])
+    default = generate_population(2000, 3, seed=11, corruption=0.2)
+    explicit = generate_population(2000, 3, seed=11, corruption=0.2, profile="default")
+    implicit = generate_population(2000, 3, seed=11)            # corruption None: the profile's 0.2
+    for k in default.platforms:
+        pd.testing.assert_frame_equal(default.platforms[k], explicit.platforms[k])
+        pd.testing.assert_frame_equal(default.platforms[k], implicit.platforms[k])
+        # same people, ids and scores; only the mess differs
+        assert list(heavy.platforms[k].user_id) == list(default.platforms[k].user_id)
+        assert list(heavy.platforms[k].repay_score) == list(default.platforms[k].repay_score)
+    pd.testing.assert_frame_equal(heavy.truth, default.truth)
+
+
+def test_heavy_profile_gives_each_platform_its_style(heavy):
+    han, pinyin, trad = (heavy.platforms[f"platform_{k}"] for k in (1, 2, 3))
+    latin = [bool(re.fullmatch(r"[A-Za-z\u00c0-\u024f ]+", v)) for v in pinyin.name if v]
+    assert 0.7 < np.mean(latin) < 0.9                            # names mostly in pinyin there
+    assert not any(re.fullmatch(r"[A-Za-z ]+", v) for v in han.name if v)
+    traditional = "陳劉張楊黃趙吳鄭孫馬羅謝許馮鄧韓葉蘇盧蔣錢湯龍華偉軍麗紅蘭國東區號"
+    share = np.mean([any(ch in traditional for ch in v) for v in trad.name + trad.address])
+    assert share > 0.4 and np.mean([any(ch in traditional for ch in v) for v in han.address]) < 0.1
+    assert any("+86" in v for v in pinyin.mobile) and any("年" in v for v in trad.dob)
+    ids = [unicodedata.normalize("NFKC", v).replace(" ", "") for df in heavy.platforms.values()
+           for v in df.resident_id if v]
+    assert 0.05 < np.mean([len(v) == 15 for v in ids]) < 0.4     # legacy cards
+    for df, low in ((han, 0.05), (pinyin, 0.25)):
+        assert np.mean(df.resident_id == "") > low               # international platforms lack IDs
+
+
+def test_heavy_profile_copies_are_still_the_same_people(heavy):
+    from pprl.encoding.normalise import normalise_resident_id
+
+    rows = _copies(heavy)
+    rows["rid"] = [normalise_resident_id(v) for v in rows.resident_id]
+    agree = rows.dropna(subset=["rid"]).groupby("person").rid.nunique()
+    assert (agree == 1).mean() > 0.95                            # typos are rare, IDs mostly agree
+
+
+def test_heavy_profile_refuses_unknown_profiles():
+    with pytest.raises(SynthParameterError, match="profile"):
+        generate_population(10, 2, profile="nope")

@@ -99,19 +99,25 @@ def attack_cmd(submissions, frequencies, fail_on_leak) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same data).")
 @click.option("--overlap", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="About this share of people are on two or more platforms.")
-@click.option("--corruption", type=click.FloatRange(0, 1), default=0.2, show_default=True,
-              help="How much the platforms' copies of a person differ (typos, missing values, formats).")
-def synth_cmd(people, platforms, out, seed, overlap, corruption) -> None:
+@click.option("--corruption", type=click.FloatRange(0, 1), default=None,
+              help="How much the platforms' copies of a person differ (typos, missing values, formats); "
+                   "default 0.2, or 1.0 with --profile cn-heavy.")
+@click.option("--profile", type=click.Choice(["default", "cn-heavy"]), default="default", show_default=True,
+              help="cn-heavy: each platform its own script and formats (han, pinyin names, traditional "
+                   "characters, in turn), with many more typos, missing fields and legacy 15-digit IDs.")
+def synth_cmd(people, platforms, out, seed, overlap, corruption, profile) -> None:
     """Make a synthetic Chinese population split over platforms, with ground truth.
 
     \b
-    Example:
+    Examples:
       pprl synth --people 1000 --platforms 3 --out data
+      pprl synth --people 1000 --platforms 2 --profile cn-heavy --out heavy
     """
     from pprl.sim.synth import generate_population, write_population
 
     population = generate_population(
-        people, platforms, seed=seed, overlap=overlap, corruption=corruption, progress=progress_wanted()
+        people, platforms, seed=seed, overlap=overlap, corruption=corruption, progress=progress_wanted(),
+        profile=profile,
     )
     for path in write_population(population, out):
         say(f"wrote {path}")

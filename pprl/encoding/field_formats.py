@@ -155,6 +155,14 @@ class DateFormat:
 
     def normalise(self, value: str) -> str:
         """Re-render a checked date as ``%Y%m%d`` (clkhash's DateSpec output), or as ``hash_as``."""
+        if self.format == ISO_DATE and _STRICT_ISO.fullmatch(value):
+            day = date.fromisoformat(value)  # same dates, same errors as strptime here
+            # strftime's own digits, without its call: %y is always two, %Y four from year 1000
+            if self.hash_as == "%y%m%d":
+                return value[2:4] + value[5:7] + value[8:10]
+            if self.hash_as == DATE_OUTPUT_FORMAT and day.year >= 1000:
+                return value[:4] + value[5:7] + value[8:10]
+            return day.strftime(self.hash_as)
         return self._parse(value).strftime(self.hash_as)
 
 

@@ -196,20 +196,19 @@ class FeatureEncoder(dict):
         # Valid values grouped by their number of tokens, which fixes how many bits
         # each token gets: number of tokens -> (values, their token lists).
         by_len: dict[int, tuple[list[str], list[list[str]]]] = {}
-        for key in new:
-            # ``key``: the memo's key (with a salted feature, the salt tag and the value).
-            value = key[SALT_WIDTH:] if salted else key
+        keys = list(new)
+        # ``key``: the memo's key (with a salted feature, the salt tag and the value).
+        raw = [key[SALT_WIDTH:] for key in keys] if salted else keys
+        # The normaliser's outputs, all at once (values equal to the sentinel are not used).
+        canon = raw if normaliser is None else normaliser.many(raw)
+        for key, value, canonical in zip(keys, raw, canon):
             if value == sentinel:
                 text = replacement  # clkhash neither checks nor normalises these
             else:
-                if normaliser is not None:
-                    canonical = normaliser(value)
-                    if canonical is None:  # missing or refused by the normaliser: no bits
-                        refused[key] = any(ch.isalnum() for ch in value)
-                        zeros.append(key)
-                        continue
-                else:
-                    canonical = value
+                if canonical is None:  # missing or refused by the normaliser: no bits
+                    refused[key] = any(ch.isalnum() for ch in value)
+                    zeros.append(key)
+                    continue
                 if plain:
                     if not min_len <= len(canonical) <= max_len:
                         continue  # invalid: raises when looked up

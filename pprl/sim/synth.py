@@ -14,9 +14,11 @@ import contextlib
 import functools
 import os
 import pathlib
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +34,7 @@ __all__ = [
     "REFERENCE_DATE",
     "Population",
     "SynthParameterError",
+    "PROFILES",
     "generate_population",
     "write_population",
     "resident_id_check_digit",
@@ -68,6 +71,23 @@ _P_DOB_MISSING, _P_DOB_FORMAT = 0.10, 0.75
 _P_MOBILE_MISSING, _P_MOBILE_FORMAT, _P_MOBILE_TYPO = 0.20, 0.75, 0.15
 _P_RID_LOWER_X, _P_RID_OLD, _P_RID_FULL_WIDTH = 0.75, 0.15, 0.10
 _P_ADDR_MISSING, _P_ADDR_PROVINCE, _P_ADDR_TYPO = 0.25, 0.75, 0.25
+
+#: Corruption profiles: ``default`` (the mess above, every platform alike) and ``cn-heavy``
+#: (each platform its own script and formats, and far more mess; see :func:`_corrupt_heavy`).
+PROFILES = ("default", "cn-heavy")
+#: The corruption a profile uses when none is given.
+_PROFILE_CORRUPTION = {"default": 0.2, "cn-heavy": 1.0}
+# cn-heavy: platform k writes in style _HEAVY_STYLES[(k - 1) % 3]. Rates at corruption=1.
+_HEAVY_STYLES = ("han", "pinyin", "traditional")
+_H_NAME_SCRIPT = {"han": 0.0, "pinyin": 0.8, "traditional": 0.0}   # name written in pinyin
+_H_TRADITIONAL = {"han": 0.05, "pinyin": 0.05, "traditional": 0.7}  # names/addresses in traditional
+_H_NAME_TYPO, _H_PINYIN_TYPO, _H_NAME_MISSING = 0.25, 0.15, 0.02
+_H_GENDER_MISSING = 0.3
+_H_DOB_MISSING, _H_DOB_TYPO = 0.08, 0.04
+_H_MOBILE_MISSING, _H_MOBILE_TYPO, _H_MOBILE_OTHER = 0.15, 0.08, 0.05
+_H_RID_MISSING = {"han": 0.1, "pinyin": 0.35, "traditional": 0.2}
+_H_RID_OLD, _H_RID_TYPO, _H_RID_FULL_WIDTH, _H_RID_SPACED = 0.5, 0.03, 0.1, 0.15
+_H_ADDR_MISSING, _H_ADDR_MOVED, _H_ADDR_TYPO, _H_ADDR_FORMAT = 0.15, 0.05, 0.3, 0.5
 
 
 class SynthParameterError(DataValidationError, ValueError):
@@ -205,7 +225,8 @@ def _master(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         rng.integers(1, 33, n).tolist(), rng.integers(1, 9, n).tolist(), rng.random(n).tolist())]
     rest = city + _pick(rng, pools["districts"], n) + street + np.array(number, dtype=object)
     return {
-        "name": name, "gender": np.where(male, "男", "女").astype(object), "dob": dob_s,
+        "name": name, "surname_len": np.array([len(v) for v in surname.tolist()], dtype=np.int64),
+        "gender": np.where(male, "男", "女").astype(object), "dob": dob_s,
         "year": year, "month": month, "day": day, "mobile": _unique_mobiles(rng, n),
         "resident_id": bodies + _check_chars(bodies.astype("U17")).astype(object),
         "province": province, "address_rest": rest,
@@ -320,7 +341,191 @@ def _corrupt(rng: np.random.Generator, c: float, f: dict[str, list], m: dict[str
             f[key][i] = ""
 
 
-def _check_args(people: int, platforms: int, seed: int, overlap: float, corruption: float) -> None:
+@functools.lru_cache(maxsize=1)
+def _converters() -> tuple[Any, Any, Any]:
+    """OpenCC simplified -> traditional (phrase mode, as a real converter writes), pypinyin."""
+    import opencc
+    from pypinyin import Style, lazy_pinyin
+
+    s2t = opencc.OpenCC("s2t").convert
+    plain = functools.lru_cache(maxsize=1 << 16)(lambda t: tuple(lazy_pinyin(t, style=Style.NORMAL)))
+    tone = functools.lru_cache(maxsize=1 << 16)(lambda t: tuple(lazy_pinyin(t, style=Style.TONE)))
+    return s2t, plain, tone
+
+
+def _pinyin_name(name: str, surname_len: int, fmt: int, u: float) -> str:
+    """A Han name as a platform that stores pinyin writes it (phrase readings, as pypinyin gives).
+
+    ``fmt``: 0 passport ``ZHANG XIAOMING``, 1 ``Zhang Xiaoming``, 2 western ``Xiaoming Zhang``,
+    3 ``zhang xiao ming``, 4 tone marks ``Zhāng Xiǎomíng``, 5 ``zhangxiaoming``; ü as v, u or yu.
+    """
+    _, plain, tone = _converters()
+    read = tone if fmt == 4 else plain
+    sur, given = read(name[:surname_len]), read(name[surname_len:])
+    if fmt != 4:
+        u_as = ("v", "u", "yu")[int(u * 3)]
+        sur, given = (tuple(p.replace("v", u_as) for p in part) for part in (sur, given))
+    s, g = "".join(sur), "".join(given)
+    if fmt == 0:
+        return f"{s} {g}".upper()
+    if fmt in (1, 4):
+        return f"{s.capitalize()} {g.capitalize()}"
+    if fmt == 2:
+        return f"{g.capitalize()} {s.capitalize()}"
+    if fmt == 3:
+        return " ".join((s, *given))
+    return s + g
+
+
+def _typo_pinyin(text: str, kind: float, u: float) -> str:
+    """A slip in typed pinyin: a southern-accent merge (zh/z, sh/s, ch/c, ng/n), a dropped,
+    doubled or swapped letter."""
+    low = text.lower()
+    if kind < 0.4:
+        for a, b in (("zh", "z"), ("sh", "s"), ("ch", "c"), ("ng", "n")):
+            j = low.find(a)
+            if j >= 0:
+                return text[:j] + text[j:j + len(b)] + text[j + len(a):]
+    letters = [j for j, ch in enumerate(text) if ch.isalpha()]
+    j = letters[int(u * len(letters))]
+    if kind < 0.6:
+        return text[:j] + text[j + 1:]
+    if kind < 0.8:
+        return text[:j + 1] + text[j] + text[j + 1:]
+    if j + 1 < len(text) and text[j + 1].isalpha():
+        return text[:j] + text[j + 1] + text[j] + text[j + 2:]
+    return text[:j] + text[j + 1:]
+
+
+def _corrupt_heavy(rng: np.random.Generator, c: float, f: dict[str, list], m: dict[str, np.ndarray],
+                   who: np.ndarray, style: str) -> None:
+    """``cn-heavy``: one platform's copy in its own style (``han``, ``pinyin`` or ``traditional``),
+    with typos, missing fields, legacy 15-digit IDs, moved people and per-platform formats."""
+    n = len(who)
+    s2t = _converters()[0]
+
+    def chosen(p: float) -> list[int]:
+        return np.flatnonzero(rng.random(n) < min(1.0, p * c)).tolist()
+
+    names = f["name"]
+    rows = chosen(_H_NAME_TYPO)                       # Han typos first: the pinyin of a homophone
+    for i, (kind, u1, u2) in zip(rows, rng.random((len(rows), 3)).tolist()):   # typo is unchanged
+        names[i] = _typo_name(names[i], 0.15 + 0.85 * kind, u1, u2)
+    for i in chosen(_H_TRADITIONAL[style]):
+        names[i] = s2t(names[i])
+    pinyin_rows = chosen(_H_NAME_SCRIPT[style])
+    formats = rng.choice(6, size=len(pinyin_rows), p=[0.3, 0.25, 0.15, 0.1, 0.05, 0.15]).tolist()
+    for i, fmt, u in zip(pinyin_rows, formats, rng.random(len(pinyin_rows)).tolist()):
+        true = m["name"][who[i]]
+        # a typo in the Han name changes the pinyin only where it is not a homophone
+        base = names[i] if len(names[i]) == len(true) else true
+        names[i] = _pinyin_name(base, int(m["surname_len"][who[i]]), fmt, u)
+    p_typo = min(1.0, _H_PINYIN_TYPO * c)
+    for i, kind, u in zip(pinyin_rows, rng.random(len(pinyin_rows)).tolist(),
+                          rng.random(len(pinyin_rows)).tolist()):
+        if kind < p_typo:
+            names[i] = _typo_pinyin(names[i], kind / p_typo, u)
+
+    gender = f["gender"]
+    if style == "pinyin":
+        for i, v in zip(range(n), rng.integers(0, 3, n).tolist()):
+            gender[i] = (("M", "Male", "m") if gender[i] == "男" else ("F", "Female", "f"))[v]
+
+    dob = f["dob"]
+    rows = chosen(_H_DOB_TYPO)
+    for i, kind in zip(rows, rng.integers(0, 3, len(rows)).tolist()):
+        y, mo, d = (int(m[key][who[i]]) for key in ("year", "month", "day"))
+        if kind == 0 and d <= 12 and d != mo:
+            mo, d = d, mo                             # day and month swapped
+        elif kind == 1:
+            d = d + 1 if d < 28 else d - 1
+        else:
+            y += 1 if y < 2006 else -1
+        dob[i] = f"{y:04d}-{mo:02d}-{d:02d}"
+    fmt_p = {"han": (0.7, 0.1, 0.1, 0.1, 0.0), "pinyin": (0.1, 0.5, 0.1, 0.0, 0.3),
+             "traditional": (0.1, 0.1, 0.1, 0.7, 0.0)}[style]
+    rows = chosen(1.0)
+    for i, v in zip(rows, rng.choice(5, size=len(rows), p=fmt_p).tolist()):
+        y, mo, d = (int(x) for x in dob[i].split("-"))
+        dob[i] = (f"{y:04d}-{mo:02d}-{d:02d}", f"{y}/{mo}/{d}", f"{y}{mo:02d}{d:02d}",
+                  f"{y}年{mo}月{d}日", f"{y}-{mo:02d}-{d:02d} 00:00:00")[v]
+
+    mob = f["mobile"]
+    rows = chosen(_H_MOBILE_OTHER)                     # a number of its own: a second phone
+    for i, other in zip(rows, _unique_mobiles(rng, len(rows)).tolist()):
+        mob[i] = other
+    rows = chosen(_H_MOBILE_TYPO)
+    for i, pos, delta in zip(rows, rng.integers(3, 11, len(rows)).tolist(),
+                             rng.integers(1, 10, len(rows)).tolist()):
+        mob[i] = mob[i][:pos] + str((int(mob[i][pos]) + delta) % 10) + mob[i][pos + 1:]
+    mob_p = {"han": (0.6, 0.1, 0.1, 0.1, 0.1), "pinyin": (0.05, 0.4, 0.3, 0.15, 0.1),
+             "traditional": (0.2, 0.1, 0.1, 0.1, 0.5)}[style]
+    rows = chosen(1.0)
+    for i, v in zip(rows, rng.choice(5, size=len(rows), p=mob_p).tolist()):
+        s = mob[i]
+        mob[i] = (s, f"+86 {s[:3]} {s[3:7]} {s[7:]}", f"+86{s}", f"(+86) {s}",
+                  f"+86-{s[:3]}-{s[3:7]}-{s[7:]}")[v]
+
+    rid = f["resident_id"]
+    for i in chosen(_H_RID_OLD):
+        if m["year"][who[i]] < 1984:                   # issued before 1999 to an adult
+            rid[i] = rid[i][:6] + rid[i][8:17]
+    rows = chosen(_H_RID_TYPO)
+    for i, pos, delta in zip(rows, rng.integers(0, 15, len(rows)).tolist(),
+                             rng.integers(1, 10, len(rows)).tolist()):
+        rid[i] = rid[i][:pos] + str((int(rid[i][pos]) + delta) % 10) + rid[i][pos + 1:]
+    for i in chosen(0.5):
+        rid[i] = rid[i].replace("X", "x")
+    for i in chosen(_H_RID_SPACED):
+        r = rid[i]
+        rid[i] = f"{r[:6]} {r[6:-4]} {r[-4:]}"
+    for i in chosen(_H_RID_FULL_WIDTH):
+        rid[i] = rid[i].translate(_FULL_WIDTH)
+
+    prov, rest = f.pop("province"), f.pop("address_rest")
+    rows = chosen(_H_ADDR_MOVED)                       # moved: another address altogether
+    if rows:
+        other = _master_addresses(rng, len(rows))
+        for i, (p_new, r_new) in zip(rows, other):
+            prov[i], rest[i] = p_new, r_new
+    rows = chosen(0.75)
+    for i, drop in zip(rows, (rng.random(len(rows)) < 0.5).tolist()):
+        prov[i] = "" if drop else _short_province(prov[i])
+    rows = chosen(_H_ADDR_TYPO)
+    for i, u in zip(rows, rng.random(len(rows)).tolist()):
+        j = int(u * len(rest[i]))
+        rest[i] = rest[i][:j] + rest[i][j + 1:]
+    address = [a + b for a, b in zip(prov, rest)]
+    rows = chosen(_H_ADDR_FORMAT)
+    for i, v in zip(rows, rng.integers(0, 3, len(rows)).tolist()):
+        a = address[i]
+        address[i] = ("中国" + a, a.translate(_FULL_WIDTH), re.sub(r"(市|区|路|街|道)", r"\1 ", a).strip())[v]
+    for i in chosen(_H_TRADITIONAL[style]):
+        address[i] = s2t(address[i])
+    f["address"] = address
+
+    for key, p in (("name", _H_NAME_MISSING), ("gender", _H_GENDER_MISSING), ("dob", _H_DOB_MISSING),
+                   ("mobile", _H_MOBILE_MISSING), ("resident_id", _H_RID_MISSING[style]),
+                   ("address", _H_ADDR_MISSING)):
+        for i in chosen(p):
+            f[key][i] = ""
+
+
+def _master_addresses(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    """``n`` fresh (province, rest of address) pairs, drawn as :func:`_master` draws them."""
+    pools = _pools()
+    province = _pick(rng, pools["provinces"], n)
+    city = np.where(np.isin(province, _MUNICIPALITIES), "", _pick(rng, pools["cities"], n))
+    street = _pick(rng, pools["street_stems"], n) + _pick(rng, pools["street_suffixes"], n)
+    number = [f"{a}号" for a in rng.integers(1, 400, n).tolist()]
+    rest = city + _pick(rng, pools["districts"], n) + street + np.array(number, dtype=object)
+    return list(zip(province.tolist(), rest.tolist()))
+
+
+def _check_args(people: int, platforms: int, seed: int, overlap: float, corruption: float,
+                profile: str) -> None:
+    if profile not in PROFILES:
+        raise SynthParameterError(f"profile must be one of {', '.join(PROFILES)}")
     for label, value, low in (("people", people, 1), ("platforms", platforms, 1),
                               ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -332,13 +537,21 @@ def _check_args(people: int, platforms: int, seed: int, overlap: float, corrupti
 
 
 def generate_population(people: int, platforms: int, *, seed: int = 0, overlap: float = 0.6,
-                        corruption: float = 0.2, progress: bool = False) -> Population:
+                        corruption: float | None = None, progress: bool = False,
+                        profile: str = "default") -> Population:
     """Draw ``people`` persons, spread them over ``platforms`` platforms, corrupt each copy.
 
     About ``overlap`` of the people (exactly round(overlap * people) when platforms >= 2) sit on
-    two or more platforms; ``corruption`` in [0, 1] scales every corruption rate (0 = clean).
+    two or more platforms; ``corruption`` in [0, 1] scales every corruption rate (0 = clean;
+    None: the profile's own, 0.2 for ``default`` and 1.0 for ``cn-heavy``). ``profile``:
+    ``"default"`` corrupts every platform alike; ``"cn-heavy"`` gives platform k its own
+    style, cycling han (simplified), pinyin (names mostly in pinyin, international formats)
+    and traditional (traditional characters), with far more typos, missing fields, legacy
+    15-digit IDs and moved people (docs/design.md#synthetic-population).
     """
-    _check_args(people, platforms, seed, overlap, corruption)
+    if corruption is None:
+        corruption = _PROFILE_CORRUPTION.get(profile, 0.2)
+    _check_args(people, platforms, seed, overlap, corruption, profile)
     people, platforms, seed = int(people), int(platforms), int(seed)
     # Streams 0 .. platforms+1 are the original ones; the travel_score streams come after them
     # (a SeedSequence's i-th child does not depend on how many are spawned), so adding that
@@ -368,7 +581,10 @@ def generate_population(people: int, platforms: int, *, seed: int = 0, overlap: 
             fields = {key: master[key][who].tolist() for key in (
                 "name", "gender", "dob", "mobile", "resident_id", "province", "address_rest")}
             user_ids = _user_ids(rng, k, count)     # drawn before corruption: same seed, same ids
-            if corruption > 0:
+            if corruption > 0 and profile == "cn-heavy":
+                _corrupt_heavy(rng, float(corruption), fields, master, who,
+                               _HEAVY_STYLES[(k - 1) % len(_HEAVY_STYLES)])
+            elif corruption > 0:
                 _corrupt(rng, float(corruption), fields, master, who)
             else:
                 fields["address"] = [a + b for a, b in zip(fields.pop("province"),

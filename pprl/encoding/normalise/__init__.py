@@ -3,7 +3,7 @@
 A schema feature may name one normaliser (the pprl schema extension
 ``"normalise"``); this module holds the schema block (:func:`parse_normaliser`)
 and the registry of types (``cn_resident_id``, ``cn_mobile``, ``cn_name``,
-``date``, ``gender``, ``text``). A normaliser returns the canonical text, or
+``cn_address``, ``date``, ``gender``, ``text``). A normaliser returns the canonical text, or
 ``None`` (treated as missing); every one is idempotent, never raises on a string,
 never logs a value, and is memoised per distinct value.
 
@@ -18,8 +18,11 @@ from functools import lru_cache
 from typing import Any
 
 from pprl.encoding.normalise.chinese import (
+    address_cn,
     name_han,
+    name_han_only,
     name_pinyin,
+    name_pinyin_words,
     normalise_name,
     pinyin_table,
     simplify,
@@ -29,8 +32,10 @@ from pprl.encoding.normalise.chinese import (
 )
 from pprl.encoding.normalise.identifiers import (
     IDENTIFIER_KINDS,
+    MOBILE_PATTERN,
     normalise_mobile,
     normalise_resident_id,
+    normalise_resident_ids,
     normaliser_for,
     resident_id_check_char,
 )
@@ -67,7 +72,7 @@ _cached_mobile = lru_cache(maxsize=CACHE_SIZE)(normalise_mobile)
 
 def clear_caches() -> None:
     """Forget every memoised value (they are personal data; also for fair benchmarks)."""
-    for fn in (name_han, name_pinyin, normalise_date, normalise_gender, normalise_text,
+    for fn in (name_han, name_han_only, name_pinyin, name_pinyin_words, address_cn, normalise_date, normalise_gender, normalise_text,
                _cached_resident_id, _cached_mobile):
         fn.cache_clear()
 
@@ -76,7 +81,9 @@ def clear_caches() -> None:
 _OPTIONS: dict[str, dict[str, tuple[tuple[Any, ...], Any]]] = {
     "cn_resident_id": {},
     "cn_mobile": {},
-    "cn_name": {"output": (("han", "pinyin"), "han")},
+    "cn_name": {"output": (("han", "pinyin"), "han"), "han_only": ((True, False), False),
+                "words": ((True, False), False)},
+    "cn_address": {},
     "date": {"output": (("iso", "compact"), "iso")},
     "gender": {},
     "text": {"simplify": ((True, False), True), "lower": ((True, False), True),
@@ -91,6 +98,8 @@ _SAMPLES = {
     "cn_mobile": "13800138000",
     "cn_name:han": "张伟",
     "cn_name:pinyin": "zhangwei",
+    "cn_name:pinyin:words": "zhang wei",
+    "cn_address": "朝阳区建国路1号",
     "date:iso": "1990-03-07",
     "date:compact": "19900307",
     "gender": "M",
@@ -126,6 +135,12 @@ class Normaliser:
                 raise SchemaError(f"normaliser option {name!r} must be one of "
                                   f"{', '.join(_show(v) for v in allowed[name][0])}")
         full = tuple((name, given.get(name, default)) for name, (_, default) in allowed.items())
+        if self.type == "cn_name":
+            out = dict(full)
+            if out["words"] and out["output"] != "pinyin":
+                raise SchemaError("normaliser option 'words' needs \"output\": \"pinyin\"")
+            if out["han_only"] and out["output"] != "han":
+                raise SchemaError("normaliser option 'han_only' needs \"output\": \"han\"")
         object.__setattr__(self, "options", full)
         object.__setattr__(self, "_fn", _function(self.type, dict(full)))
 
@@ -139,10 +154,25 @@ class Normaliser:
         key = self.type
         if key in ("cn_name", "date"):
             key += ":" + self.option("output")
+        if key == "cn_name:pinyin" and self.option("words"):
+            key += ":words"
         return _SAMPLES[key]
 
     def __call__(self, value: str) -> str | None:
         return self._fn(value)
+
+    def many(self, values: list[str]) -> list[str | None]:
+        """``[self(v) for v in values]``, with less work per value (the encoder's hot path).
+
+        Resident IDs in their common form are checked in bulk, mobile numbers already in
+        canonical form pass through; the results are always those of calling it per value.
+        """
+        if self.type == "cn_resident_id":
+            return normalise_resident_ids(values)
+        if self.type == "cn_mobile":
+            match, fn = MOBILE_PATTERN.fullmatch, self._fn
+            return [v if match(v) else fn(v) for v in values]
+        return list(map(self._fn, values))
 
     def prepare(self) -> None:
         """Load what this normaliser needs (OpenCC, pypinyin) now rather than on first use.
@@ -150,7 +180,7 @@ class Normaliser:
         The encoder calls it before starting worker processes, so forked workers
         inherit the loaded tables instead of each loading them again.
         """
-        if self.type == "cn_name" or (self.type == "text" and self.option("simplify")):
+        if self.type in ("cn_name", "cn_address") or (self.type == "text" and self.option("simplify")):
             simplify_table()
         if self.type == "cn_name" and self.option("output") == "pinyin":
             pinyin_table()
@@ -165,7 +195,11 @@ def _function(ntype: str, full: dict[str, Any]) -> Callable[[str], str | None]:
     if ntype == "cn_mobile":
         return _cached_mobile
     if ntype == "cn_name":
-        return name_pinyin if full["output"] == "pinyin" else name_han
+        if full["output"] == "pinyin":
+            return name_pinyin_words if full["words"] else name_pinyin
+        return name_han_only if full["han_only"] else name_han
+    if ntype == "cn_address":
+        return address_cn
     if ntype == "date":
         compact = full["output"] == "compact"
         return (lambda v: normalise_date(v, "compact")) if compact else normalise_date
@@ -207,7 +241,11 @@ def parse_normaliser(obj: Any, problems: list[str]) -> Normaliser | None:
             options.append((name, value))
     if len(problems) > before:
         return None
-    return Normaliser(ntype, tuple(options))
+    try:
+        return Normaliser(ntype, tuple(options))
+    except SchemaError as e:  # options that do not go together
+        problems.append(str(e))
+        return None
 
 
 def _show(v: Any) -> str:

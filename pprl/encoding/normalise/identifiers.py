@@ -13,14 +13,16 @@ from __future__ import annotations
 import datetime
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pprl.errors import DataValidationError
 
 __all__ = [
     "IDENTIFIER_KINDS",
+    "MOBILE_PATTERN",
     "normalise_mobile",
     "normalise_resident_id",
+    "normalise_resident_ids",
     "normaliser_for",
     "resident_id_check_char",
 ]
@@ -29,7 +31,8 @@ _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
 _RID18 = re.compile(r"[1-9][0-9]{16}[0-9X]")
 _RID15 = re.compile(r"[1-9][0-9]{14}")
-_MOBILE = re.compile(r"1[3-9][0-9]{9}")
+#: A mainland mobile number in its canonical form (11 digits).
+MOBILE_PATTERN = re.compile(r"1[3-9][0-9]{9}")
 _SEPARATORS = re.compile(r"[\s\-./()\u2010-\u2015]+")
 
 
@@ -74,6 +77,43 @@ def normalise_resident_id(value: object) -> str | None:
     return None
 
 
+_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def normalise_resident_ids(values: Sequence[str]) -> list[str | None]:
+    """``[normalise_resident_id(v) for v in values]``, the common form checked in bulk.
+
+    18 ASCII characters, 17 digits and a digit or X (either case), are checked at once with
+    numpy (first digit, birth date, check character); every other value goes through
+    :func:`normalise_resident_id`. The results are the same.
+    """
+    out: list[str | None] = [None] * len(values)
+    plain: list[int] = []
+    for i, v in enumerate(values):
+        if len(v) == 18 and v.isascii() and v[:17].isdigit():
+            plain.append(i)
+        else:
+            out[i] = normalise_resident_id(v)
+    if not plain:
+        return out
+    import numpy as np  # here, not at import: `pprl --help` loads no numpy
+
+    ids = [values[i].upper() for i in plain]
+    codes = np.array(ids, dtype="U18").view(np.uint32).reshape(-1, 18).astype(np.int64)
+    digits = codes[:, :17] - 48
+    year = digits[:, 6:10] @ np.array([1000, 100, 10, 1])
+    month = digits[:, 10] * 10 + digits[:, 11]
+    day = digits[:, 12] * 10 + digits[:, 13]
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    days = np.array(_MONTH_DAYS, dtype=np.int64)[np.clip(month, 0, 12)] + ((month == 2) & leap)
+    check = np.array([ord(c) for c in _CHECK_CHARS], dtype=np.int64)[(digits @ np.array(_WEIGHTS, dtype=np.int64)) % 11]
+    ok = ((digits[:, 0] != 0) & (year >= datetime.MINYEAR) & (month >= 1) & (month <= 12)
+          & (day >= 1) & (day <= days) & (codes[:, 17] == check))
+    for i, rid, good in zip(plain, ids, ok.tolist()):
+        out[i] = rid if good else None
+    return out
+
+
 def normalise_mobile(value: object) -> str | None:
     """The 11-digit mainland mobile number, or ``None``. ``"+86 138 0013 8000"`` -> ``"13800138000"``."""
     s = _clean(value)
@@ -85,7 +125,7 @@ def normalise_mobile(value: object) -> str | None:
         s = s[4:]
     elif s.startswith("86") and len(s) == 13:
         s = s[2:]
-    return s if _MOBILE.fullmatch(s) else None
+    return s if MOBILE_PATTERN.fullmatch(s) else None
 
 
 #: Identifier kinds the exact path supports, and their normalisers.

@@ -13,7 +13,7 @@ import datetime
 import re
 from functools import lru_cache
 
-from pprl.encoding.normalise.chinese import simplify
+from pprl.encoding.normalise.chinese import fold, simplify
 from pprl.encoding.normalise.text import CACHE_SIZE, NOT_WORD, SPACE, nfkc
 from pprl.errors import SchemaError
 
@@ -76,6 +76,8 @@ def normalise_text(value: str, simplify_chars: bool = True, lower: bool = True,
     """
     if strip not in ("punctuation", "space", "none"):
         raise SchemaError(f"strip must be 'punctuation', 'space' or 'none', not {strip!r}")
+    if simplify_chars and lower and strip == "punctuation":  # the default: the same chain
+        return fold(value) or None
     s = nfkc(value)
     if simplify_chars:
         s = simplify(s)
