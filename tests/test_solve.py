@@ -213,3 +213,53 @@ def test_messy_candidates_equal_anonlink(anonlink, seed, n_datasets):
     assert as_sets(loose) == as_sets(plain)
     if n_datasets < 3:
         assert loose != ours
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_two_datasets_fast_path_equals_general_rules(seed):
+    # Two datasets (the two-platform case) take a one-to-one greedy path; it must
+    # give exactly the general rules' groups, with pairs written either way
+    # round, repeated pairs and heavy ties.
+    from pprl.matching.solve import _greedy_groups, _two_datasets
+
+    rng = np.random.default_rng(500 + seed)
+    m, n = 400, 40 + 10 * seed
+    sets = rng.permutation([2, 5])
+    rec = rng.integers(0, n, (m, 2))
+    dset = np.tile(sets, (m, 1))
+    flip = rng.random(m) < 0.3
+    dset[flip] = dset[flip][:, ::-1]
+    sim = rng.choice([0.95, 0.9, 0.9, 0.85, 0.8, 0.7], m)
+    c = Candidates(sim, dset, rec)
+    assert _two_datasets(c.dataset)
+    ours = greedy_solve(c)
+    check_format(ours)
+    assert ours == _greedy_groups(c, solve_order(c), True)
+    assert ours and all(len(g) == 2 for g in ours)
+    real = find_candidates(make_datasets(600 + seed, (150, 170), 128), 0.6)
+    assert _two_datasets(real.dataset)
+    assert greedy_solve(real) == _greedy_groups(real, solve_order(real), True)
+    three = Candidates(np.r_[sim, 0.5], np.r_[dset, [[2, 3]]], np.r_[rec, [[0, 0]]])
+    assert not _two_datasets(three.dataset)
+    assert not _two_datasets(Candidates(sim, np.full((m, 2), 2), rec).dataset)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_solve_order_skips_the_sort_only_when_in_order(seed):
+    c = random_candidates(900 + seed, 3, 12, 300, messy=True)
+    d, r = c.dataset, c.record
+    full = np.lexsort((r[:, 1], r[:, 0], d[:, 1], d[:, 0], -c.similarity))
+    assert solve_order(c).tolist() == full.tolist()
+    ordered = Candidates(c.similarity[full], d[full], r[full])
+    assert solve_order(ordered).tolist() == list(range(len(c)))
+    # two neighbours swapped (rows that differ in some key, from the similarity to the last record)
+    keys = np.stack([-ordered.similarity, *ordered.dataset.T, *ordered.record.T], axis=1)
+    differ = np.flatnonzero((keys[1:] != keys[:-1]).any(axis=1))
+    for k in differ[:: max(1, len(differ) // 12)]:
+        perm = np.arange(len(c))
+        perm[k], perm[k + 1] = k + 1, k
+        broken = Candidates(ordered.similarity[perm], ordered.dataset[perm], ordered.record[perm])
+        assert solve_order(broken).tolist() == perm.argsort(kind="stable").tolist() or np.array_equal(
+            keys[perm][solve_order(broken)], keys
+        )
+        assert solve_order(broken).tolist() != list(range(len(c)))

@@ -27,7 +27,21 @@ Record = tuple[int, int]
 def solve_order(candidates: Candidates) -> np.ndarray:
     """Indices of ``candidates`` in the order the greedy solver takes them."""
     d, r = candidates.dataset, candidates.record
+    if _in_solve_order(candidates):  # as find_candidates gives them: no sort needed
+        return np.arange(len(candidates))
     return np.lexsort((r[:, 1], r[:, 0], d[:, 1], d[:, 0], -candidates.similarity))
+
+
+def _in_solve_order(candidates: Candidates) -> bool:
+    """Whether the rows already run by decreasing similarity, then increasing (d0, d1, r0, r1)."""
+    s, d, r = candidates.similarity, candidates.dataset, candidates.record
+    if s.shape[0] < 2:
+        return True
+    ok = r[:-1, 1] <= r[1:, 1]
+    for key in (r[:, 0], d[:, 1], d[:, 0]):
+        ok = (key[:-1] < key[1:]) | ((key[:-1] == key[1:]) & ok)
+    ok = (s[:-1] > s[1:]) | ((s[:-1] == s[1:]) & ok)
+    return bool(ok.all())
 
 
 class _Groups:
@@ -94,6 +108,46 @@ def _one_grouped(groups: _Groups, gid: int, rec: Record, deduplicated: bool) -> 
         groups.add_edge(gid, groups.new(rec))
 
 
+def _two_datasets(dataset: np.ndarray) -> bool:
+    """Whether every pair joins the same two different datasets (the two-platform case)."""
+    if dataset.shape[0] == 0:
+        return False
+    first, second = int(dataset[0, 0]), int(dataset[0, 1])
+    if first == second:
+        return False
+    lo, hi = np.minimum(dataset[:, 0], dataset[:, 1]), np.maximum(dataset[:, 0], dataset[:, 1])
+    return bool((lo == min(first, second)).all() and (hi == max(first, second)).all())
+
+
+def _greedy_pairs(candidates: Candidates, order: np.ndarray) -> list[list[tuple[int, int]]]:
+    """:func:`greedy_solve` (deduplicated) when every pair joins the same two datasets: one-to-one greedy.
+
+    With two datasets and no group holding two records of one, the rules
+    reduce to this: a group of two already has both datasets, so it takes no
+    one and merges with nothing; a record left waiting alone joins the next
+    pair it is in whose other end is free (or waiting alone) too. So, in
+    solving order, a pair becomes a group when neither of its records is in
+    one yet. ``tests/test_solve.py`` checks this against the general rules.
+    """
+    d = candidates.dataset[order]
+    r = candidates.record[order]
+    low = d[:, 0] <= d[:, 1]  # orient every pair (low dataset, high dataset)
+    lo_rec = np.where(low, r[:, 0], r[:, 1]).tolist()
+    hi_rec = np.where(low, r[:, 1], r[:, 0]).tolist()
+    lo_set, hi_set = int(min(d[0, 0], d[0, 1])), int(max(d[0, 0], d[0, 1]))
+    taken_lo: set[int] = set()
+    taken_hi: set[int] = set()
+    pairs: list[tuple[int, int]] = []
+    for a, b in zip(lo_rec, hi_rec):
+        if a in taken_lo or b in taken_hi:
+            continue
+        taken_lo.add(a)
+        taken_hi.add(b)
+        pairs.append((a, b))
+    pairs.sort()
+    return [[(lo_set, a), (hi_set, b)] for a, b in pairs]
+
+
 def greedy_solve(
     candidates: Candidates, *, deduplicated: bool = True
 ) -> list[list[tuple[int, int]]]:
@@ -106,6 +160,13 @@ def greedy_solve(
     if not isinstance(candidates, Candidates):
         raise DataValidationError("greedy_solve needs a Candidates object")
     order = solve_order(candidates)
+    if deduplicated and _two_datasets(candidates.dataset):
+        return _greedy_pairs(candidates, order)
+    return _greedy_groups(candidates, order, deduplicated)
+
+
+def _greedy_groups(candidates: Candidates, order: np.ndarray, deduplicated: bool) -> list[list[tuple[int, int]]]:
+    """:func:`greedy_solve` by its general rules, taking the pairs in ``order``."""
     d = candidates.dataset[order].tolist()
     r = candidates.record[order].tolist()
     groups = _Groups()

@@ -20,12 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, cast
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, cast
 
 from pprl.crypto.identity import IdentityKey
-from pprl.crypto.paillier.vector import PaillierPrivateKey, PaillierPublicKey
 from pprl.documents import (
     Answer,
     AnswerDecryption,
@@ -57,9 +54,7 @@ from pprl.documents import (
     verify,
     write_atomic,
 )
-from pprl.encoding.schema import Schema, load_schema
 from pprl.errors import DataValidationError, DocumentError, KeyFormatError, OptionError, PPRLError
-from pprl.protocol.aggregate import AggregateOptions, aggregate_release
 from pprl.protocol.audit import (
     AuditReport,
     check_chain,
@@ -68,20 +63,6 @@ from pprl.protocol.audit import (
     next_entry,
     verify_entries,
     witness_head,
-)
-from pprl.protocol.decrypt import (
-    Decrypted,
-    DecryptOptions,
-    PsiEvidence,
-    ReleaseEvidence,
-    check_evidence,
-    check_release_packing,
-    decrypt_sums,
-    new_paillier_key,
-    open_paillier_private,
-    privacy_budget,
-    publish,
-    unpack_release,
 )
 from pprl.protocol.identity import PartyKey, card_document, create_identity, key_document, open_card, open_key
 from pprl.protocol.link import (
@@ -92,30 +73,19 @@ from pprl.protocol.link import (
     open_linkage,
     open_submission,
 )
-from pprl.protocol.pseudonym import EvaluatorOptions, evaluate_request, finish_pseudonyms, request_pseudonyms
-from pprl.protocol.psi import (
-    BlindOptions,
-    IntersectionCounts,
-    ReblindOptions,
-    Session,
-    State,
-    blind,
-    check_session,
-    count_rounds,
-    open_session,
-    open_state,
-    reblind,
-    reveal_table,
-    sum_rounds,
-)
-from pprl.protocol.query import AnswerPolicy, Consent, answer_part, decrypt_answer, make_query, open_answer
-from pprl.protocol.report import CheckedLog, render_report
-from pprl.protocol.secret import LinkageSecret, combine_shares, make_share, open_secret, secret_document
-from pprl.protocol.submit import SubmitOptions, open_paillier_public, prepare_submission
-from pprl.protocol.tables import load_records, read_table, require_columns
-from pprl.protocol.threshold.combine import CombinedRelease, combine_parts
-from pprl.protocol.threshold.dealer import ThresholdOptions, ThresholdSetup, deal_threshold_key, open_threshold_public
-from pprl.protocol.threshold.holder import LoadedShare, decryption_part, open_share
+
+if TYPE_CHECKING:  # the steps' own modules are imported where used: `pprl link` needs none of them
+    import pandas as pd
+
+    from pprl.crypto.paillier.vector import PaillierPrivateKey, PaillierPublicKey
+    from pprl.encoding.schema import Schema
+    from pprl.protocol.decrypt import Decrypted, PsiEvidence, ReleaseEvidence
+    from pprl.protocol.psi import IntersectionCounts, Session, State
+    from pprl.protocol.query import AnswerPolicy
+    from pprl.protocol.secret import LinkageSecret
+    from pprl.protocol.threshold.combine import CombinedRelease
+    from pprl.protocol.threshold.dealer import ThresholdSetup
+    from pprl.protocol.threshold.holder import LoadedShare
 
 __all__ = [
     "BlindResult",
@@ -259,11 +229,13 @@ def pinned_cards(paths: Iterable[PathLike], option: str, what: str) -> list[Card
 def share_secret(me: PartyKey, peers: Sequence[Card], out: PathLike, ceremony: str | None = None) -> Path:
     """Draw this platform's share and write it wrapped for itself and every peer (``ceremony``: see
     :func:`pprl.protocol.secret.default_ceremony`)."""
+    from pprl.protocol.secret import make_share
     return save(out, make_share(me, peers, ceremony))
 
 
 def combine_secrets(me: PartyKey, share_paths: Iterable[PathLike], out: PathLike) -> LinkageSecret:
     """Open every platform's share, check they agree, and write the combined secret (0600)."""
+    from pprl.protocol.secret import combine_shares, secret_document
     secret = combine_shares(me, [load(p, Share) for p in share_paths])
     save(out, secret_document(secret))
     return secret
@@ -271,6 +243,7 @@ def combine_secrets(me: PartyKey, share_paths: Iterable[PathLike], out: PathLike
 
 def load_secret(path: PathLike) -> LinkageSecret:
     """Read a combined linkage secret file."""
+    from pprl.protocol.secret import open_secret
     return open_secret(load(path, SecretDocument))
 
 
@@ -286,6 +259,7 @@ class KeygenResult:
 
 def paillier_keygen(me: PartyKey, bits: int, directory: PathLike) -> KeygenResult:
     """Generate the authority's Paillier keypair: DIR/paillier.pub.json (signed) and DIR/paillier.key (0600)."""
+    from pprl.protocol.decrypt import new_paillier_key
     d = Path(directory)
     private_path = d / "paillier.key"
     if private_path.exists():
@@ -306,11 +280,13 @@ def _pin(cards: Card | Sequence[Card] | None, what: str, option: str) -> Card | 
 def load_paillier_public(path: PathLike, authority: Card | Sequence[Card]) -> PaillierPublicKey:
     """Read the authority's signed Paillier public key, verifying signature (by the pinned ``authority``) and
     fingerprint."""
+    from pprl.protocol.submit import open_paillier_public
     return open_paillier_public(load(path, PaillierPub), authority)
 
 
 def load_paillier_private(path: PathLike) -> PaillierPrivateKey:
     """Read the authority's Paillier private key."""
+    from pprl.protocol.decrypt import open_paillier_private
     return open_paillier_private(load(path, PaillierKeyDocument))
 
 
@@ -358,6 +334,11 @@ def submit(
     Options as :class:`pprl.protocol.submit.SubmitOptions`; ``authority`` pins
     who must have signed ``paillier``.
     """
+    from pprl.crypto.paillier.vector import PaillierPublicKey
+    from pprl.encoding.schema import Schema, load_schema
+    from pprl.protocol.secret import LinkageSecret
+    from pprl.protocol.submit import SubmitOptions, prepare_submission
+    from pprl.protocol.tables import load_records
     options = SubmitOptions(
         id_column=id_column, scores=tuple(scores), clip=dict(clip or {}), encryption=encryption or "djn",
         records_per_ciphertext=records_per_ciphertext, pseudonym_column=pseudonym_column,
@@ -460,6 +441,7 @@ def aggregate(
 ) -> ReleaseResult:
     """Sum each score column per entity under encryption (:func:`pprl.protocol.aggregate.aggregate_release`);
     ``audit_head``: a witnessed head of the decryptor's log (signed by one of ``cards``) for the release to carry."""
+    from pprl.protocol.aggregate import AggregateOptions, aggregate_release
     options = AggregateOptions(min_contributors=min_contributors, noise=noise, epsilon=epsilon, delta=delta,
                                progress=progress)
     head = load(audit_head, LogHead) if audit_head is not None else None
@@ -604,6 +586,7 @@ def release_evidence(
     linkage: PathLike, submissions: Sequence[PathLike], platforms: Sequence[Card], min_contributors: int = 2
 ) -> ReleaseEvidence:
     """Read what a decryptor checks a release against (:class:`pprl.protocol.decrypt.ReleaseEvidence`)."""
+    from pprl.protocol.decrypt import ReleaseEvidence
     return ReleaseEvidence(load(linkage, Linkage), [load(p, Submission) for p in submissions], list(platforms),
                            min_contributors)
 
@@ -612,6 +595,7 @@ def psi_evidence(
     session: PathLike, rounds: Sequence[PathLike], platforms: Sequence[Card], min_contributors: int = 2
 ) -> PsiEvidence:
     """Read what a decryptor checks a PSI release against (:class:`pprl.protocol.decrypt.PsiEvidence`)."""
+    from pprl.protocol.decrypt import PsiEvidence
     return PsiEvidence(load(session, PsiSession), [load(p, PsiRound) for p in rounds], list(platforms),
                        min_contributors)
 
@@ -635,6 +619,8 @@ def decrypt_release(
     release carries no noise. ``evidence`` (:func:`release_evidence`): check the
     release against the signed linkage and submissions first.
     """
+    from pprl.crypto.paillier.vector import PaillierPrivateKey
+    from pprl.protocol.decrypt import DecryptOptions, decrypt_sums
     options = DecryptOptions(max_epsilon=max_epsilon, progress=progress, evidence=evidence)
     if me.role != "authority":
         raise KeyFormatError(f"only an authority decrypts releases; '{me.name}' is a {me.role}")
@@ -665,6 +651,14 @@ def combine_release_parts(
     ``paillier_public`` defaults to the public key the parts carry;
     ``authority`` pins its dealer. ``max_epsilon`` and ``evidence`` as for :func:`decrypt_release`.
     """
+    from pprl.protocol.decrypt import (
+        DecryptOptions,
+        check_evidence,
+        check_release_packing,
+        privacy_budget,
+        publish,
+        unpack_release,
+    )
     options = DecryptOptions(max_epsilon=max_epsilon, progress=progress)
     if me is not None and me.role != "authority":
         raise KeyFormatError(f"only an authority combines decryption parts; '{me.name}' is a {me.role}")
@@ -705,6 +699,7 @@ def init_session(
     reveal_intersection: bool = False,
 ) -> SessionResult:
     """Open a PSI session (bureau) and write it: fresh id, the platforms in ring order, the identifier kind."""
+    from pprl.protocol.psi import open_session
     doc = open_session(me, cards, identifier=identifier, reveal_intersection=reveal_intersection)
     path = save(out, doc)
     return SessionResult(path=path, session_id=doc.header.session_id,
@@ -713,17 +708,20 @@ def init_session(
 
 def load_session(path: PathLike, bureau: Card | Sequence[Card], platforms: Sequence[Card]) -> Session:
     """Read and verify a session: signed by the pinned ``bureau``, every platform it lists pinned."""
+    from pprl.protocol.psi import check_session
     return check_session(load(path, PsiSession), bureau, platforms)
 
 
 def _own_session(path: PathLike, me: PartyKey) -> Session:
     """The bureau's own session: signed with its key; the platforms it lists are its own choice."""
+    from pprl.protocol.psi import check_session
     doc = load(path, PsiSession)
     return check_session(doc, me.card, [Card.from_signer(p) for p in doc.header.platforms])
 
 
 def load_state(path: PathLike, me: PartyKey) -> State:
     """Read and open this platform's PSI state."""
+    from pprl.protocol.psi import open_state
     return open_state(load(path, PsiState), me)
 
 
@@ -760,6 +758,9 @@ def blind_identifiers(
     """Round 1 (platform): blind, shuffle and encrypt; write the signed round ``out`` and the private ``state`` (0600).
 
     ``clip``: as for :func:`submit` (what release noise is calibrated to)."""
+    from pprl.crypto.paillier.vector import PaillierPublicKey
+    from pprl.protocol.psi import BlindOptions, Session, blind
+    from pprl.protocol.tables import load_records
     options = BlindOptions(id_column=id_column, identifier_column=identifier_column, identifier=identifier,
                            scores=tuple(scores), encryption=encryption or "djn", workers=workers, progress=progress,
                            clip=dict(clip or {}))
@@ -803,6 +804,7 @@ def reblind_round(
     progress: bool = False,
 ) -> ReblindResult:
     """One hop (platform): re-blind another platform's list and write it (:func:`pprl.protocol.psi.reblind`)."""
+    from pprl.protocol.psi import ReblindOptions, reblind
     options = ReblindOptions(rerandomize=rerandomize, workers=workers, progress=progress)
     doc = reblind(me, load_state(state, me), load(input, PsiRound), options)
     path = save(out, doc)
@@ -812,6 +814,7 @@ def reblind_round(
 
 def count_intersection(me: PartyKey, session: Session | PathLike, inputs: Sequence[PathLike]) -> IntersectionCounts:
     """Cardinality only (bureau): persons on two or more platforms, by number of platforms."""
+    from pprl.protocol.psi import Session, count_rounds
     sess = session if isinstance(session, Session) else _own_session(session, me)
     return count_rounds(me, sess, [load(p, PsiRound) for p in inputs])
 
@@ -842,6 +845,8 @@ def aggregate_intersection(
     session, ``<platform>.reveal.json`` per platform into ``reveal_dir`` (default: the release's directory).
     ``noise``/``epsilon``/``delta``: as for :func:`aggregate` (every list must declare the same clip ranges).
     """
+    from pprl.protocol.aggregate import AggregateOptions
+    from pprl.protocol.psi import Session, sum_rounds
     sess = session if isinstance(session, Session) else _own_session(session, me)
     options = AggregateOptions(min_contributors=min_contributors, noise=noise, epsilon=epsilon, delta=delta)
     result = sum_rounds(me, sess, [load(p, PsiRound) for p in inputs], min_contributors, options)
@@ -867,6 +872,7 @@ class RevealResult:
 
 def reveal_members(me: PartyKey, state: PathLike, input: PathLike, out: PathLike) -> RevealResult:
     """Map the bureau's reveal back to my own users (platform): CSV ``<id column>,entity_id,contributors``, 0600."""
+    from pprl.protocol.psi import reveal_table
     table, members = reveal_table(me, load_state(state, me), load(input, PsiReveal))
     return RevealResult(write_atomic(out, table, private=True), members)
 
@@ -897,6 +903,7 @@ def threshold_keygen(
     """Deal a T-of-n key (:func:`pprl.protocol.threshold.dealer.deal_threshold_key`) into ``directory``:
     ``paillier.pub.json`` and one ``<holder>.share.json`` (0600) per holder. Refuses existing files.
     """
+    from pprl.protocol.threshold.dealer import deal_threshold_key
     d = Path(directory)
     public_path = d / "paillier.pub.json"
     share_paths = {c.name: d / f"{c.name}.share.json" for c in holders}
@@ -915,6 +922,7 @@ def load_threshold_public(
     path: PathLike, authority: Card | Sequence[Card], *, _allow_insecure: bool = False
 ) -> ThresholdSetup:
     """Read a signed threshold ``paillier.pub.json``; ``authority`` pins the dealer."""
+    from pprl.protocol.threshold.dealer import open_threshold_public
     return open_threshold_public(load(path, PaillierPub), authority, allow_insecure=_allow_insecure)
 
 
@@ -922,6 +930,7 @@ def load_share(
     me: PartyKey, path: PathLike, *, dealer: Card | Sequence[Card], _allow_insecure: bool = False
 ) -> LoadedShare:
     """Read and open ``me``'s share file in memory (``dealer`` pins the authority's card)."""
+    from pprl.protocol.threshold.holder import open_share
     return open_share(me, load(path, PaillierShare), dealer=dealer, allow_insecure=_allow_insecure)
 
 
@@ -941,6 +950,9 @@ def partial_decrypt_release(
 ) -> Path:
     """Write ``me``'s signed decryption part of a release (:func:`pprl.protocol.threshold.holder.decryption_part`);
     ``evidence`` as for :func:`decrypt_release`: a holder checks the release itself before its part."""
+    from pprl.protocol.decrypt import check_evidence
+    from pprl.protocol.threshold.dealer import ThresholdOptions
+    from pprl.protocol.threshold.holder import decryption_part
     if evidence is not None:
         release_doc = load(release_path, Release)
         check_evidence(release_doc, evidence, [verify(release_doc, cards, source=str(release_path), role="bureau")])
@@ -965,6 +977,8 @@ def combine_release(
     """Read T or more holders' parts and the release; verify and combine them
     (:func:`pprl.protocol.threshold.combine.combine_parts`).
     """
+    from pprl.protocol.threshold.combine import combine_parts
+    from pprl.protocol.threshold.dealer import ThresholdOptions
     docs = [load(p, DecryptionPart) for p in parts]
     public = load(public_path, PaillierPub) if public_path is not None else None
     options = ThresholdOptions(workers=workers, progress=progress, allow_insecure=_allow_insecure)
@@ -987,6 +1001,8 @@ def request_pseudonyms_file(
     state: PathLike, *, identifier: str = "resident_id",
 ) -> PseudonymRequestResult:
     """Blind the applicants of a CSV (lender); write the request and the private state (0600)."""
+    from pprl.protocol.pseudonym import request_pseudonyms
+    from pprl.protocol.tables import load_records, require_columns
     state_path = Path(state)
     if state_path.exists():
         raise DocumentError(f"{state_path}: already exists; refusing to overwrite a pseudonym state")
@@ -1011,6 +1027,8 @@ def evaluate_pseudonyms_file(
     out: PathLike, *, daily_quota: int | None = 10_000,
 ) -> Path:
     """Evaluate a lender's request (platform): append the use to ``log`` first, then write the response."""
+    from pprl.protocol.pseudonym import EvaluatorOptions, evaluate_request
+    from pprl.protocol.secret import LinkageSecret
     options = EvaluatorOptions(daily_quota=daily_quota)
     secret = secret if isinstance(secret, LinkageSecret) else load_secret(secret)
     entries = _read_lines(log)
@@ -1023,6 +1041,7 @@ def finish_pseudonyms_file(
     me: PartyKey, state: PathLike, response: PathLike, platforms: Sequence[Card], out: PathLike
 ) -> tuple[Path, int]:
     """Unblind a response (lender); write ``reference,pseudonym`` (hex) per applicant, 0600."""
+    from pprl.protocol.pseudonym import finish_pseudonyms
     found = finish_pseudonyms(me, load(state, PseudonymState), load(response, PseudonymResponse), platforms)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -1052,6 +1071,7 @@ def _read_lines(path: PathLike) -> list[dict[str, Any]]:
 
 def _pseudonym_table(path: PathLike) -> dict[str, bytes]:
     """reference -> pseudonym from a `pprl pseudonym finish` CSV."""
+    from pprl.protocol.tables import read_table, require_columns
     table = read_table(path)
     require_columns(table, ["reference", "pseudonym"], str(path))
     out = {}
@@ -1069,6 +1089,8 @@ def _pseudonym_table(path: PathLike) -> dict[str, bytes]:
 def query_file(me: PartyKey, pseudonyms: PathLike, consents: PathLike, purpose: str, out: PathLike) -> Path:
     """Write the lender's signed query: every applicant of ``pseudonyms`` with its consent from ``consents``
     (CSV: reference, consent, purpose, issued, expires). An applicant without a consent row is refused."""
+    from pprl.protocol.query import Consent, make_query
+    from pprl.protocol.tables import read_table, require_columns
     found = _pseudonym_table(pseudonyms)
     table = read_table(consents)
     require_columns(table, ["reference", "consent", "purpose", "issued", "expires"], str(consents))
@@ -1089,6 +1111,7 @@ def query_file(me: PartyKey, pseudonyms: PathLike, consents: PathLike, purpose: 
 
 def load_policy(path: PathLike) -> AnswerPolicy:
     """Read a release policy file (JSON, see :class:`pprl.protocol.query.AnswerPolicy`)."""
+    from pprl.protocol.query import AnswerPolicy
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
@@ -1104,6 +1127,8 @@ def decrypt_answer_file(
     audit_log: PathLike, out: PathLike, *, policy: AnswerPolicy | None = None,
 ) -> Path:
     """The authority decrypts an answer's masked sums for the lender: logs the use first, then writes them."""
+    from pprl.crypto.paillier.vector import PaillierPrivateKey
+    from pprl.protocol.query import decrypt_answer
     private = paillier_key if isinstance(paillier_key, PaillierPrivateKey) else load_paillier_private(paillier_key)
     bureaus = [c for c in cards if c.role == "bureau"]
     lenders = [c for c in cards if c.role == "lender"]
@@ -1122,6 +1147,8 @@ def answer_part_file(
 
     ``cards`` hold the bureau's, the lenders' and the dealer's (an authority other than ``me``) cards.
     """
+    from pprl.protocol.query import answer_part
+    from pprl.protocol.threshold.dealer import ThresholdOptions
     dealers = [c for c in cards if c.role == "authority" and c.fingerprint != me.card.fingerprint]
     if len(dealers) != 1:
         raise OptionError("give the dealer's card (the authority that dealt the key) once in {cards}", "cards")
@@ -1143,6 +1170,8 @@ def open_answer_file(
 
     ``decryption`` is the authority's decryption, or T holders' parts (a list) under a threshold key.
     """
+    from pprl.protocol.query import open_answer
+    from pprl.protocol.threshold.dealer import ThresholdOptions
     doc = load(answer, Answer)
     given: AnswerDecryption | list[DecryptionPart]
     if isinstance(decryption, list | tuple):
@@ -1178,6 +1207,7 @@ def open_answer_file(
 
 def audit_report(logs: Sequence[PathLike], cards: Sequence[Card], out: PathLike) -> tuple[Path, bool]:
     """Check each log against ``cards`` and write the regulator's HTML page; returns (path, every log verifies)."""
+    from pprl.protocol.report import CheckedLog, render_report
     checked = []
     for path in logs:
         try:

@@ -10,18 +10,18 @@ docs/design.md (automatic threshold, LSH blocking).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import io
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pprl.crypto.oprf import PSEUDONYM_BYTES
-from pprl.crypto.paillier.vector import PaillierPublicKey
 from pprl.documents import (
     Card,
     Entity,
@@ -41,6 +41,9 @@ from pprl.matching.dice.similarity import Candidates, find_candidates
 from pprl.matching.solve import greedy_solve
 from pprl.matching.thresholds import BestMatchSample, ThresholdChoice, best_match_sample, choose_threshold
 from pprl.protocol.identity import PartyKey
+
+if TYPE_CHECKING:  # imported where used: linking alone needs neither the OPRF nor Paillier
+    from pprl.crypto.paillier.vector import PaillierPublicKey
 
 __all__ = [
     "BLOCKING_MODES",
@@ -107,8 +110,11 @@ def open_submission(doc: Submission, cards: Sequence[Card]) -> VerifiedSubmissio
         raise DocumentError(f"{source}: record counts, tokens and encodings disagree")
     if (payload.pseudonyms is None) != (header.pseudonym_kind is None):
         raise DocumentError(f"{source}: pseudonyms and their kind come together")
-    if payload.pseudonyms is not None and len(payload.pseudonyms) != n * PSEUDONYM_BYTES:
-        raise DocumentError(f"{source}: pseudonyms are not {PSEUDONYM_BYTES} bytes per record")
+    if payload.pseudonyms is not None:
+        from pprl.crypto.oprf import PSEUDONYM_BYTES
+
+        if len(payload.pseudonyms) != n * PSEUDONYM_BYTES:
+            raise DocumentError(f"{source}: pseudonyms are not {PSEUDONYM_BYTES} bytes per record")
     clks = np.frombuffer(payload.clks, dtype=np.uint8).reshape(n, width)
     return VerifiedSubmission(doc=doc, platform=signer.name, clks=clks)
 
@@ -145,6 +151,8 @@ def check_consistent(subs: Sequence[VerifiedSubmission]) -> None:
 
 def paillier_key_of(sub: VerifiedSubmission) -> PaillierPublicKey:
     """The Paillier public key a submission's scores are under, checked against its fingerprint."""
+    from pprl.crypto.paillier.vector import PaillierPublicKey
+
     header = sub.doc.header
     if header.paillier_key is None:
         raise KeyMismatchError(f"{sub.source}: carries no Paillier key")
@@ -252,16 +260,49 @@ def _csv_text(rows: Iterable[list[Any]]) -> str:
     return buffer.getvalue()
 
 
+#: Characters that make the csv module quote a field (with ``lineterminator="\\n"``).
+_CSV_SPECIAL = (",", '"', "\r", "\n")
+
+
+def _candidate_csv(candidates: Candidates, subs: Sequence[VerifiedSubmission]) -> str:
+    """The candidate table's CSV text: platform_a, token_a, platform_b, token_b, similarity (rounded to 6 places).
+
+    Byte for byte what :func:`_csv_text` writes: built column by column when no platform name or token needs
+    quoting (pprl's tokens are hex), else (a submission with odd tokens) by the csv module.
+    """
+    names = [s.platform for s in subs]
+    tokens = [s.tokens for s in subs]
+    sims = list(map(round, candidates.similarity.tolist(), itertools.repeat(6)))
+    everything = "".join(itertools.chain(names, *tokens))
+    if any(c in everything for c in _CSV_SPECIAL):
+        return _csv_text(
+            [names[d0], tokens[d0][r0], names[d1], tokens[d1][r1], sim]
+            for sim, (d0, d1), (r0, r1) in zip(sims, candidates.dataset.tolist(), candidates.record.tolist())
+        )
+    if not sims:
+        return ""
+    offsets = np.concatenate([[0], np.cumsum([len(t) for t in tokens])]).astype(np.int64)
+    name_of = np.array(names, dtype=object)
+    token_of = np.array([t for ts in tokens for t in ts], dtype=object)
+    d, r = candidates.dataset, candidates.record
+    columns = (
+        name_of[d[:, 0]].tolist(),
+        token_of[offsets[d[:, 0]] + r[:, 0]].tolist(),
+        name_of[d[:, 1]].tolist(),
+        token_of[offsets[d[:, 1]] + r[:, 1]].tolist(),
+        map(repr, sims),
+    )
+    return "\n".join(map(",".join, zip(*columns))) + "\n"
+
+
 def _member_similarities(
-    groups: Sequence[Sequence[tuple[int, int]]], candidates: Candidates, sizes: Sequence[int]
-) -> list[list[float]]:
-    """Each member's best similarity to a fellow member (as ``solve.group_similarities``), vectorised."""
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    group_of = np.full(int(offsets[-1]), -1, dtype=np.int64)
-    flat_members = [offsets[d] + r for group in groups for d, r in group]
-    group_ids = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
-    if flat_members:
-        group_of[np.array(flat_members, dtype=np.int64)] = group_ids
+    members: np.ndarray, group_of: np.ndarray, candidates: Candidates, offsets: np.ndarray
+) -> np.ndarray:
+    """Each member's best similarity to a fellow member (as ``solve.group_similarities``), vectorised.
+
+    ``members`` are the groups' records one after another (as indices into all datasets laid end to end at
+    ``offsets``), ``group_of`` each record's group (-1: none); the result is in the order of ``members``.
+    """
     best = np.full(int(offsets[-1]), np.nan)
     if len(candidates):
         a = offsets[candidates.dataset[:, 0]] + candidates.record[:, 0]
@@ -274,12 +315,45 @@ def _member_similarities(
         ends, values = ends[order], values[order]
         first = np.r_[True, ends[1:] != ends[:-1]] if ends.shape[0] else np.zeros(0, bool)
         best[ends[first]] = values[first]
-    out = best[np.array(flat_members, dtype=np.int64)].tolist() if flat_members else []
-    result, k = [], 0
-    for group in groups:
-        result.append(out[k : k + len(group)])
-        k += len(group)
-    return result
+    return best[members]
+
+
+def _entities(
+    groups: Sequence[Sequence[tuple[int, int]]],
+    candidates: Candidates,
+    subs: Sequence[VerifiedSubmission],
+    choice: ThresholdChoice,
+) -> list[Entity]:
+    """The groups as entities: members [platform, token, similarity], and the match probability.
+
+    A member's similarity is its best to a fellow member; an entity's match probability is the lowest posterior
+    among its members' links. Built column by column (a 20k x 20k linkage has 30,000 members).
+    """
+    if not groups:
+        return []
+    sizes = [len(s.tokens) for s in subs]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    lengths = np.fromiter((len(g) for g in groups), dtype=np.int64, count=len(groups))
+    chain = itertools.chain.from_iterable
+    flat = np.fromiter(chain(chain(groups)), dtype=np.int64, count=2 * int(lengths.sum())).reshape(-1, 2)
+    members = offsets[flat[:, 0]] + flat[:, 1]
+    group_of = np.full(int(offsets[-1]), -1, dtype=np.int64)
+    group_of[members] = np.repeat(np.arange(len(groups)), lengths)
+    sims = _member_similarities(members, group_of, candidates, offsets)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    probabilities: list[float | None] = [None] * len(groups)
+    post = choice.posterior(sims)
+    if post is not None:
+        probabilities = np.round(np.minimum.reduceat(post, starts), 6).tolist()
+    platforms = np.array([s.platform for s in subs], dtype=object)[flat[:, 0]].tolist()
+    tokens = np.array([t for s in subs for t in s.tokens], dtype=object)[members].tolist()
+    rows = list(map(list, zip(platforms, tokens, map(round, sims.tolist(), itertools.repeat(6)))))
+    return [
+        Entity(entity_id=f"E{number:07d}", members=rows[start : start + length], match_probability=probability)
+        for number, start, length, probability in zip(
+            itertools.count(1), starts.tolist(), lengths.tolist(), probabilities
+        )
+    ]
 
 
 def _pair_codes(dataset: np.ndarray, record: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
@@ -347,6 +421,27 @@ def link_submissions(
         DocumentError, KeyMismatchError: submissions that do not belong together.
         PolicyError: fewer than two platforms.
     """
+    with _gc_paused():
+        return _link(me, cards, submissions, options)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while linking: the tens of thousands of lists and objects it makes hold no
+    cycles, and collections triggered by their number cost more than the step's solving."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _link(
+    me: PartyKey, cards: Sequence[Card], submissions: Sequence[Submission], options: LinkOptions
+) -> Linked:
+    """:func:`link_submissions`' steps (its caller pauses garbage collection)."""
     subs = [open_submission(doc, cards) for doc in submissions]
     if options.run is not None:
         for s in subs:
@@ -372,25 +467,9 @@ def link_submissions(
             have = _pair_codes(candidates.dataset, candidates.record, sizes)
             sample_pc = float(np.isin(_pair_codes(pairs, recs, sizes), have).mean())
     groups = greedy_solve(candidates)
-    sims = _member_similarities(groups, candidates, sizes)
-    # An entity's match probability: the lowest posterior among its members' links.
-    probabilities: list[float | None] = [None] * len(groups)
-    if groups:
-        flat = np.fromiter((x for group_sims in sims for x in group_sims), dtype=np.float64)
-        post = choice.posterior(flat)
-        if post is not None:
-            starts = np.concatenate([[0], np.cumsum([len(g) for g in groups])[:-1]])
-            probabilities = np.round(np.minimum.reduceat(post, starts), 6).tolist()
+    entities = _entities(groups, candidates, subs, choice)
     names = [s.platform for s in subs]
     tokens = [s.tokens for s in subs]
-    entities = [
-        Entity(
-            entity_id=f"E{number:07d}",
-            members=[[names[d], tokens[d][r], round(s, 6)] for (d, r), s in zip(group, group_sims)],
-            match_probability=probability,
-        )
-        for number, (group, group_sims, probability) in enumerate(zip(groups, sims, probabilities), start=1)
-    ]
     pairs_total = int(sum(a * b for a, b in itertools.combinations(sizes, 2)))
     comparisons = report.comparisons if report is not None else pairs_total
     blocking_header: dict[str, Any] = {
@@ -409,12 +488,7 @@ def link_submissions(
             pair_completeness_at_threshold=report.pair_completeness_at_threshold,
             sample_pair_completeness=sample_pc,
         )
-    candidate_rows = _csv_text(
-        [names[d0], tokens[d0][r0], names[d1], tokens[d1][r1], round(sim, 6)]
-        for sim, (d0, d1), (r0, r1) in zip(
-            candidates.similarity.tolist(), candidates.dataset.tolist(), candidates.record.tolist()
-        )
-    )
+    candidate_rows = _candidate_csv(candidates, subs)
     sample_rows = _csv_text(
         [names[d], tokens[d][r], names[e], tokens[e][p], round(s1, 6), "" if math.isnan(s2) else round(s2, 6)]
         for d, r, e, p, s1, s2 in zip(

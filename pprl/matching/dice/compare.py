@@ -50,8 +50,10 @@ def compare(
     k: int | None = None,
     workers: int = 1,
     on_rows: Callable[[int], None] | None = None,
+    ordered: bool = True,
 ) -> Triples:
-    """All pairs with similarity >= t (at most k per left row), sorted by (i, j)."""
+    """All pairs with similarity >= t (at most k per left row), sorted by (i, j) (unless not ``ordered``:
+    then in no promised order, for a caller that sorts them itself)."""
     n, m = pa.counts.shape[0], pb.counts.shape[0]
     if n == 0 or m == 0 or k == 0:
         if on_rows is not None and n:
@@ -88,5 +90,7 @@ def compare(
     i = np.concatenate([p[0] for p in done])
     j = np.concatenate([p[1] for p in done])
     s = np.concatenate([p[2] for p in done])
+    if not ordered:
+        return i, j, s
     order = np.lexsort((j, i))
     return i[order], j[order], s[order]

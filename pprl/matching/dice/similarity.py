@@ -256,6 +256,7 @@ def find_candidates(
                 k=k,
                 workers=n_workers,
                 on_rows=on_rows,
+                ordered=False,
             )
             sims.append(s)
             dsets.append(np.broadcast_to(np.array([d0, d1], np.int64), (s.shape[0], 2)))
@@ -268,7 +269,10 @@ def find_candidates(
     sim = np.concatenate(sims)
     dset = np.concatenate(dsets)
     rec = np.concatenate(recs).reshape(-1, 2)
-    order = np.lexsort((rec[:, 1], rec[:, 0], dset[:, 1], dset[:, 0], -sim))
+    if len(pairs) == 1:  # one pair of datasets: its indices are the same on every row
+        order = np.lexsort((rec[:, 1], rec[:, 0], -sim))
+    else:
+        order = np.lexsort((rec[:, 1], rec[:, 0], dset[:, 1], dset[:, 0], -sim))
     sim, dset, rec = sim[order], dset[order], rec[order]
     if k is not None:
         # anonlink's _enforce_k: walking the sorted pairs, every pair counts
