@@ -10,7 +10,7 @@ from pprl.matching.dice.similarity import find_candidates
 
 distributed = pytest.importorskip("distributed")
 
-from pprl.engine.dask_engine import DaskEngine  # noqa: E402
+from pprl.engine import DaskEngine  # noqa: E402
 
 
 def _datasets(seed: int, sizes: tuple[int, ...], width: int = 128, noise: float = 0.04) -> list[np.ndarray]:

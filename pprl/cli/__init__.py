@@ -7,7 +7,9 @@ The CLI only parses options, calls ``pprl.protocol`` and prints. Every
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -70,6 +72,36 @@ def split_columns(values: tuple[str, ...]) -> list[str]:
 def say(message: str) -> None:
     """Status lines go to stderr so stdout stays machine-readable."""
     click.echo(message, err=True)
+
+
+def engine_options(fn: Any) -> Any:
+    """``--engine``, ``--scheduler`` and ``--dask-workers`` for a command whose heavy work may run on Dask."""
+    fn = click.option("--dask-workers", type=click.IntRange(1), default=2, show_default=True,
+                      help="With --engine dask and no --scheduler: worker processes of the cluster started on "
+                           "this machine.")(fn)
+    fn = click.option("--scheduler", metavar="ADDRESS",
+                      help="With --engine dask: a running Dask scheduler (tcp://host:8786). Without it, a cluster "
+                           "on this machine for the run.")(fn)
+    fn = click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                      help="Where the heavy work runs: this process, or a Dask cluster (pip install 'pprl[dask]'). "
+                           "The results are the same.")(fn)
+    return fn
+
+
+@contextlib.contextmanager
+def engine_for(engine: str, scheduler: str | None, workers: int) -> Iterator[Any]:
+    """The engine the options chose (None: this process), closed (its local cluster stopped) at the end."""
+    if engine != "dask":
+        if scheduler:
+            raise OptionError("{scheduler} needs --engine dask", "scheduler")
+        yield None
+        return
+    from pprl.engine import DaskEngine
+
+    with DaskEngine.start(scheduler, workers=workers, progress=progress_wanted()) as started:
+        where = f"scheduler {scheduler}" if scheduler else "a cluster on this machine"
+        say(f"dask: {started.workers} workers on {where}; dashboard {started.dashboard}")
+        yield started
 
 
 from pprl.cli import admin, authority, bureau, evaluate, lender, platform, psi, service, tools  # noqa: E402,F401  (registers commands)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pprl.cli import cli, progress_wanted, say
+from pprl.cli import cli, engine_for, engine_options, progress_wanted, say
 
 FILE = click.Path(dir_okay=False)
 
@@ -74,7 +74,8 @@ def link_report(result) -> list[str]:
 @click.option("--run", help="The run id you announced to the platforms (`pprl submit --run`): a submission made "
                            "for another run, or without one, is refused, so an old one cannot be replayed.")
 @click.option("--out", required=True, type=FILE, help="Linkage file to write.")
-def link_cmd(me, cards, submissions, threshold, blocking, run, out) -> None:
+@engine_options
+def link_cmd(me, cards, submissions, threshold, blocking, run, out, engine, scheduler, dask_workers) -> None:
     """Verify submissions, compare encodings (Dice) and group records into entities.
 
     Each entity holds at most one record per platform and at least two
@@ -87,13 +88,15 @@ def link_cmd(me, cards, submissions, threshold, blocking, run, out) -> None:
       pprl link --me keys/bureau.key --cards keys/platform_1.card.json --cards keys/platform_2.card.json \\
           --submissions platform_1.submission.json --submissions platform_2.submission.json \\
           --out linkage.json
+    On a Dask cluster (the same linkage): add --engine dask [--scheduler tcp://host:8786].
     """
     from pprl.protocol.files import link, load_cards, load_key
 
-    result = link(
-        load_key(me), load_cards(cards), submissions, threshold, out, blocking=blocking, progress=progress_wanted(),
-        run=run,
-    )
+    with engine_for(engine, scheduler, dask_workers) as where:
+        result = link(
+            load_key(me), load_cards(cards), submissions, threshold, out, blocking=blocking,
+            progress=progress_wanted(), run=run, engine=where,
+        )
     for line in link_report(result):
         say(line)
 
@@ -116,7 +119,9 @@ def link_cmd(me, cards, submissions, threshold, blocking, run, out) -> None:
               help="The decryptor's audit-log head as witnessed (`pprl audit witness`), signed by a party among "
                    "--cards: the release carries it, and the decryptor refuses it unless its log extends it.")
 @click.option("--out", required=True, type=FILE, help="Release file to write (ciphertexts only).")
-def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsilon, delta, audit_head, out) -> None:
+@engine_options
+def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsilon, delta, audit_head, out, engine,
+                  scheduler, dask_workers) -> None:
     """Sum every score column per entity under encryption, for the authority to decrypt.
 
     With --noise laplace --epsilon E (or --noise gaussian --epsilon E --delta D)
@@ -139,11 +144,13 @@ def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsi
     """
     from pprl.protocol.files import aggregate, load_key, pinned_cards
 
-    result = aggregate(
-        load_key(me), linkage, submissions, min_contributors, out,
-        cards=pinned_cards(cards, "cards", "the platforms that signed the submissions"),
-        noise=noise, epsilon=epsilon, delta=delta, progress=progress_wanted(), audit_head=audit_head,
-    )
+    with engine_for(engine, scheduler, dask_workers) as where:
+        result = aggregate(
+            load_key(me), linkage, submissions, min_contributors, out,
+            cards=pinned_cards(cards, "cards", "the platforms that signed the submissions"),
+            noise=noise, epsilon=epsilon, delta=delta, progress=progress_wanted(), audit_head=audit_head,
+            engine=where,
+        )
     say(f"wrote {result.path}: {result.released} entities released, {result.suppressed} held back (< {min_contributors} platforms)")
 
 
@@ -176,7 +183,9 @@ def registry_group() -> None:
               help="Dice similarity at or above which a record joins an entity, or 'auto' (chosen from the data).")
 @click.option("--blocking", type=click.Choice(["auto", "lsh", "none"]), default="auto", show_default=True,
               help="Keyed LSH blocking, as for `pprl link`.")
-def registry_update_cmd(me, registry, cards, submissions, service_url, service_cards, threshold, blocking) -> None:
+@engine_options
+def registry_update_cmd(me, registry, cards, submissions, service_url, service_cards, threshold, blocking, engine,
+                        scheduler, dask_workers) -> None:
     """Link platforms' new submissions into the registry; each replaces its platform's previous one.
 
     A record keeps its entity when its previous self is found, joins the
@@ -212,11 +221,11 @@ def registry_update_cmd(me, registry, cards, submissions, service_url, service_c
     for name, value in (("--registry", registry), ("--cards", cards), ("--submissions", submissions)):
         if not value:
             raise click.UsageError(f"Missing option '{name}' (or run the update through --service URL)")
-    options = LinkOptions(threshold=None if threshold == "auto" else threshold, blocking=blocking,
-                            progress=progress_wanted())
     trusted = load_cards(cards)
     docs = [load(p, Submission) for p in submissions]
-    with Registry(registry) as reg:
+    with engine_for(engine, scheduler, dask_workers) as where, Registry(registry) as reg:
+        options = LinkOptions(threshold=None if threshold == "auto" else threshold, blocking=blocking,
+                              progress=progress_wanted(), engine=where)
         reports = reg.update(docs, options, trusted, me=key)
         stats = reg.stats()
     for r in reports:

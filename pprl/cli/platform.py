@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pprl.cli import cli, progress_wanted, say, split_columns
+from pprl.cli import cli, engine_for, engine_options, progress_wanted, say, split_columns
 from pprl.errors import DataValidationError
 
 FILE = click.Path(dir_okay=False)
@@ -68,8 +68,10 @@ def parse_clip(specs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
               help="Also send it to the bureau's service (in chunks, resumed after a broken connection).")
 @click.option("--service-card", "service_cards", multiple=True, type=FILE,
               help="With --to: the bureau's card (default: your trust store, PPRL_TRUST).")
+@engine_options
 def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores, clip, plain_encryption,
-               records_per_ciphertext, pseudonym_column, pseudonym_kind, run, out, to_url, service_cards) -> None:
+               records_per_ciphertext, pseudonym_column, pseudonym_kind, run, out, to_url, service_cards, engine,
+               scheduler, dask_workers) -> None:
     """Encode identifiers into CLKs, encrypt scores, and sign one submission for the bureau.
 
     Also writes OUT.map.csv (token,<id-column>; mode 0600): your private way
@@ -84,6 +86,8 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
     Sent to the bureau's service as well:
       pprl submit ... --out platform_1.submission.json --to https://bureau.example:8400 \
           --service-card keys/bureau.card.json
+    Encoded and encrypted on a Dask cluster (workers in your own network: they get the linkage secret):
+      pprl submit ... --engine dask --scheduler tls://dask.platform.internal:8786
     """
     from pprl.protocol.files import load_key, pinned_cards, submit
 
@@ -94,24 +98,26 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
 
         client = connect(to_url, key, service_cards, "bureau")
     pins = pinned_cards([authority] if authority else [], "authority", "who signed --paillier") if paillier else None
-    result = submit(
-        key,
-        schema,
-        secret,
-        data,
-        id_column,
-        out,
-        paillier=paillier,
-        scores=split_columns(scores),
-        authority=pins,
-        progress=progress_wanted(),
-        clip=parse_clip(clip),
-        encryption="plain" if plain_encryption else None,
-        records_per_ciphertext=records_per_ciphertext,
-        pseudonym_column=pseudonym_column,
-        pseudonym_kind=pseudonym_kind,
-        run=run,
-    )
+    with engine_for(engine, scheduler, dask_workers) as where:
+        result = submit(
+            key,
+            schema,
+            secret,
+            data,
+            id_column,
+            out,
+            paillier=paillier,
+            scores=split_columns(scores),
+            authority=pins,
+            progress=progress_wanted(),
+            clip=parse_clip(clip),
+            encryption="plain" if plain_encryption else None,
+            records_per_ciphertext=records_per_ciphertext,
+            pseudonym_column=pseudonym_column,
+            pseudonym_kind=pseudonym_kind,
+            run=run,
+            engine=where,
+        )
     say(f"wrote {result.path} ({result.records} records, scores: {', '.join(result.score_columns) or 'none'})")
     say(f"wrote {result.map_path} (private, mode 0600: keep it)")
     for note in result.notes:

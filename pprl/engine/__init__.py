@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
     from pprl.encoding.clk import EncodeResult
     from pprl.encoding.schema import Schema
+    from pprl.engine.dask_engine import DaskEngine
     from pprl.matching.blocking import BlockingReport
     from pprl.matching.dice.similarity import Candidates
 
-__all__ = ["ENGINES", "Engine"]
+__all__ = ["ENGINES", "DaskEngine", "Engine"]
 
 #: The engines the commands accept.
 ENGINES = ("local", "dask")
@@ -54,3 +55,12 @@ class Engine(Protocol):
                     spec: PackingSpec) -> EncryptedVector:
         """:func:`pprl.crypto.paillier.packing_records.sum_records`."""
         ...
+
+
+def __getattr__(name: str) -> object:
+    """``DaskEngine`` on first use: importing :mod:`pprl.engine` loads neither numpy nor dask."""
+    if name == "DaskEngine":
+        from pprl.engine.dask_engine import DaskEngine
+
+        return DaskEngine
+    raise AttributeError(f"module 'pprl.engine' has no attribute {name!r}")

@@ -66,6 +66,7 @@ from pprl.protocol.audit import (
 )
 from pprl.protocol.identity import PartyKey, card_document, create_identity, key_document, open_card, open_key
 from pprl.protocol.link import (
+    SAMPLE_SIZE,
     LinkOptions,
     LinkReport,
     VerifiedSubmission,
@@ -79,6 +80,7 @@ if TYPE_CHECKING:  # the steps' own modules are imported where used: `pprl link`
 
     from pprl.crypto.paillier.vector import PaillierPrivateKey, PaillierPublicKey
     from pprl.encoding.schema import Schema
+    from pprl.engine import Engine
     from pprl.protocol.decrypt import Decrypted, PsiEvidence, ReleaseEvidence
     from pprl.protocol.psi import IntersectionCounts, Session, State
     from pprl.protocol.query import AnswerPolicy
@@ -328,11 +330,12 @@ def submit(
     pseudonym_column: str | None = None,
     pseudonym_kind: str = "resident_id",
     run: str | None = None,
+    engine: Engine | None = None,
 ) -> SubmitResult:
     """Encode, encrypt and sign this platform's records; write the submission and its token map (0600).
 
     Options as :class:`pprl.protocol.submit.SubmitOptions`; ``authority`` pins
-    who must have signed ``paillier``.
+    who must have signed ``paillier``; ``engine``: where encoding and encryption run (:mod:`pprl.engine`).
     """
     from pprl.crypto.paillier.vector import PaillierPublicKey
     from pprl.encoding.schema import Schema, load_schema
@@ -351,7 +354,7 @@ def submit(
     if paillier is not None:
         key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(
             paillier, _pin(authority, "the Paillier key's signer", "authority"))
-    prepared = prepare_submission(me, schema, secret, frame, options, key, source=source)
+    prepared = prepare_submission(me, schema, secret, frame, options, key, source=source, engine=engine)
     map_path = map_path_for(out)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -402,15 +405,16 @@ def link(
     sample_size: int | None = None,
     workers: int | None = None,
     run: str | None = None,
+    engine: Engine | None = None,
 ) -> LinkResult:
     """Verify submissions, link them (:func:`pprl.protocol.link.link_submissions`), write the signed linkage.
 
     ``threshold`` is a Dice similarity in (0, 1] or ``"auto"``; ``run``: every submission must have been made
-    for this run (:class:`pprl.protocol.link.LinkOptions`).
+    for this run; ``engine``: where the comparisons run (:class:`pprl.protocol.link.LinkOptions`).
     """
     options = LinkOptions(threshold=LinkOptions.parse_threshold(threshold), blocking=blocking, workers=workers,
-                          progress=progress, run=run,
-                          **({} if sample_size is None else {"sample_size": sample_size}))
+                          progress=progress, run=run, engine=engine,
+                          sample_size=SAMPLE_SIZE if sample_size is None else sample_size)
     linked = link_submissions(me, cards, [load(p, Submission) for p in submissions], options)
     path = save(out, linked.linkage)
     return LinkResult(path=path, **vars(linked.report))
@@ -438,15 +442,17 @@ def aggregate(
     delta: float | None = None,
     progress: bool = False,
     audit_head: PathLike | None = None,
+    engine: Engine | None = None,
 ) -> ReleaseResult:
     """Sum each score column per entity under encryption (:func:`pprl.protocol.aggregate.aggregate_release`);
-    ``audit_head``: a witnessed head of the decryptor's log (signed by one of ``cards``) for the release to carry."""
+    ``audit_head``: a witnessed head of the decryptor's log (signed by one of ``cards``) for the release to carry;
+    ``engine``: where the sums run (:mod:`pprl.engine`)."""
     from pprl.protocol.aggregate import AggregateOptions, aggregate_release
     options = AggregateOptions(min_contributors=min_contributors, noise=noise, epsilon=epsilon, delta=delta,
                                progress=progress)
     head = load(audit_head, LogHead) if audit_head is not None else None
     result = aggregate_release(
-        me, load(linkage, Linkage), [load(p, Submission) for p in submissions], options, cards, head
+        me, load(linkage, Linkage), [load(p, Submission) for p in submissions], options, cards, head, engine=engine
     )
     path = save(out, result.release)
     return ReleaseResult(path=path, released=result.released, suppressed=result.suppressed)

@@ -36,7 +36,14 @@ from pprl.documents import (
     verify,
 )
 from pprl.errors import DocumentError, KeyMismatchError, OptionError, PolicyError
-from pprl.matching.blocking import BlockingPlan, BlockingReport, derive_seed, lsh_candidates, plan_blocking
+from pprl.matching.blocking import (
+    BlockingPlan,
+    BlockingReport,
+    derive_seed,
+    lsh_candidates,
+    lsh_estimates,
+    plan_blocking,
+)
 from pprl.matching.dice.similarity import Candidates, find_candidates
 from pprl.matching.solve import greedy_solve
 from pprl.matching.thresholds import BestMatchSample, ThresholdChoice, best_match_sample, choose_threshold
@@ -44,6 +51,7 @@ from pprl.protocol.identity import PartyKey
 
 if TYPE_CHECKING:  # imported where used: linking alone needs neither the OPRF nor Paillier
     from pprl.crypto.paillier.vector import PaillierPublicKey
+    from pprl.engine import Engine
 
 __all__ = [
     "BLOCKING_MODES",
@@ -190,6 +198,8 @@ class LinkOptions:
         progress: show progress bars.
         run: the run every submission must have been made for (a submission replayed from another run,
             or made without one, is refused).
+        engine: where the comparisons run (:mod:`pprl.engine`, e.g. a Dask cluster); None: in this process.
+            The candidates, and so the linkage, are the same.
     """
 
     threshold: float | None = None
@@ -198,6 +208,7 @@ class LinkOptions:
     workers: int | None = None
     progress: bool = False
     run: str | None = None
+    engine: Engine | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.run is not None:
@@ -393,11 +404,21 @@ def search_candidates(datasets: Sequence[np.ndarray], options: LinkOptions, seed
         t, method, reason = float(options.threshold), "fixed", ""
     plan = plan_blocking(datasets, t, mode=options.blocking, seed=seed, sample=sample)  # type: ignore[arg-type]
     report: BlockingReport | None = None
+    engine = options.engine
     if plan.method == "lsh" and plan.design is not None:
-        candidates, report = lsh_candidates(
-            datasets, t, seed=seed, bands=plan.design.bands, bits_per_band=plan.design.bits_per_band,
-            sample=sample, progress=options.progress,
-        )
+        bands, bits = plan.design.bands, plan.design.bits_per_band
+        if engine is not None:
+            estimated, at_threshold = lsh_estimates(datasets, t, sample, bands, bits)
+            candidates, report = engine.lsh_candidates(
+                datasets, t, seed=seed, bands=bands, bits_per_band=bits, estimated_pair_completeness=estimated,
+                pair_completeness_at_threshold=at_threshold,
+            )
+        else:
+            candidates, report = lsh_candidates(
+                datasets, t, seed=seed, bands=bands, bits_per_band=bits, sample=sample, progress=options.progress,
+            )
+    elif engine is not None:
+        candidates = engine.find_candidates(datasets, t)
     else:
         candidates = find_candidates(datasets, t, progress=options.progress, workers=options.workers)
     return CandidateSearch(candidates, sample, choice, t, method, reason, plan, report)

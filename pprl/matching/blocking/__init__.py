@@ -18,6 +18,7 @@ from pprl.matching.blocking.candidates import (
     band_keys_of_lanes,
     dice_of_codes,
     lsh_candidates,
+    lsh_estimates,
     merge_found,
 )
 from pprl.matching.blocking.design import (
@@ -54,6 +55,7 @@ __all__ = [
     "design_lsh",
     "dice_of_codes",
     "lsh_candidates",
+    "lsh_estimates",
     "merge_found",
     "plan_blocking",
     "popcount_rows",

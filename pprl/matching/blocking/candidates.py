@@ -41,7 +41,7 @@ from pprl.matching.dice.similarity import Candidates
 from pprl.matching.thresholds import BestMatchSample, check_datasets
 
 __all__ = ["BlockingReport", "Window", "band_collisions", "band_keys_of_lanes", "dice_of_codes", "lsh_candidates",
-           "merge_found"]
+           "lsh_estimates", "merge_found"]
 
 Window = Literal["exact", "anonlink"]
 
@@ -142,10 +142,11 @@ def _dice_filter(
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
 
 
-def _estimates(
-    arrays: list[np.ndarray], t: float, sample: BestMatchSample | None, bands: int, bits: int
+def lsh_estimates(
+    datasets: Sequence[np.ndarray], t: float, sample: BestMatchSample | None, bands: int, bits: int
 ) -> tuple[float, float]:
     """(estimated pair completeness on the sample's best matches >= t, completeness at t) for a given design."""
+    arrays = check_datasets(datasets)
     length = arrays[0].shape[1] * 8
     h_t = math.ceil(2.0 * high_fill(arrays) * length * (1.0 - t))
     at_t = float(collision_probability([h_t], length, bits, bands)[0])
@@ -259,7 +260,7 @@ def lsh_candidates(
     if design is not None:
         estimated, at_threshold = design.estimated_pair_completeness, design.pair_completeness_at_threshold
     else:
-        estimated, at_threshold = _estimates(arrays, t, sample, int(bands), int(bits_per_band))
+        estimated, at_threshold = lsh_estimates(arrays, t, sample, int(bands), int(bits_per_band))
     report = BlockingReport(
         method="lsh",
         bands=int(bands),

@@ -1,0 +1,78 @@
+"""The commands on a Dask cluster (`--engine dask`, a LocalCluster of two workers): the same results as here."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from cli_runner import cli_consortium, refused, run
+
+from pprl.documents import Submission, load
+from pprl.protocol.files import map_path_for
+
+pytest.importorskip("distributed")
+
+ENGINE = ("--engine", "dask", "--dask-workers", 2)
+
+
+def _clk_by_user(path) -> dict[str, bytes]:
+    """Each user's CLK in a submission (records leave shuffled; the private map names their users)."""
+    import csv
+
+    doc = load(path, Submission)
+    width = doc.header.clk_bytes
+    token_row = {t: i for i, t in enumerate(doc.payload.tokens)}
+    with open(map_path_for(path), encoding="utf-8") as f:
+        users = {row["token"]: row["user_id"] for row in csv.DictReader(f)}
+    return {users[t]: doc.payload.clks[i * width:(i + 1) * width] for t, i in token_row.items()}
+
+
+def _entities(path) -> list[list[tuple[str, str]]]:
+    doc = json.loads(path.read_text())
+    return sorted(sorted((m[0], m[1]) for m in e["members"]) for e in doc["payload"]["entities"])
+
+
+def test_submit_link_aggregate_and_registry_update_on_the_cluster_give_what_they_give_here(tmp_path):
+    w = tmp_path
+    platforms = ["platform_1", "platform_2", "platform_3"]
+    key, card, _ = cli_consortium(w, platforms, seed=4)
+    cards = [a for p in platforms for a in ("--cards", card[p])]
+    for name in platforms:
+        common = ["submit", "--me", key[name], "--schema", "examples/schema-cn.json", "--secret", w / f"{name}.secret",
+                  "--paillier", w / "authority" / "paillier.pub.json", "--authority", card["authority"],
+                  "--data", w / "data" / f"{name}.csv", "--id-column", "user_id", "--scores", "repay_score"]
+        run(*common, "--out", w / f"{name}.sub.json")
+        result = run(*common, "--out", w / f"{name}.dask.sub.json", *ENGINE)
+        assert "dask: 2 workers on a cluster on this machine" in result.stderr
+        assert _clk_by_user(w / f"{name}.dask.sub.json") == _clk_by_user(w / f"{name}.sub.json")
+    subs = [a for p in platforms for a in ("--submissions", w / f"{p}.sub.json")]
+    for blocking in ("lsh", "none"):
+        run("link", "--me", key["bureau"], *cards, *subs, "--blocking", blocking, "--out", w / f"here-{blocking}.json")
+        run("link", "--me", key["bureau"], *cards, *subs, "--blocking", blocking, "--out", w / f"there-{blocking}.json",
+            *ENGINE)
+        assert _entities(w / f"there-{blocking}.json") == _entities(w / f"here-{blocking}.json")
+        here, there = (json.loads((w / f"{s}-{blocking}.json").read_text()) for s in ("here", "there"))
+        assert there["payload"]["candidates"] == here["payload"]["candidates"]
+        assert there["header"]["threshold"] == here["header"]["threshold"]
+    linkage = w / "here-none.json"
+    run("aggregate", "--me", key["bureau"], "--linkage", linkage, *subs, *cards, "--out", w / "here.release.json")
+    run("aggregate", "--me", key["bureau"], "--linkage", linkage, *subs, *cards, "--out", w / "there.release.json",
+        *ENGINE)
+    here, there = (json.loads((w / f"{s}.release.json").read_text())["payload"] for s in ("here", "there"))
+    assert there["entity_ids"] == here["entity_ids"] and there["sums"] == here["sums"] and here["entity_ids"]
+    for where, extra in (("here", ()), ("there", ENGINE)):
+        run("registry", "update", "--me", key["bureau"], "--registry", w / f"{where}.db", *cards, *subs, *extra)
+    rows = []
+    for where in ("here", "there"):
+        with sqlite3.connect(w / f"{where}.db") as db:
+            rows.append(db.execute("SELECT platform, token, entity FROM pprl_records ORDER BY platform, token")
+                        .fetchall())
+    assert rows[0] == rows[1] and rows[0]
+
+
+def test_a_scheduler_needs_the_dask_engine(tmp_path):
+    out = tmp_path / "linkage.json"
+    result = run("link", "--me", tmp_path / "none.key", "--cards", tmp_path / "c.json", "--submissions",
+                 tmp_path / "s.json", "--out", out, "--scheduler", "tcp://127.0.0.1:9", ok=False)
+    refused(result, out, "--scheduler", "--engine dask")
