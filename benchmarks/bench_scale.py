@@ -24,6 +24,7 @@ synthetic truth (``pprl.sim.evaluation``, not timed).
     python benchmarks/bench_scale.py                    # 200k x 200k
     python benchmarks/bench_scale.py --n 20000          # a quick run
     python benchmarks/bench_scale.py --workdir /tmp/scale --keep   # reuse the submissions next time
+    python benchmarks/bench_scale.py --dask 1,2         # also on a Dask LocalCluster of 1, then 2 workers
 """
 
 from __future__ import annotations
@@ -62,15 +63,27 @@ def _child(spec: dict) -> dict:
         groups = anonlink.solving.greedy_solve(cands)
         return {"seconds": time.perf_counter() - t0, "peak_gib": peak_rss_gib(),
                 "entities": sum(1 for g in groups if len(g) >= 2)}
+    import contextlib
+
     from pprl.protocol.files import link
 
     world = pickle.loads(Path(spec["world"]).read_bytes())
-    t0 = time.perf_counter()
-    result = link(world.bureau, world.cards, world.submissions, spec["threshold"], spec["out"],
-                  blocking=spec["blocking"])
-    seconds = time.perf_counter() - t0
+    started = 0.0
+    with contextlib.ExitStack() as stack:
+        engine = None
+        if spec.get("workers"):
+            from pprl.engine import DaskEngine
+
+            t = time.perf_counter()
+            engine = stack.enter_context(DaskEngine.start(workers=spec["workers"]))
+            started = time.perf_counter() - t
+        t0 = time.perf_counter()
+        result = link(world.bureau, world.cards, world.submissions, spec["threshold"], spec["out"],
+                      blocking=spec["blocking"], engine=engine)
+        seconds = time.perf_counter() - t0
     return {
         "seconds": seconds,
+        "cluster_start": started,
         "peak_gib": peak_rss_gib(),
         "entities": result.entities,
         "threshold": result.threshold,
@@ -86,6 +99,11 @@ def _child(spec: dict) -> dict:
     }
 
 
+def _entities(path: Path) -> list[list[tuple[str, str]]]:
+    doc = json.loads(path.read_text())
+    return sorted(sorted((m[0], m[1]) for m in e["members"]) for e in doc["payload"]["entities"])
+
+
 def run_child(spec: dict) -> dict:
     out = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)], check=True,
                          capture_output=True, text=True)
@@ -99,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="keep the world here (reused when present)")
     parser.add_argument("--keep", action="store_true", help="do not delete --workdir afterwards")
     parser.add_argument("--anonlink", action="store_true", help="also time anonlink (slow: single-threaded, every pair)")
+    parser.add_argument("--dask", default="", metavar="N,N,...",
+                        help="also link with --engine dask on a LocalCluster of each of these worker counts "
+                             "(e.g. 1,2: the speed-up from one worker to two; same entities checked)")
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._child:
@@ -150,6 +171,20 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['pairs_total']:,} pairs compared (reduction ratio {r['reduction_ratio']:.6f}); "
                       f"estimated pair completeness {r['estimated_pair_completeness']:.4f}, "
                       f"on sampled best matches {r['sample_pair_completeness']:.4f}", flush=True)
+        for workers in [int(x) for x in args.dask.split(",") if x.strip()]:
+            out = root / f"linkage-dask{workers}.json"
+            spec = {"tool": "pprl", "world": str(world_file), "threshold": "auto", "blocking": "lsh",
+                    "out": str(out), "workers": workers}
+            r = run_child(spec)
+            same = _entities(out) == _entities(root / "linkage-lsh.json")
+            base = results["ours (lsh)"]["seconds"]
+            results[f"dask {workers}"] = r
+            print(f"  {'dask, ' + str(workers) + ' worker(s)':22s} {r['seconds']:7.1f}s (+{r['cluster_start']:.1f}s "
+                  f"to start the LocalCluster)  peak (client) {r['peak_gib']:5.2f} GiB  entities {r['entities']:,}  "
+                  f"same entities as in-process: {'yes' if same else 'NO'}  in-process/dask {base / r['seconds']:.2f}x",
+                  flush=True)
+        if "dask 1" in results and "dask 2" in results:
+            print(f"  dask speed-up from 1 to 2 workers: {results['dask 1']['seconds'] / results['dask 2']['seconds']:.2f}x")
         ours, anchor = results["ours (lsh)"], results["anchor (no blocking)"]
         print(f"  ours {ours['seconds']:.1f}s, anchor {anchor['seconds']:.1f}s, ratio anchor/ours "
               f"{anchor['seconds'] / ours['seconds']:.2f}x")
