@@ -1,19 +1,22 @@
-"""Build glue for pprl's three C extensions: the Dice kernel, the PSI hash-to-curve map
-and the AVX-512 IFMA modular exponentiation behind Paillier decryption.
+"""Build glue for pprl's C extensions: the Dice kernel, the PSI hash-to-curve map, the AVX-512 IFMA and
+AVX2 Montgomery kernels behind Paillier, and the CLK masker.
 
 Everything else (metadata, dependencies, packages) lives in setup.cfg; this
-file only declares ``pprl.matching.dice._dice``, ``pprl.crypto._h2c`` and
-``pprl.crypto._montexp`` because setup.cfg cannot.  All three follow one
-policy: declared ``optional``, built with the same flags, so where one cannot
-be built the install still succeeds and its loader falls back to a pure path
-with identical results (see ``pprl/_native.py``): the numpy Dice kernel
-(``pprl.matching.dice.fallback``, an order of magnitude slower), the Python reference of
+file only declares ``pprl.matching.dice._dice``, ``pprl.crypto._h2c``,
+``pprl.crypto._montexp``, ``pprl.crypto._avx2exp`` and ``pprl.encoding._bloom``
+because setup.cfg cannot.  All follow one policy: declared ``optional``, built
+with the same flags, so where one cannot be built the install still succeeds
+and its loader falls back to a pure path with identical results (see
+``pprl/_native.py``): the numpy Dice kernel (``pprl.matching.dice.fallback``, an
+order of magnitude slower), the Python reference of
 ``pprl.crypto.hash_to_curve`` (~10x slower; ``_h2c`` needs ``unsigned
-__int128``: gcc or clang on 64-bit targets) and gmpy2 for ``pprl.crypto.montexp``
+__int128``: gcc or clang on 64-bit targets), gmpy2 for ``pprl.crypto.montexp``
 (``_montexp``'s AVX-512 functions carry ``target("avx512f,avx512ifma")``
-attributes and run only when the CPU reports IFMA at run time; off x86-64 it
-builds as a stub whose ``available()`` is False).  The tests check that the
-extensions were built where they should be.
+attributes and ``_avx2exp``'s ``target("avx2")``; each runs only when the CPU
+reports its instructions at run time, and off x86-64 builds as a stub whose
+``available()`` is False) and the Python masker of ``pprl.encoding.masks``
+(``_bloom`` is portable C).  The tests check that the extensions were built
+where they should be.
 
 Flags: -O3 for the kernel loops, and -ffp-contract=off so the compiler never
 fuses a multiply and an add into an FMA -- similarities must stay
@@ -50,6 +53,7 @@ setup(
                   optional=True),
         Extension("pprl.crypto._montexp", sources=["pprl/crypto/_montexp.c"], optional=True),
         Extension("pprl.crypto._avx2exp", sources=["pprl/crypto/_avx2exp.c"], optional=True),
+        Extension("pprl.encoding._bloom", sources=["pprl/encoding/_bloom.c"], optional=True),
     ],
     cmdclass={"build_ext": _BuildExt},
 )

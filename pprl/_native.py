@@ -1,8 +1,9 @@
-"""How pprl loads its optional C extensions: one rule for all three.
+"""How pprl loads its optional C extensions: one rule for all of them.
 
 Each extension (``pprl.matching.dice._dice``, ``pprl.crypto._h2c``,
-``pprl.crypto._montexp``) has one loader module (:mod:`pprl.matching.dice.native`,
-:mod:`pprl.crypto.hash_to_curve`, :mod:`pprl.crypto.montexp`) that
+``pprl.crypto._montexp``, ``pprl.crypto._avx2exp``, ``pprl.encoding._bloom``) has one
+loader module (:mod:`pprl.matching.dice.native`, :mod:`pprl.crypto.hash_to_curve`,
+:mod:`pprl.crypto.montexp` for both Montgomery kernels, :mod:`pprl.encoding.bloom`) that
 
 - imports it once with :func:`load` (None when it was not built) and exposes
   ``HAVE_<X>``: built and usable on this CPU, fixed at import;
@@ -11,14 +12,11 @@ Each extension (``pprl.matching.dice._dice``, ``pprl.crypto._h2c``,
   anything but ``""`` or ``"0"`` it sends the work to the pure-Python / numpy /
   gmpy2 path, which gives identical results.
 
-=================  ============  ================================  ====================
-extension          flag          switch                            per-call check
-=================  ============  ================================  ====================
-``_dice``          ``HAVE_DICE`` ``PPRL_NO_DICE`` (alias           ``dice_enabled()``
-                                 ``PPRL_NO_NATIVE``)
-``_h2c``           ``HAVE_H2C``  ``PPRL_NO_H2C``                   ``h2c_enabled()``
-``_montexp``       ``HAVE_IFMA`` ``PPRL_NO_IFMA``                  ``ifma_enabled()``
-=================  ============  ================================  ====================
+- ``_dice``: ``HAVE_DICE``, switch ``PPRL_NO_DICE`` (alias ``PPRL_NO_NATIVE``), ``dice_enabled()``;
+- ``_h2c``: ``HAVE_H2C``, ``PPRL_NO_H2C``, ``h2c_enabled()``;
+- ``_montexp``: ``HAVE_IFMA``, ``PPRL_NO_IFMA``, ``ifma_enabled()``;
+- ``_avx2exp``: ``HAVE_AVX2MONT``, ``PPRL_NO_AVX2MONT`` (alias ``PPRL_NO_AVX2``), ``avx2_enabled()``;
+- ``_bloom``: ``HAVE_BLOOM``, ``PPRL_NO_BLOOM``, ``bloom_enabled()``.
 
 Within ``_dice``, ``PPRL_NO_POPCNT``, ``PPRL_NO_AVX2``, ``PPRL_NO_AVX512`` and ``PPRL_NO_NEON`` keep the
 automatic choice off one variant (:mod:`pprl.matching.dice.native`).

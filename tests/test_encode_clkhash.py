@@ -3,7 +3,8 @@
 clkhash is the reference: for every schema below the same rows and secret
 must give byte-identical filters. Also covers value errors (row/column named,
 value never echoed), DataFrame input, multi-process encoding and the clkhash
-JSON output format.
+JSON output format. Every test runs twice: with the C masker
+(``pprl.encoding._bloom``) and with ``PPRL_NO_BLOOM=1`` (the Python path).
 """
 
 from __future__ import annotations
@@ -38,6 +39,18 @@ KDF = {
     "keySize": 64,
 }
 HAN = [chr(c) for c in range(0x4E00, 0x4E00 + 400)] + list("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗")
+
+
+@pytest.fixture(autouse=True, params=["bloom", "python"])
+def _masks_path(request, monkeypatch):
+    """Both ways of computing value masks must match clkhash: the C masker and the Python path."""
+    if request.param == "bloom":
+        if not bloom.HAVE_BLOOM:
+            pytest.skip("pprl.encoding._bloom is not built")
+        monkeypatch.delenv(bloom.BLOOM_SWITCH, raising=False)
+    else:
+        monkeypatch.setenv(bloom.BLOOM_SWITCH, "1")
+    return request.param
 
 
 def clkhash_bytes(schema_dict: dict, rows: list, secret) -> np.ndarray:

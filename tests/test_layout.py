@@ -27,7 +27,7 @@ ALLOWED = {
     "sim": {"protocol", "registry", "service", "documents", "crypto", "encoding", "matching"},
     "cli": {"protocol", "registry", "service", "documents", "crypto", "encoding", "matching", "sim"},
 }
-EXTENSIONS = {"_dice", "_h2c", "_montexp"}
+EXTENSIONS = {"_dice", "_h2c", "_montexp", "_avx2exp", "_bloom"}
 
 
 def _modules() -> list[tuple[str, Path]]:

@@ -21,6 +21,9 @@ EXTENSIONS = [
      ("PPRL_NO_DICE", "PPRL_NO_NATIVE")),
     ("pprl.crypto._h2c", "pprl.crypto.hash_to_curve", "HAVE_H2C", "h2c_enabled", ("PPRL_NO_H2C",)),
     ("pprl.crypto._montexp", "pprl.crypto.montexp", "HAVE_IFMA", "ifma_enabled", ("PPRL_NO_IFMA",)),
+    ("pprl.crypto._avx2exp", "pprl.crypto.montexp", "HAVE_AVX2MONT", "avx2_enabled",
+     ("PPRL_NO_AVX2MONT", "PPRL_NO_AVX2")),
+    ("pprl.encoding._bloom", "pprl.encoding.bloom", "HAVE_BLOOM", "bloom_enabled", ("PPRL_NO_BLOOM",)),
 ]
 ALL_SWITCHES = sorted({s for *_, switches in EXTENSIONS for s in switches})
 
@@ -86,7 +89,7 @@ def test_stub_types_every_function_the_extension_exports(ext):
     stub = Path(module.__file__).with_name(ext.rsplit(".", 1)[1] + ".pyi")
     assert stub.is_file(), f"{stub} is missing"
     tree = ast.parse(stub.read_text(encoding="utf-8"))
-    typed = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    typed = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     exported = {name for name in dir(module) if not name.startswith("_") and callable(getattr(module, name))}
     assert typed == exported
     for node in tree.body:

@@ -4,25 +4,88 @@
 (:class:`TokenHasher`); filters are Python ints whose big-endian bytes equal
 bitarray's ``tobytes()``, so whole filters OR and fold as single int operations.
 
+The C extension ``pprl.encoding._bloom`` computes whole values' masks for the
+common features (n-gram or exact comparison, ``blakeHash``, UTF-8 or ASCII
+tokens, no salt): tokenising, BLAKE2b and setting bits in one call per batch
+(:func:`native_masker`). It is portable C (no instruction-set variants) and
+gives exactly the masks of the Python path here, which runs when it was not
+built, for other features, or when ``PPRL_NO_BLOOM`` is set to anything but
+``""``/``"0"`` (read at every batch, :func:`bloom_enabled`).
+
 Design: docs/design.md#clk-encoding
 """
 
 from __future__ import annotations
 
+import codecs
 import hmac
 import struct
 from collections.abc import Collection
 from hashlib import blake2b, md5, sha1
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
+from pprl._native import disabled, load
+from pprl.encoding.hashing import Hashing
+from pprl.encoding.tokens import ExactComparison, NgramComparison
+
 __all__ = [
+    "BLOOM_SWITCH",
+    "HAVE_BLOOM",
     "TokenHasher",
     "blake_positions",
+    "bloom_enabled",
     "double_hash_positions",
     "fold_masks",
     "masks_to_bytes",
+    "native_masker",
 ]
+
+#: The environment switch that sends value masks to the Python path (read at every batch).
+BLOOM_SWITCH = "PPRL_NO_BLOOM"
+
+# The extension itself, None when it was not built.
+_bloom: ModuleType | None = load("pprl.encoding._bloom")
+
+#: True when ``pprl.encoding._bloom`` is built (portable C: usable on every CPU).
+HAVE_BLOOM: bool = _bloom is not None
+
+_NATIVE_MAX_BITS = 2048  # the extension's limit on bits per token (64 BLAKE2b salts)
+
+
+def bloom_enabled() -> bool:
+    """True when value masks are computed by the C extension now (built, and ``PPRL_NO_BLOOM`` unset)."""
+    return _bloom is not None and not disabled(BLOOM_SWITCH)
+
+
+def native_masker(hashing: Hashing, key: bytes, encoding: str, length: int) -> Any | None:
+    """The extension's masker for one unsalted feature, or None when it cannot compute its masks.
+
+    Its ``masks(texts)`` gives the filter mask (an int, as :meth:`TokenHasher.mask` ORed
+    over the value's tokens with clkhash's bits per token) of every normalised, checked
+    text; it raises ``UnicodeError`` for a text its encoding cannot carry.
+    """
+    if _bloom is None or hashing.hash_type != "blakeHash" or not 1 <= len(key) <= 64:
+        return None
+    if not 8 <= length <= 65536 or length & (length - 1) or hashing.bits > _NATIVE_MAX_BITS:
+        return None
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        return None
+    if codec not in ("utf-8", "ascii"):
+        return None
+    comparison = hashing.comparison
+    if type(comparison) is ExactComparison:
+        n, positional = 0, False
+    elif type(comparison) is NgramComparison and 1 <= comparison.n <= 64:
+        n, positional = comparison.n, comparison.positional
+    else:
+        return None
+    return _bloom.Table(key, length, n, positional, hashing.strategy == "bitsPerToken", hashing.bits,
+                        codec == "ascii")
 
 _SHORTS = struct.Struct("<32H")
 TOKEN_CACHE_SIZE = 1 << 17

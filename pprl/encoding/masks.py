@@ -7,6 +7,11 @@ extensions), checked against its feature's format, tokenised and its tokens
 hashed; :meth:`FeatureEncoder.prefetch` does that for all new values of a
 chunk at once, hashing new tokens in batches.  :func:`encode_chunk` OR-s the
 masks of each row as Python ints, folds them and writes the CLK bytes.
+Where the C extension ``pprl.encoding._bloom`` covers a feature (see
+:func:`pprl.encoding.bloom.native_masker`), ``prefetch`` hands it the new
+values' checked texts and it returns their masks (tokenising and hashing in
+C, same results); otherwise, or with ``PPRL_NO_BLOOM`` set, the Python path
+below does it.
 
 A value that breaks its feature's format raises ``DataValidationError``
 naming its row and column only -- the value is personal data and never
@@ -25,7 +30,7 @@ from itertools import chain, repeat
 from operator import itemgetter, or_
 from typing import Any, cast
 
-from pprl.encoding.bloom import TokenHasher, fold_masks, masks_to_bytes
+from pprl.encoding.bloom import TokenHasher, bloom_enabled, fold_masks, masks_to_bytes, native_masker
 from pprl.encoding.columns import SALT_WIDTH
 from pprl.encoding.field_formats import FieldFormat, StringFormat
 from pprl.encoding.normalise import Normaliser
@@ -52,7 +57,7 @@ class _Invalid(Exception):
 class FeatureEncoder(dict):
     """value -> filter mask for one hashed feature; normalises and validates on a cache miss."""
 
-    __slots__ = ("format", "hasher", "hashing", "identifier", "normaliser", "refused", "salted")
+    __slots__ = ("format", "hasher", "hashing", "identifier", "native", "normaliser", "refused", "salted")
 
     def __init__(self, feature: Feature, keys: tuple[bytes, bytes], length: int) -> None:
         super().__init__()
@@ -71,6 +76,8 @@ class FeatureEncoder(dict):
         self.refused: dict[str, bool] = {}
         self.hasher = TokenHasher(hashing.hash_type, keys, feature.encoding, length,
                                   hashing.prevent_singularity)
+        # The C masker (same masks as the hasher's), if it covers this feature.
+        self.native = None if self.salted else native_masker(hashing, keys[0], feature.encoding, length)
 
     def start_chunk(self) -> None:
         """Bound the memory of ``refused``: empty it (and the memo) when it has grown large."""
@@ -185,20 +192,14 @@ class FeatureEncoder(dict):
             text_encoding = fmt.encoding
         # Formats whose normalise is the identity (strings, enums) skip the call.
         fnorm = None if getattr(fmt, "normalise_is_identity", False) else fmt.normalise
-        comparison = hashing.comparison
-        tokenize = getattr(comparison, "tokenizer", comparison.tokenize)
         normaliser = self.normaliser
         refused = self.refused
-        per_token = hashing.strategy == "bitsPerToken"
-        bits = hashing.bits
-        salted = self.salted
-        zeros: list[str] = []  # values without bits (no tokens, or refused by the normaliser)
-        # Valid values grouped by their number of tokens, which fixes how many bits
-        # each token gets: number of tokens -> (values, their token lists).
-        by_len: dict[int, tuple[list[str], list[list[str]]]] = {}
+        zeros: list[str] = []  # values without bits (refused by the normaliser, or no tokens)
+        valid: list[str] = []  # the memo keys of the values that pass the checks
+        texts: list[str] = []  # and their texts, to tokenise
         keys = list(new)
         # ``key``: the memo's key (with a salted feature, the salt tag and the value).
-        raw = [key[SALT_WIDTH:] for key in keys] if salted else keys
+        raw = [key[SALT_WIDTH:] for key in keys] if self.salted else keys
         # The normaliser's outputs, all at once (values equal to the sentinel are not used).
         canon = raw if normaliser is None else normaliser.many(raw)
         for key, value, canonical in zip(keys, raw, canon):
@@ -219,8 +220,37 @@ class FeatureEncoder(dict):
                 elif check(canonical):
                     continue  # invalid: raises when looked up
                 text = canonical if fnorm is None else fnorm(canonical)
+            valid.append(key)
+            texts.append(cast(str, text))
+        native = self.native
+        if native is not None and texts and bloom_enabled():
             try:
-                tokens = tokenize(cast(str, text))
+                masks = native.masks(texts)
+            except UnicodeError:
+                pass  # a text the feature's encoding cannot carry: the Python path reports it
+            else:
+                if len(self) + len(zeros) + len(valid) > VALUE_CACHE_SIZE:
+                    self.clear()
+                self.update(dict.fromkeys(zeros, 0))
+                self.update(zip(valid, masks))
+                return
+        self._hash_new(valid, texts, zeros)
+
+    def _hash_new(self, valid: list[str], texts: list[str], zeros: list[str]) -> None:
+        """``prefetch``'s Python path: tokenise ``texts``, hash new tokens in batches, memoise
+        the masks of ``valid`` (and 0 for ``zeros``)."""
+        hashing = self.hashing
+        comparison = hashing.comparison
+        tokenize = getattr(comparison, "tokenizer", comparison.tokenize)
+        per_token = hashing.strategy == "bitsPerToken"
+        bits = hashing.bits
+        salted = self.salted
+        # Valid values grouped by their number of tokens, which fixes how many bits
+        # each token gets: number of tokens -> (values, their token lists).
+        by_len: dict[int, tuple[list[str], list[list[str]]]] = {}
+        for key, text in zip(valid, texts):
+            try:
+                tokens = tokenize(text)
             except (ValueError, OverflowError):
                 continue  # invalid: raises when looked up
             if salted and tokens:
