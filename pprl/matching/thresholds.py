@@ -2,8 +2,10 @@
 
 :func:`best_match_sample` (each sampled record's best and second-best
 similarity), :func:`fit_mixture` (a two-component Gaussian mixture on the logit
-scale, deterministic EM) and :func:`choose_threshold` (where a best match
-becomes more likely right than wrong, clamped to [0.5, 0.95]).
+scale, deterministic EM), :func:`estimate_f1_curve` (the linkage's F1 the fit
+predicts at each threshold, counting the wrong best matches the greedy solver
+blocks) and :func:`choose_threshold` (the threshold where that estimate peaks,
+clamped to [0.5, 0.95]).
 
 Design: docs/design.md#automatic-threshold
 """
@@ -28,9 +30,11 @@ __all__ = [
     "MixtureFit",
     "ThresholdChoice",
     "DEFAULT_THRESHOLD",
+    "F1Estimate",
     "THRESHOLD_RANGE",
     "best_match_sample",
     "choose_threshold",
+    "estimate_f1_curve",
     "fit_mixture",
     "keyed_choice",
 ]
@@ -45,6 +49,8 @@ MIN_SAMPLE = 30
 _EPS = 1e-3  # similarities are clipped to [_EPS, 1 - _EPS] before the logit
 _MIN_SD = 0.02  # logit units; keeps a component from collapsing onto a spike
 _SPARSE_NONMATCH_SD = 2.0  # see choose_threshold: the rule when nearly every record has a match
+_FLOOR_NONMATCH_SD = 1.0  # see choose_threshold: never below the non-match mean + 1 sd (candidate count)
+_F1_GRID = np.round(np.arange(0.05, 0.9995, 0.001), 3)  # thresholds the F1 estimate is evaluated at
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
@@ -374,6 +380,61 @@ def _crossing(fit: MixtureFit) -> float | None:
     return 1.0 / (1.0 + math.exp(-b))
 
 
+@dataclass(frozen=True)
+class F1Estimate:
+    """The linkage quality the fit predicts at each threshold of ``thresholds``."""
+
+    thresholds: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+
+    @property
+    def best(self) -> float:
+        """The threshold with the highest estimated F1 (the lowest such one on ties)."""
+        return float(self.thresholds[int(np.argmax(self.f1))])
+
+
+def estimate_f1_curve(fit: MixtureFit, top1: Any, thresholds: Any = None) -> F1Estimate:
+    """Estimated precision, recall and F1 of a greedy linkage at each threshold, without labels.
+
+    Every sampled best match ``top1[m]`` is right with the fit's posterior
+    probability ``p_m``.  The greedy solver takes pairs in decreasing
+    similarity and links a pair only while both records are free, so a wrong
+    best match is linked only if its partner has not been linked already, at
+    a higher similarity; a right one nearly always is.  Going through the
+    sample from the highest similarity down, the share of records already
+    linked is ``L = sum(linked) / n`` and a best match is linked with
+    probability ``p_m + (1 - p_m) * (1 - L)`` (its expected right part
+    ``p_m``, its wrong part ``(1 - p_m) * (1 - L)``).  At threshold ``t`` the
+    expected right links are the sum of ``p_m`` with ``top1[m] >= t``, the
+    wrong ones the sum of the wrong parts, the links to find the sum of all
+    ``p_m``.  With many records without a match (where the partner is often
+    taken by its own match) this admits wrong-looking best matches that the
+    posterior alone would refuse, which is where F1 peaks.
+    """
+    x = np.asarray(top1, dtype=np.float64).ravel()
+    x = x[~np.isnan(x)]
+    grid = _F1_GRID if thresholds is None else np.asarray(thresholds, dtype=np.float64).ravel()
+    x = -np.sort(-x, kind="stable")
+    p = fit.posterior(x)
+    n = x.shape[0]
+    wrong = np.empty(n)
+    linked = 0.0
+    for m in range(n):  # a sequential recurrence over about a thousand values
+        wrong[m] = (1.0 - p[m]) * (1.0 - linked / n)
+        linked += p[m] + wrong[m]
+    right_cum = np.concatenate([[0.0], np.cumsum(p)])
+    wrong_cum = np.concatenate([[0.0], np.cumsum(wrong)])
+    kept = np.searchsorted(-x, -grid, side="right")  # how many have top1 >= t
+    right, wrong_kept, total = right_cum[kept], wrong_cum[kept], float(right_cum[-1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(right + wrong_kept > 0, right / (right + wrong_kept), 1.0)
+        recall = np.where(total > 0, right / total, 1.0)
+        f1 = np.where(right + wrong_kept + total > 0, 2.0 * right / (right + wrong_kept + total), 0.0)
+    return F1Estimate(grid, precision, recall, f1)
+
+
 def choose_threshold(
     top1: Any,
     top2: Any = None,
@@ -381,8 +442,13 @@ def choose_threshold(
     default: float = DEFAULT_THRESHOLD,
     clamp: tuple[float, float] = THRESHOLD_RANGE,
 ) -> ThresholdChoice:
-    """The threshold where a best-match pair is as likely a match as not (see the module docstring).
+    """The threshold where the greedy linkage's estimated F1 peaks (see the module docstring).
 
+    With a match population distinct from the non-matches, the threshold is
+    the maximum of :func:`estimate_f1_curve` (no labels), kept at or above the
+    non-match mean + 1 sd; ``extra`` records the posterior's 0.5 crossing and
+    the rule.  When nearly every record has a match (the posterior is
+    above 0.5 even at the non-match mean), it is the non-match mean + 2 sd.
     Falls back to ``default`` (method ``"default"``, with a reason) when there
     are fewer than :data:`MIN_SAMPLE` best-match values, or the fit shows no
     match population distinct from the non-matches: components less than
@@ -412,6 +478,13 @@ def choose_threshold(
     extra: dict[str, Any] = {}
     if crossing is not None:
         extra["posterior_crossing"] = round(crossing, 6)
+        # Where the linkage's estimated F1 peaks (see estimate_f1_curve), but not below the
+        # non-match mean + 1 sd: below it the candidate pairs multiply for little gain.
+        estimate = estimate_f1_curve(fit, s1)
+        floor = 1.0 / (1.0 + math.exp(-(m0 + _FLOOR_NONMATCH_SD * fit.sd[0])))
+        crossing = max(estimate.best, floor)
+        extra["rule"] = ("maximum of the estimated F1 of the greedy linkage, not below the non-match mean + 1 sd"
+                         if crossing == floor else "maximum of the estimated F1 of the greedy linkage")
     elif fit.posterior(1.0 / (1.0 + math.exp(-m0)))[()] >= 0.5:
         # Nearly every sampled record has a match: a best-match pair is more
         # likely right than wrong even at the non-match mean, and expected
