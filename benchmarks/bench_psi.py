@@ -1,13 +1,20 @@
 """ECDH PSI: pprl against OpenMined's PSI (two parties), and pprl's K-platform intersection-sum.
 
-Two-party cardinality PSI, both on one core (``--workers 1``, process pinned to one CPU): a client set and
-a server set of ``--n`` identifiers each, half of them shared. Both run the
-same DH-PSI flow (client request, server setup + response, client count), in
-one process, no network. Throughput counts both sides' elements:
-``2n / seconds``, by wall clock and by CPU time (the fairer figure on a
-shared machine). OpenMined's runs on P-256 with try-and-increment hashing in
-C++ (``DataStructure.RAW``, i.e. exact); pprl's on Curve25519/X25519 with
-RFC 9380 hash_to_curve (curve25519_XMD:SHA-512_ELL2_RO_, our C map; see ``pprl/crypto/psi.py``).
+Two-party cardinality PSI: a client set and a server set of ``--n`` identifiers each, half of them shared.
+Both run the same DH-PSI flow (client request, server setup + response, client count), in one process, no
+network. Throughput counts both sides' elements: ``2n / seconds``, by wall clock and by CPU time (the fairer
+figure on a shared machine; with two cores only wall clock says what the second core bought). OpenMined's
+runs on P-256 with try-and-increment hashing in C++ (``DataStructure.RAW``, i.e. exact); pprl's on
+Curve25519/X25519 with RFC 9380 hash_to_curve (curve25519_XMD:SHA-512_ELL2_RO_) and its own batched
+X25519 ladder, both in C (``pprl/crypto/_h2c.c``; see ``pprl/crypto/psi.py``).
+
+Configurations (``--configs``, default ``1:auto,1:avx2,2:auto,2:avx2``): ``CORES:PATH``. One core pins the
+process to one CPU, for both libraries. Two cores give pprl two threads and openmined-psi the same two
+CPUs, which it does not use (its calls are single-threaded: the script prints its CPU/wall ratio). PATH
+is the X25519 path: ``auto`` (the best this CPU runs), ``portable``, ``avx2`` (the path of AVX2-only
+CPUs, forced), ``ifma`` or ``libsodium`` (``crypto_scalarmult``, as before pprl had its own ladder).
+Each configuration runs both libraries interleaved, ``--repeat`` times; medians and the range of the
+per-run ratios are printed.
 
 Intersection-sum: ``--sum-platforms`` platforms of ``--sum-n`` records each
 (neighbouring platforms share half their people) through the real party
@@ -19,6 +26,7 @@ sums); ``--decrypt`` adds the authority's step. Uses every CPU
 Examples:
   python benchmarks/bench_psi.py                       # 100k x 100k, then 3 x 100k intersection-sum
   python benchmarks/bench_psi.py --n 1000000 --skip-sum
+  python benchmarks/bench_psi.py --skip-sum --repeat 5 --configs 1:avx2,2:avx2,1:libsodium
   python benchmarks/bench_psi.py --skip-two-party --sum-n 10000 --sum-scores 2 --decrypt
 """
 
@@ -104,20 +112,46 @@ def _pin_to_one_cpu() -> set[int] | None:
     return before
 
 
-def two_party(n: int, workers: int, repeat: int, skip_theirs: bool) -> None:
+def _set_path(path: str) -> str:
+    """Select pprl's X25519 path; returns what will run."""
+    from pprl.crypto import hash_to_curve as h2c
+
+    if path == "libsodium":
+        os.environ["PPRL_NO_X25519"] = "1"
+        h2c.force_x25519_isa(None)
+        return "libsodium crypto_scalarmult"
+    h2c.force_x25519_isa(None if path == "auto" else path)  # ValueError when this CPU lacks it
+    runs = ", ".join(h2c.x25519_isas()) or "none"
+    if h2c.x25519_isa() is None:
+        return f"libsodium crypto_scalarmult (no vector path here; pprl's paths: {runs})"
+    return f"pprl ladder, {h2c.x25519_isa()} path (this CPU runs: {runs})"
+
+
+def two_party(n: int, workers: int, repeat: int, skip_theirs: bool, path: str = "auto") -> None:
+    from pprl.crypto import hash_to_curve as h2c
+
     before = _pin_to_one_cpu() if workers == 1 else None
+    switch = os.environ.get("PPRL_NO_X25519")  # the caller's setting, restored afterwards
     try:
-        _two_party(n, workers, repeat, skip_theirs)
+        described = _set_path(path)
+        _two_party(n, workers, repeat, skip_theirs, described)
     finally:
+        h2c.force_x25519_isa(None)
+        if switch is None:
+            os.environ.pop("PPRL_NO_X25519", None)
+        else:
+            os.environ["PPRL_NO_X25519"] = switch
         if before is not None:
             os.sched_setaffinity(0, before)
 
 
-def _two_party(n: int, workers: int, repeat: int, skip_theirs: bool) -> None:
+def _two_party(n: int, workers: int, repeat: int, skip_theirs: bool, described: str) -> None:
     client_items = _plain_ids(0, n)
     server_items = _plain_ids(n // 2, n)
     expected = n - n // 2
-    print(f"two-party PSI cardinality, {n:,} x {n:,} (shared {expected:,}), {workers} core(s), median of {repeat}")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"two-party PSI cardinality, {n:,} x {n:,} (shared {expected:,}), pprl on {workers} thread(s), "
+          f"{cpus} CPU(s) allowed, median of {repeat}; X25519: {described}")
     runs = [("pprl (X25519, RFC 9380 h2c in C)", lambda: run_ours(client_items, server_items, workers))]
     reason = "--skip-theirs" if skip_theirs else _theirs_available()
     if reason is None:
@@ -142,10 +176,16 @@ def _two_party(n: int, workers: int, repeat: int, skip_theirs: bool) -> None:
         print(f"  openmined-psi: skipped: {reason}")
     elif len(runs) == 2:
         (a, _), (b, _) = runs
-        wall = statistics.median([y / x for x, y in zip(times[a], times[b])])
-        on_cpu = statistics.median([y / x for x, y in zip(cpu[a], cpu[b])])
-        print(f"  ratio pprl/openmined throughput: {wall:.2f}x wall clock, {on_cpu:.2f}x CPU time "
-              f"(median of per-run ratios; load average {os.getloadavg()[0]:.1f})")
+        walls = [y / x for x, y in zip(times[a], times[b])]
+        cpus_r = [y / x for x, y in zip(cpu[a], cpu[b])]
+        print(f"  ratio pprl/openmined throughput: {statistics.median(walls):.2f}x wall clock "
+              f"({min(walls):.2f}-{max(walls):.2f}), {statistics.median(cpus_r):.2f}x CPU time "
+              f"({min(cpus_r):.2f}-{max(cpus_r):.2f}) (median and range of per-run ratios; "
+              f"load average {os.getloadavg()[0]:.1f})")
+        theirs_par = statistics.median([c / t for c, t in zip(cpu[b], times[b])])
+        ours_par = statistics.median([c / t for c, t in zip(cpu[a], times[a])])
+        print(f"  CPU time / wall time: pprl {ours_par:.2f}, openmined-psi {theirs_par:.2f}"
+              + (" (openmined-psi is single-threaded)" if cpus and cpus > 1 else ""))
 
 
 def intersection_sum(k: int, n: int, bits: int, scores: int, workers: int | None, decrypt: bool) -> None:
@@ -234,7 +274,8 @@ def intersection_sum(k: int, n: int, bits: int, scores: int, workers: int | None
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="set size per party, two-party comparison")
-    ap.add_argument("--workers", type=int, default=1, help="cores for pprl in the two-party comparison")
+    ap.add_argument("--configs", default="1:auto,1:avx2,2:auto,2:avx2",
+                    help="CORES:PATH,... for the two-party comparison (PATH: auto, portable, avx2, ifma, libsodium)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per library; the median is reported")
     ap.add_argument("--skip-theirs", action="store_true", help="do not run openmined-psi")
     ap.add_argument("--skip-two-party", action="store_true")
@@ -247,7 +288,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--decrypt", action="store_true", help="also time the authority's decryption")
     args = ap.parse_args(argv)
     if not args.skip_two_party:
-        two_party(args.n, args.workers, args.repeat, args.skip_theirs)
+        from pprl.crypto import hash_to_curve as h2c
+
+        seen: set[tuple[str, str]] = set()
+        for config in args.configs.split(","):
+            cores, _, path = config.strip().partition(":")
+            path = path or "auto"
+            resolved = (h2c.x25519_isa() or "libsodium") if path == "auto" else path
+            if (cores, resolved) in seen:  # e.g. 1:auto and 1:avx2 on an AVX2-only CPU: run it once
+                print(f"two-party PSI, {cores} core(s), X25519 path {path}: the same as above ({resolved})")
+                continue
+            seen.add((cores, resolved))
+            if path not in ("auto", "libsodium") and path not in h2c.x25519_isas():
+                print(f"two-party PSI, {cores} core(s), X25519 path {path}: skipped, this CPU or build lacks it "
+                      f"(it runs: {', '.join(h2c.x25519_isas()) or 'libsodium only'})")
+                continue
+            two_party(args.n, int(cores), args.repeat, args.skip_theirs, path)
     if not args.skip_sum:
         intersection_sum(args.sum_platforms, args.sum_n, args.sum_bits, args.sum_scores, args.sum_workers,
                          args.decrypt)

@@ -13,7 +13,8 @@ loader module (:mod:`pprl.matching.dice.native`, :mod:`pprl.crypto.hash_to_curve
   gmpy2 path, which gives identical results.
 
 - ``_dice``: ``HAVE_DICE``, switch ``PPRL_NO_DICE`` (alias ``PPRL_NO_NATIVE``), ``dice_enabled()``;
-- ``_h2c``: ``HAVE_H2C``, ``PPRL_NO_H2C``, ``h2c_enabled()``;
+- ``_h2c``: ``HAVE_H2C``, ``PPRL_NO_H2C``, ``h2c_enabled()``; its batched X25519 ladders ``HAVE_X25519``,
+  ``PPRL_NO_X25519`` (libsodium instead), the AVX2 and IFMA ladders off with ``PPRL_NO_AVX2`` / ``PPRL_NO_IFMA``;
 - ``_montexp``: ``HAVE_IFMA``, ``PPRL_NO_IFMA``, ``ifma_enabled()``;
 - ``_avx2exp``: ``HAVE_AVX2MONT``, ``PPRL_NO_AVX2MONT`` (alias ``PPRL_NO_AVX2``), ``avx2_enabled()``;
 - ``_bloom``: ``HAVE_BLOOM``, ``PPRL_NO_BLOOM``, ``bloom_enabled()``.

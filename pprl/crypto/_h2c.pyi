@@ -18,3 +18,12 @@ def map_to_point(field_bytes: Buffer, /) -> tuple[bytes, bytes]:
 
 def elligator2(field_element: Buffer, /) -> tuple[bytes, bytes]:
     """Elligator 2 of one 48-byte big-endian field element: the point (s, t), each 32 bytes little-endian."""
+
+def x25519(key: Buffer, points: Buffer, isa: int, /) -> bytes:
+    """libsodium's crypto_scalarmult(key, u) for every 32-byte u; 32 zero bytes where libsodium refuses."""
+
+def hash_to_u_x25519(messages: Iterable[bytes], dst: Buffer, key: Buffer, isa: int, /) -> bytes:
+    """x25519(key, hash_to_u(messages, dst), isa) in one call."""
+
+def cpu_isa() -> int:
+    """The fastest X25519 path this CPU runs: 0 portable, 1 AVX2, 2 AVX-512 IFMA."""

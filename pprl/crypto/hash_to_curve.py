@@ -8,6 +8,14 @@ the RFC line by line and is the fallback (slow, not constant time), used when th
 extension is not built or ``PPRL_NO_H2C`` is set (read at every call: :mod:`pprl._native`). Test
 vectors: ``tests/vectors/rfc9380.json``.
 
+The same extension holds pprl's batched X25519 (:func:`x25519`,
+:func:`hash_to_group_x25519`: libsodium's bytes, a portable radix-2^51 ladder
+an AVX2 one with four ladders per vector and an AVX-512 IFMA one with eight,
+chosen at run time; switches ``PPRL_NO_X25519`` (libsodium), ``PPRL_NO_IFMA`` or
+``PPRL_NO_AVX512`` (not IFMA) and ``PPRL_NO_AVX2`` (not AVX2), or
+:func:`force_x25519_isa`; with no vector path libsodium runs, see :func:`x25519_isa`).
+Tests: ``tests/test_x25519.py``.
+
 Design: docs/psi.md#hash-to-group
 """
 
@@ -23,20 +31,27 @@ from pprl.errors import DataValidationError
 __all__ = [
     "HAVE_C",
     "HAVE_H2C",
+    "HAVE_X25519",
+    "X25519_ISAS",
     "ORDER",
     "P",
     "expand_message_xmd",
+    "force_x25519_isa",
     "field_bytes",
     "h2c_enabled",
     "hash_to_curve_reference",
     "hash_to_field",
     "hash_to_group",
     "hash_to_group_reference",
+    "hash_to_group_x25519",
     "in_prime_order_subgroup",
     "make_dst",
     "map_field_elements",
     "map_to_curve",
     "on_curve",
+    "x25519",
+    "x25519_isa",
+    "x25519_isas",
 ]
 
 #: The field prime 2^255 - 19.
@@ -66,6 +81,85 @@ HAVE_C = HAVE_H2C
 def h2c_enabled() -> bool:
     """True when :func:`hash_to_group` runs in C now (built, and ``PPRL_NO_H2C`` not set)."""
     return _h2c is not None and not disabled(SWITCH)
+
+
+# ------------------------------------------------------------------ X25519 in batches (same extension)
+
+#: pprl's X25519 paths, slowest first: ``portable`` (radix 2^51, any 64-bit CPU), ``avx2`` (four
+#: ladders per 256-bit vector, radix 2^25.5), ``ifma`` (AVX-512 IFMA, eight per 512-bit vector).
+#: All give libsodium's bytes.
+X25519_ISAS = ("portable", "avx2", "ifma")
+#: Sends X25519 back to libsodium (``crypto_scalarmult`` one element at a time); read at every call.
+X25519_SWITCH = "PPRL_NO_X25519"
+# Keep the automatic choice off one path (the switches the Dice kernel and Paillier's IFMA code use).
+_X25519_ISA_SWITCHES = {"avx2": ("PPRL_NO_AVX2",), "ifma": ("PPRL_NO_IFMA", "PPRL_NO_AVX512")}
+#: True when the extension has the batched X25519 (it always does when built).
+HAVE_X25519: bool = _h2c is not None and hasattr(_h2c, "x25519")
+_FORCED_ISA: str | None = None
+# What this CPU runs does not change while the process lives: asked once.
+_CPU_ISA: int = int(_h2c.cpu_isa()) if _h2c is not None and HAVE_X25519 else -1
+
+
+def x25519_isas() -> tuple[str, ...]:
+    """The X25519 paths this build and CPU run, best last (empty when the extension is not built)."""
+    return X25519_ISAS[: _CPU_ISA + 1]
+
+
+def force_x25519_isa(name: str | None) -> None:
+    """Run every later X25519 batch on path ``name`` (None: the automatic choice again).
+
+    Overrides the ``PPRL_NO_<ISA>`` switches (not ``PPRL_NO_X25519``); raises
+    ValueError, changing nothing, when this CPU or build lacks the path.
+    """
+    global _FORCED_ISA
+    if name is not None and name not in x25519_isas():
+        raise ValueError(f"X25519 path {name!r} is not available here (available: {', '.join(x25519_isas()) or 'none'})")
+    _FORCED_ISA = name
+
+
+def x25519_isa() -> str | None:
+    """The path the next X25519 batch takes; None means libsodium.
+
+    libsodium runs when the extension is not built, with ``PPRL_NO_X25519``,
+    and when no vector path is usable (no AVX2, or switched off): the portable
+    ladder gives the same bytes but measured ~6% slower than libsodium's
+    ``crypto_scalarmult`` here, so it runs only when forced
+    (:func:`force_x25519_isa`; the tests check it like the others).
+    """
+    if not HAVE_X25519 or disabled(X25519_SWITCH):
+        return None
+    if _FORCED_ISA is not None:
+        return _FORCED_ISA
+    usable = [n for n in x25519_isas() if not any(disabled(s) for s in _X25519_ISA_SWITCHES.get(n, ()))]
+    return usable[-1] if usable[-1] != "portable" else None
+
+
+def x25519(key: bytes, points: bytes, isa: str | None = None) -> bytes:
+    """libsodium's ``crypto_scalarmult(key, u)`` for every 32-byte u of ``points``, concatenated.
+
+    Where libsodium refuses (the result would be all zero: a point of small
+    order) the output holds 32 zero bytes; callers refuse those. ``isa``
+    (default: :func:`x25519_isa`) picks the path; results are identical.
+    """
+    path = isa or x25519_isa() or "portable"
+    if _h2c is None or not HAVE_X25519:
+        raise RuntimeError("the X25519 extension is not built")
+    return bytes(_h2c.x25519(key, points, X25519_ISAS.index(path)))
+
+
+def hash_to_group_x25519(messages: Sequence[bytes], dst: bytes, key: bytes, isa: str | None = None) -> bytes:
+    """``x25519(key, hash_to_group(messages, dst))`` in one C call (hash, ladder, encoding; GIL released).
+
+    Refuses, like :func:`hash_to_group`, an identifier that hashed to the
+    neutral element (the only way a blinded hash comes out all zero).
+    """
+    path = isa or x25519_isa() or "portable"
+    if _h2c is None or not HAVE_X25519:
+        raise RuntimeError("the X25519 extension is not built")
+    out: bytes = _h2c.hash_to_u_x25519(messages, dst, key, X25519_ISAS.index(path))
+    if _has_zero_element(out):
+        raise DataValidationError("an identifier hashed to the neutral element; cannot blind it")
+    return out
 
 Point = tuple[int, int] | None  # affine (u, v) on Curve25519; None is the point at infinity
 
