@@ -300,7 +300,8 @@ def _lsh_task(lanes_t: list[np.ndarray], counts: list[np.ndarray], sizes: list[i
     for pair, parts in collected.items():
         if not parts:
             continue
-        codes = np.unique(np.concatenate(parts))
+        codes = np.sort(np.concatenate(parts))  # unique by sorting (numpy's hash-based unique is far slower)
+        codes = codes[np.r_[True, codes[1:] != codes[:-1]]] if codes.shape[0] else codes
         compared += int(codes.shape[0])
         out[pair] = dice_of_codes(lanes_t, counts, sizes, pair, codes, threshold, window)
     return out, compared

@@ -348,10 +348,10 @@ def band_keys_of_lanes(lanes_t: np.ndarray, positions: np.ndarray, rows: np.ndar
     flat = positions.ravel()
     byte = flat // 8
     lane, shift = byte // 8, (byte % 8) * 8 + (7 - flat % 8)
-    n = lanes_t.shape[1] if rows is None else rows.shape[0]
-    bits = np.empty((flat.shape[0], n), np.uint8)
+    source = lanes_t if rows is None else lanes_t[:, rows]  # the rows' lanes gathered once (8 bytes a lane)
+    bits = np.empty((flat.shape[0], source.shape[1]), np.uint8)
+    one = np.uint64(1)
     for k in range(flat.shape[0]):
-        row = lanes_t[lane[k]] if rows is None else lanes_t[lane[k]][rows]
-        bits[k] = (row >> np.uint64(shift[k])) & np.uint64(1)
+        np.bitwise_and(source[lane[k]] >> np.uint64(shift[k]), one, out=bits[k], casting="unsafe")
     local = np.arange(flat.shape[0]).reshape(positions.shape)
     return _band_keys(bits, local)
