@@ -76,3 +76,35 @@ def test_a_scheduler_needs_the_dask_engine(tmp_path):
     result = run("link", "--me", tmp_path / "none.key", "--cards", tmp_path / "c.json", "--submissions",
                  tmp_path / "s.json", "--out", out, "--scheduler", "tcp://127.0.0.1:9", ok=False)
     refused(result, out, "--scheduler", "--engine dask")
+
+
+def test_psi_blind_and_reblind_on_the_cluster_count_what_they_count_here(tmp_path):
+    w = tmp_path
+    platforms = ["platform_1", "platform_2"]
+    run("synth", "--people", 60, "--platforms", 2, "--out", w / "data", "--seed", 5)
+    for name in [*platforms, "bureau"]:
+        run("init", name, "--role", "bureau" if name == "bureau" else "platform", "--dir", w / "keys")
+    card = {n: w / "keys" / f"{n}.card.json" for n in [*platforms, "bureau"]}
+    key = {n: w / "keys" / f"{n}.key" for n in card}
+    run("psi", "init", "--me", key["bureau"], *[a for p in platforms for a in ("--cards", card[p])],
+        "--identifier", "resident_id", "--out", w / "session.json")
+    counts = []
+    for where, extra in (("here", ()), ("there", ENGINE)):
+        current = {}
+        for name in platforms:
+            peer = next(p for p in platforms if p != name)
+            result = run("psi", "blind", "--me", key[name], "--session", w / "session.json", "--bureau",
+                         card["bureau"], "--peers", card[peer], "--data", w / "data" / f"{name}.csv", "--id-column",
+                         "user_id", "--identifier", "resident_id", "--out", w / f"{where}-{name}.r0.json",
+                         "--state", w / f"{where}-{name}.state", *extra)
+            assert ("dask: 2 workers" in result.stderr) == bool(extra)
+            current[name] = w / f"{where}-{name}.r0.json"
+        for name in platforms:
+            peer = next(p for p in platforms if p != name)
+            out = w / f"{where}-{name}.r1.json"
+            run("psi", "reblind", "--me", key[peer], "--state", w / f"{where}-{peer}.state", "--input", current[name],
+                "--out", out, *extra)
+            current[name] = out
+        counts.append(json.loads(run("psi", "count", "--me", key["bureau"], "--session", w / "session.json",
+                                     *[a for p in platforms for a in ("--inputs", current[p])]).stdout))
+    assert counts[0] == counts[1] and counts[0]["intersection"] > 0

@@ -193,3 +193,27 @@ def test_a_submission_encoded_and_encrypted_on_the_cluster_holds_the_same_clks_a
                         for c in ("repay_score", "spend_score")] for _t, user in there.token_map], dtype=object)
     vector = EncryptedVector.from_bytes(public, doc.payload.scores_packed)
     assert decrypt_raw(private, vector, workers=1) == pack_rows(scaled, spec)
+
+
+def test_psi_blinding_on_the_cluster_gives_the_same_elements_and_refuses_the_same_input(engine):
+    from pprl.crypto.psi import PSIKey, blind, make_domain, reblind
+    from pprl.errors import DataValidationError
+
+    key, other = PSIKey.generate(), PSIKey.generate()
+    domain = make_domain("engine test")
+    identifiers = [f"11010519900307{i:04d}" for i in range(250)] + [b"raw bytes", "最后"]
+    engine.records_per_task = 40
+    try:
+        there = engine.psi_blind(key, identifiers, domain)
+        assert there == blind(key, identifiers, domain, workers=1)
+        again = engine.psi_reblind(other, there)
+        assert again == reblind(other, there, workers=1)
+        # a small-order element (u = 1) in a later partition: refused with its position in the whole list
+        bad = there[:32 * 100] + (1).to_bytes(32, "little") + there[32 * 101:]
+        with pytest.raises(DataValidationError) as local:
+            reblind(other, bad, workers=1, what="the list")
+        with pytest.raises(DataValidationError) as remote:
+            engine.psi_reblind(other, bad, what="the list")
+        assert str(remote.value) == str(local.value) and "101" in str(remote.value)
+    finally:
+        engine.records_per_task = 20_000

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from pprl.cli import cli, progress_wanted, say, split_columns
+from pprl.cli import cli, engine_for, engine_options, progress_wanted, say, split_columns
 from pprl.encoding.normalise import IDENTIFIER_KINDS
 
 __all__ = ["psi_group"]
@@ -94,8 +94,9 @@ def init_cmd(me, cards, identifier, reveal_intersection, out) -> None:
               help="Encrypt with classic phe-style r^n randomness instead of the key's DJN base "
                    "(about 10x slower; for a platform that will not rely on the key holder's DJN base).")
 @WORKERS
+@engine_options
 def blind_cmd(me, session, bureau, peers, data, id_column, identifier, identifier_column, scores, paillier, authority,
-              out, state, clip, plain_encryption, workers) -> None:
+              out, state, clip, plain_encryption, workers, engine, scheduler, dask_workers) -> None:
     """Round 1 (platform): normalise, hash and blind your identifiers, encrypt your scores, sign.
 
     Rows with a missing or invalid identifier are left out (counted, never
@@ -116,12 +117,13 @@ def blind_cmd(me, session, bureau, peers, data, id_column, identifier, identifie
     bureaus = pinned_cards([bureau] if bureau else [], "bureau", "who signed the session")
     platforms = pinned_cards(peers, "peers", "the session's other platforms")
     pins = pinned_cards([authority] if authority else [], "authority", "who signed --paillier") if paillier else None
-    result = blind_identifiers(
-        key, load_session(session, bureaus, [key.card, *platforms]), data, id_column, out, state,
-        identifier=identifier, identifier_column=identifier_column, paillier=paillier, scores=split_columns(scores),
-        authority=pins, workers=workers, progress=progress_wanted(),
-        encryption="plain" if plain_encryption else None, clip=parse_clip(clip),
-    )
+    with engine_for(engine, scheduler, dask_workers) as where:
+        result = blind_identifiers(
+            key, load_session(session, bureaus, [key.card, *platforms]), data, id_column, out, state,
+            identifier=identifier, identifier_column=identifier_column, paillier=paillier,
+            scores=split_columns(scores), authority=pins, workers=workers, progress=progress_wanted(),
+            encryption="plain" if plain_encryption else None, clip=parse_clip(clip), engine=where,
+        )
     say(f"wrote {result.path} ({result.records} blinded identifiers, {result.skipped} rows without a valid one left out; "
         f"scores: {', '.join(result.score_columns) or 'none'})")
     say(f"wrote {result.state_path} (private, mode 0600: keep it for reblind)")
@@ -136,7 +138,8 @@ def blind_cmd(me, session, bureau, peers, data, id_column, identifier, identifie
               help="Refresh the ciphertexts' randomness (one Paillier exponentiation per score), so the bureau "
                    "cannot follow an element through the ring by its bytes. Turn off only for a trusted relay.")
 @WORKERS
-def reblind_cmd(me, state, input_, out, rerandomize, workers) -> None:
+@engine_options
+def reblind_cmd(me, state, input_, out, rerandomize, workers, engine, scheduler, dask_workers) -> None:
     """One hop (platform): add your key to another platform's list, reshuffle, sign. Once per other platform.
 
     Refused unless the list is from this session, is not your own, and you
@@ -149,8 +152,9 @@ def reblind_cmd(me, state, input_, out, rerandomize, workers) -> None:
     """
     from pprl.protocol.files import load_key, reblind_round
 
-    result = reblind_round(load_key(me), state, input_, out, rerandomize=rerandomize, workers=workers,
-                           progress=progress_wanted())
+    with engine_for(engine, scheduler, dask_workers) as where:
+        result = reblind_round(load_key(me), state, input_, out, rerandomize=rerandomize, workers=workers,
+                               progress=progress_wanted(), engine=where)
     where = "complete: give it to the bureau's aggregate" if result.complete else "next hop follows"
     say(f"wrote {result.path}: {result.origin}'s list, {result.records} elements, "
         f"blinded by {', '.join(result.hops)} ({where})")

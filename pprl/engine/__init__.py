@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from pprl.crypto.paillier.packing import PackingSpec
     from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
+    from pprl.crypto.psi import PSIKey
     from pprl.encoding.clk import EncodeResult
     from pprl.encoding.schema import Schema
     from pprl.engine.dask_engine import DaskEngine
@@ -49,6 +50,14 @@ class Engine(Protocol):
     def encrypt_packed(self, key: PaillierPublicKey, matrix: np.ndarray, spec: PackingSpec, *,
                        method: str | None = None) -> EncryptedVector:
         """:func:`pprl.crypto.paillier.packing.encrypt_packed` (the same packing, fresh randomness)."""
+        ...
+
+    def psi_blind(self, key: PSIKey, identifiers: Sequence[str | bytes], domain: bytes) -> bytes:
+        """:func:`pprl.crypto.psi.blind` (the same elements)."""
+        ...
+
+    def psi_reblind(self, key: PSIKey, elements: bytes, *, what: str = "elements") -> bytes:
+        """:func:`pprl.crypto.psi.reblind` (the same elements)."""
         ...
 
     def sum_records(self, enc: EncryptedVector, groups: Sequence[Sequence[int]],

@@ -19,6 +19,10 @@ popcounts), then runs one task per piece of work:
   values (encryption is randomised). The workers are sent the linkage
   secret: run them in the platform's own network, and configure Dask's TLS
   (``distributed.security.Security``) beyond one machine.
+- **PSI blinding** (``pprl psi blind`` / ``reblind``): a task per partition of identifiers (hashed to the
+  group and raised to the platform's key) or of a peer's elements (raised to it); the elements equal the
+  in-process ones byte for byte. The workers are sent the platform's PSI key (and, for ``blind``, the
+  identifiers): the same precautions as for ``submit``.
 - **Sums per entity** (``aggregate``): a task per partition of entities,
   sent only the ciphertexts its entities' records are in; it sums them as
   :func:`~pprl.crypto.paillier.packing_records.sum_records` does, and the
@@ -51,6 +55,9 @@ import numpy as np
 from pprl.crypto.paillier.packing import PackingSpec, encrypt_packed
 from pprl.crypto.paillier.packing_records import sum_records
 from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
+from pprl.crypto.psi import PSIKey, check_elements
+from pprl.crypto.psi import blind as psi_blind
+from pprl.crypto.psi import reblind as psi_reblind
 from pprl.encoding.clk import EncodeReport, EncodeResult, FeatureReport, encode_with_report
 from pprl.encoding.schema import Schema
 from pprl.errors import DataValidationError, OptionError
@@ -241,6 +248,28 @@ class DaskEngine:
         parts = self._gather(futures, "encrypting")
         return EncryptedVector.from_bytes(key, b"".join(parts))
 
+    def psi_blind(self, key: PSIKey, identifiers: Sequence[str | bytes], domain: bytes) -> bytes:
+        """:func:`pprl.crypto.psi.blind` on the cluster: the same elements, in input order."""
+        futures = [self.client.submit(_blind_task, key.secret, list(identifiers[r0:r0 + self.records_per_task]),
+                                      domain, pure=False)
+                   for r0 in range(0, len(identifiers), self.records_per_task)]
+        try:
+            return b"".join(self._gather(futures, "blinding"))
+        except DataValidationError:  # a refused identifier: refused here, with its position in the whole list
+            return psi_blind(key, identifiers, domain, workers=1)
+
+    def psi_reblind(self, key: PSIKey, elements: bytes, *, what: str = "elements") -> bytes:
+        """:func:`pprl.crypto.psi.reblind` on the cluster: the same elements, in order."""
+        n = check_elements(elements, what)
+        width = len(elements) // n if n else 32
+        step = self.records_per_task * width
+        futures = [self.client.submit(_reblind_task, key.secret, bytes(elements[o:o + step]), pure=False)
+                   for o in range(0, len(elements), step)]
+        try:
+            return b"".join(self._gather(futures, "re-blinding"))
+        except DataValidationError:  # an element of small order: refused here, with its position in the whole list
+            return psi_reblind(key, elements, workers=1, what=what)
+
     def sum_records(self, enc: EncryptedVector, groups: Sequence[Sequence[int]], spec: PackingSpec) -> EncryptedVector:
         """:func:`~pprl.crypto.paillier.packing_records.sum_records` on the cluster: one ciphertext per group of
         record addresses, equal to the in-process sums."""
@@ -314,6 +343,14 @@ def _encode_task(frame: Any, schema: Schema, secret: bytes, run: str | None) -> 
 def _encrypt_task(key: dict[str, Any], matrix: np.ndarray, spec: dict[str, Any], method: str | None) -> bytes:
     public = PaillierPublicKey.from_dict(key, allow_small=True)  # the client's own key object, checked there
     return encrypt_packed(public, matrix, PackingSpec.from_dict(spec), workers=1, method=method).to_bytes()
+
+
+def _blind_task(secret: bytes, identifiers: list[str | bytes], domain: bytes) -> bytes:
+    return psi_blind(PSIKey(secret), identifiers, domain, workers=1)
+
+
+def _reblind_task(secret: bytes, elements: bytes) -> bytes:
+    return psi_reblind(PSIKey(secret), elements, workers=1)
 
 
 def _sum_task(key: dict[str, Any], blob: bytes, groups: list[list[int]], spec: dict[str, Any]) -> bytes:

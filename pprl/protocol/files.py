@@ -760,16 +760,18 @@ def blind_identifiers(
     progress: bool = False,
     encryption: str | None = None,
     clip: Mapping[str, tuple[Decimal, Decimal]] | None = None,
+    engine: Engine | None = None,
 ) -> BlindResult:
     """Round 1 (platform): blind, shuffle and encrypt; write the signed round ``out`` and the private ``state`` (0600).
 
-    ``clip``: as for :func:`submit` (what release noise is calibrated to)."""
+    ``clip``: as for :func:`submit` (what release noise is calibrated to); ``engine``: where the blinding and
+    encryption run (:mod:`pprl.engine`)."""
     from pprl.crypto.paillier.vector import PaillierPublicKey
     from pprl.protocol.psi import BlindOptions, Session, blind
     from pprl.protocol.tables import load_records
     options = BlindOptions(id_column=id_column, identifier_column=identifier_column, identifier=identifier,
                            scores=tuple(scores), encryption=encryption or "djn", workers=workers, progress=progress,
-                           clip=dict(clip or {}))
+                           clip=dict(clip or {}), engine=engine)
     sess = session if isinstance(session, Session) else load_session(
         session, _pin(bureau, "the session's signer", "bureau"), [me.card, *platforms])
     state_path = Path(state)
@@ -808,10 +810,12 @@ def reblind_round(
     rerandomize: bool = True,
     workers: int | None = None,
     progress: bool = False,
+    engine: Engine | None = None,
 ) -> ReblindResult:
-    """One hop (platform): re-blind another platform's list and write it (:func:`pprl.protocol.psi.reblind`)."""
+    """One hop (platform): re-blind another platform's list and write it (:func:`pprl.protocol.psi.reblind`);
+    ``engine``: where the re-blinding runs (:mod:`pprl.engine`)."""
     from pprl.protocol.psi import ReblindOptions, reblind
-    options = ReblindOptions(rerandomize=rerandomize, workers=workers, progress=progress)
+    options = ReblindOptions(rerandomize=rerandomize, workers=workers, progress=progress, engine=engine)
     doc = reblind(me, load_state(state, me), load(input, PsiRound), options)
     path = save(out, doc)
     h = doc.header

@@ -33,6 +33,7 @@ from pprl.documents import (
     verify,
 )
 from pprl.encoding.normalise import normaliser_for
+from pprl.engine import Engine
 from pprl.errors import (
     DataValidationError,
     DocumentError,
@@ -168,6 +169,8 @@ class BlindOptions:
         progress: show progress bars.
         clip: {score column: (lo, hi)}: clip before encryption and declare the ranges in the signed
             round header, which is what release noise is calibrated to (as for submissions).
+        engine: where the blinding and encryption run (:mod:`pprl.engine`); None: here. The elements are the
+            same.
     """
 
     id_column: str
@@ -178,6 +181,7 @@ class BlindOptions:
     workers: int | None = None
     progress: bool = False
     clip: Mapping[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    engine: Engine | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scores", tuple(self.scores))
@@ -267,18 +271,21 @@ def blind(
     order = psi_crypto.random_permutation(len(kept))
     psi_key = psi_crypto.PSIKey.generate()
     started = time.perf_counter()
-    elements = psi_crypto.blind(
-        psi_key, [values.iloc[int(i)] for i in order], session.domain, workers=options.workers,
-        progress=options.progress,
-    )
+    ordered = [values.iloc[int(i)] for i in order]
+    if options.engine is not None:
+        elements = options.engine.psi_blind(psi_key, ordered, session.domain)
+    else:
+        elements = psi_crypto.blind(psi_key, ordered, session.domain, workers=options.workers,
+                                    progress=options.progress)
     blinded = time.perf_counter()
     ciphertexts = {}
     if key is not None and spec is not None:
         # one packed ciphertext per record holds every score column (and a count slot)
         matrix = np.array([fixed[c] for c in scores], dtype=object).T[order]
-        ciphertexts["packed"] = encrypt_packed(
-            key, matrix, spec, workers=options.workers, progress=options.progress,
-            method="plain" if options.encryption == "plain" else None,
+        method = "plain" if options.encryption == "plain" else None
+        ciphertexts["packed"] = (
+            options.engine.encrypt_packed(key, matrix, spec, method=method) if options.engine is not None else
+            encrypt_packed(key, matrix, spec, workers=options.workers, progress=options.progress, method=method)
         ).to_bytes()
     timings = {"blind": blinded - started, "encrypt": time.perf_counter() - blinded}
     user_ids = frame[id_column].to_numpy()[kept][order].tolist()
@@ -354,11 +361,13 @@ def open_state(doc: PsiState, me: PartyKey) -> State:
 
 @dataclass(frozen=True)
 class ReblindOptions:
-    """One hop's choices: ``rerandomize`` refreshes the ciphertexts' randomness; workers, progress."""
+    """One hop's choices: ``rerandomize`` refreshes the ciphertexts' randomness; workers, progress; ``engine``:
+    where the re-blinding runs (:mod:`pprl.engine`; the same elements)."""
 
     rerandomize: bool = True
     workers: int | None = None
     progress: bool = False
+    engine: Engine | None = field(default=None, compare=False, repr=False)
 
 
 def reblind(me: PartyKey, state: State, round: PsiRound, options: ReblindOptions) -> PsiRound:
@@ -377,8 +386,11 @@ def reblind(me: PartyKey, state: State, round: PsiRound, options: ReblindOptions
     if expected != me.name:
         raise PolicyError(f"{source}: its next hop is '{expected}', not '{me.name}'")
     n = rnd.records
-    elements = psi_crypto.reblind(state.key, rnd.elements, workers=options.workers, progress=options.progress,
-                                  what=f"{source}: elements")
+    if options.engine is not None:
+        elements = options.engine.psi_reblind(state.key, rnd.elements, what=f"{source}: elements")
+    else:
+        elements = psi_crypto.reblind(state.key, rnd.elements, workers=options.workers, progress=options.progress,
+                                      what=f"{source}: elements")
     order = psi_crypto.random_permutation(n)
     scores = dict(rnd.scores)
     if scores:
