@@ -81,9 +81,11 @@ def _child(spec: dict) -> dict:
         result = link(world.bureau, world.cards, world.submissions, spec["threshold"], spec["out"],
                       blocking=spec["blocking"], engine=engine)
         seconds = time.perf_counter() - t0
+        steps = list(engine.steps) if engine is not None else []
     return {
         "seconds": seconds,
         "cluster_start": started,
+        "steps": steps,
         "peak_gib": peak_rss_gib(),
         "entities": result.entities,
         "threshold": result.threshold,
@@ -186,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"to start the LocalCluster)  peak (client) {r['peak_gib']:5.2f} GiB  entities {r['entities']:,}  "
                   f"same entities as in-process: {'yes' if same else 'NO'}  in-process/dask {base / r['seconds']:.2f}x",
                   flush=True)
+            for step in r["steps"]:  # the cost model's figures: a task's time is about seconds x workers / tasks
+                per_task = step["seconds"] * step["workers"] / max(step["tasks"], 1)
+                print(f"  {'':22s} {step['step']}: {step['tasks']} tasks on {step['workers']} worker(s) in "
+                      f"{step['seconds']:.1f}s, about {per_task:.2f}s of worker time a task; the rest of the link "
+                      f"(verify, sample, merge, solve, sign, write) {r['seconds'] - step['seconds']:.1f}s in the client",
+                      flush=True)
         if "dask 1" in results and "dask 2" in results:
             print(f"  dask speed-up from 1 to 2 workers: {results['dask 1']['seconds'] / results['dask 2']['seconds']:.2f}x")
         ours = results["ours (lsh)"]

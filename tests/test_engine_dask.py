@@ -64,6 +64,8 @@ def test_lsh_candidates_on_the_cluster_equal_the_in_process_ones(engine, thresho
     assert (remote_report.bands, remote_report.bits_per_band, remote_report.pairs_total) == (
         report.bands, report.bits_per_band, report.pairs_total)
     assert len(local) <= remote_report.comparisons <= 10 * report.comparisons
+    step = engine.steps[-1]  # what a cost model needs: tasks, workers, wall time
+    assert step["step"] == "blocking" and step["tasks"] == 4 and step["workers"] == 2 and step["seconds"] > 0
 
 
 def test_every_pair_on_the_cluster_equals_the_native_search(engine):

@@ -46,6 +46,7 @@ import contextlib
 import itertools
 import logging
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +101,9 @@ class DaskEngine:
     entities_per_task: int = ENTITIES_PER_TASK
     records_per_task: int = RECORDS_PER_TASK
     progress: bool = False
+    #: Per step run (``"blocking"``, ``"summing"``, ...): its task count, the workers and its wall time from the
+    #: first task submitted to the last result (the figures of a cost model: seconds x workers / tasks per task).
+    steps: list[dict[str, Any]] = field(default_factory=list)
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
@@ -153,7 +157,8 @@ class DaskEngine:
 
     # -- tasks ---------------------------------------------------------------------------------------
 
-    def _gather(self, futures: list[Any], what: str) -> list[Any]:
+    def _gather(self, futures: list[Any], what: str, started: float | None = None) -> list[Any]:
+        """The tasks' results, in order; the step's task count and wall time go to :attr:`steps`."""
         if self.progress and futures:
             from distributed import progress
 
@@ -161,7 +166,11 @@ class DaskEngine:
                   file=sys.stderr)
             progress(futures, notebook=False)
             print(file=sys.stderr)
-        return list(self.client.gather(futures))
+        results = list(self.client.gather(futures))
+        if started is not None:
+            self.steps.append({"step": what, "tasks": len(futures), "workers": self.workers,
+                               "seconds": time.perf_counter() - started})
+        return results
 
     def lsh_candidates(self, datasets: Sequence[np.ndarray], threshold: float, *, seed: bytes, bands: int,
                        bits_per_band: int, estimated_pair_completeness: float | None = None,
@@ -178,10 +187,11 @@ class DaskEngine:
             return Candidates.empty(), report
         positions = band_positions(bytes(seed), length, int(bands), int(bits_per_band))
         with self._shared(arrays) as (lanes_t, counts):
+            started = time.perf_counter()
             futures = [self.client.submit(_lsh_task, lanes_t, counts, sizes, positions[g:g + self.bands_per_task],
                                           float(threshold), window, pure=False)
                        for g in range(0, int(bands), self.bands_per_task)]
-            results = self._gather(futures, "blocking")
+            results = self._gather(futures, "blocking", started)
         found: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
             p: [] for p in itertools.combinations(range(len(arrays)), 2)}
         comparisons = 0
@@ -202,6 +212,7 @@ class DaskEngine:
         with contextlib.ExitStack() as stack:
             shared = [self.client.scatter(d, broadcast=True, hash=False) for d in arrays]
             stack.callback(lambda: self.client.cancel(shared))
+            started = time.perf_counter()
             futures = []
             for d, e in itertools.combinations(range(len(arrays)), 2):
                 if not sizes[d] or not sizes[e]:
@@ -209,7 +220,7 @@ class DaskEngine:
                 for r0 in range(0, sizes[d], self.rows_per_task):
                     futures.append(self.client.submit(_block_task, shared[d], shared[e], d, e, r0,
                                                       r0 + self.rows_per_task, float(threshold), window, pure=False))
-            parts = self._gather(futures, "comparing")
+            parts = self._gather(futures, "comparing", started)
         parts = [p for p in parts if p[0].shape[0]]
         if not parts:
             return Candidates.empty()
@@ -222,10 +233,11 @@ class DaskEngine:
     def encode(self, frame: Any, schema: Schema, secret: bytes, *, run: str | None = None) -> EncodeResult:
         """:func:`~pprl.encoding.clk.encode_with_report` on the cluster: the same CLKs, the counts added up."""
         n = len(frame)
+        started = time.perf_counter()
         futures = [self.client.submit(_encode_task, frame.iloc[r0:r0 + self.records_per_task], schema, secret, run,
                                       pure=False)
                    for r0 in range(0, n, self.records_per_task)]
-        parts = self._gather(futures, "encoding")
+        parts = self._gather(futures, "encoding", started)
         if not parts:
             return encode_with_report(frame, schema, secret, run=run, workers=1)
         clks = np.concatenate([part.clks for part in parts])
@@ -242,19 +254,21 @@ class DaskEngine:
         the same packing; fresh randomness, so other ciphertexts of the same values)."""
         r = spec.records_per_ciphertext
         step = max(r, self.records_per_task - self.records_per_task % r)
+        started = time.perf_counter()
         futures = [self.client.submit(_encrypt_task, key.to_dict(), matrix[r0:r0 + step], spec.to_dict(), method,
                                       pure=False)
                    for r0 in range(0, len(matrix), step)]
-        parts = self._gather(futures, "encrypting")
+        parts = self._gather(futures, "encrypting", started)
         return EncryptedVector.from_bytes(key, b"".join(parts))
 
     def psi_blind(self, key: PSIKey, identifiers: Sequence[str | bytes], domain: bytes) -> bytes:
         """:func:`pprl.crypto.psi.blind` on the cluster: the same elements, in input order."""
+        started = time.perf_counter()
         futures = [self.client.submit(_blind_task, key.secret, list(identifiers[r0:r0 + self.records_per_task]),
                                       domain, pure=False)
                    for r0 in range(0, len(identifiers), self.records_per_task)]
         try:
-            return b"".join(self._gather(futures, "blinding"))
+            return b"".join(self._gather(futures, "blinding", started))
         except DataValidationError:  # a refused identifier: refused here, with its position in the whole list
             return psi_blind(key, identifiers, domain, workers=1)
 
@@ -263,10 +277,11 @@ class DaskEngine:
         n = check_elements(elements, what)
         width = len(elements) // n if n else 32
         step = self.records_per_task * width
+        started = time.perf_counter()
         futures = [self.client.submit(_reblind_task, key.secret, bytes(elements[o:o + step]), pure=False)
                    for o in range(0, len(elements), step)]
         try:
-            return b"".join(self._gather(futures, "re-blinding"))
+            return b"".join(self._gather(futures, "re-blinding", started))
         except DataValidationError:  # an element of small order: refused here, with its position in the whole list
             return psi_reblind(key, elements, workers=1, what=what)
 
@@ -278,6 +293,7 @@ class DaskEngine:
         key = enc.public_key
         cts = enc.to_bytes()
         width = key.ciphertext_bytes
+        started = time.perf_counter()
         futures = []
         for g0 in range(0, len(groups), self.entities_per_task):
             part = groups[g0:g0 + self.entities_per_task]
@@ -296,7 +312,7 @@ class DaskEngine:
             blob = b"".join(cts[c * width:(c + 1) * width] for c in needed)
             futures.append(self.client.submit(_sum_task, key.to_dict(), blob, local_groups, spec.to_dict(),
                                               pure=False))
-        parts = self._gather(futures, "summing")
+        parts = self._gather(futures, "summing", started)
         if not parts:
             return EncryptedVector.from_bytes(key, b"")
         return EncryptedVector.from_bytes(key, b"".join(parts))
