@@ -56,7 +56,7 @@ import numpy as np
 from pprl.crypto.paillier.packing import PackingSpec, encrypt_packed
 from pprl.crypto.paillier.packing_records import sum_records
 from pprl.crypto.paillier.vector import EncryptedVector, PaillierPublicKey
-from pprl.crypto.psi import PSIKey, check_elements
+from pprl.crypto.psi import ELEMENT_BYTES, PSIKey, check_elements
 from pprl.crypto.psi import blind as psi_blind
 from pprl.crypto.psi import reblind as psi_reblind
 from pprl.encoding.clk import EncodeReport, EncodeResult, FeatureReport, encode_with_report
@@ -157,7 +157,7 @@ class DaskEngine:
 
     # -- tasks ---------------------------------------------------------------------------------------
 
-    def _gather(self, futures: list[Any], what: str, started: float | None = None) -> list[Any]:
+    def _gather(self, futures: list[Any], what: str, started: float) -> list[Any]:
         """The tasks' results, in order; the step's task count and wall time go to :attr:`steps`."""
         if self.progress and futures:
             from distributed import progress
@@ -167,9 +167,8 @@ class DaskEngine:
             progress(futures, notebook=False)
             print(file=sys.stderr)
         results = list(self.client.gather(futures))
-        if started is not None:
-            self.steps.append({"step": what, "tasks": len(futures), "workers": self.workers,
-                               "seconds": time.perf_counter() - started})
+        self.steps.append({"step": what, "tasks": len(futures), "workers": self.workers,
+                           "seconds": time.perf_counter() - started})
         return results
 
     def lsh_candidates(self, datasets: Sequence[np.ndarray], threshold: float, *, seed: bytes, bands: int,
@@ -181,10 +180,14 @@ class DaskEngine:
         sizes = [int(d.shape[0]) for d in arrays]
         pairs_total = sum(a * b for a, b in itertools.combinations(sizes, 2))
         length = arrays[0].shape[1] * 8 if arrays else 0
-        report = BlockingReport("lsh", int(bands), int(bits_per_band), 0, int(pairs_total), 1.0, bytes(seed).hex(),
-                                estimated_pair_completeness, pair_completeness_at_threshold)
+
+        def report(comparisons: int) -> BlockingReport:
+            ratio = 1.0 - comparisons / pairs_total if pairs_total else 1.0
+            return BlockingReport("lsh", int(bands), int(bits_per_band), comparisons, int(pairs_total), ratio,
+                                  bytes(seed).hex(), estimated_pair_completeness, pair_completeness_at_threshold)
+
         if pairs_total == 0 or length == 0:
-            return Candidates.empty(), report
+            return Candidates.empty(), report(0)
         positions = band_positions(bytes(seed), length, int(bands), int(bits_per_band))
         with self._shared(arrays) as (lanes_t, counts):
             started = time.perf_counter()
@@ -199,10 +202,7 @@ class DaskEngine:
             comparisons += compared
             for pair, triple in part.items():
                 found[pair].append(triple)
-        report = BlockingReport("lsh", int(bands), int(bits_per_band), comparisons, int(pairs_total),
-                                1.0 - comparisons / pairs_total, bytes(seed).hex(), estimated_pair_completeness,
-                                pair_completeness_at_threshold)
-        return merge_found(found, sizes), report
+        return merge_found(found, sizes), report(comparisons)
 
     def find_candidates(self, datasets: Sequence[np.ndarray], threshold: float, *,
                         window: Window = "anonlink") -> Candidates:
@@ -274,9 +274,8 @@ class DaskEngine:
 
     def psi_reblind(self, key: PSIKey, elements: bytes, *, what: str = "elements") -> bytes:
         """:func:`pprl.crypto.psi.reblind` on the cluster: the same elements, in order."""
-        n = check_elements(elements, what)
-        width = len(elements) // n if n else 32
-        step = self.records_per_task * width
+        check_elements(elements, what)
+        step = self.records_per_task * ELEMENT_BYTES
         started = time.perf_counter()
         futures = [self.client.submit(_reblind_task, key.secret, bytes(elements[o:o + step]), pure=False)
                    for o in range(0, len(elements), step)]
@@ -312,10 +311,7 @@ class DaskEngine:
             blob = b"".join(cts[c * width:(c + 1) * width] for c in needed)
             futures.append(self.client.submit(_sum_task, key.to_dict(), blob, local_groups, spec.to_dict(),
                                               pure=False))
-        parts = self._gather(futures, "summing", started)
-        if not parts:
-            return EncryptedVector.from_bytes(key, b"")
-        return EncryptedVector.from_bytes(key, b"".join(parts))
+        return EncryptedVector.from_bytes(key, b"".join(self._gather(futures, "summing", started)))
 
     @contextlib.contextmanager
     def _shared(self, arrays: list[np.ndarray]) -> Iterator[tuple[list[Any], list[Any]]]:
