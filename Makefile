@@ -13,7 +13,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.installed: $(PY) setup.cfg pyproject.toml setup.py pprl/matching/dice/_dice.c pprl/crypto/_h2c.c pprl/crypto/_sha512.h pprl/crypto/_montexp.c pprl/crypto/_avx2exp.c pprl/encoding/_bloom.c
+$(VENV)/.installed: $(PY) setup.cfg pyproject.toml setup.py pprl/matching/dice/_dice.c pprl/crypto/_h2c.c pprl/crypto/_sha512.h pprl/crypto/_montexp.c pprl/crypto/_avx2exp.c pprl/encoding/_bloom.c pprl/_cpu.h
 	$(PY) -m pip install -q -e .
 	touch $@
 

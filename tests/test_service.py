@@ -204,6 +204,33 @@ def test_uploads_resume_and_a_changed_chunk_is_refused(world, tmp_path):
         same.upload("submission", damaged)
 
 
+def test_chunked_submissions_upload_and_update_a_registry(world, tmp_path):
+    from pprl.documents.chunked import MAGIC
+
+    key, card, w = world["key"], world["card"], world["dir"]
+    bureau = BureauService(world["k"]["bureau"], str(tmp_path / "registry.db"),
+                           [world["c"]["platform_1"], world["c"]["platform_2"]])
+    with served(bureau) as url:
+        for n in PLATFORMS:
+            out = run("submit", "--me", key[n], "--schema", ROOT / "examples" / "schema-cn.json", "--secret",
+                      w / f"{n}.secret", "--data", w / "data" / f"{n}.csv", "--id-column", "user_id", "--scores",
+                      ",".join(SCORES), "--paillier", w / "authority" / "paillier.pub.json", "--authority",
+                      card["authority"], "--format", "chunked", "--out", tmp_path / f"{n}.sub", "--to", url,
+                      "--service-card", card["bureau"])
+            assert f"sent to {url}: submission {load(tmp_path / f'{n}.sub', Submission).hash}" in out.stderr
+        done = run("registry", "update", "--me", key["bureau"], "--service", url, "--service-card", card["bureau"])
+        updates = json.loads(done.stdout)["updates"]
+        assert [u["platform"] for u in updates] == PLATFORMS
+        assert updates[0]["submission"] == load(tmp_path / "platform_1.sub", Submission).hash
+        with Registry(tmp_path / "registry.db") as reg:
+            assert 0 < reg.stats().entities < sum(u["records"] for u in updates)
+        damaged = bytearray((tmp_path / "platform_1.sub").read_bytes())
+        damaged[len(MAGIC) + 3] ^= 1  # a token byte of chunk 0
+        with Client(url, world["k"]["platform_1"], [world["c"]["bureau"]], "bureau") as client, \
+                pytest.raises(ServiceError, match="400 .*chunk 0 .*does not match its digest"):
+            client.upload("submission", bytes(damaged))
+
+
 def test_a_client_pins_the_service_and_checks_every_response(world):
     with pytest.raises(SignatureError, match="not among your pinned cards"):
         Client(world["bureau"], world["k"]["bank_a"], [world["c"]["authority"]], "bureau")

@@ -119,9 +119,12 @@ def link_cmd(me, cards, submissions, threshold, blocking, run, out, engine, sche
               help="The decryptor's audit-log head as witnessed (`pprl audit witness`), signed by a party among "
                    "--cards: the release carries it, and the decryptor refuses it unless its log extends it.")
 @click.option("--out", required=True, type=FILE, help="Release file to write (ciphertexts only).")
+@click.option("--format", "format_", type=click.Choice(["json", "chunked"]), default="json", show_default=True,
+              help="json: one signed JSON document. chunked: the per-entity columns as binary chunks, each listed "
+                   "by its SHA-256 in a signed trailer (for 100k+ entities; `pprl decrypt` reads both).")
 @engine_options
-def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsilon, delta, audit_head, out, engine,
-                  scheduler, dask_workers) -> None:
+def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsilon, delta, audit_head, out, format_,
+                  engine, scheduler, dask_workers) -> None:
     """Sum every score column per entity under encryption, for the authority to decrypt.
 
     With --noise laplace --epsilon E (or --noise gaussian --epsilon E --delta D)
@@ -149,7 +152,7 @@ def aggregate_cmd(me, linkage, submissions, cards, min_contributors, noise, epsi
             load_key(me), linkage, submissions, min_contributors, out,
             cards=pinned_cards(cards, "cards", "the platforms that signed the submissions"),
             noise=noise, epsilon=epsilon, delta=delta, progress=progress_wanted(), audit_head=audit_head,
-            engine=where,
+            engine=where, format=format_,
         )
     say(f"wrote {result.path}: {result.released} entities released, {result.suppressed} held back (< {min_contributors} platforms)")
 

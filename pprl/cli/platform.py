@@ -64,14 +64,19 @@ def parse_clip(specs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
 @click.option("--run", help="The run id the bureau announced for this linkage (goes into the signed header; a "
               "schema with clkConfig.rotate also derives this run's key from it).")
 @click.option("--out", required=True, type=FILE, help="Submission file to write.")
+@click.option("--format", "format_", type=click.Choice(["json", "chunked"]), default="json", show_default=True,
+              help="json: one signed JSON document (base64 payload). chunked: the payload as binary chunks of "
+                   "65,536 records, each listed by its SHA-256 in a signed trailer; about 25% smaller, written and "
+                   "read without the JSON copies (for 100k+ records). `pprl link`, `aggregate`, `registry update`, "
+                   "`inspect` and the bureau's service (--to) take both.")
 @click.option("--to", "to_url", metavar="URL",
               help="Also send it to the bureau's service (in chunks, resumed after a broken connection).")
 @click.option("--service-card", "service_cards", multiple=True, type=FILE,
               help="With --to: the bureau's card (default: your trust store, PPRL_TRUST).")
 @engine_options
 def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores, clip, plain_encryption,
-               records_per_ciphertext, pseudonym_column, pseudonym_kind, run, out, to_url, service_cards, engine,
-               scheduler, dask_workers) -> None:
+               records_per_ciphertext, pseudonym_column, pseudonym_kind, run, out, format_, to_url, service_cards,
+               engine, scheduler, dask_workers) -> None:
     """Encode identifiers into CLKs, encrypt scores, and sign one submission for the bureau.
 
     Also writes OUT.map.csv (token,<id-column>; mode 0600): your private way
@@ -88,6 +93,8 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
           --service-card keys/bureau.card.json
     Encoded and encrypted on a Dask cluster (workers in your own network: they get the linkage secret):
       pprl submit ... --engine dask --scheduler tls://dask.platform.internal:8786
+    A large submission in the chunked form:
+      pprl submit ... --format chunked --out platform_1.submission.pprl
     """
     from pprl.protocol.files import load_key, pinned_cards, submit
 
@@ -117,6 +124,7 @@ def submit_cmd(me, schema, secret, paillier, authority, data, id_column, scores,
             pseudonym_kind=pseudonym_kind,
             run=run,
             engine=where,
+            format=format_,
         )
     say(f"wrote {result.path} ({result.records} records, scores: {', '.join(result.score_columns) or 'none'})")
     say(f"wrote {result.map_path} (private, mode 0600: keep it)")

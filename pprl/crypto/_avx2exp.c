@@ -50,6 +50,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(AVX2EXP_GENERIC)
 #define AVX2EXP_X86 1
 #include <immintrin.h>
+#include "../_cpu.h"
 #endif
 
 #define RADIX 27
@@ -223,8 +224,7 @@ static TGT void amm4(uint64_t *out, const uint64_t *a, const uint64_t *b, const 
 
 static int cpu_ok(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
+    return pprl_cpu_has(PPRL_CPU_AVX2);
 }
 
 #else

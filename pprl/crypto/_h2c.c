@@ -697,6 +697,7 @@ static void ladder51(fe *xo, fe *zo, const uint8_t k[32], const uint8_t u[32])
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(PPRL_X25519_GENERIC)
 #define X25519_X86 1
 #include <immintrin.h>
+#include "../_cpu.h"
 #if defined(__clang__)
 #define TGT_AVX2 __attribute__((target("avx2")))
 #define TGT_IFMA __attribute__((target("avx2,avx512f,avx512ifma")))
@@ -1332,9 +1333,8 @@ TGT_IFMA static void pow22523_x8(fe *out, const fe *in)
 
 static int x25519_cpu_isa(void)
 {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512ifma")) return X25519_ISA_IFMA;
-    if (__builtin_cpu_supports("avx2")) return X25519_ISA_AVX2;
+    if (pprl_cpu_has(PPRL_CPU_AVX512F | PPRL_CPU_AVX512IFMA)) return X25519_ISA_IFMA;
+    if (pprl_cpu_has(PPRL_CPU_AVX2)) return X25519_ISA_AVX2;
     return X25519_ISA_PORTABLE;
 }
 #else

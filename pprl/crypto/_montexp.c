@@ -70,6 +70,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(MONTEXP_GENERIC)
 #define MONTEXP_X86 1
 #include <immintrin.h>
+#include "../_cpu.h"
 #endif
 
 #define MASK52 ((uint64_t)0xfffffffffffffULL)
@@ -167,8 +168,7 @@ static const amm_fn AMM4[11] = {NULL, amm_1_4, amm_2_4, amm_3_4, amm_4_4, amm_5_
 
 static int cpu_ok(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512ifma");
+    return pprl_cpu_has(PPRL_CPU_AVX512F | PPRL_CPU_AVX512IFMA);
 }
 
 /* Scratch size for the byte <-> limb conversions: 52 L / 8 + 8 bytes of words, or the

@@ -5,10 +5,12 @@ Design: docs/protocol.md#documents.
 """
 
 from pprl.documents.card import Card
+from pprl.documents.chunked import is_chunked, parse_chunked, read_chunked, write_chunked
 from pprl.documents.envelope import (
     check_signature,
     load,
     load_any,
+    load_bytes,
     now,
     read_document,
     save,
@@ -157,6 +159,11 @@ __all__ = [
     "document_hash",
     "load",
     "load_any",
+    "load_bytes",
+    "is_chunked",
+    "parse_chunked",
+    "read_chunked",
+    "write_chunked",
     "now",
     "read_document",
     "save",

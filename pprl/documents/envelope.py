@@ -44,6 +44,7 @@ from pprl.errors import (
 __all__ = [
     "load",
     "load_any",
+    "load_bytes",
     "now",
     "read_document",
     "save",
@@ -125,13 +126,33 @@ def read_document(path: str | os.PathLike[str], kind: str | Sequence[str]) -> di
 
 
 def load(path: str | os.PathLike[str], cls: type[D]) -> D:
-    """Read a file into its typed document (kind, version, schema checked; not yet the signature)."""
+    """Read a file into its typed document (kind, version, schema checked; not yet the signature).
+
+    Either form: JSON, or chunked (:mod:`pprl.documents.chunked`, for the kinds that have one).
+    """
+    from pprl.documents.chunked import is_chunked, read_chunked
+
+    if is_chunked(path):
+        return read_chunked(path, cls)
     return cls.from_dict(_read_json(path, (cls.KIND,)), str(path))
+
+
+def load_bytes(data: bytes, cls: type[D], source: str) -> D:
+    """A received document's bytes (an upload) into its typed document, either form, as :func:`load` reads a file."""
+    from pprl.documents.chunked import MAGIC, parse_chunked
+
+    if data[:len(MAGIC)] == MAGIC:
+        return parse_chunked(data, cls, source=source)
+    return cls.from_dict(parse_json(data, source, f"{source}: not a pprl document (not valid JSON)"), source)
 
 
 def load_any(path: str | os.PathLike[str], kinds: Sequence[str] | None = None) -> Document:
     """Read a file into whichever registered kind it is (limited to ``kinds`` if given)."""
     names = tuple(kinds) if kinds else None
+    from pprl.documents.chunked import is_chunked, read_chunked
+
+    if is_chunked(path):
+        return read_chunked(path, kinds=names)
     data = _read_json(path, names or ("",))
     return parse_document(data, names, str(path))
 
@@ -209,14 +230,20 @@ def verify(doc: Document, trusted: Sequence[Card], *, role: str | None = None, s
     return verify_document(doc.wire, trusted, source=source or f"{doc.KIND} document", role=role)
 
 
+def stamped(doc: D, created: str | None = None) -> D:
+    """``doc`` with the timestamp its kind carries filled in (``created``, else now) unless it has one."""
+    if doc.CREATED:
+        doc = _with_created(doc, doc.CREATED.split("."), created or now())
+    return doc
+
+
 def seal(doc: D, key: IdentityKey | None = None, signer: Card | None = None, *, created: str | None = None) -> D:
     """Give a document its envelope: the timestamp its kind carries, then signer and signature.
 
     The one place documents are signed. ``key``/``signer`` may be None only for
     kinds that travel unsigned (keys, secrets).
     """
-    if doc.CREATED:
-        doc = _with_created(doc, doc.CREATED.split("."), created or now())
+    doc = stamped(doc, created)
     if not doc.SIGNED:
         return doc
     if key is None or signer is None:

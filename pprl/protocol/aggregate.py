@@ -109,6 +109,7 @@ def aggregate_release(
     cards: Sequence[Card],
     audit_head: LogHead | None = None,
     engine: Engine | None = None,
+    sign: bool = True,
 ) -> Aggregated:
     """Sum each score column per entity under encryption; release only well-supported entities.
 
@@ -121,6 +122,8 @@ def aggregate_release(
         audit_head: the decryptor's audit-log head as a pinned party witnessed it (``pprl audit
             witness``); the release carries it, and the decryptor refuses it unless its log extends it.
         engine: where the sums run (:mod:`pprl.engine`; default: here); the release is the same.
+        sign: False leaves the release unsealed, for a writer that signs another form of it
+            (:func:`pprl.documents.chunked.write_chunked`).
 
     Raises:
         DocumentError: submissions that are not the linkage's, or disagree.
@@ -173,7 +176,9 @@ def aggregate_release(
     )
     payload = ReleasePayload(entity_ids=released_ids, contributors=contributors, sums={"packed": summed.to_bytes()},
                              added_proof=added_proof)
-    release = seal(Release(header=header, payload=payload), me.identity, me.card)
+    release = Release(header=header, payload=payload)
+    if sign:
+        release = seal(release, me.identity, me.card)
     return Aggregated(release=release, released=len(released_ids), suppressed=suppressed)
 
 

@@ -307,6 +307,10 @@ class SubmitResult:
     score_bytes: int = 0  # encrypted scores as they travel (base64 text)
 
 
+#: How ``submit`` and ``aggregate`` can write their document (``--format``).
+DOCUMENT_FORMATS = ("json", "chunked")
+
+
 def map_path_for(out: PathLike) -> Path:
     """Where ``submit`` writes the private token map of submission ``out``."""
     return Path(f"{os.fspath(out)}.map.csv")
@@ -331,12 +335,17 @@ def submit(
     pseudonym_kind: str = "resident_id",
     run: str | None = None,
     engine: Engine | None = None,
+    format: str = "json",
 ) -> SubmitResult:
     """Encode, encrypt and sign this platform's records; write the submission and its token map (0600).
 
     Options as :class:`pprl.protocol.submit.SubmitOptions`; ``authority`` pins
-    who must have signed ``paillier``; ``engine``: where encoding and encryption run (:mod:`pprl.engine`).
+    who must have signed ``paillier``; ``engine``: where encoding and encryption run (:mod:`pprl.engine`);
+    ``format``: ``"json"`` or ``"chunked"`` (binary chunks and a signed trailer, for large submissions:
+    :mod:`pprl.documents.chunked`; every reader of submissions takes both).
     """
+    if format not in DOCUMENT_FORMATS:
+        raise OptionError(f"--format '{format}': expected one of {', '.join(DOCUMENT_FORMATS)}")
     from pprl.crypto.paillier.vector import PaillierPublicKey
     from pprl.encoding.schema import Schema, load_schema
     from pprl.protocol.secret import LinkageSecret
@@ -354,7 +363,9 @@ def submit(
     if paillier is not None:
         key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(
             paillier, _pin(authority, "the Paillier key's signer", "authority"))
-    prepared = prepare_submission(me, schema, secret, frame, options, key, source=source, engine=engine)
+    chunked = format == "chunked"
+    prepared = prepare_submission(me, schema, secret, frame, options, key, source=source, engine=engine,
+                                  sign=not chunked)
     map_path = map_path_for(out)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -362,14 +373,21 @@ def submit(
     writer.writerows(prepared.token_map)
     write_atomic(map_path, buffer.getvalue().encode("utf-8"), private=True)
     try:
-        path = save(out, prepared.submission)
+        if chunked:
+            from pprl.documents import write_chunked
+
+            write_chunked(out, prepared.submission, me.identity, me.card)
+            path = Path(out)
+        else:
+            path = save(out, prepared.submission)
     except BaseException:
         map_path.unlink(missing_ok=True)
         raise
-    packed = prepared.submission.wire["payload"]["scores_packed"]
+    packed = prepared.submission.payload.scores_packed
     return SubmitResult(
         path=path, map_path=map_path, records=prepared.submission.header.records,
-        score_columns=options.scores, notes=prepared.notes, score_bytes=len(packed or ""),
+        score_columns=options.scores, notes=prepared.notes,
+        score_bytes=0 if packed is None else (len(packed) if chunked else 4 * -(-len(packed) // 3)),
     )
 
 
@@ -443,18 +461,30 @@ def aggregate(
     progress: bool = False,
     audit_head: PathLike | None = None,
     engine: Engine | None = None,
+    format: str = "json",
 ) -> ReleaseResult:
     """Sum each score column per entity under encryption (:func:`pprl.protocol.aggregate.aggregate_release`);
     ``audit_head``: a witnessed head of the decryptor's log (signed by one of ``cards``) for the release to carry;
-    ``engine``: where the sums run (:mod:`pprl.engine`)."""
+    ``engine``: where the sums run (:mod:`pprl.engine`); ``format``: ``"json"`` or ``"chunked"``
+    (:mod:`pprl.documents.chunked`; ``decrypt`` and the threshold steps read both)."""
+    if format not in DOCUMENT_FORMATS:
+        raise OptionError(f"--format '{format}': expected one of {', '.join(DOCUMENT_FORMATS)}")
     from pprl.protocol.aggregate import AggregateOptions, aggregate_release
     options = AggregateOptions(min_contributors=min_contributors, noise=noise, epsilon=epsilon, delta=delta,
                                progress=progress)
     head = load(audit_head, LogHead) if audit_head is not None else None
+    chunked = format == "chunked"
     result = aggregate_release(
-        me, load(linkage, Linkage), [load(p, Submission) for p in submissions], options, cards, head, engine=engine
+        me, load(linkage, Linkage), [load(p, Submission) for p in submissions], options, cards, head, engine=engine,
+        sign=not chunked,
     )
-    path = save(out, result.release)
+    if chunked:
+        from pprl.documents import write_chunked
+
+        write_chunked(out, result.release, me.identity, me.card)
+        path = Path(out)
+    else:
+        path = save(out, result.release)
     return ReleaseResult(path=path, released=result.released, suppressed=result.suppressed)
 
 

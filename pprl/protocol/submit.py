@@ -234,6 +234,7 @@ def prepare_submission(
     *,
     source: str = "data",
     engine: Engine | None = None,
+    sign: bool = True,
 ) -> PreparedSubmission:
     """Encode, encrypt and sign this platform's records.
 
@@ -246,6 +247,8 @@ def prepare_submission(
         paillier: the authority's public key, verified (needed with score columns).
         source: how errors name ``records`` (its file).
         engine: where encoding and encryption run (:mod:`pprl.engine`; default: here). The CLKs are the same.
+        sign: False leaves the submission unsealed, for a writer that signs another form of it
+            (:func:`pprl.documents.chunked.write_chunked` signs the chunked form's trailer).
 
     Returns:
         The signed submission and the private token map.
@@ -312,7 +315,9 @@ def prepare_submission(
     )
     payload = SubmissionPayload(tokens=tokens, clks=np.ascontiguousarray(clks).tobytes(), scores_packed=packed,
                                 pseudonyms=pseudonyms)
-    submission = seal(Submission(header=header, payload=payload), me.identity, me.card)
+    submission = Submission(header=header, payload=payload)
+    if sign:
+        submission = seal(submission, me.identity, me.card)
     return PreparedSubmission(
         submission=submission,
         token_map=list(zip(tokens, (str(i) for i in ids))),

@@ -35,7 +35,7 @@ from typing import Any
 
 from pprl.crypto.paillier import djn
 from pprl.crypto.paillier.vector import PaillierPublicKey
-from pprl.documents import Card, Query, Submission, parse_json
+from pprl.documents import Card, Query, Submission, load_bytes, parse_json
 from pprl.errors import DocumentError, PPRLError
 from pprl.protocol.identity import PartyKey
 from pprl.protocol.link import LinkOptions, open_submission
@@ -237,7 +237,7 @@ class BureauService(Service):
             ServiceState.finish_job_in(conn, job, self.runner, {"updates": result})
 
         try:
-            docs = [Submission.from_dict(parse_json(body, f"submission {h}"), f"submission {h}")
+            docs = [load_bytes(body, Submission, f"submission {h}")
                     for h, body in zip(hashes, self.state.document_bodies(hashes))]
             threshold = job.params.get("threshold", "auto")
             options = LinkOptions(threshold=None if threshold == "auto" else float(threshold),
@@ -321,8 +321,7 @@ def one_check_at_a_time(key: str) -> Iterator[None]:
 
 
 def _check_document(data: bytes, platforms: list[Card], signer: str, source: str) -> tuple:
-    raw = parse_json(data, source, f"{source}: not a pprl document (not valid JSON)")
-    doc = Submission.from_dict(raw, source)
+    doc = load_bytes(data, Submission, source)  # either form: JSON or chunked
     verified = open_submission(doc, platforms)
     if verified.platform != signer:
         return "refused", 403, f"{source}: a submission of '{verified.platform}' uploaded by '{signer}'"
