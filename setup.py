@@ -48,7 +48,8 @@ class _BuildExt(build_ext):
 
 setup(
     ext_modules=[
-        Extension("pprl.matching.dice._dice", sources=["pprl/matching/dice/_dice.c"], optional=True),
+        Extension("pprl.matching.dice._dice", sources=["pprl/matching/dice/_dice.c"], depends=["pprl/_cpu.h"],
+                  optional=True),
         Extension("pprl.crypto._h2c", sources=["pprl/crypto/_h2c.c"], depends=["pprl/crypto/_sha512.h", "pprl/_cpu.h"],
                   optional=True),
         Extension("pprl.crypto._montexp", sources=["pprl/crypto/_montexp.c"], depends=["pprl/_cpu.h"],

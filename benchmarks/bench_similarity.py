@@ -23,10 +23,16 @@ The native kernel runs the best variant this CPU has unless ``--isa`` forces
 one (generic, popcnt, avx2, avx512, neon: each is refused where the CPU lacks
 it) or ``PPRL_NO_AVX512=1``, ``PPRL_NO_AVX2=1``, ... switch variants off; the
 header names the CPU and the variant, so each figure says what produced it.
+Under each threshold a note says which path ran: the bit-sliced filter
+(AVX2 on avx2, AVX-512VL on avx512, portable C on generic and popcnt; chosen per job, see
+``pprl.matching.dice.native.choose_bitslice``) or the row-by-row kernel with
+its early exit; ``--bitslice on|off`` forces the choice (``PPRL_NO_BITSLICE=1``
+keeps the filter off too).
 
     python benchmarks/bench_similarity.py                     # 10k x 10k, t = 0.8 and 0.5
     python benchmarks/bench_similarity.py -n 20000 -m 5000 --thresholds 0.9
     python benchmarks/bench_similarity.py --isa avx2          # force a native variant
+    python benchmarks/bench_similarity.py --isa avx2 --bitslice off   # the row-by-row AVX2 kernel
     PPRL_NO_AVX512=1 python benchmarks/bench_similarity.py    # as on an AVX2-only CPU
     PPRL_NO_NATIVE=1 python benchmarks/bench_similarity.py -n 2000 -m 2000   # numpy path
 """
@@ -111,13 +117,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def checkpoint(a: np.ndarray, b: np.ndarray, t: float) -> tuple[int, int] | None:
-    """(split, nwords): where the native kernel checks whether a pair can still reach ``t``."""
+def checkpoint(a: np.ndarray, b: np.ndarray, t: float) -> tuple[int, int, bool] | None:
+    """(split, nwords, bitslice): the native kernel's early-exit checkpoint and whether the bit-sliced filter runs."""
     if not dice_native.dice_enabled():
         return None
     job = dice_rows.Job.create(dice_rows.prepare(a), dice_rows.prepare(b), t, "anonlink", None, 2048)
     run = dice_native.NativeRun(job)
-    return run.split, job.pa.native.nwords
+    return run.split, job.pa.native.nwords, run.bitslice
+
+
+def path_note(isa: str | None, split: tuple[int, int, bool]) -> str:
+    """Which kernel path ran, in words."""
+    if split[2]:
+        code = {"avx2": "AVX2", "avx512": "AVX-512VL"}.get(isa or "", "portable C")
+        return f"path: bit-sliced filter ({code}, 256 right rows per block)"
+    if split[0] < split[1]:
+        return f"path: row-by-row kernel, early exit after {split[0]} of {split[1]} words"
+    return "path: row-by-row kernel, no early exit"
 
 
 def allowed_cpus() -> set[int]:
@@ -151,7 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--isa", choices=dice_native.ISAS, help="force a native kernel variant (default: the best)"
     )
+    parser.add_argument(
+        "--bitslice",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="force the bit-sliced filter on or off (default: chosen per job)",
+    )
     args = parser.parse_args(argv)
+    if args.bitslice != "auto":
+        dice_native._BITSLICE = args.bitslice == "on"
     if args.isa:
         if dice_native._native is None:
             parser.error("the native kernel is not built or switched off (PPRL_NO_DICE)")
@@ -231,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"same candidates: {'yes' if same else 'no'}")
         split = checkpoint(a, b, t)
         if split is not None:
-            notes.append(f"early exit after {split[0]} of {split[1]} words" if split[0] < split[1]
-                         else "no early exit")
+            notes.append(path_note(dice_native.current_isa(nwords), split))
         if notes:
             print("      " + "; ".join(notes))
         if not threads_agree:

@@ -23,6 +23,7 @@ enum {
     PPRL_CPU_AVX512F = 4,
     PPRL_CPU_AVX512VPOPCNTDQ = 8,
     PPRL_CPU_AVX512IFMA = 16,
+    PPRL_CPU_AVX512VL = 32,
 };
 
 static uint64_t
@@ -57,6 +58,8 @@ pprl_cpu_detect(void)
             f |= PPRL_CPU_AVX512IFMA;
         if (c & (1u << 14))
             f |= PPRL_CPU_AVX512VPOPCNTDQ;
+        if (b & (1u << 31))
+            f |= PPRL_CPU_AVX512VL;
     }
     return f;
 }

@@ -20,7 +20,11 @@ loader module (:mod:`pprl.matching.dice.native`, :mod:`pprl.crypto.hash_to_curve
 - ``_bloom``: ``HAVE_BLOOM``, ``PPRL_NO_BLOOM``, ``bloom_enabled()``.
 
 Within ``_dice``, ``PPRL_NO_POPCNT``, ``PPRL_NO_AVX2``, ``PPRL_NO_AVX512`` and ``PPRL_NO_NEON`` keep the
-automatic choice off one variant (:mod:`pprl.matching.dice.native`).
+automatic choice off one variant, and ``PPRL_NO_BITSLICE`` turns off the bit-sliced filter (the row-by-row
+kernel for every job) (:mod:`pprl.matching.dice.native`).
+
+CPU features are read from CPUID by the extensions themselves (``pprl/_cpu.h``), not with
+``__builtin_cpu_supports``, which reports nothing on Hygon and Zhaoxin CPUs.
 """
 
 from __future__ import annotations

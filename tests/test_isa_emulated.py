@@ -17,8 +17,10 @@ exception). The digests must equal those of the probe run natively with the
 switches that force the same paths. numpy >= 2.4 needs x86-64-v2 (SSE4.2,
 POPCNT), so the oldest full model is Nehalem; the extensions alone are also
 run on baseline x86-64 (``qemu64``: no POPCNT, no SSE4), loaded without numpy.
-On Hygon Dhyana the dispatch test is a strict expected failure (:data:`HYGON_BUG`):
-the results there are right, but every dispatcher takes its slowest path.
+On Hygon Dhyana the dispatchers must pick AVX2 as on Haswell: the C extensions read CPUID
+themselves (``pprl/_cpu.h``), because GCC 12's ``__builtin_cpu_supports`` fills in features only
+for GenuineIntel and AuthenticAMD and reported none there (every fast path was off on Hygon until
+this test found it).
 
 Skipped when ``qemu-x86_64`` is missing (Debian: ``apt-get install qemu-user``)
 or the host is not x86-64; ``.ci/run`` installs it and sets
@@ -50,13 +52,6 @@ PROBE = Path(__file__).resolve().with_name("isa_probe.py")
 # CPython under TCG is 20-50x slower; the probe takes 5-10 s there.
 TIMEOUT = 300
 
-# GCC 12's __builtin_cpu_supports (libgcc's cpu_indicator_init) fills in features only for
-# GenuineIntel and AuthenticAMD: on HygonGenuine (and Zhaoxin's CentaurHauls / "  Shanghai  ") it
-# reports none, although CPUID has AVX2 and POPCNT, so every dispatcher falls back to its slowest path.
-HYGON_BUG = ("the C extensions detect features with __builtin_cpu_supports, which reports none on a "
-             "HygonGenuine CPU (GCC 12): Dice runs generic, Paillier gmpy2, X25519 libsodium")
-
-
 @dataclass(frozen=True)
 class Model:
     """An emulated CPU, what each dispatcher must choose on it, and the switches that force that here."""
@@ -67,7 +62,6 @@ class Model:
     x25519: str
     force: dict[str, str] = field(hash=False)
     lacks: tuple[str, ...] = ()
-    known_bug: str | None = None
 
     def __str__(self) -> str:
         return self.cpu
@@ -80,7 +74,7 @@ NO_AVX = {"PPRL_NO_AVX512": "1", "PPRL_NO_AVX2": "1", "PPRL_NO_IFMA": "1"}
 MODELS = [
     Model("Haswell-v4", "avx2", "avx2", "avx2", AVX2_ONLY, ("avx512", "ifma")),
     Model("EPYC-Rome-v2", "avx2", "avx2", "avx2", AVX2_ONLY, ("avx512", "ifma")),
-    Model("Dhyana-v2", "avx2", "avx2", "avx2", AVX2_ONLY, ("avx512", "ifma"), known_bug=HYGON_BUG),
+    Model("Dhyana-v2", "avx2", "avx2", "avx2", AVX2_ONLY, ("avx512", "ifma")),
     Model("Nehalem-v1", "popcnt", "gmpy2", "libsodium", NO_AVX, ("avx512", "ifma", "avx2")),
 ]
 # The extensions alone (no numpy) on baseline x86-64: no POPCNT, SSE4 or AVX.
@@ -215,11 +209,6 @@ def forced_here(model: Model) -> dict[str, Any]:
     return probe(None, force=model.force)
 
 
-def _dispatch_models() -> list[Any]:
-    return [pytest.param(m, marks=pytest.mark.xfail(reason=m.known_bug, strict=True)) if m.known_bug else m
-            for m in MODELS]
-
-
 @pytest.mark.parametrize("model", [MODELS[0], MODELS[-1]], ids=str)
 def test_the_emulated_cpu_traps_what_it_lacks(model):
     """The premise: an instruction the model lacks is SIGILL under qemu (plain code runs: the probe).
@@ -251,7 +240,7 @@ def test_the_switches_make_this_cpu_choose_as_the_model(model):
     _expect_choices(report, model)
 
 
-@pytest.mark.parametrize("model", _dispatch_models(), ids=str)
+@pytest.mark.parametrize("model", MODELS, ids=str)
 def test_dispatchers_pick_the_best_path_the_emulated_cpu_has(model):
     _qemu()
     report = emulated(model)

@@ -43,7 +43,7 @@
  * in one call and runs the Elligator exponentiations of 32 messages side by
  * side on the same vector path.  Paths: portable C, AVX2, AVX-512 IFMA, picked
  * by the caller among those cpu_isa() reports (checked at run time with
- * __builtin_cpu_supports; the vector functions carry target attributes, so
+ * CPUID, pprl/_cpu.h; the vector functions carry target attributes, so
  * one build runs on any x86-64).  -DPPRL_X25519_GENERIC builds the portable
  * path only, as on other architectures.
  */

@@ -387,8 +387,10 @@ def _read(fh: Any, size: int, source: str, cls: type[D] | None, kinds: tuple[str
     buffers = [bytearray(t) for t in totals]
     _read_chunks(fh, index, buffers, source)
     rows = sum(r for r, _, _ in index)
-    values = {name: _decode_column(cls.KIND, name, bytes(buf), rows, source) for name, buf in zip(columns, buffers)}
-    del buffers
+    values = {}
+    for name in columns:  # one column's copy at a time: the peak is the buffers and the largest column
+        values[name] = _decode_column(cls.KIND, name, bytes(buffers[0]), rows, source)
+        del buffers[0]
     validate_document(_bounded_view(trailer, values), cls.KIND, source)
     doc = _build(cls, trailer, values, source)
     doc.__dict__["wire"] = trailer

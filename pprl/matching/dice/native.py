@@ -21,6 +21,18 @@ runs).  :func:`force_isa` pins one variant (benchmarks' ``--isa``; tests set
 ``_ISA``), overriding those switches, and refuses a variant this CPU lacks.
 Tests set ``_native`` to None to run the numpy path and ``_SPLIT`` to force the
 early-exit checkpoint.
+
+Bit-sliced filter: where it pays, a job runs the right rows transposed into
+blocks of 256 (one bit per row in a 256-bit column) and counts, for each left
+row, all 256 intersections of a block at once with carry-save adders; only
+the pairs that can reach the threshold are then counted exactly (see
+``_dice.c``).  :func:`choose_bitslice` decides per job from a cost estimate
+on the same sample as the checkpoint; ``PPRL_NO_BITSLICE`` (read at every
+job) keeps it off, and tests pin it with ``_BITSLICE``.  It runs with AVX2
+on the ``avx2`` variant, with AVX-512VL (``vpternlogq``: two instructions
+per carry-save adder instead of five) on ``avx512`` (AVX2 where the CPU
+lacks AVX-512VL), and as portable C on ``generic`` and ``popcnt``; results
+are identical either way.
 """
 
 from __future__ import annotations
@@ -30,9 +42,10 @@ from types import ModuleType
 import numpy as np
 
 from pprl._native import disabled, load
-from pprl.matching.dice.rows import Job, Triples, anonlink_delta, lane_popcount
+from pprl.matching.dice.rows import Job, Triples, aligned_zeros, anonlink_delta, lane_popcount
 
 __all__ = [
+    "BITSLICE_SWITCH",
     "HAVE_DICE",
     "ISAS",
     "ISA_SWITCHES",
@@ -40,12 +53,15 @@ __all__ = [
     "SWITCH",
     "NativeRun",
     "alive_fractions",
+    "choose_bitslice",
     "choose_split",
     "current_isa",
     "dice_enabled",
     "force_isa",
     "isas",
     "loaded",
+    "split_cost",
+    "transposed",
 ]
 
 #: The environment switch that sends comparisons to the numpy path (read at every call).
@@ -135,6 +151,26 @@ _SAMPLE_PAIRS = 4096
 _SAMPLE_CELLS = 1 << 20
 # Tests: force the split (None: chosen on the sample).
 _SPLIT: int | None = None
+
+#: The environment switch that keeps the bit-sliced filter off (read at every job).
+BITSLICE_SWITCH = "PPRL_NO_BITSLICE"
+# Tests: force the bit-sliced filter on or off (None: chosen by choose_bitslice).
+_BITSLICE: bool | None = None
+# Right rows per transposed block, uint64 lanes per column (as in _dice.c).
+_BS_ROWS = 256
+_BS_LANES = 4
+# Where the filter runs: AVX2 on avx2, AVX-512VL on avx512, portable C on generic
+# and popcnt (not measured on NEON hardware: neon keeps its own kernel).
+_BS_ISAS = frozenset({"generic", "popcnt", "avx2", "avx512"})
+# The cost model, in nanoseconds on one core of an AMD EPYC (Zen 4), fitted to
+# benchmarks/bench_similarity.py's filters: the usual kernel costs
+# _WORD_NS[isa] per word of choose_split's expected work per pair; the filter
+# _BS_BIT_NS[isa] per set bit of the left row per block of right rows it
+# touches, times the share of set bits it reads before every row of the
+# block is out of reach, plus _EXACT_NS[isa] per word for each pair it lets through.
+_WORD_NS = {"generic": 1.8, "popcnt": 0.27, "avx2": 0.155, "avx512": 0.075, "neon": 1.0}
+_BS_BIT_NS = {"generic": 1.6, "popcnt": 1.6, "avx2": 0.62, "avx512": 0.45}
+_EXACT_NS = {"generic": 2.0, "popcnt": 0.4, "avx2": 0.4, "avx512": 0.4}
 
 
 def _kernel() -> ModuleType:
@@ -241,6 +277,11 @@ def alive_fractions(job: Job, splits: np.ndarray, group: int, need: np.ndarray) 
 
 
 def choose_split(job: Job, isa: str, need: np.ndarray) -> int:
+    """The early-exit checkpoint (in words) for ``job`` on variant ``isa`` (see :func:`split_cost`)."""
+    return split_cost(job, isa, need)[0]
+
+
+def split_cost(job: Job, isa: str, need: np.ndarray) -> tuple[int, float | None]:
     """The early-exit checkpoint (in words) for ``job`` on variant ``isa``.
 
     For every split the variant allows, :func:`alive_fractions` measures on a
@@ -249,21 +290,22 @@ def choose_split(job: Job, isa: str, need: np.ndarray) -> int:
     for those that go on, and a mispredicted branch as often as the less
     likely outcome), against ``nwords`` without a checkpoint.  The results
     never depend on the split; only the time does.  ``need`` is the kernel's
-    table of needed intersections.
+    table of needed intersections.  Returns the split and its expected work
+    per pair in words (None when no sample was measured).
     """
     nwords = job.pa.native.nwords
     step = _SPLIT_STEP[isa]
     if _SPLIT is not None:
-        return _SPLIT
-    if nwords < 2 * step:
-        return nwords
+        return _SPLIT, None
     n, m = job.pa.counts.shape[0], job.pb.counts.shape[0]
     if n * m < 16 * _SAMPLE_PAIRS:  # small jobs: not worth a sample
-        return _default_split(nwords, step)
+        return _default_split(nwords, step), None
+    if nwords < 2 * step:
+        return nwords, float(nwords)
     splits = np.arange(step, nwords, step)
     alive = alive_fractions(job, splits, _GROUP_ROWS[isa], need)
     if np.isnan(alive).any():
-        return nwords
+        return nwords, float(nwords)
     stop_cost, go_cost = _CHECK_COST[isa]
     cost = (
         splits
@@ -272,7 +314,58 @@ def choose_split(job: Job, isa: str, need: np.ndarray) -> int:
         + _BRANCH_COST[isa] * np.minimum(alive, 1.0 - alive)
     )
     best = int(np.argmin(cost))
-    return int(splits[best]) if cost[best] < nwords else nwords
+    return (int(splits[best]), float(cost[best])) if cost[best] < nwords else (nwords, float(nwords))
+
+
+def choose_bitslice(job: Job, isa: str, need: np.ndarray, words_per_pair: float | None) -> bool:
+    """Whether ``job`` runs the bit-sliced filter on variant ``isa``.
+
+    Off for rows the vector kernels do not take (over 65472 bits; even when
+    forced), where ``PPRL_NO_BITSLICE`` is set, on variants without it
+    (``neon``), for small jobs (no sample) and for
+    thresholds of 0 (every pair passes).  Otherwise the cheaper of two
+    estimates per pair wins: the usual kernel's ``words_per_pair``
+    (:func:`split_cost`) at ``_WORD_NS[isa]``, against the filter's reads of
+    the left rows' set bits per block, shortened by its early exit, plus the
+    exact count of the pairs that pass, measured on a sample.  Results never
+    depend on the choice; only the time does.
+    """
+    nwords = job.pa.native.nwords
+    if nwords > _WIDE_MAX_WORDS:  # the kernel's counters and layout stop there
+        return False
+    if _BITSLICE is not None:
+        return _BITSLICE
+    if disabled(BITSLICE_SWITCH) or isa not in _BS_ISAS or words_per_pair is None or job.t <= 0.0:
+        return False
+    window = (job.hi - job.lo).astype(np.float64)
+    if not (window > 0).any():
+        return False
+    window = window[window > 0]
+    # Pairs that reach the threshold, one left row at a time: the exact counts to do.
+    passing = float(alive_fractions(job, np.array([nwords]), 1, need)[0])
+    if np.isnan(passing):
+        return False
+    pa = float(job.pa.counts.mean())
+    pb = float(job.pb.counts.mean())
+    fill_b = min(pb / (64 * nwords), 0.999)
+    # Early exit: a block is done once the bits left of A cannot lift even the
+    # block's best row (about 3 sigma above the mean) to the threshold.
+    t_need = float(need[min(int(round(pa + pb)), need.shape[0] - 1)])
+    if t_need >= float(np.uint32(0xFFFFFFFF)):
+        t_need = pa
+    margin = 3.0 * np.sqrt(max(pa * fill_b * (1.0 - fill_b), 0.0))
+    share = min(1.0, max(0.05, (pa - t_need + margin) / max((1.0 - fill_b) * pa, 1.0)))
+    per_pair = float(np.mean((window / _BS_ROWS + 1.0) / window))
+    bitslice_ns = _BS_BIT_NS[isa] * pa * share * per_pair + passing * _EXACT_NS[isa] * (nwords + 4)
+    return bitslice_ns < _WORD_NS[isa] * words_per_pair
+
+
+def transposed(rows: np.ndarray, nwords: int, kernel: ModuleType) -> np.ndarray:
+    """The right rows ``rows`` ((m, nwords) uint64) in the bit-sliced filter's layout (see ``_dice.c``)."""
+    m = rows.shape[0]
+    out = aligned_zeros(-(-m // _BS_ROWS) * (64 * nwords + 1), _BS_LANES)
+    kernel.transpose(rows, nwords, out)
+    return out
 
 
 class NativeRun:
@@ -291,7 +384,13 @@ class NativeRun:
         self.need: bytes = self.kernel.need_table(job.t, 64 * a.nwords)
         self.isa_name: str = _choose_isa(self.kernel, a.nwords)
         self.isa: int = _ISA_CODES[self.isa_name]
-        self.split: int = choose_split(job, self.isa_name, np.frombuffer(self.need, dtype=np.uint32))
+        need = np.frombuffer(self.need, dtype=np.uint32)
+        self.split, words_per_pair = split_cost(job, self.isa_name, need)
+        #: Whether the bit-sliced filter runs (then self.bt holds the transposed right rows).
+        self.bitslice: bool = b.words.shape[0] > 0 and choose_bitslice(
+            job, self.isa_name, need, words_per_pair
+        )
+        self.bt: np.ndarray | None = transposed(b.words, b.nwords, self.kernel) if self.bitslice else None
         # The right rows' popcounts after the split (rows.py holds them for the half-way one).
         if self.split in (a.nwords, a.nwords // 2):
             self.b_rest: np.ndarray = b.rest
@@ -321,6 +420,7 @@ class NativeRun:
             -1 if job.k is None else job.k,
             self.isa,
             self.split,
+            *(() if self.bt is None else (self.bt,)),
         )
         return (
             np.frombuffer(bi, dtype=np.int64),
