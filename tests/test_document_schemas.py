@@ -368,3 +368,84 @@ def test_runtime_checks_a_bounded_prefix_and_full_checks_everything(world):
     with pytest.raises(DocumentError, match=r"header.schema_hash: expected a string matching"):
         validate_document(doc, "submission", "long.json")
 
+
+
+# --------------------------------------------------------------------------- the direct check (no jsonschema)
+
+_ODD_VALUES: list[Any] = [None, True, False, 0, 1, -1, 1.0, 2.5, -0.5, 2**70, "", "x", "0" * 64, "ab" * 12,
+                          "2026-01-01T00:00:00+00:00", "YWJj", "YWJjZA==\n", [], [1], ["x", "x"], {}, {"a": 1}]
+
+
+def _nodes(doc: Any, path: tuple = ()):
+    yield path
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _nodes(v, (*path, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc[:4]):
+            yield from _nodes(v, (*path, i))
+
+
+def _mutations(doc: dict[str, Any], rng, count: int):
+    """``count`` copies of ``doc``, each changed at one random place: a value replaced (by one of an odd set, or
+    by another value of the same document), a key dropped or added, an item appended or repeated."""
+    import copy
+
+    paths = list(_nodes(doc))
+    values = _ODD_VALUES + [_get(doc, p) for p in rng.sample(paths, min(10, len(paths)))]
+    for _ in range(count):
+        out = copy.deepcopy(doc)
+        path = rng.choice(paths[1:])
+        parent, last = _get(out, path[:-1]), path[-1]
+        how = rng.randrange(5)
+        if how == 0 and isinstance(parent, dict):
+            del parent[last]
+        elif how == 1 and isinstance(parent, dict):
+            parent[rng.choice(["extra", "x" * 65, "tokens", "records"])] = rng.choice(values)
+        elif how == 2 and isinstance(parent, list):
+            parent.append(copy.deepcopy(rng.choice([parent[0], *values])))
+        else:
+            parent[last] = copy.deepcopy(rng.choice(values))
+        yield out
+
+
+def _get(doc: Any, path: tuple) -> Any:
+    for p in path:
+        doc = doc[p]
+    return doc
+
+
+def test_the_direct_check_gives_jsonschemas_verdict_on_mutated_documents_of_every_kind(world):
+    import random
+
+    from pprl.documents import validation
+
+    rng = random.Random(14)
+    validators = {k: Draft202012Validator(schema_for(k), registry=registry()) for k in SCHEMA_KINDS}
+    seen: dict[str, list[int]] = {}
+    docs = _documents(world["dir"])
+    docs += [(f"{w}: approval", a) for w, d in docs for a in d.get("approvals", [])]
+    for where, doc in docs:
+        kind = "decryption-approval" if where.endswith(": approval") else doc["kind"]
+        schema = validation._schemas()[kind]
+        for i, mutated in enumerate([doc, *_mutations(doc, rng, 40)]):
+            for instance in (mutated, validation._bounded(mutated)):
+                theirs = validators[kind].is_valid(instance)
+                ours = validation._valid(instance, schema, schema["$id"])  # _Unsure would fail the test
+                assert ours is theirs, (where, kind, i)
+                assert validation._conforms(instance, kind) is theirs
+                seen.setdefault(kind, [0, 0])[theirs] += 1
+    assert set(seen) == set(SCHEMA_KINDS)
+    assert all(valid and invalid for invalid, valid in seen.values()), seen  # both verdicts met for every kind
+
+
+def test_a_refusal_reads_the_same_with_and_without_the_direct_check(world, monkeypatch):
+    doc = json.loads((world["dir"] / "platform_1.sub.json").read_text())
+    doc["header"]["records"] = "12"
+    messages = []
+    for off in ("", "1"):
+        monkeypatch.setenv("PPRL_NO_FAST_SCHEMA", off)
+        with pytest.raises(DocumentError) as caught:
+            validate_document(doc, "submission", "s.json")
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1] == "s.json: not a valid submission document: header.records: expected integer, found string"

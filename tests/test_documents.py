@@ -72,3 +72,47 @@ def test_init_refuses_to_overwrite(tmp_path):
     init_party("a", "platform", tmp_path)
     with pytest.raises(DocumentError, match="refusing to overwrite"):
         init_party("a", "platform", tmp_path)
+
+
+def test_parts_compare_hash_and_print_as_stdlib_dataclasses_would():
+    """Part writes __eq__, __hash__ and __repr__ once for every kind (``@part``); they must be what
+    ``@dataclass(frozen=True, kw_only=True)`` generates, checked against such a twin of each class met."""
+    import dataclasses
+
+    from pprl.documents import Part
+    from pprl.protocol.identity import card_document, create_identity, key_document
+    from pprl.protocol.secret import make_share
+
+    me, peer = create_identity("platform_1", "platform"), create_identity("platform_2", "platform")
+    seen = set()
+
+    def check(value):
+        if isinstance(value, list):
+            for v in value:
+                check(v)
+        if not isinstance(value, Part):
+            return
+        cls, fields = type(value), dataclasses.fields(value)
+        twin_cls = dataclasses.make_dataclass(
+            cls.__qualname__, [(f.name, object, dataclasses.field(repr=f.repr, compare=f.compare)) for f in fields],
+            frozen=True, kw_only=True)
+        twin = twin_cls(**{f.name: getattr(value, f.name) for f in fields})
+        assert repr(value) == repr(twin)
+        assert value == dataclasses.replace(value)
+        assert (value != dataclasses.replace(value)) is False
+        assert value != twin and value != object()
+        try:
+            assert hash(value) == hash(twin)
+        except TypeError:
+            with pytest.raises(TypeError):
+                hash(twin)
+        for f in fields:
+            if f.compare and getattr(value, f.name) is not None:
+                assert value != dataclasses.replace(value, **{f.name: None})
+            check(getattr(value, f.name))
+        seen.add(cls.__name__)
+
+    for doc in (card_document(me), key_document(me), make_share(me, [peer.card])):
+        check(doc)
+    assert {"CardDocument", "IdentityKeyDocument", "Share", "SharePayload"} <= seen
+    assert "seed" not in repr(key_document(me)).replace("IdentityKeyDocument", "")

@@ -115,3 +115,39 @@ def test_the_real_documents_themselves_pass():
     for doc in REAL:
         parsed = parse_document(json.loads(json.dumps(doc)), None, "real.json")
         assert parsed.wire == doc
+
+
+def _jsonschema_verdict(doc: Any, kind: str) -> bool:
+    from jsonschema import Draft202012Validator
+
+    from pprl.documents.validation import registry, schema_for
+
+    return Draft202012Validator(schema_for(kind), registry=registry()).is_valid(doc)
+
+
+@FUZZ
+@given(st.sampled_from(range(len(REAL))), st.data())
+def test_the_direct_schema_check_agrees_with_jsonschema_on_mutated_documents(which, data):
+    from pprl.documents import validation
+
+    doc = copy.deepcopy(REAL[which])
+    paths = [p for p in _paths(doc) if p]
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(paths))
+        parent = doc
+        try:
+            for step in path[:-1]:
+                parent = parent[step]
+        except (KeyError, IndexError, TypeError):
+            continue
+        last = path[-1]
+        if isinstance(parent, dict) and isinstance(last, str):
+            if data.draw(st.booleans()):
+                parent.pop(last, None)
+            else:
+                parent[last] = data.draw(JSON)
+        elif isinstance(parent, list) and isinstance(last, int) and last < len(parent):
+            parent[last] = data.draw(JSON)
+    kind = doc["kind"] if isinstance(doc.get("kind"), str) and doc["kind"] in validation.SCHEMA_KINDS else REAL[which]["kind"]
+    schema = validation._schemas()[kind]
+    assert validation._valid(doc, schema, schema["$id"]) is _jsonschema_verdict(doc, kind)

@@ -44,15 +44,16 @@ class Card:
 
     @classmethod
     def from_signer(cls, fields: Mapping[str, Any], what: str = "signer") -> Card:
-        """Read a ``signer`` object; KeyFormatError if it lacks a field or a key is not base64."""
+        """Read a ``signer`` object; KeyFormatError (naming ``what``) if it lacks a field, a key is not base64 or
+        not a valid public key (a small-order Ed25519 key included)."""
         try:
-            return cls(
-                name=str(fields["name"]),
-                role=str(fields["role"]),
-                public=PublicIdentity(
-                    sign_pub=_key(fields["sign_pub"], f"{what}.sign_pub"),
-                    agree_pub=_key(fields["agree_pub"], f"{what}.agree_pub"),
-                ),
-            )
+            name, role = str(fields["name"]), str(fields["role"])
+            sign_pub = _key(fields["sign_pub"], f"{what}.sign_pub")
+            agree_pub = _key(fields["agree_pub"], f"{what}.agree_pub")
         except (KeyError, TypeError):
             raise KeyFormatError(f"{what} lacks name, role or public keys") from None
+        try:
+            public = PublicIdentity(sign_pub=sign_pub, agree_pub=agree_pub)
+        except KeyFormatError as exc:
+            raise KeyFormatError(f"{what}: {exc}") from None
+        return cls(name=name, role=role, public=public)

@@ -8,10 +8,10 @@ protocol steps turn them into crypto types.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar
 
-from pprl.documents.model import OPTIONAL, Document, Part, SignedDocument
+from pprl.documents.model import OPTIONAL, Document, Part, SignedDocument, part
 
 __all__ = [
     "Answer",
@@ -76,7 +76,7 @@ _WHOLE_HEADER = ("header",)
 # -- identities and the linkage secret ---------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class IdentityKeyDocument(Document):
     """``NAME.key``: a party's private identity seeds (0600)."""
 
@@ -90,7 +90,7 @@ class IdentityKeyDocument(Document):
     agree_seed: bytes = field(repr=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class CardDocument(SignedDocument):
     """``NAME.card.json``: a party's public card, self-signed."""
 
@@ -100,12 +100,13 @@ class CardDocument(SignedDocument):
     fingerprint: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class SharePayload(Part):
+    """The ``payload`` of a :class:`Share` (fields as in the kind's schema)."""
     wrapped: dict[str, bytes]
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class Share(SignedDocument):
     """One platform's share of the linkage secret, wrapped for each other participant."""
 
@@ -119,7 +120,7 @@ class Share(SignedDocument):
     payload: SharePayload
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class SecretDocument(Document):
     """A platform's combined linkage secret (0600)."""
 
@@ -136,7 +137,7 @@ class SecretDocument(Document):
 # -- Paillier keys --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PaillierPub(SignedDocument):
     """The authority's signed Paillier public key (with the threshold set-up under a threshold key)."""
 
@@ -148,7 +149,7 @@ class PaillierPub(SignedDocument):
     threshold: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PaillierKeyDocument(Document):
     """The authority's Paillier private key (0600); ``p`` and ``q`` as the crypto layer writes them."""
 
@@ -163,7 +164,7 @@ class PaillierKeyDocument(Document):
     q: str = field(repr=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PaillierShare(SignedDocument):
     """One key holder's share of a threshold Paillier key, wrapped for that holder."""
 
@@ -185,8 +186,9 @@ class PaillierShare(SignedDocument):
 # -- the CLK path: submission -> linkage -> release ------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class SubmissionHeader(Part):
+    """The ``header`` of a :class:`Submission` (fields as in the kind's schema)."""
     platform: str
     created: str = ""
     records: int
@@ -203,15 +205,16 @@ class SubmissionHeader(Part):
     run: str | None = field(default=None, metadata=OPTIONAL)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class SubmissionPayload(Part):
+    """The ``payload`` of a :class:`Submission` (fields as in the kind's schema)."""
     tokens: list[str]
     clks: bytes = field(repr=False)
     scores_packed: bytes | None = field(repr=False)
     pseudonyms: bytes | None = field(default=None, metadata=OPTIONAL, repr=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class Submission(SignedDocument):
     """A platform's records for the bureau: tokens, CLKs and packed ciphertexts; nothing raw."""
 
@@ -223,7 +226,7 @@ class Submission(SignedDocument):
     payload: SubmissionPayload
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class LinkedSubmission(Part):
     """A submission a linkage was built from."""
 
@@ -232,7 +235,7 @@ class LinkedSubmission(Part):
     hash: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class Entity(Part):
     """A linked entity: [platform, token, similarity] per member."""
 
@@ -241,7 +244,7 @@ class Entity(Part):
     match_probability: float | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class Table(Part):
     """A table carried as CSV text."""
 
@@ -249,8 +252,9 @@ class Table(Part):
     csv: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class LinkageHeader(Part):
+    """The ``header`` of a :class:`Linkage` (fields as in the kind's schema)."""
     created: str = ""
     threshold: float
     threshold_method: str
@@ -266,14 +270,15 @@ class LinkageHeader(Part):
     run: str | None = field(default=None, metadata=OPTIONAL)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class LinkagePayload(Part):
+    """The ``payload`` of a :class:`Linkage` (fields as in the kind's schema)."""
     entities: list[Entity]
     candidates: Table
     sample: Table
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class Linkage(SignedDocument):
     """The bureau's linked entities, with the candidate pairs and threshold sample behind them."""
 
@@ -285,8 +290,9 @@ class Linkage(SignedDocument):
     payload: LinkagePayload
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class ReleaseHeader(Part):
+    """The ``header`` of a :class:`Release` (fields as in the kind's schema)."""
     created: str = ""
     linkage_hash: str
     paillier_fingerprint: str
@@ -303,8 +309,9 @@ class ReleaseHeader(Part):
     audit_head: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class ReleasePayload(Part):
+    """The ``payload`` of a :class:`Release` (fields as in the kind's schema)."""
     entity_ids: list[str]
     contributors: list[int]
     sums: dict[str, bytes] = field(repr=False)
@@ -312,7 +319,7 @@ class ReleasePayload(Part):
     join_index: list[int] | None = field(default=None, metadata=OPTIONAL, repr=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class Release(SignedDocument):
     """Per-entity ciphertext sums the bureau asks the authority (or holders) to decrypt."""
 
@@ -327,7 +334,7 @@ class Release(SignedDocument):
 # -- threshold decryption -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class DecryptionApproval(SignedDocument):
     """A key holder's signed approval of one release under one key."""
 
@@ -345,8 +352,9 @@ class DecryptionApproval(SignedDocument):
     index: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class DecryptionPartHeader(Part):
+    """The ``header`` of a :class:`DecryptionPart` (fields as in the kind's schema)."""
     created: str = ""
     release_hash: str
     paillier_fingerprint: str
@@ -359,8 +367,9 @@ class DecryptionPartHeader(Part):
     entities: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class DecryptionPartPayload(Part):
+    """The ``payload`` of a :class:`DecryptionPart` (fields as in the kind's schema)."""
     proofs: dict[str, Any]
     approval: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
     values: bytes | None = field(default=None, metadata=OPTIONAL, repr=False)
@@ -368,7 +377,7 @@ class DecryptionPartPayload(Part):
     paillier_pub: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class DecryptionPart(SignedDocument):
     """One holder's partial decryptions of a release, with proofs (encrypted for the combiner if named)."""
 
@@ -383,8 +392,9 @@ class DecryptionPart(SignedDocument):
 # -- the exact path: PSI --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PsiSessionHeader(Part):
+    """The ``header`` of a :class:`PsiSession` (fields as in the kind's schema)."""
     session_id: str
     created: str = ""
     protocol: str
@@ -393,7 +403,7 @@ class PsiSessionHeader(Part):
     platforms: list[dict[str, Any]]
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PsiSession(SignedDocument):
     """The bureau's announcement of a PSI session: its platforms, in ring order."""
 
@@ -404,8 +414,9 @@ class PsiSession(SignedDocument):
     header: PsiSessionHeader
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PsiRoundHeader(Part):
+    """The ``header`` of a :class:`PsiRound` (fields as in the kind's schema)."""
     session_id: str
     session_hash: str
     origin: str
@@ -422,14 +433,15 @@ class PsiRoundHeader(Part):
     clip: dict[str, list[str]] | None = field(default=None, metadata=OPTIONAL)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PsiRoundPayload(Part):
+    """The ``payload`` of a :class:`PsiRound` (fields as in the kind's schema)."""
     elements: bytes = field(repr=False)
     scores: dict[str, bytes] = field(repr=False)
     tokens: list[str] | None = field(default=None, metadata=OPTIONAL)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PsiRound(SignedDocument):
     """One platform's list of blinded elements (and ciphertexts) on its way round the ring."""
 
@@ -441,8 +453,9 @@ class PsiRound(SignedDocument):
     payload: PsiRoundPayload
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PsiRevealHeader(Part):
+    """The ``header`` of a :class:`PsiReveal` (fields as in the kind's schema)."""
     session_id: str
     session_hash: str
     platform: str
@@ -452,14 +465,15 @@ class PsiRevealHeader(Part):
     created: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PsiRevealPayload(Part):
+    """The ``payload`` of a :class:`PsiReveal` (fields as in the kind's schema)."""
     tokens: list[str]
     entity_ids: list[str]
     contributors: list[int]
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PsiReveal(SignedDocument):
     """The bureau's note to one platform of which of its tokens are in released intersection entities."""
 
@@ -471,12 +485,13 @@ class PsiReveal(SignedDocument):
     payload: PsiRevealPayload
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PsiStatePayload(Part):
+    """The ``payload`` of a :class:`PsiState` (fields as in the kind's schema)."""
     tokens: dict[str, str] | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PsiState(Document):
     """A platform's private state between PSI steps: its blinding secret and token map (0600)."""
 
@@ -499,8 +514,9 @@ class PsiState(Document):
 # -- finding an applicant: pseudonyms through the OPRF --------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PseudonymRequestHeader(Part):
+    """The ``header`` of a :class:`PseudonymRequest` (fields as in the kind's schema)."""
     created: str = ""
     lender: str
     identifier: str
@@ -508,12 +524,13 @@ class PseudonymRequestHeader(Part):
     nonce: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class ElementsPayload(Part):
+    """The ``payload`` of :class:`PseudonymRequest` and :class:`PseudonymResponse` (fields as in their schemas)."""
     elements: bytes = field(repr=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PseudonymRequest(SignedDocument):
     """A lender's blinded applicant identifiers for a platform to evaluate the pseudonym OPRF on."""
 
@@ -525,8 +542,9 @@ class PseudonymRequest(SignedDocument):
     payload: ElementsPayload
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PseudonymResponseHeader(Part):
+    """The ``header`` of a :class:`PseudonymResponse` (fields as in the kind's schema)."""
     created: str = ""
     platform: str
     lender: str
@@ -535,7 +553,7 @@ class PseudonymResponseHeader(Part):
     count: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PseudonymResponse(SignedDocument):
     """A platform's evaluation of a pseudonym request, bound to it; only the lender can unblind it."""
 
@@ -547,7 +565,7 @@ class PseudonymResponse(SignedDocument):
     payload: ElementsPayload
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class PseudonymState(Document):
     """A lender's private state between request and response: its applicants and the unblinding scalars (0600)."""
 
@@ -568,8 +586,9 @@ class PseudonymState(Document):
 # -- the lender's query and the bureau's answer -------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class QueryHeader(Part):
+    """The ``header`` of a :class:`Query` (fields as in the kind's schema)."""
     created: str = ""
     lender: str
     purpose: str
@@ -577,12 +596,13 @@ class QueryHeader(Part):
     nonce: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class QueryPayload(Part):
+    """The ``payload`` of a :class:`Query` (fields as in the kind's schema)."""
     items: list[dict[str, Any]]
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class Query(SignedDocument):
     """A lender's question about consenting applicants: pseudonyms and consent records, never IDs."""
 
@@ -594,8 +614,9 @@ class Query(SignedDocument):
     payload: QueryPayload
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class AnswerHeader(Part):
+    """The ``header`` of an :class:`Answer` (fields as in the kind's schema)."""
     created: str = ""
     query_hash: str
     lender: str
@@ -614,8 +635,9 @@ class AnswerHeader(Part):
     packing: dict[str, Any]
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class AnswerPayload(Part):
+    """The ``payload`` of an :class:`Answer` (fields as in the kind's schema)."""
     status: list[str]
     sums: bytes = field(repr=False)
     masks: bytes = field(repr=False)
@@ -623,7 +645,7 @@ class AnswerPayload(Part):
     query: dict[str, Any] = field(repr=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class Answer(SignedDocument):
     """The bureau's answer: masked encrypted sums for the found applicants; the masks are the lender's alone."""
 
@@ -635,8 +657,9 @@ class Answer(SignedDocument):
     payload: AnswerPayload
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class AnswerDecryptionHeader(Part):
+    """The ``header`` of an :class:`AnswerDecryption` (fields as in the kind's schema)."""
     created: str = ""
     answer_hash: str
     query_hash: str
@@ -644,12 +667,13 @@ class AnswerDecryptionHeader(Part):
     count: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class ValuesPayload(Part):
+    """The ``payload`` of an :class:`AnswerDecryption` (fields as in the kind's schema)."""
     values: bytes = field(repr=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class AnswerDecryption(SignedDocument):
     """The key holder's decryption of an answer's masked sums, for the lender (uniform without the masks)."""
 
@@ -661,8 +685,9 @@ class AnswerDecryption(SignedDocument):
     payload: ValuesPayload
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class ReceiptHeader(Part):
+    """The ``header`` of a :class:`Receipt` (fields as in the kind's schema)."""
     created: str = ""
     platform: str
     lender: str
@@ -672,7 +697,7 @@ class ReceiptHeader(Part):
     answer_hash: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class Receipt(SignedDocument):
     """The bureau's signed statement to a platform that its records went into an answer."""
 
@@ -686,8 +711,9 @@ class Receipt(SignedDocument):
 # -- the audit log --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class LogHeadHeader(Part):
+    """The ``header`` of a :class:`LogHead` (fields as in the kind's schema)."""
     created: str = ""
     keeper: str
     keeper_fingerprint: str
@@ -695,7 +721,7 @@ class LogHeadHeader(Part):
     head: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class LogHead(SignedDocument):
     """A party's signed statement that a keeper's audit log had ``entries`` entries ending in ``head``."""
 
@@ -706,7 +732,7 @@ class LogHead(SignedDocument):
     header: LogHeadHeader
 
 
-@dataclass(frozen=True, kw_only=True)
+@part
 class AuditEntry(SignedDocument):
     """One line of the hash-chained audit log: a decrypted release, signed or attested by holders."""
 
