@@ -255,7 +255,8 @@ def report(name: str, case: dict, target: float | None) -> None:
         verdict = ""
         if target is not None:
             verdict = f"  [target F1 >= {target}: {'met' if q.f1 >= target else 'NOT met'}]"
-        print(f"  ours    pprl, {schema}: threshold {o['result'].threshold:.4f} (auto, no labels)  "
+        how = o["result"].threshold_method + (f": {o['result'].threshold_reason}" if o["result"].threshold_reason else "")
+        print(f"  ours    pprl, {schema}: threshold {o['result'].threshold:.4f} ({how}; no labels)  "
               f"precision {q.precision:.4f}  recall {q.recall:.4f}  F1 {q.f1:.4f}  "
               f"ratio ours/anchor {q.f1 / b.f1:.4f} ({q.f1 - b.f1:+.4f}){verdict}  (link {o['seconds']:.2f}s)")
         fx = o["fixed"]

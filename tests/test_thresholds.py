@@ -206,3 +206,106 @@ def test_auto_threshold_near_the_best_fixed_one(seed):
     # Issue 14's target.  (The posterior's 0.5 crossing, the rule before, misses it here by
     # 0.004-0.007: it ignores the wrong best matches the greedy solver blocks.)
     assert ours >= best - 0.003, (choice.threshold, ours, max(fixed, key=fixed.get), best)
+
+
+def _real_like(seed: int, n: int = 1000):
+    """The shape of real records (Union Army census x service records): a quarter of the records
+    have a match, 14 % of the matches agree exactly (similarity 1), and the non-matches have a tail
+    of hard ones (relatives, namesakes) that second-best values share."""
+    rng = np.random.default_rng(seed)
+
+    def sig(x):
+        return 1.0 / (1.0 + np.exp(-x))
+
+    k = n // 4
+    exact = int(0.14 * k)
+    matches = np.concatenate([np.ones(exact), sig(rng.normal(2.2, 0.6, k - exact))])
+    others = sig(np.concatenate([rng.normal(0.8, 0.3, n - k - 60), rng.normal(1.6, 0.3, 60)]))
+    top1 = rng.permutation(np.concatenate([matches, others]))
+    top2 = sig(np.concatenate([rng.normal(0.85, 0.3, n - 100), rng.normal(1.6, 0.3, 100)]))
+    return top1, top2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_agreement_and_a_tail_of_hard_non_matches(seed):
+    # Before the atom at exact agreement, the Gaussian match component stretched over the
+    # similarity-1 values, failed the separation check and the default 0.8 was used.
+    top1, top2 = _real_like(seed)
+    choice = choose_threshold(top1, top2)
+    assert choice.method == "auto", choice.reason
+    assert 0.8 < choice.threshold < 0.88
+    fit = choice.fit
+    assert fit is not None
+    assert fit.exact_weight == pytest.approx(0.14, abs=0.04)
+    assert fit.weight_top2 == 0.0
+    assert fit.weight_top1 == pytest.approx(0.25, abs=0.06)
+    assert choice.posterior([1.0])[0] == 1.0
+    assert choice.posterior([0.65])[0] < 0.01
+
+
+def test_no_exact_agreement_means_no_atom():
+    top1, top2 = bimodal(seed=2)
+    fit = fit_mixture(np.minimum(top1, 0.999), top2)
+    assert fit.exact_weight == 0.0
+    assert "with 0.0% at exact agreement" in fit.as_dict()["model"]
+
+
+def test_unrelated_populations_are_not_linked():
+    # Two populations with nobody in common: whatever the fit finds, the threshold must not
+    # be one at which the greedy linkage links a noticeable share of the records.
+    a = _synth_world(10, people=1500, platforms=2, corruption=0.6)[0][0]
+    b = _synth_world(11, people=1500, platforms=2, corruption=0.6)[0][1]
+    sample = best_match_sample([a, b], size=1000, seed=b"unrelated")
+    choice = choose_threshold(sample.top1, sample.top2)
+    if choice.method == "default":
+        assert choice.reason
+    groups = greedy_solve(find_candidates([a, b], choice.threshold))
+    linked = sum(len(g) for g in groups if len(g) > 1)
+    assert linked <= 0.01 * (a.shape[0] + b.shape[0]), (choice.as_dict(), linked)
+
+
+def test_records_one_value_each_change_nothing():
+    top1, top2 = bimodal(seed=4)
+    fit = fit_mixture(top1, top2)
+    plain = estimate_f1_curve(fit, top1)
+    each = estimate_f1_curve(fit, top1, records=np.arange(top1.shape[0])[::-1])
+    assert np.allclose(plain.f1, each.f1) and plain.best == each.best
+    with pytest.raises(ValueError):
+        estimate_f1_curve(fit, top1, records=[1, 2])
+
+
+def test_records_with_several_best_matches_block_more_wrong_links():
+    # A record's best matches in two other datasets: once either is linked, a wrong partner
+    # pointing at it is refused, so fewer wrong links are expected than row by row.
+    top1, top2 = bimodal(seed=6, matches=600, others=400)
+    fit = fit_mixture(top1, top2)
+    pairs = np.repeat(np.arange(top1.shape[0] // 2), 2)
+    rows = estimate_f1_curve(fit, top1, [0.3])
+    grouped = estimate_f1_curve(fit, top1, [0.3], records=pairs)
+    assert grouped.precision[0] > rows.precision[0]
+    assert grouped.recall[0] == pytest.approx(rows.recall[0])
+
+
+def test_sample_record_ids_name_dataset_and_record():
+    rng = np.random.default_rng(8)
+    a, b, c = _filters(rng, 30), _filters(rng, 40), _filters(rng, 20)
+    sample = best_match_sample([a, b, c], size=1000, seed=b"ids")
+    ids = sample.record_ids()
+    assert ids.shape == sample.top1.shape
+    # one id per (dataset, record): each sampled record has one row per other dataset
+    pairs = set(zip(sample.dataset.tolist(), sample.record.tolist()))
+    assert len(set(ids.tolist())) == len(pairs) == 90
+    assert (np.bincount(np.unique(ids, return_inverse=True)[1]) == 2).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_auto_threshold_near_the_best_fixed_one_with_records(seed):
+    datasets, truth = _synth_world(seed)
+    sample = best_match_sample(datasets, size=1000, seed=b"test")
+    choice = choose_threshold(sample.top1, sample.top2, records=sample.record_ids())
+    assert choice.method == "auto"
+    candidates = find_candidates(datasets, 0.55)
+    fixed = {t: _f1_at(datasets, truth, candidates, t) for t in np.round(np.arange(0.55, 0.951, 0.01), 2)}
+    best = max(fixed.values())
+    ours = _f1_at(datasets, truth, candidates, choice.threshold)
+    assert ours >= best - 0.003, (choice.threshold, ours, max(fixed, key=fixed.get), best)

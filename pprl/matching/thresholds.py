@@ -1,11 +1,13 @@
 """Choosing the Dice threshold from the similarities alone, without labels.
 
 :func:`best_match_sample` (each sampled record's best and second-best
-similarity), :func:`fit_mixture` (a two-component Gaussian mixture on the logit
-scale, deterministic EM), :func:`estimate_f1_curve` (the linkage's F1 the fit
-predicts at each threshold, counting the wrong best matches the greedy solver
-blocks) and :func:`choose_threshold` (the threshold where that estimate peaks,
-clamped to [0.5, 0.95]).
+similarity), :func:`fit_mixture` (a two-component mixture on the logit scale,
+deterministic EM: Gaussian non-matches, which all second-best similarities
+are taken to be, and Gaussian matches plus an atom at exact agreement),
+:func:`estimate_f1_curve` (the linkage's F1 the fit predicts at each
+threshold, counting the wrong best matches the greedy solver blocks) and
+:func:`choose_threshold` (the threshold where that estimate peaks, clamped to
+[0.5, 0.95]).
 
 Design: docs/design.md#automatic-threshold
 """
@@ -46,6 +48,7 @@ THRESHOLD_RANGE = (0.5, 0.95)
 #: Fewer top-1 values than this and the fit is not trusted.
 MIN_SAMPLE = 30
 
+_EXACT = 1.0 - 1e-9  # a Dice coefficient this high is exact agreement (identical encodings)
 _EPS = 1e-3  # similarities are clipped to [_EPS, 1 - _EPS] before the logit
 _MIN_SD = 0.02  # logit units; keeps a component from collapsing onto a spike
 _SPARSE_NONMATCH_SD = 2.0  # see choose_threshold: the rule when nearly every record has a match
@@ -100,6 +103,11 @@ class BestMatchSample:
 
     def __len__(self) -> int:
         return int(self.top1.shape[0])
+
+    def record_ids(self) -> np.ndarray:
+        """One int64 per row naming its sampled record (dataset and record), for ``records=``."""
+        stride = int(self.record.max()) + 1 if self.record.shape[0] else 1
+        return self.dataset.astype(np.int64) * stride + self.record.astype(np.int64)
 
 
 def check_datasets(datasets: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -207,12 +215,15 @@ def _normal_pdf(x: np.ndarray, mean: float, sd: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MixtureFit:
-    """A two-component Gaussian mixture on logit(similarity).
+    """A two-component mixture on logit(similarity).
 
-    Component 0 is the non-match population, component 1 the match
-    population; ``weight_top1`` / ``weight_top2`` are the match weights among
-    best / second-best similarities.  ``posterior(s)`` is the probability
-    that a best-match pair with similarity ``s`` is a match.
+    Component 0 is the non-match population (Gaussian), component 1 the
+    match population: a share ``exact_weight`` of it at exact agreement
+    (similarity 1, identical encodings), the rest Gaussian with ``mean[1]``,
+    ``sd[1]``.  ``weight_top1`` / ``weight_top2`` are the match weights among
+    best / second-best similarities (:func:`fit_mixture` fixes the latter at
+    0).  ``posterior(s)`` is the probability that a best-match pair with
+    similarity ``s`` is a match.
     """
 
     mean: tuple[float, float]
@@ -224,21 +235,26 @@ class MixtureFit:
     n_top1: int
     n_top2: int
     log_likelihood: float
+    exact_weight: float = 0.0
 
     def posterior(self, similarity: Any) -> np.ndarray:
         """P(match | best-match similarity), elementwise."""
-        x = _logit(np.asarray(similarity, dtype=np.float64))
+        s = np.asarray(similarity, dtype=np.float64)
+        x = _logit(s)
         w = self.weight_top1
-        m = w * _normal_pdf(x, self.mean[1], self.sd[1])
+        m = w * (1.0 - self.exact_weight) * _normal_pdf(x, self.mean[1], self.sd[1])
         n = (1.0 - w) * _normal_pdf(x, self.mean[0], self.sd[0])
         with np.errstate(invalid="ignore", divide="ignore"):
             p = np.where(m + n > 0, m / (m + n), (x > self.mean[1]).astype(np.float64))
+        if self.exact_weight > 0.0:
+            p = np.where(s >= _EXACT, 1.0, p)
         return p
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (rounded)."""
         return {
-            "model": "2-gaussian mixture on logit(similarity), top-1 and top-2 groups",
+            "model": ("2-component mixture on logit(similarity): gaussian non-matches (every second-best value), "
+                      f"gaussian matches with {100 * self.exact_weight:.1f}% at exact agreement"),
             "mean_logit": [round(v, 6) for v in self.mean],
             "sd_logit": [round(v, 6) for v in self.sd],
             "match_weight_top1": round(self.weight_top1, 6),
@@ -258,6 +274,15 @@ def fit_mixture(
     ``top1`` are best-match similarities, ``top2`` (optional; NaN entries are
     ignored) second-best ones.  Raises DataValidationError for fewer than two
     values or values outside [0, 1].
+
+    Second-best similarities are all taken as non-matches (``weight_top2`` is
+    0): a record's second best is a match only where the other dataset holds
+    the same person twice, which a one-to-one linkage cannot link anyway.
+    They pin the non-match component down, including the hard non-matches
+    (relatives, namesakes) that sit just below the true match.  Exact
+    agreement (similarity 1) is an atom of the match component rather than a
+    far tail of its Gaussian, which it would otherwise widen until the
+    component overlaps the non-matches.
     """
     s1 = np.asarray(top1, dtype=np.float64).ravel()
     s2 = np.asarray([] if top2 is None else top2, dtype=np.float64).ravel()
@@ -268,66 +293,74 @@ def fit_mixture(
     if (s1.min() < 0) or (s1.max() > 1) or (s2.shape[0] and (s2.min() < 0 or s2.max() > 1)):
         raise DataValidationError("similarities must lie in [0, 1]")
     x1, x2 = _logit(s1), _logit(s2)
-    xs = np.concatenate([x1, x2])
+    exact1 = s1 >= _EXACT
+    n1 = x1.shape[0]
 
     # Deterministic start: non-matches from the second-best values (or the
     # lower half of the best ones), matches from the best values far above them.
-    ref = x2 if x2.shape[0] >= 10 else np.sort(x1)[: max(2, x1.shape[0] // 2)]
+    ref = x2 if x2.shape[0] >= 10 else np.sort(x1)[: max(2, n1 // 2)]
     m0 = float(np.median(ref))
     s0 = max(float(1.4826 * np.median(np.abs(ref - m0))), _MIN_SD)
-    high = x1[x1 > m0 + 4.0 * s0]
+    far = x1 > m0 + 4.0 * s0
+    high = x1[far & ~exact1]
     if high.shape[0] < 2:
-        high = np.sort(x1)[-max(2, x1.shape[0] // 4):]
+        high = np.sort(x1[~exact1] if (~exact1).sum() >= 2 else x1)[-max(2, n1 // 4):]
     m1 = float(np.median(high))
     s1d = max(float(np.std(high)), s0)
-    w1 = min(max(high.shape[0] / x1.shape[0], 0.05), 0.95)
-    w2 = 0.01
+    w1 = min(max((high.shape[0] + exact1.sum()) / n1, 0.05), 0.95)
+    q = float(exact1.sum()) / max(1.0, float(high.shape[0] + exact1.sum()))  # exact share of the matches
 
-    def component_densities() -> tuple[np.ndarray, np.ndarray]:
-        return _normal_pdf(xs, m0, s0), _normal_pdf(xs, m1, s1d)
-
-    n1 = x1.shape[0]
     previous = -math.inf
     converged = False
     iterations = 0
     loglik = -math.inf
     for iterations in range(1, max_iter + 1):  # noqa: B007 (read after the loop)
-        f0, f1 = component_densities()
-        w = np.concatenate([np.full(n1, w1), np.full(xs.shape[0] - n1, w2)])
-        num = w * f1
-        den = num + (1.0 - w) * f0
-        den = np.maximum(den, 1e-300)
-        r = num / den
-        loglik = float(np.log(den).sum())
+        # E-step, best matches: non-match, Gaussian match or exact-agreement match.
+        f0 = (1.0 - w1) * _normal_pdf(x1, m0, s0)
+        f1 = np.where(exact1, w1 * q, w1 * (1.0 - q) * _normal_pdf(x1, m1, s1d))
+        den = np.maximum(f0 + f1, 1e-300)
+        r = f1 / den
+        # Second-best values are non-matches: the match weight among them is 0.
+        loglik = float(np.log(den).sum() + np.log(np.maximum(_normal_pdf(x2, m0, s0), 1e-300)).sum())
         # M-step.
-        w1 = float(np.clip(r[:n1].mean(), 1e-6, 1 - 1e-6))
-        w2 = float(np.clip(r[n1:].mean(), 1e-6, 1 - 1e-6)) if xs.shape[0] > n1 else 0.0
-        r1 = r.sum()
-        r0 = (1.0 - r).sum()
+        w1 = float(np.clip(r.mean(), 1e-6, 1 - 1e-6))
+        rg = np.where(exact1, 0.0, r)  # responsibilities of the Gaussian part
+        r1, rg1 = float(r.sum()), float(rg.sum())
+        r0 = float((1.0 - r).sum()) + x2.shape[0]
         if r1 <= 1e-9 or r0 <= 1e-9:
             break
-        m1 = float((r * xs).sum() / r1)
-        m0 = float(((1.0 - r) * xs).sum() / r0)
-        s1d = max(math.sqrt(float((r * (xs - m1) ** 2).sum() / r1)), _MIN_SD)
-        s0 = max(math.sqrt(float(((1.0 - r) * (xs - m0) ** 2).sum() / r0)), _MIN_SD)
+        q = float(np.clip((r1 - rg1) / r1, 0.0, 1.0 - 1e-6))
+        if rg1 > 1e-9:
+            m1 = float((rg * x1).sum() / rg1)
+            s1d = max(math.sqrt(float((rg * (x1 - m1) ** 2).sum() / rg1)), _MIN_SD)
+        m0 = float((((1.0 - r) * x1).sum() + x2.sum()) / r0)
+        s0 = max(math.sqrt(float((((1.0 - r) * (x1 - m0) ** 2).sum() + ((x2 - m0) ** 2).sum()) / r0)), _MIN_SD)
         if abs(loglik - previous) <= tol * max(1.0, abs(loglik)):
             converged = True
             break
         previous = loglik
-    if m1 < m0:  # keep component 1 the higher one
-        m0, m1, s0, s1d = m1, m0, s1d, s0
-        w1, w2 = 1.0 - w1, (1.0 - w2) if xs.shape[0] > n1 else 0.0
     return MixtureFit(
         mean=(m0, m1),
         sd=(s0, s1d),
         weight_top1=w1,
-        weight_top2=w2,
+        weight_top2=0.0,
         iterations=iterations,
         converged=converged,
         n_top1=int(n1),
-        n_top2=int(xs.shape[0] - n1),
+        n_top2=int(x2.shape[0]),
         log_likelihood=loglik,
+        exact_weight=q,
     )
+
+
+def _one_population_bic(fit: MixtureFit, top1: np.ndarray, top2: np.ndarray) -> tuple[float, float]:
+    """BIC of the fit and of one Gaussian for every value (no match population); lower is better."""
+    xs = _logit(np.concatenate([top1, top2]))
+    n = xs.shape[0]
+    sd = max(float(np.std(xs)), _MIN_SD)
+    one = float(np.log(np.maximum(_normal_pdf(xs, float(np.mean(xs)), sd), 1e-300)).sum())
+    k_two = 5 + (1 if fit.exact_weight > 0.0 else 0)  # means, sds, weight (+ exact share)
+    return -2.0 * fit.log_likelihood + k_two * math.log(n), -2.0 * one + 2 * math.log(n)
 
 
 @dataclass(frozen=True)
@@ -395,7 +428,7 @@ class F1Estimate:
         return float(self.thresholds[int(np.argmax(self.f1))])
 
 
-def estimate_f1_curve(fit: MixtureFit, top1: Any, thresholds: Any = None) -> F1Estimate:
+def estimate_f1_curve(fit: MixtureFit, top1: Any, thresholds: Any = None, *, records: Any = None) -> F1Estimate:
     """Estimated precision, recall and F1 of a greedy linkage at each threshold, without labels.
 
     Every sampled best match ``top1[m]`` is right with the fit's posterior
@@ -412,18 +445,40 @@ def estimate_f1_curve(fit: MixtureFit, top1: Any, thresholds: Any = None) -> F1E
     ``p_m``.  With many records without a match (where the partner is often
     taken by its own match) this admits wrong-looking best matches that the
     posterior alone would refuse, which is where F1 peaks.
+
+    ``records`` (optional, one id per value of ``top1``) names the sampled
+    record each best match belongs to.  With three or more datasets a record
+    has one best match per other dataset, and the solver refuses a wrong
+    partner that is already in a group through *any* of its links, so the
+    share of free partners is the share of sampled records none of whose
+    best matches is linked yet (tracked per record), not one minus the share
+    of linked best matches.  Without ``records`` every value is its own
+    record, which is exact with two datasets.
     """
     x = np.asarray(top1, dtype=np.float64).ravel()
-    x = x[~np.isnan(x)]
+    if records is None:
+        ids = np.arange(x.shape[0])
+    else:
+        ids = np.asarray(records).ravel()
+        if ids.shape[0] != x.shape[0]:
+            raise ValueError(f"records has {ids.shape[0]} entries for {x.shape[0]} similarities")
+    keep = ~np.isnan(x)
+    x, ids = x[keep], ids[keep]
     grid = _F1_GRID if thresholds is None else np.asarray(thresholds, dtype=np.float64).ravel()
-    x = -np.sort(-x, kind="stable")
+    order = np.argsort(-x, kind="stable")
+    x = x[order]
+    _, record_of = np.unique(ids[order], return_inverse=True)
     p = fit.posterior(x)
     n = x.shape[0]
     wrong = np.empty(n)
-    linked = 0.0
+    unlinked = np.ones(int(record_of.max()) + 1 if n else 0)  # P(record not yet in a group)
+    free = float(unlinked.shape[0])
     for m in range(n):  # a sequential recurrence over about a thousand values
-        wrong[m] = (1.0 - p[m]) * (1.0 - linked / n)
-        linked += p[m] + wrong[m]
+        wrong[m] = (1.0 - p[m]) * (free / unlinked.shape[0])
+        k = record_of[m]
+        before = unlinked[k]
+        unlinked[k] = before * (1.0 - min(1.0, p[m] + wrong[m]))
+        free += unlinked[k] - before
     right_cum = np.concatenate([[0.0], np.cumsum(p)])
     wrong_cum = np.concatenate([[0.0], np.cumsum(wrong)])
     kept = np.searchsorted(-x, -grid, side="right")  # how many have top1 >= t
@@ -441,6 +496,7 @@ def choose_threshold(
     *,
     default: float = DEFAULT_THRESHOLD,
     clamp: tuple[float, float] = THRESHOLD_RANGE,
+    records: Any = None,
 ) -> ThresholdChoice:
     """The threshold where the greedy linkage's estimated F1 peaks (see the module docstring).
 
@@ -451,28 +507,43 @@ def choose_threshold(
     above 0.5 even at the non-match mean), it is the non-match mean + 2 sd.
     Falls back to ``default`` (method ``"default"``, with a reason) when there
     are fewer than :data:`MIN_SAMPLE` best-match values, or the fit shows no
-    match population distinct from the non-matches: components less than
-    two pooled standard deviations apart, a match weight among best matches
-    no larger than among second-best ones, or no posterior crossing between
-    the means.
+    match population distinct from the non-matches: a match component not
+    above the non-matches, components that do not each dominate the other
+    9:1 at their own means, a mixture that explains
+    the similarities no better than one population (by BIC, the penalty
+    for its extra parameters included), or no posterior crossing between the
+    means.
+
+    ``records`` (optional, one id per value of ``top1``, e.g.
+    :meth:`BestMatchSample.record_ids`) goes to
+    :func:`estimate_f1_curve`; give it with three or more datasets.
     """
     lo, hi = clamp
     if not 0.0 < lo <= hi <= 1.0:
         raise ValueError(f"clamp range {clamp!r} must satisfy 0 < lo <= hi <= 1")
     s1 = np.asarray(top1, dtype=np.float64).ravel()
+    ids = None
+    if records is not None:
+        ids = np.asarray(records).ravel()
+        if ids.shape[0] != s1.shape[0]:
+            raise ValueError(f"records has {ids.shape[0]} entries for {s1.shape[0]} similarities")
+        ids = ids[~np.isnan(s1)]
     s1 = s1[~np.isnan(s1)]
     if s1.shape[0] < MIN_SAMPLE:
         return ThresholdChoice(default, "default", reason=f"only {s1.shape[0]} best-match similarities (need {MIN_SAMPLE})")
-    fit = fit_mixture(s1, top2)
+    s2 = np.asarray([] if top2 is None else top2, dtype=np.float64).ravel()
+    s2 = s2[~np.isnan(s2)]
+    fit = fit_mixture(s1, s2)
     m0, m1 = fit.mean
     # Each component must dominate the other at its own mean by 9:1 (equal priors).
     f0 = _normal_pdf(np.array([m0, m1]), m0, fit.sd[0])
     f1 = _normal_pdf(np.array([m0, m1]), m1, fit.sd[1])
-    if not (f1[0] * 9.0 <= f0[0] and f0[1] * 9.0 <= f1[1]):
+    if not (m1 > m0 and f1[0] * 9.0 <= f0[0] and f0[1] * 9.0 <= f1[1]):
         return ThresholdChoice(default, "default", fit=None, reason="no separate match population in the similarities")
-    if fit.n_top2 and fit.weight_top1 <= fit.weight_top2 + 0.01:
+    bic_two, bic_one = _one_population_bic(fit, s1, s2)
+    if bic_two >= bic_one:
         return ThresholdChoice(
-            default, "default", fit=None, reason="best matches look no different from second-best ones"
+            default, "default", fit=None, reason="one population explains the similarities as well as two"
         )
     crossing = _crossing(fit)
     extra: dict[str, Any] = {}
@@ -480,7 +551,7 @@ def choose_threshold(
         extra["posterior_crossing"] = round(crossing, 6)
         # Where the linkage's estimated F1 peaks (see estimate_f1_curve), but not below the
         # non-match mean + 1 sd: below it the candidate pairs multiply for little gain.
-        estimate = estimate_f1_curve(fit, s1)
+        estimate = estimate_f1_curve(fit, s1, records=ids)
         floor = 1.0 / (1.0 + math.exp(-(m0 + _FLOOR_NONMATCH_SD * fit.sd[0])))
         crossing = max(estimate.best, floor)
         extra["rule"] = ("maximum of the estimated F1 of the greedy linkage, not below the non-match mean + 1 sd"

@@ -397,7 +397,7 @@ def search_candidates(datasets: Sequence[np.ndarray], options: LinkOptions, seed
     used by linking and by registry updates alike.
     """
     sample = best_match_sample(datasets, size=options.sample_size, seed=seed, workers=options.workers)
-    choice = choose_threshold(sample.top1, sample.top2)
+    choice = choose_threshold(sample.top1, sample.top2, records=sample.record_ids())
     if options.threshold is None:
         t, method, reason = choice.threshold, choice.method, choice.reason
     else:
