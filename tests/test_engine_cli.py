@@ -108,3 +108,51 @@ def test_psi_blind_and_reblind_on_the_cluster_count_what_they_count_here(tmp_pat
         counts.append(json.loads(run("psi", "count", "--me", key["bureau"], "--session", w / "session.json",
                                      *[a for p in platforms for a in ("--inputs", current[p])]).stdout))
     assert counts[0] == counts[1] and counts[0]["intersection"] > 0
+
+
+def test_psi_aggregate_and_count_on_the_cluster_give_what_they_give_here(tmp_path):
+    w = tmp_path
+    platforms = ["platform_1", "platform_2", "platform_3"]
+    key, card, _ = cli_consortium(w, platforms, seed=6)
+    run("psi", "init", "--me", key["bureau"], *[a for p in platforms for a in ("--cards", card[p])],
+        "--identifier", "resident_id", "--reveal-intersection", "--out", w / "session.json")
+    current = {}
+    for name in platforms:
+        peers = [a for p in platforms if p != name for a in ("--peers", card[p])]
+        run("psi", "blind", "--me", key[name], "--session", w / "session.json", "--bureau", card["bureau"], *peers,
+            "--data", w / "data" / f"{name}.csv", "--id-column", "user_id", "--identifier", "resident_id",
+            "--scores", "repay_score,spend_score", "--paillier", w / "authority" / "paillier.pub.json",
+            "--authority", card["authority"], "--out", w / f"{name}.r0.json", "--state", w / f"{name}.state")
+        current[name] = w / f"{name}.r0.json"
+    route = run("psi", "route", "--session", w / "session.json", "--bureau", card["bureau"]).stdout.splitlines()[1:]
+    for line in route:
+        step, platform, origin = line.split(",")
+        out = w / f"{origin}.r{step}.json"
+        run("psi", "reblind", "--me", key[platform], "--state", w / f"{platform}.state", "--input", current[origin],
+            "--out", out)
+        current[origin] = out
+    inputs = [a for p in platforms for a in ("--inputs", current[p])]
+    common = ("--me", key["bureau"], "--session", w / "session.json", *inputs)
+    counts = [json.loads(run("psi", "count", *common, *extra).stdout) for extra in ((), ENGINE)]
+    assert counts[0] == counts[1] and counts[0]["by_contributors"].get("3")
+    documents = []
+    for where, extra in (("here", ()), ("there", ENGINE)):
+        result = run("psi", "aggregate", *common, "--min-contributors", 2, "--out", w / where / "release.json", *extra)
+        assert ("dask: 2 workers" in result.stderr) == bool(extra)
+        release = json.loads((w / where / "release.json").read_text())
+        reveals = {p: json.loads((w / where / f"{p}.reveal.json").read_text()) for p in platforms}
+        for doc in (release, *reveals.values()):  # signed at different times: all else is the same
+            doc.pop("signature")
+            doc["header"].pop("created")
+            doc["header"].pop("release_hash", None)
+        documents.append((release, reveals))
+    assert documents[0] == documents[1] and documents[0][0]["payload"]["entity_ids"]
+    # a refusal reads the same: the same list twice
+    twice = [a for p in (platforms[0], platforms[0], platforms[1]) for a in ("--inputs", current[p])]
+    lines = []
+    for extra in ((), ENGINE):
+        result = run("psi", "aggregate", "--me", key["bureau"], "--session", w / "session.json", *twice,
+                     "--out", w / "refused.json", *extra, ok=False)
+        assert result.exit_code == 1 and not (w / "refused.json").exists()
+        lines.append(result.stderr.strip().splitlines()[-1])  # after the engine's own "dask: ..." line
+    assert lines[0] == lines[1] and "a second list" in lines[0]

@@ -68,6 +68,35 @@ def test_lsh_candidates_on_the_cluster_equal_the_in_process_ones(engine, thresho
     assert step["step"] == "blocking" and step["tasks"] == 4 and step["workers"] == 2 and step["seconds"] > 0
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.8])
+def test_lsh_by_band_and_bucket_equals_the_in_process_search(engine, threshold):
+    datasets = _datasets(4, (1500, 1200, 900))
+    datasets.append(datasets[1][:0])  # an empty dataset: no pairs with it
+    local, report = lsh_candidates(datasets, threshold, seed=b"k", bands=20, bits_per_band=12)
+    engine.lsh_partition, engine.route_rows, engine.key_buckets = "bucket", 400, 5
+    try:  # 7 groups of bands: more than the 2 the engine keeps in flight on 2 workers
+        remote, remote_report = engine.lsh_candidates(datasets, threshold, seed=b"k", bands=20, bits_per_band=12)
+    finally:
+        engine.lsh_partition, engine.route_rows, engine.key_buckets = "band", 100_000, 8
+    assert len(local) > 500
+    _same(remote, local)
+    assert remote_report.pairs_total == report.pairs_total
+    assert len(local) <= remote_report.comparisons <= 10 * report.comparisons
+    step = engine.steps[-1]
+    assert step["step"] == "blocking by bucket" and step["tasks"] == 7 * 5
+
+
+def test_an_unknown_lsh_partition_is_refused(engine):
+    from pprl.errors import OptionError
+
+    engine.lsh_partition = "rows"
+    try:
+        with pytest.raises(OptionError, match="lsh_partition"):
+            engine.lsh_candidates(_datasets(5, (50, 40)), 0.8, seed=b"k", bands=2, bits_per_band=8)
+    finally:
+        engine.lsh_partition = "band"
+
+
 def test_every_pair_on_the_cluster_equals_the_native_search(engine):
     datasets = _datasets(3, (2000, 1700, 400))
     for threshold in (0.55, 0.9):

@@ -200,7 +200,9 @@ def route_cmd(session, bureau) -> None:
                    "list blinded with the same --clip ranges); the same session's lists draw the same noise.")
 @click.option("--epsilon", type=float, help="With --noise: privacy parameter epsilon per score column.")
 @click.option("--delta", type=float, help="With --noise gaussian: privacy parameter delta.")
-def aggregate_cmd(me, session, inputs, min_contributors, out, reveal_dir, noise, epsilon, delta) -> None:
+@engine_options
+def aggregate_cmd(me, session, inputs, min_contributors, out, reveal_dir, noise, epsilon, delta, engine, scheduler,
+                  dask_workers) -> None:
     """Match the fully blinded lists (bureau) and sum each score column per matched person, encrypted.
 
     The release has the same format as `pprl aggregate`'s, so the authority
@@ -214,8 +216,10 @@ def aggregate_cmd(me, session, inputs, min_contributors, out, reveal_dir, noise,
     """
     from pprl.protocol.files import aggregate_intersection, load_key
 
-    result = aggregate_intersection(load_key(me), session, inputs, min_contributors, out, reveal_dir=reveal_dir,
-                                    noise=noise, epsilon=epsilon, delta=delta)
+    with engine_for(engine, scheduler, dask_workers) as where:
+        result = aggregate_intersection(load_key(me), session, inputs, min_contributors, out,
+                                        reveal_dir=reveal_dir, noise=noise, epsilon=epsilon, delta=delta,
+                                        engine=where)
     say(f"wrote {result.path}: {result.intersection} persons on 2+ platforms, {result.released} released, "
         f"{result.suppressed} held back (< {min_contributors} platforms)")
     for path in result.reveal_paths:
@@ -227,7 +231,8 @@ def aggregate_cmd(me, session, inputs, min_contributors, out, reveal_dir, noise,
 @click.option("--session", required=True, type=FILE, help="The session file you opened.")
 @click.option("--inputs", multiple=True, required=True, type=FILE,
               help="A fully blinded round file; repeat once per platform.")
-def count_cmd(me, session, inputs) -> None:
+@engine_options
+def count_cmd(me, session, inputs, engine, scheduler, dask_workers) -> None:
     """Print the intersection's size (bureau), as JSON: list sizes, persons on 2+ platforms, by count.
 
     \b
@@ -237,7 +242,8 @@ def count_cmd(me, session, inputs) -> None:
     """
     from pprl.protocol.files import count_intersection, load_key
 
-    counts = count_intersection(load_key(me), session, inputs)
+    with engine_for(engine, scheduler, dask_workers) as where:
+        counts = count_intersection(load_key(me), session, inputs, engine=where)
     click.echo(json.dumps({
         "records": counts.records,
         "intersection": counts.intersection,
@@ -264,3 +270,4 @@ def reveal_cmd(me, state, input_, out) -> None:
 
     result = reveal_members(load_key(me), state, input_, out)
     say(f"wrote {result.path} ({result.members} of your users released; private, mode 0600)")
+

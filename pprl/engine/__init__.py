@@ -10,6 +10,7 @@ LocalCluster on this machine without one) is the command-line way in.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -24,10 +25,26 @@ if TYPE_CHECKING:
     from pprl.matching.blocking import BlockingReport
     from pprl.matching.dice.similarity import Candidates
 
-__all__ = ["ENGINES", "DaskEngine", "Engine"]
+__all__ = ["ENGINES", "DaskEngine", "ElementJoin", "Engine"]
 
 #: The engines the commands accept.
 ENGINES = ("local", "dask")
+
+
+@dataclass(frozen=True)
+class ElementJoin:
+    """The join of several lists of 32-byte elements (the PSI bureau's match), as in-process.
+
+    Attributes:
+        repeats: the positions of the lists that hold an element twice (the bureau refuses the first).
+        groups: per element held by two or more lists, the positions of its holders in the lists
+            concatenated, ascending; the groups ordered by element (bytewise).
+        elements: those elements, in the same order.
+    """
+
+    repeats: tuple[int, ...]
+    groups: list[list[int]]
+    elements: list[bytes]
 
 
 class Engine(Protocol):
@@ -63,6 +80,10 @@ class Engine(Protocol):
     def sum_records(self, enc: EncryptedVector, groups: Sequence[Sequence[int]],
                     spec: PackingSpec) -> EncryptedVector:
         """:func:`pprl.crypto.paillier.packing_records.sum_records`."""
+        ...
+
+    def psi_join(self, lists: Sequence[bytes]) -> ElementJoin:
+        """The join of fully blinded PSI lists (:func:`pprl.protocol.psi.match_rounds`'s)."""
         ...
 
 

@@ -852,11 +852,13 @@ def reblind_round(
     return ReblindResult(path, h.origin, tuple(h.hops), h.records, h.complete)
 
 
-def count_intersection(me: PartyKey, session: Session | PathLike, inputs: Sequence[PathLike]) -> IntersectionCounts:
-    """Cardinality only (bureau): persons on two or more platforms, by number of platforms."""
+def count_intersection(me: PartyKey, session: Session | PathLike, inputs: Sequence[PathLike], *,
+                       engine: Engine | None = None) -> IntersectionCounts:
+    """Cardinality only (bureau): persons on two or more platforms, by number of platforms; ``engine``: where the
+    join runs (:mod:`pprl.engine`; the counts are the same)."""
     from pprl.protocol.psi import Session, count_rounds
     sess = session if isinstance(session, Session) else _own_session(session, me)
-    return count_rounds(me, sess, [load(p, PsiRound) for p in inputs])
+    return count_rounds(me, sess, [load(p, PsiRound) for p in inputs], engine=engine)
 
 
 @dataclass(frozen=True)
@@ -880,16 +882,18 @@ def aggregate_intersection(
     noise: str | None = None,
     epsilon: float | None = None,
     delta: float | None = None,
+    engine: Engine | None = None,
 ) -> PsiReleaseResult:
     """Match and sum (bureau, :func:`pprl.protocol.psi.sum_rounds`); write the release and, for a revealing
     session, ``<platform>.reveal.json`` per platform into ``reveal_dir`` (default: the release's directory).
-    ``noise``/``epsilon``/``delta``: as for :func:`aggregate` (every list must declare the same clip ranges).
+    ``noise``/``epsilon``/``delta``: as for :func:`aggregate` (every list must declare the same clip ranges);
+    ``engine``: where the join and the sums run (:mod:`pprl.engine`; the release is the same).
     """
     from pprl.protocol.aggregate import AggregateOptions
     from pprl.protocol.psi import Session, sum_rounds
     sess = session if isinstance(session, Session) else _own_session(session, me)
     options = AggregateOptions(min_contributors=min_contributors, noise=noise, epsilon=epsilon, delta=delta)
-    result = sum_rounds(me, sess, [load(p, PsiRound) for p in inputs], min_contributors, options)
+    result = sum_rounds(me, sess, [load(p, PsiRound) for p in inputs], min_contributors, options, engine=engine)
     directory = Path(reveal_dir) if reveal_dir is not None else Path(out).parent
     written: list[Path] = []
     try:

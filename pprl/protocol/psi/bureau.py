@@ -9,6 +9,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from pprl.protocol.identity import PartyKey
 from pprl.protocol.psi.platform import VerifiedRound, check_round
 from pprl.protocol.psi.session import Session, ring_order
 
+if TYPE_CHECKING:
+    from pprl.engine import Engine
+
 __all__ = [
     "IntersectionCounts",
     "IntersectionRelease",
@@ -63,16 +67,19 @@ class _Matched:
     transcript_hash: str
 
 
-def _match(me: PartyKey, session: Session, rounds: Sequence[PsiRound]) -> _Matched:
+def _match(me: PartyKey, session: Session, rounds: Sequence[PsiRound], engine: Engine | None = None) -> _Matched:
     if me.role != "bureau" or session.bureau.name != me.name or session.bureau.public != me.card.public:
         raise KeyMismatchError(
             f"{session.source}: this session was opened by '{session.bureau.name}', not by '{me.name}'"
         )
-    return match_rounds(session, rounds)
+    return match_rounds(session, rounds, engine=engine)
 
 
-def match_rounds(session: Session, rounds: Sequence[PsiRound]) -> _Matched:
-    """Join a session's fully blinded lists: who shares which person (deterministic; what a decryptor recomputes)."""
+def match_rounds(session: Session, rounds: Sequence[PsiRound], *, engine: Engine | None = None) -> _Matched:
+    """Join a session's fully blinded lists: who shares which person (deterministic; what a decryptor recomputes).
+
+    ``engine``: where the join runs (:meth:`pprl.engine.Engine.psi_join`; the same groups); the rounds are
+    checked here either way."""
     by_origin: dict[str, VerifiedRound] = {}
     for doc in rounds:
         rnd = check_round(doc, session)
@@ -97,6 +104,13 @@ def match_rounds(session: Session, rounds: Sequence[PsiRound]) -> _Matched:
             if getattr(r.header, name) != getattr(first.header, name):
                 raise KeyMismatchError(f"{r.source}: uses different {what} than {first.source}")
 
+    transcript = document_hash({"session": session.hash, "inputs": [r.hash for r in ordered]})
+    if engine is not None:
+        joined = engine.psi_join([r.elements for r in ordered])
+        if joined.repeats:
+            r = ordered[joined.repeats[0]]
+            raise DocumentError(f"{r.source}: repeats an element (a platform listed one person twice)")
+        return _Matched(session, ordered, joined.groups, joined.elements, transcript)
     arrays = [np.frombuffer(r.elements, dtype="V32") for r in ordered]
     for r, arr in zip(ordered, arrays):
         if len(np.unique(arr)) != len(arr):
@@ -108,7 +122,6 @@ def match_rounds(session: Session, rounds: Sequence[PsiRound]) -> _Matched:
     starts = np.concatenate([[0], np.cumsum(counts)])
     groups = [members[starts[g] : starts[g + 1]].tolist() for g in shared]
     group_elements = [uniq[g].tobytes() for g in shared]
-    transcript = document_hash({"session": session.hash, "inputs": [r.hash for r in ordered]})
     return _Matched(session, ordered, groups, group_elements, transcript)
 
 
@@ -211,9 +224,12 @@ class IntersectionCounts:
     by_contributors: dict[int, int]
 
 
-def count_rounds(me: PartyKey, session: Session, rounds: Sequence[PsiRound]) -> IntersectionCounts:
-    """Cardinality only (bureau): persons on two or more platforms, by number of platforms."""
-    m = _match(me, session, rounds)
+def count_rounds(me: PartyKey, session: Session, rounds: Sequence[PsiRound], *,
+                 engine: Engine | None = None) -> IntersectionCounts:
+    """Cardinality only (bureau): persons on two or more platforms, by number of platforms.
+
+    ``engine``: where the join runs (:mod:`pprl.engine`; the same counts)."""
+    m = _match(me, session, rounds, engine)
     sizes: dict[int, int] = {}
     for g in m.groups:
         sizes[len(g)] = sizes.get(len(g), 0) + 1
@@ -234,7 +250,7 @@ class IntersectionRelease:
 
 def sum_rounds(
     me: PartyKey, session: Session, rounds: Sequence[PsiRound], min_contributors: int,
-    options: AggregateOptions | None = None,
+    options: AggregateOptions | None = None, *, engine: Engine | None = None,
 ) -> IntersectionRelease:
     """Match the fully blinded lists (bureau), sum ciphertexts per person, sign the release.
 
@@ -243,11 +259,12 @@ def sum_rounds(
     platforms (one platform's own users are never released, whatever
     ``min_contributors``); ``suppressed`` counts those below
     ``min_contributors``. A revealing session also gets one signed reveal per platform.
+    ``engine``: where the join and the sums run (:mod:`pprl.engine`; the same release, byte for byte).
     """
     if isinstance(min_contributors, bool) or not isinstance(min_contributors, int) or min_contributors < 1:
         raise OptionError("{min_contributors} must be at least 1", "min_contributors")
     options = options or AggregateOptions(min_contributors=min_contributors)
-    m = _match(me, session, rounds)
+    m = _match(me, session, rounds, engine)
     ordered = m.rounds
     header0 = ordered[0].header
     columns = list(header0.score_columns)
@@ -266,7 +283,10 @@ def sum_rounds(
     groups = [g for _, _, g in released]
     entity_ids = [e for e, _, _ in released]
     vectors = [EncryptedVector.from_bytes(key, r.scores["packed"]) for r in ordered]
-    summed = EncryptedVector.concat(vectors).sum_groups(groups)
+    if engine is not None:  # one record per ciphertext (checked with each round): sum_records is sum_groups
+        summed = engine.sum_records(EncryptedVector.concat(vectors), groups, spec)
+    else:
+        summed = EncryptedVector.concat(vectors).sum_groups(groups)
     policy, clip, added_proof = None, None, None
     if options.noise is not None:
         clips = [r.header.clip for r in ordered]
