@@ -46,7 +46,6 @@ Design: docs/protocol.md#chunked-documents.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import io
@@ -54,7 +53,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -191,7 +189,7 @@ def write_chunked(
     The file appears whole or not at all (a temporary file beside it, synced, then renamed); ``private``: mode
     0600 from the start. The returned document's wire form is the signed trailer.
     """
-    from pprl.documents.envelope import sign_document, stamped
+    from pprl.documents.envelope import atomic_writer, sign_document, stamped
 
     if doc.KIND not in COLUMNS:
         raise DocumentError(f"a {doc.KIND} document has no chunked form (only {', '.join(COLUMNS)} have)")
@@ -201,41 +199,29 @@ def write_chunked(
     rows, per_ct, columns = _column_values(doc)
     slicers = [_slicer(doc.KIND, rows, per_ct, name, codec, align, value) for name, codec, align, value in columns]
     step = max(per_ct, rows_per_chunk - rows_per_chunk % per_ct)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o600 if private else 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(MAGIC)
-            index = []
-            for a in range(0, rows, step):
-                b = min(rows, a + step)
-                digest = hashlib.sha256()
-                sizes = []
-                for piece in slicers:
-                    data = piece(a, b)
-                    digest.update(data)
-                    fh.write(data)
-                    sizes.append(len(data))
-                index.append({"rows": b - a, "sizes": sizes, "sha256": digest.hexdigest()})
-            body = _trailer_body(doc, [c[0] for c in columns])
-            body["chunked"] = {"format": FORMAT, "columns": [c[0] for c in columns], "chunks": index}
-            trailer = sign_document(body, key, signer)
-            text = json.dumps(trailer, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            fh.write(text)
-            fh.write(_TAIL.pack(len(text)))
-            fh.write(END)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(path, private=private) as fh:
+        fh.write(MAGIC)
+        index = []
+        for a in range(0, rows, step):
+            b = min(rows, a + step)
+            digest = hashlib.sha256()
+            sizes = []
+            for piece in slicers:
+                data = piece(a, b)
+                digest.update(data)
+                fh.write(data)
+                sizes.append(len(data))
+            index.append({"rows": b - a, "sizes": sizes, "sha256": digest.hexdigest()})
+        body = _trailer_body(doc, [c[0] for c in columns])
+        body["chunked"] = {"format": FORMAT, "columns": [c[0] for c in columns], "chunks": index}
+        trailer = sign_document(body, key, signer)
+        text = json.dumps(trailer, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        fh.write(text)
+        fh.write(_TAIL.pack(len(text)))
+        fh.write(END)
     sealed: D = dataclasses.replace(cast(Any, doc), signer=signer, signature=b64d(trailer["signature"]))
     sealed.__dict__["wire"] = trailer
-    return sealed.from_source(str(target))
+    return sealed.from_source(str(path))
 
 
 def _trailer_body(doc: Document, columns: list[str]) -> dict[str, Any]:

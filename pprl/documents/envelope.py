@@ -18,10 +18,10 @@ import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 from pprl.crypto.identity import IdentityKey
 from pprl.documents.card import Card
@@ -53,6 +53,7 @@ __all__ = [
     "check_signature",
     "verify",
     "verify_document",
+    "atomic_writer",
     "write_atomic",
     "write_document",
 ]
@@ -67,15 +68,18 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, *, private: bool = False) -> Path:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never half."""
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str], *, private: bool = False) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a temporary file beside it, synced and renamed into place when the
+    block ends, removed if it raises; readers see the old file or the whole new one, never half. ``private``: mode
+    0600 from the start."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         os.fchmod(fd, 0o600 if private else 0o644)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -83,7 +87,13 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, private: bool = F
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return target
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, private: bool = False) -> Path:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never half."""
+    with atomic_writer(path, private=private) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 #: Documents up to this size (compact) are written indented, for people to read; larger ones compact, with the C
