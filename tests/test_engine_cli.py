@@ -52,6 +52,11 @@ def test_submit_link_aggregate_and_registry_update_on_the_cluster_give_what_they
         run("link", "--me", key["bureau"], *cards, *subs, "--blocking", blocking, "--out", w / f"there-{blocking}.json",
             *ENGINE)
         assert _entities(w / f"there-{blocking}.json") == _entities(w / f"here-{blocking}.json")
+        if blocking == "lsh":  # the tasks routed by bucket of band keys too: the same candidates
+            run("link", "--me", key["bureau"], *cards, *subs, "--blocking", blocking, "--out", w / "bucket.json",
+                *ENGINE, "--lsh-partition", "bucket")
+            bucket, here = (json.loads((w / f"{s}.json").read_text()) for s in ("bucket", "here-lsh"))
+            assert bucket["payload"]["candidates"] == here["payload"]["candidates"]
         here, there = (json.loads((w / f"{s}-{blocking}.json").read_text()) for s in ("here", "there"))
         assert there["payload"]["candidates"] == here["payload"]["candidates"]
         assert there["header"]["threshold"] == here["header"]["threshold"]
@@ -76,6 +81,9 @@ def test_a_scheduler_needs_the_dask_engine(tmp_path):
     result = run("link", "--me", tmp_path / "none.key", "--cards", tmp_path / "c.json", "--submissions",
                  tmp_path / "s.json", "--out", out, "--scheduler", "tcp://127.0.0.1:9", ok=False)
     refused(result, out, "--scheduler", "--engine dask")
+    result = run("link", "--me", tmp_path / "none.key", "--cards", tmp_path / "c.json", "--submissions",
+                 tmp_path / "s.json", "--out", out, "--lsh-partition", "bucket", ok=False)
+    refused(result, out, "--lsh-partition", "--engine dask")
 
 
 def test_psi_blind_and_reblind_on_the_cluster_count_what_they_count_here(tmp_path):

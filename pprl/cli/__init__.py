@@ -144,17 +144,30 @@ def engine_options(fn: Any) -> Any:
     return fn
 
 
+def lsh_partition_option(fn: Any) -> Any:
+    """``--lsh-partition`` for a command that links on an engine (``link``, ``registry update``)."""
+    return click.option(
+        "--lsh-partition", type=click.Choice(["band", "bucket"]), default="band", show_default=True,
+        help="With --engine dask and LSH blocking: a task per group of bands over every record (band: each "
+             "worker holds every dataset's encodings, 130 bytes a record), or routed by bucket of band keys too "
+             "(bucket: a worker holds only its buckets' records; slower, for datasets one worker cannot hold). "
+             "The candidates are the same.")(fn)
+
+
 @contextlib.contextmanager
-def engine_for(engine: str, scheduler: str | None, workers: int) -> Iterator[Any]:
+def engine_for(engine: str, scheduler: str | None, workers: int, *, lsh_partition: str = "band") -> Iterator[Any]:
     """The engine the options chose (None: this process), closed (its local cluster stopped) at the end."""
     if engine != "dask":
         if scheduler:
             raise OptionError("{scheduler} needs --engine dask", "scheduler")
+        if lsh_partition != "band":
+            raise OptionError("{lsh_partition} needs --engine dask", "lsh_partition")
         yield None
         return
     from pprl.engine import DaskEngine
 
-    with DaskEngine.start(scheduler, workers=workers, progress=progress_wanted()) as started:
+    with DaskEngine.start(scheduler, workers=workers, progress=progress_wanted(),
+                          lsh_partition=lsh_partition) as started:
         where = f"scheduler {scheduler}" if scheduler else "a cluster on this machine"
         say(f"dask: {started.workers} workers on {where}; dashboard {started.dashboard}")
         yield started

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pprl.cli import cli, engine_for, engine_options, progress_wanted, say
+from pprl.cli import cli, engine_for, engine_options, lsh_partition_option, progress_wanted, say
 
 FILE = click.Path(dir_okay=False)
 
@@ -75,7 +75,9 @@ def link_report(result) -> list[str]:
                            "for another run, or without one, is refused, so an old one cannot be replayed.")
 @click.option("--out", required=True, type=FILE, help="Linkage file to write.")
 @engine_options
-def link_cmd(me, cards, submissions, threshold, blocking, run, out, engine, scheduler, dask_workers) -> None:
+@lsh_partition_option
+def link_cmd(me, cards, submissions, threshold, blocking, run, out, engine, scheduler, dask_workers,
+             lsh_partition) -> None:
     """Verify submissions, compare encodings (Dice) and group records into entities.
 
     Each entity holds at most one record per platform and at least two
@@ -88,11 +90,12 @@ def link_cmd(me, cards, submissions, threshold, blocking, run, out, engine, sche
       pprl link --me keys/bureau.key --cards keys/platform_1.card.json --cards keys/platform_2.card.json \\
           --submissions platform_1.submission.json --submissions platform_2.submission.json \\
           --out linkage.json
-    On a Dask cluster (the same linkage): add --engine dask [--scheduler tcp://host:8786].
+    On a Dask cluster (the same linkage): add --engine dask [--scheduler tcp://host:8786]
+    [--lsh-partition bucket].
     """
     from pprl.protocol.files import link, load_cards, load_key
 
-    with engine_for(engine, scheduler, dask_workers) as where:
+    with engine_for(engine, scheduler, dask_workers, lsh_partition=lsh_partition) as where:
         result = link(
             load_key(me), load_cards(cards), submissions, threshold, out, blocking=blocking,
             progress=progress_wanted(), run=run, engine=where,
@@ -187,8 +190,9 @@ def registry_group() -> None:
 @click.option("--blocking", type=click.Choice(["auto", "lsh", "none"]), default="auto", show_default=True,
               help="Keyed LSH blocking, as for `pprl link`.")
 @engine_options
+@lsh_partition_option
 def registry_update_cmd(me, registry, cards, submissions, service_url, service_cards, threshold, blocking, engine,
-                        scheduler, dask_workers) -> None:
+                        scheduler, dask_workers, lsh_partition) -> None:
     """Link platforms' new submissions into the registry; each replaces its platform's previous one.
 
     A record keeps its entity when its previous self is found, joins the
@@ -226,7 +230,8 @@ def registry_update_cmd(me, registry, cards, submissions, service_url, service_c
             raise click.UsageError(f"Missing option '{name}' (or run the update through --service URL)")
     trusted = load_cards(cards)
     docs = [load(p, Submission) for p in submissions]
-    with engine_for(engine, scheduler, dask_workers) as where, Registry(registry) as reg:
+    with engine_for(engine, scheduler, dask_workers, lsh_partition=lsh_partition) as where, \
+            Registry(registry) as reg:
         options = LinkOptions(threshold=None if threshold == "auto" else threshold, blocking=blocking,
                               progress=progress_wanted(), engine=where)
         reports = reg.update(docs, options, trusted, me=key)
