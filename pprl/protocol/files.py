@@ -29,6 +29,7 @@ from pprl.documents import (
     Card,
     CardDocument,
     DecryptionPart,
+    Document,
     IdentityKeyDocument,
     Linkage,
     LogHead,
@@ -311,6 +312,23 @@ class SubmitResult:
 DOCUMENT_FORMATS = ("json", "chunked")
 
 
+def _is_chunked_format(format: str) -> bool:
+    """Whether ``format`` (``--format``) asks for the chunked form; OptionError for one pprl does not write."""
+    if format not in DOCUMENT_FORMATS:
+        raise OptionError(f"--format '{format}': expected one of {', '.join(DOCUMENT_FORMATS)}")
+    return format == "chunked"
+
+
+def _write_signed(out: PathLike, doc: Document, me: PartyKey, chunked: bool) -> Path:
+    """Write a document ``me`` made: sealed already (JSON), or unsealed, to be signed in its chunked form."""
+    if not chunked:
+        return save(out, doc)
+    from pprl.documents import write_chunked
+
+    write_chunked(out, doc, me.identity, me.card)
+    return Path(out)
+
+
 def map_path_for(out: PathLike) -> Path:
     """Where ``submit`` writes the private token map of submission ``out``."""
     return Path(f"{os.fspath(out)}.map.csv")
@@ -344,8 +362,7 @@ def submit(
     ``format``: ``"json"`` or ``"chunked"`` (binary chunks and a signed trailer, for large submissions:
     :mod:`pprl.documents.chunked`; every reader of submissions takes both).
     """
-    if format not in DOCUMENT_FORMATS:
-        raise OptionError(f"--format '{format}': expected one of {', '.join(DOCUMENT_FORMATS)}")
+    chunked = _is_chunked_format(format)
     from pprl.crypto.paillier.vector import PaillierPublicKey
     from pprl.encoding.schema import Schema, load_schema
     from pprl.protocol.secret import LinkageSecret
@@ -363,7 +380,6 @@ def submit(
     if paillier is not None:
         key = paillier if isinstance(paillier, PaillierPublicKey) else load_paillier_public(
             paillier, _pin(authority, "the Paillier key's signer", "authority"))
-    chunked = format == "chunked"
     prepared = prepare_submission(me, schema, secret, frame, options, key, source=source, engine=engine,
                                   sign=not chunked)
     map_path = map_path_for(out)
@@ -373,13 +389,7 @@ def submit(
     writer.writerows(prepared.token_map)
     write_atomic(map_path, buffer.getvalue().encode("utf-8"), private=True)
     try:
-        if chunked:
-            from pprl.documents import write_chunked
-
-            write_chunked(out, prepared.submission, me.identity, me.card)
-            path = Path(out)
-        else:
-            path = save(out, prepared.submission)
+        path = _write_signed(out, prepared.submission, me, chunked)
     except BaseException:
         map_path.unlink(missing_ok=True)
         raise
@@ -467,24 +477,16 @@ def aggregate(
     ``audit_head``: a witnessed head of the decryptor's log (signed by one of ``cards``) for the release to carry;
     ``engine``: where the sums run (:mod:`pprl.engine`); ``format``: ``"json"`` or ``"chunked"``
     (:mod:`pprl.documents.chunked`; ``decrypt`` and the threshold steps read both)."""
-    if format not in DOCUMENT_FORMATS:
-        raise OptionError(f"--format '{format}': expected one of {', '.join(DOCUMENT_FORMATS)}")
+    chunked = _is_chunked_format(format)
     from pprl.protocol.aggregate import AggregateOptions, aggregate_release
     options = AggregateOptions(min_contributors=min_contributors, noise=noise, epsilon=epsilon, delta=delta,
                                progress=progress)
     head = load(audit_head, LogHead) if audit_head is not None else None
-    chunked = format == "chunked"
     result = aggregate_release(
         me, load(linkage, Linkage), [load(p, Submission) for p in submissions], options, cards, head, engine=engine,
         sign=not chunked,
     )
-    if chunked:
-        from pprl.documents import write_chunked
-
-        write_chunked(out, result.release, me.identity, me.card)
-        path = Path(out)
-    else:
-        path = save(out, result.release)
+    path = _write_signed(out, result.release, me, chunked)
     return ReleaseResult(path=path, released=result.released, suppressed=result.suppressed)
 
 
